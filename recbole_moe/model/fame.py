@@ -1,0 +1,535 @@
+"""
+FAME
+################################################
+
+Reference:
+    Mingrui Liu, Sixiao Zhang, Cheng Long. "Facet-Aware Multi-Head Mixture-of-Experts Model
+    for Sequential Recommendation." in WSDM 2025 (arXiv 2411.01457).
+
+Implements ``../shared/spec/FAME.md``. The backbone is SASRec: the first ``n_layers - 1``
+layers are RecBole ``TransformerEncoder`` layers; the last layer is replaced by
+:class:`FacetMoELayer` (per-head MoE self-attention, spec §2.2, followed by a per-head
+Add & Norm and FFN', §2.3), and every head scores the items through its own item
+sub-embedding; a gate fuses the per-head scores (§2.4).
+
+Only the last valid position of the last layer reaches the output (every operation after the
+attention is position-wise), so that layer evaluates its queries at that position only. This is
+mathematically identical to computing all L positions and gathering afterwards, and it keeps the
+extra N-fold query work of the experts off the ``[B, H, N, L, L]`` attention tensor.
+
+Switches (property file ``FAME.yaml``):
+    * ``moe_attention``: False = one query projection per head (N = 1, no router).
+    * ``head_prediction``: False = concatenate the heads, W_O + Add & Norm, the standard FFN and one
+      dot product with the full item embedding (with ``moe_attention`` False this is SASRec).
+    * ``gate``: ``learned`` (Linear(d, H) + softmax, A7) or ``uniform`` (g_h = 1/H).
+    * ``fusion``: ``logits`` (gate-weighted sum of per-head logits, A1) or ``probs``
+      (log of the gate-weighted mixture of per-head softmax distributions).
+    * ``item_subemb``: ``proj`` (x_v W_f^(h), A2) or ``split`` (the h-th d'-chunk of x_v).
+"""
+
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.layers import FeedForward, TransformerEncoder
+from recbole.model.loss import BPRLoss
+
+from recbole_moe.layers.moe import normalized_entropy
+
+
+class MoEMultiHeadAttention(nn.Module):
+    r"""Multi-head self-attention whose heads are mixtures of N query experts (spec §2.2).
+
+    Evaluated for one query position per sequence (the last valid one) against all L keys.
+    Parameter layout matches RecBole's ``MultiHeadAttention``: ``query`` maps d -> H·N·d' with
+    output index ``(h, n, k)``, so for N = 1 its weight has exactly SASRec's layout; ``key`` and
+    ``value`` map d -> H·d' and are shared by the N experts of a head (A4).
+
+    With ``head_output=True`` the Add & Norm is per head (LayerNorm' over d', residual = the
+    h-th d'-slice of the input, A3) and the output is ``[B, H, d']``; otherwise the heads are
+    concatenated and followed by ``dense`` (W_O) + LayerNorm over d, output ``[B, d]``.
+    """
+
+    def __init__(
+        self,
+        n_heads: int,
+        n_experts: int,
+        hidden_size: int,
+        hidden_dropout_prob: float,
+        attn_dropout_prob: float,
+        layer_norm_eps: float,
+        head_output: bool,
+    ):
+        super().__init__()
+        if hidden_size % n_heads != 0:
+            raise ValueError(
+                f"The hidden size ({hidden_size}) is not a multiple of n_heads ({n_heads})"
+            )
+        self.n_heads = n_heads
+        self.n_experts = n_experts
+        self.head_size = hidden_size // n_heads
+        self.head_output = head_output
+
+        self.query = nn.Linear(hidden_size, n_heads * n_experts * self.head_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        if n_experts > 1:
+            # W_exp^(h): (N·d') x N per head, no bias (spec §2.2, A5)
+            self.router = nn.Parameter(
+                torch.empty(n_heads, n_experts * self.head_size, n_experts)
+            )
+        else:
+            self.register_parameter("router", None)
+        self.attn_dropout = nn.Dropout(attn_dropout_prob)
+        self.out_dropout = nn.Dropout(hidden_dropout_prob)
+        if head_output:
+            self.LayerNorm = nn.LayerNorm(self.head_size, eps=layer_norm_eps)
+        else:
+            self.dense = nn.Linear(hidden_size, hidden_size)
+            self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    def expert_outputs(
+        self, x_t: torch.Tensor, hidden: torch.Tensor, key_mask: torch.Tensor
+    ) -> torch.Tensor:
+        r"""Attention read-out of every expert, f^(h,n) (spec §2.2).
+
+        Args:
+            x_t: layer input at the query position, ``[B, d]``.
+            hidden: layer input at all positions, ``[B, L, d]``.
+            key_mask: additive mask over keys for that query, ``[B, L]`` (0 or -10000).
+
+        Returns:
+            expert outputs ``[B, H, N, d']``.
+        """
+        B, L, _ = hidden.shape
+        H, N, dh = self.n_heads, self.n_experts, self.head_size
+        q = self.query(x_t).view(B, H, N, dh)  # [B, H, N, d']
+        k = self.key(hidden).view(B, L, H, dh)  # [B, L, H, d']
+        v = self.value(hidden).view(B, L, H, dh)  # [B, L, H, d']
+        scores = torch.einsum("bhnk,blhk->bhnl", q, k) / math.sqrt(dh)  # [B, H, N, L]
+        scores = scores + key_mask[:, None, None, :]
+        probs = self.attn_dropout(torch.softmax(scores, dim=-1))  # [B, H, N, L]
+        return torch.einsum("bhnl,blhk->bhnk", probs, v)  # [B, H, N, d']
+
+    def route(self, expert_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Router β^(h) = softmax([f^(h,1) ‖ … ‖ f^(h,N)] W_exp^(h)) and dense mix (spec §2.2).
+
+        Args:
+            expert_out: ``[B, H, N, d']``.
+
+        Returns:
+            mixed head outputs f^(h) ``[B, H, d']`` and router weights β ``[B, H, N]``.
+        """
+        B, H, N, dh = expert_out.shape
+        if self.router is None:
+            return expert_out[:, :, 0], expert_out.new_ones(B, H, 1)
+        logits = torch.einsum(
+            "bhm,hmn->bhn", expert_out.reshape(B, H, N * dh), self.router
+        )  # [B, H, N]
+        beta = torch.softmax(logits, dim=-1)
+        mixed = torch.einsum("bhn,bhnk->bhk", beta, expert_out)  # [B, H, d']
+        return mixed, beta
+
+    def forward(
+        self, hidden: torch.Tensor, last_index: torch.Tensor, key_mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Output of the attention sub-layer at the last valid position.
+
+        Args:
+            hidden: ``[B, L, d]``; last_index: ``[B]`` (item_seq_len - 1); key_mask: ``[B, L]``.
+
+        Returns:
+            ``[B, H, d']`` (head_output) or ``[B, d]``, and router weights ``[B, H, N]``.
+        """
+        B, _, d = hidden.shape
+        x_t = hidden.gather(1, last_index.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
+        mixed, beta = self.route(self.expert_outputs(x_t, hidden, key_mask))
+        if self.head_output:
+            # Z^(h) = LayerNorm'(X^(h) + Dropout(f^(h)))  (spec §2.3)
+            residual = x_t.view(B, self.n_heads, self.head_size)
+            out = self.LayerNorm(residual + self.out_dropout(mixed))  # [B, H, d']
+        else:
+            out = self.dense(mixed.reshape(B, d))  # concat heads + W_O, [B, d]
+            out = self.LayerNorm(self.out_dropout(out) + x_t)
+        return out, beta
+
+
+class FacetMoELayer(nn.Module):
+    r"""Last FAME layer: MoE multi-head attention + position-wise FFN (spec §2.2–2.3).
+
+    Mirrors RecBole's ``TransformerLayer`` (``multi_head_attention`` then ``feed_forward``) so
+    that a SASRec checkpoint maps onto it by renaming ``trm_encoder.layer.{n_layers-1}.`` to
+    ``last_layer.``. With ``head_output`` the FFN' acts on d' and is shared across heads.
+    """
+
+    def __init__(
+        self,
+        n_heads: int,
+        n_experts: int,
+        hidden_size: int,
+        inner_size: int,
+        hidden_dropout_prob: float,
+        attn_dropout_prob: float,
+        hidden_act: str,
+        layer_norm_eps: float,
+        head_output: bool,
+    ):
+        super().__init__()
+        self.multi_head_attention = MoEMultiHeadAttention(
+            n_heads,
+            n_experts,
+            hidden_size,
+            hidden_dropout_prob,
+            attn_dropout_prob,
+            layer_norm_eps,
+            head_output,
+        )
+        ffn_size = hidden_size // n_heads if head_output else hidden_size
+        self.feed_forward = FeedForward(
+            ffn_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps
+        )
+
+    def forward(
+        self, hidden: torch.Tensor, last_index: torch.Tensor, key_mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L, d]`` -> F_t ``[B, H, d']`` (or ``[B, d]``) and router weights ``[B, H, N]``."""
+        attn_out, beta = self.multi_head_attention(hidden, last_index, key_mask)
+        # F^(h) = LayerNorm''(Z^(h) + Dropout(FFN'(Z^(h))))  (spec §2.3)
+        return self.feed_forward(attn_out), beta
+
+
+class FAME(SequentialRecommender):
+    r"""FAME: facet-aware multi-head mixture-of-experts sequential recommender (WSDM 2025).
+
+    ``forward`` returns the sequence representation that scores items by a single dot product
+    with the item embedding: for ``fusion=logits`` the gate-weighted per-head scores are linear
+    in the item embedding, ŷ(v) = Σ_h g_h F_t^(h)·(W_f^(h) x_v) = (Σ_h g_h W_f^(h)ᵀ F_t^(h))·x_v,
+    so full-sort scoring costs the same as SASRec and builds nothing larger than ``[B, |I|]``.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.n_layers = config["n_layers"]
+        self.n_heads = config["n_heads"]
+        self.hidden_size = config["hidden_size"]
+        self.inner_size = config["inner_size"]
+        self.head_inner_size = config["head_inner_size"]
+        self.n_experts = config["n_experts"]
+        self.hidden_dropout_prob = config["hidden_dropout_prob"]
+        self.attn_dropout_prob = config["attn_dropout_prob"]
+        self.hidden_act = config["hidden_act"]
+        self.layer_norm_eps = config["layer_norm_eps"]
+        self.initializer_range = config["initializer_range"]
+        self.loss_type = config["loss_type"]
+        self.moe_attention = bool(config["moe_attention"])
+        self.head_prediction = bool(config["head_prediction"])
+        self.gate_type = config["gate"]
+        self.fusion = config["fusion"]
+        self.item_subemb = config["item_subemb"]
+
+        if self.n_layers < 1:
+            raise ValueError("FAME needs n_layers >= 1")
+        if self.hidden_size % self.n_heads != 0:
+            raise ValueError("hidden_size must be a multiple of n_heads")
+        if self.gate_type not in ("learned", "uniform"):
+            raise ValueError("gate must be 'learned' or 'uniform'")
+        if self.fusion not in ("logits", "probs"):
+            raise ValueError("fusion must be 'logits' or 'probs'")
+        if self.item_subemb not in ("proj", "split"):
+            raise ValueError("item_subemb must be 'proj' or 'split'")
+        self.head_size = self.hidden_size // self.n_heads
+        n_experts = self.n_experts if self.moe_attention else 1
+        if not self.head_inner_size:
+            self.head_inner_size = 4 * self.head_size
+
+        # define layers and loss
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.trm_encoder = TransformerEncoder(
+            n_layers=self.n_layers - 1,
+            n_heads=self.n_heads,
+            hidden_size=self.hidden_size,
+            inner_size=self.inner_size,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attn_dropout_prob=self.attn_dropout_prob,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+        )
+        self.last_layer = FacetMoELayer(
+            n_heads=self.n_heads,
+            n_experts=n_experts,
+            hidden_size=self.hidden_size,
+            inner_size=self.head_inner_size if self.head_prediction else self.inner_size,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attn_dropout_prob=self.attn_dropout_prob,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+            head_output=self.head_prediction,
+        )
+        # W_f: row block h of the weight is W_f^(h)ᵀ (d' x d)  (spec §2.4, A2)
+        self.item_proj = (
+            nn.Linear(self.hidden_size, self.hidden_size, bias=False)
+            if self.head_prediction and self.item_subemb == "proj"
+            else None
+        )
+        # W_g, b_g  (spec §2.4, A7)
+        self.gate = (
+            nn.Linear(self.hidden_size, self.n_heads)
+            if self.head_prediction and self.gate_type == "learned"
+            else None
+        )
+
+        if self.loss_type == "BPR":
+            self.loss_fct = BPRLoss()
+        elif self.loss_type == "CE":
+            self.loss_fct = nn.CrossEntropyLoss()
+        else:
+            raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
+
+        # per-epoch routing statistics (detached sums over training batches)
+        self._stat_count = 0
+        self._stat_gate: Optional[torch.Tensor] = None  # [H]
+        self._stat_router: Optional[torch.Tensor] = None  # [H, N]
+
+        # parameters initialization
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """RecBole/SASRec initialisation; the router parameter gets the same normal init."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+        if isinstance(module, MoEMultiHeadAttention) and module.router is not None:
+            module.router.data.normal_(mean=0.0, std=self.initializer_range)
+
+    # ------------------------------------------------------------------ encoder
+    def encode(
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""Spec §2.1–2.4: sequence -> head outputs, gate weights and router weights.
+
+        Returns:
+            F_t ``[B, H, d']`` (``[B, d]`` when ``head_prediction`` is off),
+            gate g ``[B, H]`` (uniform when off) and router weights β ``[B, H, N]``.
+        """
+        B, L = item_seq.shape
+        position_ids = torch.arange(L, dtype=torch.long, device=item_seq.device)
+        input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
+        hidden = self.dropout(self.LayerNorm(input_emb))  # X0, [B, L, d]
+        if self.n_layers > 1:
+            attention_mask = self.get_attention_mask(item_seq)  # [B, 1, L, L]
+            hidden = self.trm_encoder(
+                hidden, attention_mask, output_all_encoded_layers=False
+            )[-1]  # X, [B, L, d]
+
+        last_index = item_seq_len - 1  # [B]
+        # row `last_index` of RecBole's causal + padding mask, [B, L]
+        positions = torch.arange(L, device=item_seq.device)
+        key_ok = (item_seq != 0) & (positions[None, :] <= last_index[:, None])
+        key_mask = torch.where(key_ok, 0.0, -10000.0).to(hidden.dtype)
+
+        head_repr, beta = self.last_layer(hidden, last_index, key_mask)
+        gate = self.gate_weights(head_repr)
+        if self.training:
+            self._accumulate_stats(gate, beta)
+        return head_repr, gate, beta
+
+    def gate_weights(self, head_repr: torch.Tensor) -> torch.Tensor:
+        r"""g = softmax(W_g [F_t^(1) ‖ … ‖ F_t^(H)] + b_g), ``[B, H]`` (spec §2.4, A7)."""
+        B = head_repr.shape[0]
+        if self.gate is None:
+            return head_repr.new_full((B, self.n_heads), 1.0 / self.n_heads)
+        return torch.softmax(self.gate(head_repr.reshape(B, self.hidden_size)), dim=-1)
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        r"""Fused query vector u ``[B, d]`` with ŷ(v) = u·x_v (exact for ``fusion=logits``).
+
+        u = Σ_h g_h W_f^(h) F_t^(h) (proj), ⊕_h g_h F_t^(h) (split), or the concatenated
+        representation when ``head_prediction`` is off.
+        """
+        head_repr, gate, _ = self.encode(item_seq, item_seq_len)
+        if not self.head_prediction:
+            return head_repr
+        return self._fold(head_repr * gate.unsqueeze(-1))
+
+    def _fold(self, weighted: torch.Tensor) -> torch.Tensor:
+        """``[B, H, d']`` per-head vectors -> ``[B, d]`` vector in item-embedding space."""
+        flat = weighted.reshape(weighted.shape[0], self.hidden_size)
+        if self.item_proj is None:
+            return flat
+        return flat @ self.item_proj.weight  # Σ_h W_f^(h) (weighted)_h
+
+    # ------------------------------------------------------------------ scoring
+    def item_subembeddings(self, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        r"""x_v^(h) for the given items (all items when None): ``[..., H, d']`` (spec §2.4, A2)."""
+        emb = self.item_embedding.weight if items is None else self.item_embedding(items)
+        if self.item_proj is not None:
+            emb = self.item_proj(emb)
+        return emb.view(*emb.shape[:-1], self.n_heads, self.head_size)
+
+    def head_scores(
+        self, head_repr: torch.Tensor, items: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        r"""Per-head scores P^(h)(v) = F_t^(h)·x_v^(h) (spec §2.4).
+
+        Args:
+            head_repr: F_t ``[B, H, d']``.
+            items: None (all items), ``[B]`` or ``[B, M]`` item ids.
+
+        Returns:
+            ``[B, H, n_items]``, ``[B, H]`` or ``[B, H, M]``.
+        """
+        sub = self.item_subembeddings(items)
+        if items is None:
+            return torch.einsum("bhk,vhk->bhv", head_repr, sub)
+        if items.dim() == 1:
+            return (head_repr * sub).sum(-1)
+        return torch.einsum("bhk,bmhk->bhm", head_repr, sub)
+
+    def _scores_all(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        r"""Fused scores for all items ``[B, n_items]``: logits, or log-probabilities for
+        ``fusion=probs`` (log Σ_h g_h softmax(P^(h)), A1)."""
+        if not self.head_prediction or self.fusion == "logits":
+            seq_output = self.forward(item_seq, item_seq_len)  # [B, d]
+            return seq_output @ self.item_embedding.weight.t()
+        head_repr, gate, _ = self.encode(item_seq, item_seq_len)
+        log_p = torch.log_softmax(self.head_scores(head_repr), dim=-1)  # [B, H, n_items]
+        return torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
+
+    def _scores_items(self, interaction, items: torch.Tensor) -> torch.Tensor:
+        """Fused scores of ``items`` (``[B]``) -> ``[B]``."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        if not self.head_prediction or self.fusion == "logits":
+            seq_output = self.forward(item_seq, item_seq_len)
+            return (seq_output * self.item_embedding(items)).sum(-1)
+        scores = self._scores_all(item_seq, item_seq_len)
+        return scores.gather(1, items.view(-1, 1)).squeeze(1)
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        """CE over all items on the fused scores, or BPR with one sampled negative (spec §3)."""
+        pos_items = interaction[self.POS_ITEM_ID]
+        if self.loss_type == "BPR":
+            pos_score = self._scores_items(interaction, pos_items)
+            neg_score = self._scores_items(interaction, interaction[self.NEG_ITEM_ID])
+            return self.loss_fct(pos_score, neg_score)
+        logits = self._scores_all(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        if self.head_prediction and self.fusion == "probs":
+            return F.nll_loss(logits, pos_items)  # logits are log mixture probabilities
+        return self.loss_fct(logits, pos_items)
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Fused score of ``interaction[ITEM_ID]``, ``[B]``."""
+        return self._scores_items(interaction, interaction[self.ITEM_ID])
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Fused scores of all items, ``[B, n_items]``."""
+        return self._scores_all(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+
+    # ------------------------------------------------------------------ inspection
+    @torch.no_grad()
+    def explain(self, interaction, items: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Which facet drove a recommendation.
+
+        Args:
+            interaction: batch with the item sequence and its length.
+            items: optional ``[B]`` or ``[B, M]`` item ids; all items when None.
+
+        Returns:
+            dict with ``per_head_scores`` ``[B, H, n_items]`` (or ``[B, H]`` / ``[B, H, M]``),
+            ``gate`` ``[B, H]``, ``router`` ``[B, H, N]`` (router weights at the last position)
+            and ``scores`` (fused, same trailing shape as the items). Requires
+            ``head_prediction``.
+        """
+        if not self.head_prediction:
+            raise ValueError("explain() needs head_prediction=True")
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        head_repr, gate, beta = self.encode(item_seq, item_seq_len)
+        per_head = self.head_scores(head_repr, items)
+        g = gate if per_head.dim() == 2 else gate.unsqueeze(-1)
+        if self.fusion == "logits":
+            fused = (g * per_head).sum(1)
+        else:
+            log_p = torch.log_softmax(self.head_scores(head_repr), dim=-1)
+            fused = torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
+            if items is not None:
+                fused = fused.gather(1, items.view(items.shape[0], -1)).view(items.shape)
+        return {"per_head_scores": per_head, "gate": gate, "router": beta, "scores": fused}
+
+    # ------------------------------------------------------------------ statistics
+    @torch.no_grad()
+    def _accumulate_stats(self, gate: torch.Tensor, beta: torch.Tensor) -> None:
+        """Add a training batch's gate ``[B, H]`` and router ``[B, H, N]`` weights."""
+        gate_sum, router_sum = gate.detach().sum(0), beta.detach().sum(0)
+        if self._stat_gate is None:
+            self._stat_gate, self._stat_router = gate_sum, router_sum
+        else:
+            self._stat_gate = self._stat_gate + gate_sum
+            self._stat_router = self._stat_router + router_sum
+        self._stat_count += gate.shape[0]
+
+    def epoch_stats(self) -> Optional[Dict[str, torch.Tensor]]:
+        """Mean gate per head ``[H]`` and mean router distribution per head ``[H, N]``
+        over the training sequences seen since the last reset (None if none)."""
+        if not self._stat_count:
+            return None
+        return {
+            "gate": (self._stat_gate / self._stat_count).cpu(),
+            "router": (self._stat_router / self._stat_count).cpu(),
+        }
+
+    def reset_stats(self) -> None:
+        self._stat_count, self._stat_gate, self._stat_router = 0, None, None
+
+    def log_epoch_stats(self, logger, tensorboard, epoch_idx: int) -> Optional[Dict[str, torch.Tensor]]:
+        """Log the epoch's mean gate per head and router expert distribution per head, then reset.
+
+        Called by the trainer after each training epoch; ``logger`` and ``tensorboard`` may be None.
+        """
+        stats = self.epoch_stats()
+        self.reset_stats()
+        if stats is None:
+            return None
+        gate, router = stats["gate"], stats["router"]
+        if logger is not None:
+            router_txt = "; ".join(
+                f"h{h}: [" + ", ".join(f"{w:.3f}" for w in router[h].tolist()) + "]"
+                for h in range(router.shape[0])
+            )
+            entropy = ", ".join(f"{float(normalized_entropy(r)):.3f}" for r in router)
+            logger.info(
+                f"epoch {epoch_idx} FAME gate per head: ["
+                + ", ".join(f"{w:.3f}" for w in gate.tolist())
+                + f"] | router per head: {router_txt} | router entropy/log(N) per head: [{entropy}]"
+            )
+        if tensorboard is not None:
+            for h in range(gate.shape[0]):
+                tensorboard.add_scalar(f"FAME/gate/head{h}", gate[h].item(), epoch_idx)
+                for n in range(router.shape[1]):
+                    tensorboard.add_scalar(
+                        f"FAME/router/head{h}/expert{n}", router[h, n].item(), epoch_idx
+                    )
+        return stats
+
+
+def sasrec_state_dict_to_fame(state_dict: Dict[str, torch.Tensor], n_layers: int) -> Dict[str, torch.Tensor]:
+    """Rename a RecBole SASRec state_dict for FAME with ``moe_attention`` and
+    ``head_prediction`` off: ``trm_encoder.layer.{n_layers-1}.`` -> ``last_layer.``."""
+    prefix = f"trm_encoder.layer.{n_layers - 1}."
+    return {
+        ("last_layer." + k[len(prefix):]) if k.startswith(prefix) else k: v
+        for k, v in state_dict.items()
+    }
