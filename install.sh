@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install recbole-moe into the current Python environment, without ray.
+#
+#   bash install.sh            # regular install
+#   bash install.sh --editable # editable (development) install, with the test extra
+#
+# 1. torch: an already installed torch is kept. Otherwise torch==2.13.0 is installed first
+#    (set TORCH_SPEC to choose another build, e.g. TORCH_SPEC="torch==2.13.0+cu126").
+# 2. RecBole 1.2.1 without its dependencies: its metadata pins ray<=2.6.3, which recbole-moe
+#    never uses and which has no wheels for Python 3.12. setup.cfg declares RecBole's real
+#    runtime dependencies instead.
+# 3. recbole-moe itself.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON="${PYTHON:-python3}"
+PIP=("$PYTHON" -m pip install --disable-pip-version-check -q)
+
+if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
+    echo "recbole-moe install: installing ${TORCH_SPEC:-torch==2.13.0}"
+    "${PIP[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+fi
+"${PIP[@]}" --no-deps "recbole==1.2.1"
+if [ "${1:-}" = "--editable" ]; then
+    "${PIP[@]}" -e ".[test]"
+else
+    "${PIP[@]}" .
+fi
+echo "recbole-moe install: done ($("$PYTHON" -c 'import recbole_moe; print("recbole-moe", recbole_moe.__version__)'))"

@@ -1,0 +1,89 @@
+"""RecBole ``Config`` that also reads recbole-moe's property files.
+
+RecBole's ``Config`` only looks in its own ``properties/`` folder and resolves model names in
+``recbole.model``. This subclass (the pattern RecBole-GNN uses) resolves names through our
+registry and layers our files on top of RecBole's, so the priority is, lowest first:
+RecBole overall/model/dataset defaults < our model file < our dataset file < ``config_files``
+< ``config_dict`` (where the command line's ``--key=value`` overrides go).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_moe.model import get_model
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+
+
+def model_property_file(model: str) -> str:
+    """Path of our property file for ``model`` (may not exist)."""
+    return os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")
+
+
+def dataset_property_file(dataset: str) -> str:
+    """Path of our property file for ``dataset`` (may not exist)."""
+    return os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
+
+
+class Config(RecBoleConfig):
+    """RecBole configuration with recbole-moe's models and property files.
+
+    Args:
+        model: a model name (ours or RecBole's) or a model class.
+        dataset: the dataset name.
+        config_file_list: YAML files, later ones win.
+        config_dict: overrides, highest priority; string values are parsed like RecBole's
+            command line (``"[5, 10]"`` becomes a list, ``"true"`` a bool).
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        dataset: Optional[str] = None,
+        config_file_list: Optional[list[str]] = None,
+        config_dict: Optional[dict] = None,
+    ) -> None:
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _load_cmd_line(self) -> dict:
+        # Our entry points parse the command line themselves and pass ``--key=value`` pairs in
+        # ``config_dict``; reading ``sys.argv`` here would pick up pytest's or a host program's
+        # arguments.
+        return dict()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if isinstance(model, str):
+            model = get_model(model)
+        elif model is None and isinstance(self.external_config_dict.get("model"), str):
+            model = get_model(self.external_config_dict["model"])
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset) -> None:
+        super()._load_internal_config_dict(model, model_class, dataset)
+        model_file = model_property_file(model)
+        if os.path.isfile(model_file):
+            self._update_internal_config_dict(model_file)
+        dataset_file = dataset_property_file(dataset)
+        if os.path.isfile(dataset_file):
+            config_dict = self._update_internal_config_dict(dataset_file) or {}
+            self.parameters["Dataset"] += [
+                key for key in config_dict if key not in self.parameters["Dataset"]
+            ]
+
+    def _get_final_config_dict(self) -> dict:
+        final = super()._get_final_config_dict()
+        # A sequential model trained with full-softmax CE must not sample training negatives;
+        # RecBole raises unless the user writes ``train_neg_sample_args: ~``. Do it for them
+        # when they did not set the key themselves.
+        if (
+            final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+            and final.get("loss_type") == "CE"
+            and "train_neg_sample_args" not in self.external_config_dict
+        ):
+            final["train_neg_sample_args"] = None
+        return final

@@ -1,0 +1,229 @@
+"""Train, evaluate and reload models: recbole-moe's equivalent of ``recbole.quick_start``.
+
+RecBole's own ``quick_start`` imports ray at module level, so it is never imported here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from logging import getLogger
+from typing import Any, Optional
+
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import (
+    get_environment,
+    get_flops,
+    get_trainer as recbole_get_trainer,
+    init_logger,
+    init_seed,
+    set_color,
+)
+from recbole.data.transform import construct_transform
+
+from recbole_moe.compat import load_recbole_checkpoint, thop_available
+from recbole_moe.config import Config
+from recbole_moe.errors import DatasetNotFoundError
+from recbole_moe.model import get_model
+
+# Handlers ``init_logger`` attached to the root logger in an earlier run of this process.
+_RUN_HANDLERS: list[logging.Handler] = []
+
+
+def _init_run_logger(config: Config) -> Optional[str]:
+    """RecBole's ``init_logger`` for one run; returns the log file path.
+
+    ``init_logger`` relies on ``logging.basicConfig``, which is a no-op once the root logger has
+    handlers, so a second run in the same process would keep writing to the first run's file.
+    Remove the handlers of the previous run first.
+    """
+    root = logging.getLogger()
+    for handler in _RUN_HANDLERS:
+        root.removeHandler(handler)
+        handler.close()
+    _RUN_HANDLERS.clear()
+    before = set(root.handlers)
+    saved_handlers = list(root.handlers)
+    # basicConfig only configures a root logger without handlers.
+    root.handlers = []
+    init_logger(config)
+    new = [h for h in root.handlers if h not in before]
+    _RUN_HANDLERS.extend(new)
+    root.handlers = saved_handlers + new
+    for handler in new:
+        if hasattr(handler, "baseFilename"):
+            return handler.baseFilename
+    return None
+
+
+def check_dataset_files(config: Config) -> None:
+    """Fail before any work when the dataset's ``.inter`` file is missing (never download).
+
+    Raises:
+        DatasetNotFoundError: naming the dataset, the directory searched and how to provide it.
+    """
+    dataset = config["dataset"]
+    data_dir = os.path.normpath(config["data_path"])
+    inter_file = os.path.join(data_dir, f"{dataset}.inter")
+    if os.path.isfile(inter_file):
+        return
+    try:
+        from recbole_moe.data.prepare import ensure_dataset
+    except ImportError:  # pragma: no cover - preparation module absent
+        ensure_dataset = None
+    if ensure_dataset is not None:
+        # Prepares from a raw-data root when it can; raises a specific error otherwise.
+        ensure_dataset(dataset, os.path.dirname(data_dir))
+        if os.path.isfile(inter_file):
+            return
+    raise DatasetNotFoundError(
+        f"Dataset '{dataset}' not found: no atomic file {inter_file} (searched directory "
+        f"{data_dir}). Put RecBole atomic files there (<data_path>/{dataset}/{dataset}.inter), "
+        f"point --data_path at the folder that contains '{dataset}/', or convert raw data with "
+        f"`recbole-moe prepare --dataset {dataset} --source RAW_FILE`. "
+        "recbole-moe never downloads datasets."
+    )
+
+
+def get_trainer(config: Config, model) -> Any:
+    """The trainer for ``model``: recbole-moe's trainer for our models, RecBole's otherwise."""
+    if hasattr(model, "log_epoch_stats"):
+        try:
+            from recbole_moe.trainer import MoETrainer
+        except ImportError:  # pragma: no cover - trainer module absent
+            MoETrainer = None
+        if MoETrainer is not None:
+            return MoETrainer(config, model)
+    return recbole_get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+
+def log_flops(model, dataset, config: Config, logger: logging.Logger) -> None:
+    """Log the model's FLOPs like RecBole, or why they could not be counted."""
+    ok, reason = thop_available()
+    if not ok:
+        logger.info(f"FLOPs not counted: thop is unavailable ({reason}).")
+        return
+    try:
+        transform = construct_transform(config)
+        flops = get_flops(model, dataset, config["device"], logger, transform)
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+    except Exception as exc:  # FLOPs are informative only; never fail a run on them
+        logger.info(f"FLOPs not counted: {type(exc).__name__}: {exc}")
+
+
+def prepare_run(
+    model: Any,
+    dataset: str,
+    config_dict: Optional[dict] = None,
+    config_file_list: Optional[list[str]] = None,
+    log: bool = True,
+):
+    """Resolve the config, load data and build the model, as the first half of :func:`run`.
+
+    Returns:
+        ``(config, train_data, valid_data, test_data, model, log_file)``.
+    """
+    config = Config(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    log_file = _init_run_logger(config) if log else None
+    logger = getLogger()
+    logger.info(config)
+    check_dataset_files(config)
+
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = get_model(config["model"])
+    net = model_class(config, train_data._dataset).to(config["device"])
+    logger.info(net)
+    if log:
+        log_flops(net, data, config, logger)
+    return config, train_data, valid_data, test_data, net, log_file
+
+
+def _plain(result) -> dict:
+    """A metric dict with plain Python floats (RecBole returns numpy scalars)."""
+    return {key: float(value) for key, value in (result or {}).items()}
+
+
+def run(
+    model: Any,
+    dataset: str,
+    config_dict: Optional[dict] = None,
+    config_file_list: Optional[list[str]] = None,
+    saved: bool = True,
+) -> dict:
+    """Train ``model`` on ``dataset`` and evaluate it, like RecBole's ``run_recbole``.
+
+    Args:
+        model: model name (recbole-moe's or RecBole's) or class.
+        dataset: dataset name; atomic files are read from ``<data_path>/<dataset>/``.
+        config_dict: overrides (highest priority).
+        config_file_list: YAML config files.
+        saved: keep the best checkpoint and evaluate the test set with it.
+
+    Returns:
+        dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+        ``test_result``, ``model_file``, ``log_file`` and ``config``.
+    """
+    config, train_data, valid_data, test_data, net, log_file = prepare_run(
+        model, dataset, config_dict, config_file_list
+    )
+    logger = getLogger()
+    trainer = get_trainer(config, net)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    environment_tb = get_environment(config)
+    logger.info(
+        "The running environment of this training is as follows:\n" + environment_tb.draw()
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": float(best_valid_score),
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": _plain(best_valid_result),
+        "test_result": _plain(test_result),
+        "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
+        "log_file": log_file,
+        "config": config,
+    }
+
+
+def load_model(model_file: str, device: Optional[str] = None):
+    """Reload a checkpoint written by :func:`run` (works on torch >= 2.6).
+
+    Rebuilds the dataset from the checkpoint's config, so the dataset files must still be where
+    they were at training time.
+
+    Returns:
+        ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    import torch
+
+    checkpoint = load_recbole_checkpoint(model_file, map_location="cpu")
+    config = checkpoint["config"]
+    if device is not None:
+        config["device"] = torch.device(device)
+    elif config["device"].type == "cuda" and not torch.cuda.is_available():
+        config["device"] = torch.device("cpu")
+    init_seed(config["seed"], config["reproducibility"])
+    data = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return config, model, data, train_data, valid_data, test_data

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny synthetic sequential dataset and fast settings."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+
+import recbole_moe  # noqa: F401  (applies the compatibility patches)
+from recbole_moe.testing import make_synthetic_dataset, tiny_config as _tiny_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory) -> types.SimpleNamespace:
+    """A synthetic dataset with a planted next-item pattern: ``.data_path``, ``.dataset``."""
+    root = tmp_path_factory.mktemp("data")
+    make_synthetic_dataset(str(root), name="synth")
+    return types.SimpleNamespace(data_path=str(root), dataset="synth", n_items=80)
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """RecBole writes ``log/``, ``log_tensorboard/`` and ``saved/`` under the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def tiny_config(synth, tmp_path) -> dict:
+    """Fast settings on the synthetic dataset, checkpoints in the test's temp dir."""
+    return _tiny_config(synth.data_path, checkpoint_dir=str(tmp_path / "saved"))
