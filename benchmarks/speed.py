@@ -1,0 +1,196 @@
+"""Side-by-side speed and memory of models at equal sizes, with ratios to a reference model.
+
+Builds every model on the same synthetic dataset with the same hidden size, layers, heads,
+maximum length and batch size, then times, interleaved across models in one process:
+  * a training step (forward + backward + Adam step) on a fixed training batch,
+  * a full-sort evaluation batch (``full_sort_predict`` under ``torch.no_grad``),
+and samples the process RSS during evaluation to report the peak memory it adds.
+
+    python benchmarks/speed.py --models SASRec HyMoERec FAME Mamba4Rec
+    python benchmarks/speed.py --models SASRec Mamba4Rec --max_len 200 --batch 256 --n_items 3706
+
+Prints one row per model and the ratio of each time to the reference (the first model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import recbole_moe  # noqa: E402
+from recbole_moe.testing import build, make_synthetic_dataset  # noqa: E402
+
+
+class PeakRSS:
+    """Sample this process's RSS in a thread; ``peak - start`` is what the block added."""
+
+    def __init__(self, interval: float = 0.0005) -> None:
+        self.interval = interval
+        self.process = psutil.Process()
+
+    def __enter__(self) -> "PeakRSS":
+        gc.collect()
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def added_mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec"])
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--n_layers", type=int, default=2)
+    parser.add_argument("--n_heads", type=int, default=2)
+    parser.add_argument("--inner_size", type=int, default=256)
+    parser.add_argument("--max_len", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--n_users", type=int, default=2000)
+    parser.add_argument("--n_items", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per model")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions per model")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="MODEL:key=value",
+        help="per-model overrides, e.g. FAME:n_heads=4 FAME:n_experts=4",
+    )
+    return parser.parse_args(argv)
+
+
+def per_model_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for item in items:
+        model, _, assignment = item.partition(":")
+        key, _, value = assignment.partition("=")
+        if not model or not key or not value:
+            raise SystemExit(f"--set expects MODEL:key=value, got '{item}'")
+        overrides.setdefault(model, {})[key] = value
+    return overrides
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    extra = per_model_overrides(args.set)
+    tmp = tempfile.mkdtemp(prefix="speed-")
+    make_synthetic_dataset(
+        tmp,
+        name="speed",
+        n_users=args.n_users,
+        n_items=args.n_items,
+        min_len=args.max_len // 2,
+        max_len=args.max_len + 10,
+    )
+    common = {
+        "hidden_size": args.hidden_size,
+        "n_layers": args.n_layers,
+        "num_layers": args.n_layers,
+        "n_heads": args.n_heads,
+        "inner_size": args.inner_size,
+        "MAX_ITEM_LIST_LENGTH": args.max_len,
+        "train_batch_size": args.batch,
+        "eval_batch_size": args.batch * (args.n_items + 1),
+        "checkpoint_dir": os.path.join(tmp, "saved"),
+    }
+    setups = {}
+    for name in args.models:
+        config_dict = dict(common)
+        config_dict.update(extra.get(name, {}))
+        config, _, train_data, valid_data, _, model = build(name, tmp, "speed", config_dict)
+        train_batch = next(iter(train_data))
+        eval_batch = next(iter(valid_data))[0]
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        n_params = sum(p.numel() for p in model.parameters())
+        setups[name] = (model, optimizer, train_batch, eval_batch, n_params)
+
+    def train_step(name: str) -> None:
+        model, optimizer, batch, _, _ = setups[name]
+        model.train()
+        optimizer.zero_grad()
+        losses = model.calculate_loss(batch)
+        loss = sum(losses) if isinstance(losses, tuple) else losses
+        loss.backward()
+        optimizer.step()
+
+    def eval_step(name: str) -> None:
+        model, _, _, batch, _ = setups[name]
+        model.eval()
+        with torch.no_grad():
+            model.full_sort_predict(batch)
+
+    times = {name: {"train": [], "eval": []} for name in args.models}
+    for phase, step in (("train", train_step), ("eval", eval_step)):
+        for rep in range(args.warmup + args.repeats):
+            for name in args.models:  # interleaved: every model sees the same machine state
+                start = time.perf_counter()
+                step(name)
+                if rep >= args.warmup:
+                    times[name][phase].append(time.perf_counter() - start)
+
+    memory = {}
+    for name in args.models:
+        with PeakRSS() as peak:
+            eval_step(name)
+        memory[name] = peak.added_mib
+
+    ref = args.models[0]
+    med = {n: {p: statistics.median(v) for p, v in t.items()} for n, t in times.items()}
+    print(
+        f"# speed.py  {platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"# hidden {args.hidden_size}, layers {args.n_layers}, heads {args.n_heads}, "
+        f"max_len {args.max_len}, batch {args.batch}, items {args.n_items}, "
+        f"median of {args.repeats} (after {args.warmup} warm-up)"
+    )
+    if extra:
+        print(f"# per-model overrides: {extra}")
+    header = (
+        f"{'model':<12} {'params':>10} {'train ms':>9} {'x' + ref:>12} "
+        f"{'eval ms':>9} {'x' + ref:>12} {'eval +MiB':>10} {'x' + ref:>12}"
+    )
+    print(header)
+    for name in args.models:
+        mem_ratio = memory[name] / memory[ref] if memory[ref] > 0 else float("nan")
+        print(
+            f"{name:<12} {setups[name][4]:>10,} {med[name]['train'] * 1e3:>9.1f} "
+            f"{med[name]['train'] / med[ref]['train']:>12.2f} {med[name]['eval'] * 1e3:>9.1f} "
+            f"{med[name]['eval'] / med[ref]['eval']:>12.2f} {memory[name]:>10.1f} {mem_ratio:>12.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
