@@ -1,0 +1,327 @@
+"""Tests for HyMoERec: model behaviour (fast, no data loading) and short runs on the synthetic data."""
+
+from __future__ import annotations
+
+import copy
+import math
+import types
+
+import pytest
+import torch
+
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+from recbole_moe.config import Config
+from recbole_moe.layers.moe import entropy_balance_loss
+from recbole_moe.model.hymoerec import HyMoERec
+from recbole_moe.quick_start import get_trainer, load_model, run
+from recbole_moe.testing import build
+from recbole_moe.trainer import MoETrainer
+
+N_ITEMS, L, B = 30, 12, 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is as fast and avoids oversubscription on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _FakeDataset:
+    """What a sequential model reads from its dataset: item count and number of training rows."""
+
+    inter_num = 1000
+
+    def num(self, field):
+        return N_ITEMS
+
+
+@pytest.fixture(scope="module")
+def base_config(tmp_path_factory):
+    """HyMoERec's resolved property file (through our Config) with small sizes."""
+    root = tmp_path_factory.mktemp("cfg")
+    (root / "synth").mkdir()
+    config = Config("HyMoERec", "synth", config_dict={
+        "data_path": str(root), "hidden_size": 16, "inner_size": 32, "expert_inner_size": 24,
+        "MAX_ITEM_LIST_LENGTH": L, "train_batch_size": 100, "n_heads": 2,
+    })
+    return config
+
+
+def make_model(base_config, cls=HyMoERec, seed: int = 0, **overrides):
+    config = copy.deepcopy(base_config)
+    for key, value in overrides.items():
+        config[key] = value
+    torch.manual_seed(seed)
+    return cls(config, _FakeDataset())
+
+
+def make_batch(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, L + 1, (B,), generator=g)
+    lengths[0] = L
+    seq = torch.randint(1, N_ITEMS, (B, L), generator=g)
+    seq[torch.arange(L).unsqueeze(0) >= lengths.unsqueeze(1)] = 0  # right padding, as RecBole
+    return {
+        "item_id_list": seq,
+        "item_length": lengths,
+        "item_id": torch.randint(1, N_ITEMS, (B,), generator=g),
+    }
+
+
+def total(loss) -> torch.Tensor:
+    return sum(loss) if isinstance(loss, tuple) else loss
+
+
+# ----------------------------------------------------------------------------- model behaviour
+
+
+def test_paper_defaults_in_property_file(base_config):
+    assert base_config["n_experts"] == 4 and base_config["top_k"] == 2
+    assert base_config["lb_weight"] == pytest.approx(0.01) and base_config["lb_type"] == "entropy"
+    assert base_config["fusion"] == "adaptive" and base_config["alpha_init"] == 0.0
+    assert base_config["warmup_epochs"] == 5 and base_config["warmup_steps"] is None
+    assert base_config["loss_type"] == "CE" and base_config["train_neg_sample_args"]["distribution"] == "none"
+    assert base_config["shared_expert"] is True and base_config["routed_experts"] is True
+
+
+def test_shapes_and_finite_gradients(base_config):
+    model = make_model(base_config, warmup_steps=0)
+    model.train()
+    batch = make_batch()
+    assert model.forward(batch["item_id_list"], batch["item_length"]).shape == (B, 16)
+    assert model.full_sort_predict(batch).shape == (B, N_ITEMS)
+    loss = model.calculate_loss(batch)
+    assert isinstance(loss, tuple) and len(loss) == 2
+    total(loss).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_routing_picks_top_k_for_every_non_padding_token(base_config):
+    model = make_model(base_config).eval()
+    batch = make_batch()
+    _, routings, token_mask = model._encode(batch["item_id_list"], batch["item_length"])
+    assert torch.equal(token_mask, batch["item_id_list"] != 0)
+    assert len(routings) == base_config["n_layers"]
+    for r in routings:
+        assert r.indices.shape == (B, L, 2) and r.probs.shape == (B, L, 4)
+        assert (r.indices[..., 0] != r.indices[..., 1]).all()
+        top = r.logits.topk(2, dim=-1).indices
+        assert torch.equal(r.indices, top)
+        sel = r.probs.gather(-1, r.indices)
+        torch.testing.assert_close(r.weights, sel / sel.sum(-1, keepdim=True))
+    # training statistics count exactly K assignments per non-padding token
+    model.train()
+    model.calculate_loss(batch)
+    for layer in model.trm_encoder.layer:
+        assert layer.feed_forward.stats.n_tokens.item() == token_mask.sum().item()
+        assert layer.feed_forward.stats.counts.sum().item() == 2 * token_mask.sum().item()
+
+
+def test_balance_loss_is_entropy_term_summed_over_layers(base_config):
+    model = make_model(base_config).eval()
+    batch = make_batch()
+    rec, lb = model.calculate_loss(batch)
+    _, routings, mask = model._encode(batch["item_id_list"], batch["item_length"])
+    expected = 0.01 * sum(entropy_balance_loss(r.probs, mask) for r in routings)
+    torch.testing.assert_close(lb, expected)
+    assert lb.item() < 0  # + λ Σ ḡ log ḡ is a negative entropy (spec §3, sign kept)
+    assert lb.item() >= 0.01 * base_config["n_layers"] * -math.log(4) - 1e-6
+
+
+def test_warmup_schedule_start_middle_end(base_config):
+    model = make_model(base_config, warmup_steps=10)
+    for t, w in [(0, 0.0), (5, 0.5), (10, 1.0), (25, 1.0)]:
+        model.train_step.fill_(t)
+        assert model.warmup_factor().item() == pytest.approx(w)
+        assert model.alphas() == pytest.approx([0.5 * w] * base_config["n_layers"])  # σ(0)·w(t)
+    cosine = make_model(base_config, warmup_steps=10, warmup_type="cosine")
+    cosine.train_step.fill_(2)
+    assert cosine.warmup_factor().item() == pytest.approx(0.5 * (1 - math.cos(0.2 * math.pi)))
+    # warm-up given in epochs: 5 epochs × ceil(1000 rows / 100 per batch) = 50 steps
+    assert int(make_model(base_config).warmup_length) == 50
+    assert int(make_model(base_config, warmup_epochs=0.5).warmup_length) == 5
+    off = make_model(base_config, warmup_epochs=0)
+    assert off.warmup_factor().item() == 1.0
+
+
+def test_alpha_frozen_during_eval(base_config):
+    model = make_model(base_config, warmup_steps=10)
+    batch = make_batch()
+    model.train()
+    model.calculate_loss(batch)
+    model.calculate_loss(batch)
+    assert int(model.train_step) == 2
+    alphas = model.alphas()
+    model.eval()
+    with torch.no_grad():
+        model.calculate_loss(batch)
+        model.full_sort_predict(batch)
+        model.predict(batch)
+    assert int(model.train_step) == 2
+    assert model.alphas() == alphas
+    assert model.alphas()[0] == pytest.approx(0.5 * 0.2)
+
+
+def test_schedule_restored_after_reload(base_config):
+    model = make_model(base_config, warmup_steps=10)
+    model.train()
+    for _ in range(3):
+        model.calculate_loss(make_batch())
+    state = model.state_dict()
+    assert int(state["train_step"]) == 3 and int(state["warmup_length"]) == 10
+    fresh = make_model(base_config, seed=1, warmup_steps=99)  # config changed since training
+    fresh.load_state_dict(state)
+    assert int(fresh.train_step) == 3 and int(fresh.warmup_length) == 10
+    assert fresh.warmup_factor().item() == pytest.approx(0.3)
+    model.eval(), fresh.eval()
+    assert torch.equal(model.full_sort_predict(make_batch(1)), fresh.full_sort_predict(make_batch(1)))
+
+
+def test_without_routed_experts_equals_sasrec(base_config):
+    sasrec = make_model(base_config, cls=SASRec, seed=3)
+    hymoe = make_model(base_config, seed=4, routed_experts=False)
+    missing, unexpected = hymoe.load_state_dict(sasrec.state_dict(), strict=False)
+    assert set(missing) == {"train_step", "warmup_length"} and not unexpected
+    assert set(hymoe.state_dict()) - set(sasrec.state_dict()) == {"train_step", "warmup_length"}
+    batch = make_batch()
+    sasrec.eval(), hymoe.eval()
+    assert torch.equal(sasrec.full_sort_predict(batch), hymoe.full_sort_predict(batch))
+    assert torch.equal(sasrec.predict(batch), hymoe.predict(batch))
+    assert torch.equal(sasrec.calculate_loss(batch), hymoe.calculate_loss(batch))
+    # training mode too: same dropout draws in the same order
+    sasrec.train(), hymoe.train()
+    torch.manual_seed(7)
+    a = sasrec.calculate_loss(batch)
+    torch.manual_seed(7)
+    b = hymoe.calculate_loss(batch)
+    assert torch.equal(a, b)
+
+
+ABLATIONS = {
+    "no_shared_expert": {"shared_expert": False},
+    "no_routed_experts": {"routed_experts": False},
+    "fusion_fixed": {"fusion": "fixed", "fixed_alpha": 0.3},
+    "fusion_sum": {"fusion": "sum"},
+    "no_warmup": {"warmup_epochs": 0},
+    "no_balance_loss": {"lb_weight": 0.0},
+    "switch_balance_loss": {"lb_type": "switch"},
+    "top_1": {"top_k": 1},
+    "two_experts": {"n_experts": 2},
+    "small_experts": {"expert_inner_size": 8},
+    "cosine_warmup": {"warmup_type": "cosine"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_each_ablation_switch_changes_the_computation(base_config, name):
+    default = make_model(base_config).eval()
+    variant = make_model(base_config, **ABLATIONS[name]).eval()
+    # share every weight the two models have in common (not the schedule), then put both mid-warm-up
+    shared = {k: v for k, v in default.named_parameters()
+              if k in variant.state_dict() and variant.state_dict()[k].shape == v.shape}
+    variant.load_state_dict(shared, strict=False)
+    for m in (default, variant):
+        m.train_step.fill_(12)  # default warm-up: 50 steps, so w(t) = 0.24
+    batch = make_batch()
+    with torch.no_grad():
+        a, b = default.calculate_loss(batch), variant.calculate_loss(batch)
+    a_parts = a if isinstance(a, tuple) else (a,)
+    b_parts = b if isinstance(b, tuple) else (b,)
+    differs = len(a_parts) != len(b_parts) or any(not torch.equal(x, y) for x, y in zip(a_parts, b_parts))
+    assert differs, f"switch {name} did not change the loss"
+
+
+def test_invalid_switches_raise(base_config):
+    with pytest.raises(ValueError):
+        make_model(base_config, shared_expert=False, routed_experts=False)
+    for key, value in [("fusion", "max"), ("lb_type", "z"), ("warmup_type", "step"), ("moe_impl", "x")]:
+        with pytest.raises(ValueError):
+            make_model(base_config, **{key: value})
+
+
+def test_sparse_only_has_no_shared_parameters(base_config):
+    model = make_model(base_config, shared_expert=False)
+    assert not any("dense_1" in k or "dense_2" in k for k in model.state_dict())
+    assert model.alphas() == []
+
+
+def test_implementation_choices_give_the_same_scores(base_config):
+    batch = make_batch()
+    ref = make_model(base_config, moe_impl="loop", last_position_experts=False).eval()
+    ref.train_step.fill_(30)
+    expected = ref.full_sort_predict(batch)
+    for overrides in ({"moe_impl": "dense"}, {"moe_impl": "loop", "last_position_experts": True},
+                      {"moe_impl": "dense", "last_position_experts": True}):
+        other = make_model(base_config, **overrides).eval()
+        other.load_state_dict(ref.state_dict())
+        torch.testing.assert_close(other.full_sort_predict(batch), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_log_epoch_stats_reports_alpha_warmup_and_load(base_config):
+    model = make_model(base_config, warmup_steps=10)
+    model.train()
+    model.calculate_loss(make_batch())
+    lines, scalars = [], {}
+    logger = types.SimpleNamespace(info=lines.append)
+    tensorboard = types.SimpleNamespace(add_scalar=lambda tag, value, step: scalars.__setitem__(tag, value))
+    summary = model.log_epoch_stats(logger, tensorboard, epoch_idx=0)
+    assert summary["warmup"] == pytest.approx(0.1)
+    assert summary["alpha"] == pytest.approx([0.05, 0.05])
+    assert len(summary["layers"]) == 2
+    for layer in summary["layers"]:
+        assert sum(layer["token_fraction"]) == pytest.approx(1.0)
+        assert 0.0 <= layer["load_entropy"] <= 1.0
+    assert any("alpha=" in line for line in lines) and any("load_entropy" in line for line in lines)
+    assert scalars["MoE/warmup"] == pytest.approx(0.1) and "MoE/alpha_layer1" in scalars
+    assert "MoE/load_entropy_layer0" in scalars and "MoE/load_layer1/expert3" in scalars
+    assert model.epoch_summary()["layers"][0]["tokens"] == 0  # reset for the next epoch
+
+
+# ----------------------------------------------------------------------------- short runs
+
+
+def _fast(tiny_config, **overrides):
+    """Small HyMoERec settings; ``data_path`` is dropped because ``build`` adds it itself."""
+    cfg = {k: v for k, v in tiny_config.items() if k != "data_path"}
+    cfg.update(n_experts=4, top_k=2, expert_inner_size=32, warmup_epochs=1)
+    cfg.update(overrides)
+    return cfg
+
+
+def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config, monkeypatch):
+    config, _, train_data, valid_data, test_data, model = build(
+        "HyMoERec", synth.data_path, synth.dataset, _fast(tiny_config, epochs=2))
+    calls = []
+    original = HyMoERec.log_epoch_stats
+    monkeypatch.setattr(HyMoERec, "log_epoch_stats",
+                        lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k))
+    trainer = get_trainer(config, model)
+    assert isinstance(trainer, MoETrainer)
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    assert calls == [0, 1]  # once per training epoch
+    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    _, loaded, *_ = load_model(trainer.saved_model_file)
+    assert int(loaded.train_step) == int(model.train_step) > 0
+    batch = next(iter(test_data))[0]
+    with torch.no_grad():
+        assert torch.equal(model.full_sort_predict(batch), loaded.full_sort_predict(batch))
+
+
+def test_same_seed_identical_metrics_and_training_beats_untrained(synth, tiny_config):
+    cfg = _fast(tiny_config, epochs=2)
+    run_cfg = dict(cfg, data_path=synth.data_path)
+    first = run("HyMoERec", synth.dataset, config_dict=run_cfg, saved=False)
+    second = run("HyMoERec", synth.dataset, config_dict=run_cfg, saved=False)
+    assert first["test_result"] == second["test_result"]
+    config, _, _, _, test_data, model = build("HyMoERec", synth.data_path, synth.dataset, cfg)
+    untrained = get_trainer(config, model).evaluate(test_data, load_best_model=False)
+    assert first["test_result"]["ndcg@10"] > float(untrained["ndcg@10"]) + 0.05
