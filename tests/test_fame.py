@@ -17,6 +17,7 @@ from recbole_moe.quick_start import get_trainer, load_model, run
 from recbole_moe.testing import build, make_synthetic_dataset, tiny_config
 
 FAME_SETTINGS = {"n_heads": 2, "n_experts": 3, "n_layers": 2}
+E2E_SETTINGS = dict(FAME_SETTINGS, n_layers=1)  # end-to-end runs: one (MoE) layer keeps them fast
 
 
 class Overlay:
@@ -341,8 +342,8 @@ def test_epoch_stats_are_logged_and_reset(env):
 @pytest.fixture(scope="module")
 def trained(env, tmp_path_factory):
     ckpt = str(tmp_path_factory.mktemp("fame_ckpt"))
-    config = tiny_config(env["root"], epochs=1, checkpoint_dir=ckpt, **FAME_SETTINGS)
-    first = run("FAME", "synth", config_dict=config, saved=True)
+    config = tiny_config(env["root"], epochs=1, checkpoint_dir=ckpt, **E2E_SETTINGS)
+    first = run("FAME", "synth", config_dict=dict(config, state="INFO"), saved=True)
     second = run("FAME", "synth", config_dict=config, saved=False)
     return config, first, second
 
@@ -353,9 +354,16 @@ def test_same_seed_identical_metrics(trained):
     assert first["best_valid_result"] == second["best_valid_result"]
 
 
+def test_trainer_logs_epoch_stats(trained):
+    _, first, _ = trained
+    with open(first["log_file"], encoding="utf-8") as f:
+        text = f.read()
+    assert "FAME gate per head" in text and "router per head" in text
+
+
 def test_training_beats_untrained(env, trained):
     _, first, _ = trained
-    config, _, _, _, test_data, model = build("FAME", env["root"], "synth", FAME_SETTINGS)
+    config, _, _, _, test_data, model = build("FAME", env["root"], "synth", E2E_SETTINGS)
     untrained = get_trainer(config, model).evaluate(test_data, load_best_model=False)
     assert first["test_result"]["ndcg@10"] > untrained["ndcg@10"] + 0.3
 

@@ -405,8 +405,23 @@ class FAME(SequentialRecommender):
             seq_output = self.forward(item_seq, item_seq_len)  # [B, d]
             return seq_output @ self.item_embedding.weight.t()
         head_repr, gate, _ = self.encode(item_seq, item_seq_len)
-        log_p = torch.log_softmax(self.head_scores(head_repr), dim=-1)  # [B, H, n_items]
-        return torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
+        scores = self.head_scores(head_repr)  # [B, H, n_items]
+        if torch.is_grad_enabled():
+            log_p = torch.log_softmax(scores, dim=-1)
+            return torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
+        return self._log_mixture_inplace(scores, gate)
+
+    @staticmethod
+    def _log_mixture_inplace(scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        r"""log Σ_h g_h softmax(P^(h)) without autograd, holding one ``[B, H, n_items]`` tensor.
+
+        ``scores`` (overwritten) ``[B, H, V]``, gate ``[B, H]`` -> ``[B, V]``. Items whose
+        probability underflows in every head get -inf (the bottom of the ranking either way).
+        """
+        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # e = exp(P - max_v P), [B, H, V]
+        weights = gate / scores.sum(dim=-1)  # g_h / Σ_v e, [B, H]
+        mixture = torch.einsum("bhv,bh->bv", scores, weights)  # [B, V]
+        return mixture.log_()
 
     def _scores_items(self, interaction, items: torch.Tensor) -> torch.Tensor:
         """Fused scores of ``items`` (``[B]``) -> ``[B]``."""
