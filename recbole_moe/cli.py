@@ -85,6 +85,7 @@ def train_main(argv: Sequence[str]) -> int:
         args.dataset,
         config_dict=overrides,
         config_file_list=_split_files(args.config_files),
+        override_source="the command line",
     )
     print(format_result(result))
     return 0

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_moe.errors import ConfigError
 from recbole_moe.model import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
@@ -47,8 +49,33 @@ class Config(RecBoleConfig):
         dataset: Optional[str] = None,
         config_file_list: Optional[list[str]] = None,
         config_dict: Optional[dict] = None,
+        override_source: str = "config_dict",
     ) -> None:
+        #: Where ``config_dict`` came from, for error messages (e.g. "the command line").
+        self.override_source = override_source
+        self.config_file_list = list(config_file_list or [])
         super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _load_config_files(self, file_list) -> dict:
+        """RecBole's loader, with a clear error for a missing or broken YAML file."""
+        file_config_dict: dict = {}
+        for file in file_list or []:
+            try:
+                with open(file, "r", encoding="utf-8") as f:
+                    loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+            except OSError as exc:
+                raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
+            if loaded is None:
+                continue
+            if not isinstance(loaded, dict):
+                raise ConfigError(
+                    f"config file {file} must hold a mapping of settings (key: value), "
+                    f"found a {type(loaded).__name__}"
+                )
+            file_config_dict.update(loaded)
+        return file_config_dict
 
     def _load_cmd_line(self) -> dict:
         # Our entry points parse the command line themselves and pass ``--key=value`` pairs in

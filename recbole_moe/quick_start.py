@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from logging import getLogger
 from typing import Any, Optional
 
@@ -111,40 +112,75 @@ def log_flops(model, dataset, config: Config, logger: logging.Logger) -> None:
         logger.info(f"FLOPs not counted: {type(exc).__name__}: {exc}")
 
 
+def _discard_run_log(log_file: Optional[str]) -> None:
+    """Close and delete the log of a run that failed before training (no partial output)."""
+    root = logging.getLogger()
+    for handler in list(_RUN_HANDLERS):
+        root.removeHandler(handler)
+        handler.close()
+    _RUN_HANDLERS.clear()
+    if log_file and os.path.isfile(log_file):
+        os.remove(log_file)
+
+
+def load_dataset(config: Config):
+    """RecBole's ``create_dataset``; a malformed atomic file is reported with file and line."""
+    try:
+        return create_dataset(config)
+    except Exception as exc:
+        inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+        from recbole_moe.validation import validate_atomic_file
+
+        validate_atomic_file(inter_file)  # raises a DataPreparationError naming file and line
+        raise exc
+
+
 def prepare_run(
     model: Any,
     dataset: str,
     config_dict: Optional[dict] = None,
     config_file_list: Optional[list[str]] = None,
     log: bool = True,
+    override_source: str = "config_dict",
 ):
-    """Resolve the config, load data and build the model, as the first half of :func:`run`.
+    """Resolve and check the config, load data and build the model (the first half of
+    :func:`run`). Bad settings and missing or malformed data fail here, before any training,
+    and leave no log file behind.
 
     Returns:
         ``(config, train_data, valid_data, test_data, model, log_file)``.
     """
+    from recbole_moe.validation import unknown_key_messages, validate_config
+
     config = Config(
         model=model,
         dataset=dataset,
         config_file_list=config_file_list,
         config_dict=config_dict,
+        override_source=override_source,
     )
+    validate_config(config)
+    check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
     log_file = _init_run_logger(config) if log else None
     logger = getLogger()
-    logger.info(config)
-    check_dataset_files(config)
+    try:
+        for message in unknown_key_messages(config):
+            logger.warning(message)
+        logger.info(config)
+        data = load_dataset(config)
+        logger.info(data)
+        train_data, valid_data, test_data = data_preparation(config, data)
 
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_class = get_model(config["model"])
-    net = model_class(config, train_data._dataset).to(config["device"])
-    logger.info(net)
-    if log:
-        log_flops(net, data, config, logger)
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        model_class = get_model(config["model"])
+        net = model_class(config, train_data._dataset).to(config["device"])
+        logger.info(net)
+        if log:
+            log_flops(net, data, config, logger)
+    except BaseException:
+        _discard_run_log(log_file)
+        raise
     return config, train_data, valid_data, test_data, net, log_file
 
 
@@ -153,12 +189,42 @@ def _plain(result) -> dict:
     return {key: float(value) for key, value in (result or {}).items()}
 
 
+class _EpochTimer:
+    """Wall-clock time of each ``_train_epoch`` and ``_valid_epoch`` call of one trainer.
+
+    Wraps the two methods on the trainer instance, so RecBole's ``fit`` is unchanged; the
+    benchmark reads seconds per training epoch and per full-sort validation pass from it.
+    """
+
+    def __init__(self, trainer) -> None:
+        self.train: list[float] = []
+        self.valid: list[float] = []
+        for name, times in (("_train_epoch", self.train), ("_valid_epoch", self.valid)):
+            setattr(trainer, name, self._timed(getattr(trainer, name), times))
+
+    @staticmethod
+    def _timed(method, times: list):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                times.append(time.perf_counter() - start)
+
+        return timed
+
+
+def _mean(values: list) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
 def run(
     model: Any,
     dataset: str,
     config_dict: Optional[dict] = None,
     config_file_list: Optional[list[str]] = None,
     saved: bool = True,
+    override_source: str = "config_dict",
 ) -> dict:
     """Train ``model`` on ``dataset`` and evaluate it, like RecBole's ``run_recbole``.
 
@@ -168,22 +234,28 @@ def run(
         config_dict: overrides (highest priority).
         config_file_list: YAML config files.
         saved: keep the best checkpoint and evaluate the test set with it.
+        override_source: how error messages name ``config_dict`` (the CLI passes
+            "the command line").
 
     Returns:
         dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
         ``test_result``, ``model_file``, ``log_file`` and ``config``.
     """
     config, train_data, valid_data, test_data, net, log_file = prepare_run(
-        model, dataset, config_dict, config_file_list
+        model, dataset, config_dict, config_file_list, override_source=override_source
     )
     logger = getLogger()
     trainer = get_trainer(config, net)
+    n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    timer = _EpochTimer(trainer)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
+    test_start = time.perf_counter()
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
+    test_time = time.perf_counter() - test_start
     environment_tb = get_environment(config)
     logger.info(
         "The running environment of this training is as follows:\n" + environment_tb.draw()
@@ -198,6 +270,11 @@ def run(
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
         "log_file": log_file,
         "config": config,
+        "epochs_run": len(timer.train),
+        "train_time_per_epoch": _mean(timer.train),
+        "valid_time_per_epoch": _mean(timer.valid),
+        "test_time": test_time,
+        "n_params": int(n_params),
     }
 
 

@@ -1,0 +1,178 @@
+"""Checks that reject bad settings before any data is loaded or any training starts.
+
+Every message names the bad value, what is allowed, and where the value came from (the command
+line or ``config_dict``, a config file, or a property file).
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import os
+from functools import lru_cache
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from recbole_moe.config import PROPERTIES_DIR, Config, dataset_property_file, model_property_file
+from recbole_moe.errors import ConfigError
+
+#: Integer settings that must be >= 1 when present.
+POSITIVE_INT_KEYS = (
+    "hidden_size", "embedding_size", "inner_size", "expert_inner_size", "n_layers", "num_layers",
+    "n_heads", "n_experts", "top_k", "train_batch_size", "eval_batch_size", "epochs",
+    "d_state", "d_conv", "expand", "stopping_step", "eval_step",
+)
+#: Integer or float settings that must be >= 0 when present.
+NON_NEGATIVE_KEYS = ("warmup_steps", "warmup_epochs", "lb_weight", "weight_decay")
+#: Float settings that must be > 0 when present.
+POSITIVE_FLOAT_KEYS = ("learning_rate",)
+
+#: Settings recbole-moe's own tools read that no property file lists.
+EXTRA_KEYS = {
+    "model", "dataset", "config_files", "local_rank", "nproc", "world_size", "ip", "port",
+    "offset", "dist_backend", "dist_timeout", "resume", "resume_checkpoint", "MODEL_TYPE",
+    "MODEL_INPUT_TYPE", "device", "single_spec", "eval_type", "valid_metric_bigger",
+    "config_file", "benchmark_filename", "data_path_mode", "eval_memory_budget_mb",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def source_of(config: Config, key: str) -> str:
+    """Where ``key``'s final value came from, for error messages."""
+    if key in config.variable_config_dict:
+        return config.override_source
+    for path in reversed(config.config_file_list or []):
+        if key in (_read_yaml(path) or {}):
+            return f"config file {path}"
+    for path in (dataset_property_file(config.dataset), model_property_file(config.model)):
+        if os.path.isfile(path) and key in (_read_yaml(path) or {}):
+            return f"property file {path}"
+    return "RecBole's defaults"
+
+
+def _read_yaml(path: str) -> Optional[dict]:
+    with open(path, "r", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _problem(config: Config, key: str, allowed: str) -> str:
+    return f"{key}={config[key]!r} (from {source_of(config, key)}): {allowed}"
+
+
+def config_problems(config: Config) -> list[str]:
+    """Every out-of-range setting in ``config`` as a message (empty list: all good)."""
+    problems = []
+
+    def present(key: str) -> bool:
+        return key in config and config[key] is not None
+
+    for key in POSITIVE_INT_KEYS:
+        if present(key) and not (_is_int(config[key]) and config[key] >= 1):
+            problems.append(_problem(config, key, "must be an integer >= 1"))
+    for key in NON_NEGATIVE_KEYS:
+        if present(key) and not (isinstance(config[key], (int, float)) and config[key] >= 0):
+            problems.append(_problem(config, key, "must be a number >= 0"))
+    for key in POSITIVE_FLOAT_KEYS:
+        if present(key) and not (
+            isinstance(config[key], (int, float)) and not isinstance(config[key], bool)
+            and config[key] > 0
+        ):
+            problems.append(_problem(config, key, "must be a number > 0"))
+    for key in sorted(config.final_config_dict):
+        if key.endswith("dropout_prob") or key.endswith("dropout"):
+            value = config[key]
+            if value is not None and not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+            ):
+                problems.append(_problem(config, key, "must be a probability in [0, 1)"))
+    if present("MAX_ITEM_LIST_LENGTH"):
+        value = config["MAX_ITEM_LIST_LENGTH"]
+        if not (_is_int(value) and value >= 2):
+            problems.append(
+                _problem(config, "MAX_ITEM_LIST_LENGTH", "must be an integer >= 2 (a history "
+                         "needs at least one item before the target)")
+            )
+    if present("top_k") and present("n_experts") and _is_int(config["top_k"]) and _is_int(
+        config["n_experts"]
+    ):
+        if not 1 <= config["top_k"] <= config["n_experts"]:
+            problems.append(
+                f"top_k={config['top_k']} (from {source_of(config, 'top_k')}) must be between 1 "
+                f"and n_experts={config['n_experts']} (from {source_of(config, 'n_experts')})"
+            )
+    if present("hidden_size") and present("n_heads") and _is_int(config["hidden_size"]) and _is_int(
+        config["n_heads"]
+    ) and config["n_heads"] >= 1 and config["hidden_size"] % config["n_heads"]:
+        problems.append(
+            f"hidden_size={config['hidden_size']} (from {source_of(config, 'hidden_size')}) is "
+            f"not divisible by n_heads={config['n_heads']} (from {source_of(config, 'n_heads')}); "
+            "pick n_heads among the divisors of hidden_size"
+        )
+    if present("loss_type") and config["loss_type"] not in ("CE", "BPR"):
+        problems.append(_problem(config, "loss_type", "allowed values are 'CE' and 'BPR'"))
+    return problems
+
+
+def validate_config(config: Config) -> None:
+    """Raise :class:`ConfigError` listing every out-of-range setting."""
+    problems = config_problems(config)
+    if problems:
+        listing = "\n  - ".join(problems)
+        raise ConfigError(f"invalid configuration for {config.model} on {config.dataset}:\n  - {listing}")
+
+
+@lru_cache(maxsize=1)
+def known_keys() -> frozenset:
+    """Every key a RecBole or recbole-moe property file defines, plus our tools' own keys."""
+    import recbole
+
+    keys = set(EXTRA_KEYS)
+    recbole_props = os.path.join(os.path.dirname(recbole.__file__), "properties")
+    for pattern in (
+        os.path.join(recbole_props, "**", "*.yaml"),
+        os.path.join(PROPERTIES_DIR, "**", "*.yaml"),
+    ):
+        for path in glob.glob(pattern, recursive=True):
+            try:
+                data = _read_yaml(path)
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(data, dict):
+                keys.update(data)
+    from recbole.utils.argument_list import (
+        dataset_arguments, evaluation_arguments, general_arguments, training_arguments,
+    )
+
+    keys.update(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+    return frozenset(keys)
+
+
+def unknown_key_messages(config: Config, keys: Optional[Iterable[str]] = None) -> list[str]:
+    """Warnings for user-given keys that no model, dataset or RecBole setting knows."""
+    keys = list(config.external_config_dict) if keys is None else list(keys)
+    known = known_keys()
+    messages = []
+    for key in keys:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        messages.append(
+            f"Unknown setting '{key}' (from {source_of(config, key)}): no model, dataset or "
+            f"RecBole setting uses it, so it has no effect.{hint}"
+        )
+    return messages
+
+
+def validate_atomic_file(path: str) -> None:
+    """Check a RecBole ``.inter`` file; raise a ``DataPreparationError`` naming file and line
+    (empty file, header column not ``name:type``, non-numeric float value, missing id)."""
+    from recbole_moe.data.prepare import _read_atomic
+
+    with open(path, "rb") as f:
+        data = f.read()
+    _read_atomic(data, path)

@@ -1,0 +1,116 @@
+"""Bad input is rejected before training, with the value, what is allowed and its source."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+import recbole_moe
+from recbole_moe import cli
+from recbole_moe.errors import ConfigError, RecBoleMoeError
+
+BAD_VALUES = [
+    ({"top_k": 5}, "HyMoERec", r"top_k=5 \(from config_dict\) must be between 1 and n_experts=4"),
+    ({"top_k": 0}, "HyMoERec", r"top_k=0 \(from config_dict\): must be an integer >= 1"),
+    ({"hidden_size": 30, "n_heads": 4}, "SASRec", r"hidden_size=30 .* not divisible by n_heads=4"),
+    ({"hidden_size": 0}, "SASRec", r"hidden_size=0 \(from config_dict\): must be an integer >= 1"),
+    ({"inner_size": -8}, "SASRec", r"inner_size=-8 .*>= 1"),
+    ({"n_layers": 0}, "SASRec", r"n_layers=0 .*>= 1"),
+    ({"n_experts": 0}, "HyMoERec", r"n_experts=0 .*>= 1"),
+    ({"learning_rate": 0}, "SASRec", r"learning_rate=0 .*must be a number > 0"),
+    ({"learning_rate": -1e-3}, "SASRec", r"learning_rate=-0.001 .*> 0"),
+    ({"train_batch_size": 0}, "SASRec", r"train_batch_size=0 .*>= 1"),
+    ({"hidden_dropout_prob": 1.0}, "SASRec", r"hidden_dropout_prob=1.0 .*\[0, 1\)"),
+    ({"attn_dropout_prob": -0.1}, "SASRec", r"attn_dropout_prob=-0.1 .*\[0, 1\)"),
+    ({"MAX_ITEM_LIST_LENGTH": 1}, "SASRec", r"MAX_ITEM_LIST_LENGTH=1 .*>= 2"),
+    ({"loss_type": "MSE"}, "SASRec", r"loss_type='MSE' .*'CE' and 'BPR'"),
+]
+
+
+@pytest.mark.parametrize("overrides, model, pattern", BAD_VALUES)
+def test_bad_value_is_rejected_before_training(overrides, model, pattern, tiny_config, tmp_path):
+    tiny_config.update(overrides)
+    with pytest.raises(ConfigError, match=pattern):
+        recbole_moe.run(model, "synth", config_dict=tiny_config)
+    assert not (tmp_path / "log").exists() and not (tmp_path / "saved").exists()
+
+
+def test_source_is_a_config_file_or_property_file(tiny_config, tmp_path):
+    yaml_file = tmp_path / "bad.yaml"
+    yaml_file.write_text("n_experts: 2\n")
+    tiny_config["top_k"] = 3
+    with pytest.raises(ConfigError) as info:
+        recbole_moe.run("HyMoERec", "synth", config_dict=tiny_config,
+                        config_file_list=[str(yaml_file)])
+    assert f"n_experts=2 (from config file {yaml_file})" in str(info.value)
+
+    del tiny_config["top_k"]
+    yaml_file.write_text("top_k: 9\n")
+    with pytest.raises(ConfigError) as info:
+        recbole_moe.run("HyMoERec", "synth", config_dict=tiny_config,
+                        config_file_list=[str(yaml_file)])
+    message = str(info.value)
+    assert f"top_k=9 (from config file {yaml_file})" in message
+    assert "n_experts=4 (from property file" in message and "HyMoERec.yaml" in message
+
+
+def test_cli_names_the_command_line_and_exits_non_zero(synth, capsys):
+    code = cli.main(["--model", "HyMoERec", "--dataset", "synth", f"--data_path={synth.data_path}",
+                     "--top_k=7"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "top_k=7 (from the command line) must be between 1 and n_experts=4" in err
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        ("epochs: [1, 2\n", r"is not valid YAML"),
+        ("- just\n- a list\n", r"must hold a mapping"),
+        (None, r"cannot read config file"),
+    ],
+)
+def test_broken_or_missing_yaml(content, pattern, tiny_config, tmp_path):
+    path = tmp_path / "conf.yaml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=pattern) as info:
+        recbole_moe.run("SASRec", "synth", config_dict=tiny_config, config_file_list=[str(path)])
+    assert str(path) in str(info.value)
+
+
+def test_unknown_key_warns_with_close_match(tiny_config, caplog):
+    from recbole_moe.quick_start import prepare_run
+
+    tiny_config["n_expert"] = 8
+    with caplog.at_level(logging.WARNING):
+        prepare_run("HyMoERec", "synth", config_dict=tiny_config)
+    assert "Unknown setting 'n_expert' (from config_dict)" in caplog.text
+    assert "Did you mean 'n_experts'?" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        ("", r"the file is empty"),
+        ("user_id:token\titem_id:token\ttimestamp:date\n1\t1\t0\n", r"line 1: header column 'timestamp:date'"),
+        (
+            "user_id:token\titem_id:token\ttimestamp:float\n1\t1\t0\n1\t2\tyesterday\n",
+            r"line 3: non-numeric timestamp 'yesterday'",
+        ),
+    ],
+)
+def test_malformed_atomic_file(content, pattern, tiny_config, tmp_path):
+    data = tmp_path / "bad_data"
+    (data / "broken").mkdir(parents=True)
+    inter = data / "broken" / "broken.inter"
+    inter.write_text(content)
+    tiny_config["data_path"] = str(data)
+    with pytest.raises(RecBoleMoeError, match=pattern) as info:
+        recbole_moe.run("SASRec", "broken", config_dict=tiny_config)
+    assert str(inter) in str(info.value)
+    assert not (tmp_path / "saved").exists()
+    leftover = [f for _, _, files in os.walk(tmp_path / "log") for f in files] if (tmp_path / "log").exists() else []
+    assert leftover == []
