@@ -14,7 +14,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_moe.model.fame import FAME, sasrec_state_dict_to_fame
 from recbole_moe.quick_start import get_trainer, load_model, run
-from recbole_moe.testing import build, make_synthetic_dataset, tiny_config
+from recbole_moe.testing import build, tiny_config
 
 FAME_SETTINGS = {"n_heads": 2, "n_experts": 3, "n_layers": 2}
 E2E_SETTINGS = dict(FAME_SETTINGS, n_layers=1)  # end-to-end runs: one (MoE) layer keeps them fast
@@ -31,16 +31,14 @@ class Overlay:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Synthetic dataset, its RecBole config/dataset and one training batch."""
-    root = str(tmp_path_factory.mktemp("fame"))
-    make_synthetic_dataset(root)
+def env(synth):
+    """The synthetic dataset, its RecBole config/dataset and one training batch."""
     config, dataset, train_data, valid_data, test_data, _ = build(
-        "FAME", root, "synth", FAME_SETTINGS
+        "FAME", synth.data_path, synth.dataset, FAME_SETTINGS
     )
     batch = next(iter(train_data))
     batch = batch[0] if isinstance(batch, tuple) else batch
-    return {"root": root, "config": config, "dataset": dataset, "batch": batch, "test_data": test_data}
+    return {"root": synth.data_path, "config": config, "dataset": dataset, "batch": batch}
 
 
 def make(env, seed=0, **overrides) -> FAME:
@@ -341,10 +339,12 @@ def test_epoch_stats_are_logged_and_reset(env):
 # --------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def trained(env, tmp_path_factory):
-    ckpt = str(tmp_path_factory.mktemp("fame_ckpt"))
-    config = tiny_config(env["root"], epochs=1, checkpoint_dir=ckpt, **E2E_SETTINGS)
-    first = run("FAME", "synth", config_dict=dict(config, state="INFO"), saved=True)
-    second = run("FAME", "synth", config_dict=config, saved=False)
+    workdir = tmp_path_factory.mktemp("fame_run")
+    config = tiny_config(env["root"], epochs=1, checkpoint_dir=str(workdir / "saved"), **E2E_SETTINGS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)  # RecBole writes log/ and log_tensorboard/ under the working directory
+        first = run("FAME", "synth", config_dict=dict(config, state="INFO"), saved=True)
+        second = run("FAME", "synth", config_dict=config, saved=False)
     return config, first, second
 
 
