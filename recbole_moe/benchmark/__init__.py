@@ -1,0 +1,111 @@
+"""Benchmarks: run models × datasets × seeds through ``recbole_moe.run`` and report them.
+
+    python -m recbole_moe.benchmark --protocol hymoerec --scale cpu-smoke --datasets ml-100k
+    python -m recbole_moe.benchmark run --models HyMoERec SASRec --datasets beauty \\
+        --seeds 0 1 2 --config_files common.yaml --epochs=50 --out results/beauty
+    python -m recbole_moe.benchmark report results/beauty
+
+(also ``recbole-moe benchmark ...``). ``run`` is the default subcommand; it writes
+``<out>/runs.jsonl`` (one JSON line per run, resumable) and then the report (``report.md``,
+one CSV per dataset, ``efficiency.csv``, PNG plots) into ``<out>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from recbole_moe.benchmark.plans import PROTOCOLS, SCALES, Plan, build_plan
+from recbole_moe.benchmark.report import write_report
+from recbole_moe.benchmark.runner import append_record, execute, read_runs
+
+__all__ = ["Plan", "append_record", "build_plan", "execute", "main", "read_runs", "write_report"]
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recbole-moe benchmark [run]",
+        description="Train every (model, dataset, seed) of a plan with recbole_moe.run, append "
+                    "one JSON line per run to <out>/runs.jsonl (finished runs are skipped on "
+                    "rerun) and write the report. Any --key=value is a RecBole config override "
+                    "applied to every run.",
+    )
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS),
+                        help="paper preset: datasets, models, metrics and settings")
+    parser.add_argument("--scale", choices=sorted(SCALES),
+                        help="shrink the plan (cpu-smoke: few epochs, small models; labelled)")
+    parser.add_argument("--plan", dest="plan_file", help="YAML plan file")
+    parser.add_argument("--models", nargs="+", help="models (replace the preset's)")
+    parser.add_argument("--datasets", nargs="+", help="datasets (replace the preset's)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="seeds (replace the preset's)")
+    parser.add_argument("--config_files", nargs="+", help="YAML config files for every run")
+    parser.add_argument("--name", help="plan name (default: protocol-scale)")
+    parser.add_argument("--out", help="output folder (default: benchmarks/results/<name>)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each run's best checkpoint under <out>/saved")
+    parser.add_argument("--no-report", action="store_true", help="do not write the report")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the runs and their overrides, run nothing")
+    return parser
+
+
+def run_main(argv: Sequence[str]) -> int:
+    """``benchmark run``: returns 0 when every run of the plan is finished, 1 otherwise."""
+    from recbole_moe.cli import _split_files, parse_overrides
+
+    parser = _run_parser()
+    args, extra = parser.parse_known_args(list(argv))
+    try:
+        overrides = parse_overrides(extra)
+        plan = build_plan(
+            protocol=args.protocol, scale=args.scale, plan_file=args.plan_file,
+            models=args.models, datasets=args.datasets, seeds=args.seeds,
+            config_files=_split_files(args.config_files), overrides=overrides, name=args.name,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    out = args.out or f"benchmarks/results/{plan.name}"
+    if args.dry_run:
+        print(f"plan {plan.name}: {plan.description}")
+        for model, dataset, seed in plan.runs():
+            print(f"  {model:<10} {dataset:<12} seed {seed}: {plan.config_dict(model, dataset, seed)}")
+        return 0
+    try:
+        command = " ".join(["python -m recbole_moe.benchmark"] + list(argv))
+        counts = execute(plan, out, keep_checkpoints=args.keep_checkpoints, command=command)
+    except ValueError as exc:
+        print(f"recbole-moe benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[benchmark] done: {counts['ok']} ok, {counts['failed']} failed, "
+          f"{counts['skipped']} skipped of {counts['total']}")
+    if not args.no_report:
+        for path in write_report(out):
+            print(f"[benchmark] wrote {path}")
+    return 0 if counts["failed"] == 0 else 1
+
+
+def report_main(argv: Sequence[str]) -> int:
+    """``benchmark report OUT``: tables, CSVs and plots from ``OUT/runs.jsonl``."""
+    parser = argparse.ArgumentParser(
+        prog="recbole-moe benchmark report",
+        description="Write report.md, <dataset>.csv, efficiency.csv and PNG plots from "
+                    "<out>/runs.jsonl.")
+    parser.add_argument("out", help="benchmark output folder (holds runs.jsonl)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = parser.parse_args(list(argv))
+    for path in write_report(args.out, plots=not args.no_plots):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``python -m recbole_moe.benchmark`` and ``recbole-moe benchmark``."""
+    import recbole_moe  # noqa: F401  (applies the compatibility patches)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        return report_main(argv[1:])
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    return run_main(argv)

@@ -1,0 +1,309 @@
+"""Benchmark plans: which (model, dataset, seed) runs, with which settings.
+
+A plan comes from command-line flags, from a YAML plan file, or from a paper preset
+(``--protocol hymoerec|fame``), optionally shrunk by ``--scale cpu-smoke``. Settings are layered,
+lowest priority first:
+
+1. the model's and the dataset's property files (``recbole_moe/properties``) and RecBole's;
+2. ``config_files`` (YAML, in order);
+3. the protocol's ``overrides``, then its per-dataset, per-model and per-(model, dataset) ones;
+4. the scale's overrides (same four levels);
+5. the user's ``--key=value`` overrides (and the YAML plan's ``overrides``);
+6. ``seed`` of the run.
+
+A YAML plan file looks like::
+
+    name: my-benchmark
+    models: [HyMoERec, SASRec]          # or a mapping: {HyMoERec: {n_experts: 8}, SASRec: {}}
+    datasets: [ml-100k]                 # or a mapping: {beauty: {hidden_dropout_prob: 0.5}}
+    seeds: [0, 1, 2]
+    config_files: [common.yaml]
+    overrides: {epochs: 50}
+    model_dataset_overrides: {Mamba4Rec: {beauty: {dropout_prob: 0.4}}}
+    ours: [HyMoERec]                    # models compared against the strongest baseline
+    report_metrics: [hit@5, ndcg@5, hit@10, ndcg@10]
+    protocol: hymoerec                  # optional: start from a preset
+    scale: cpu-smoke                    # optional
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+#: Our models; every other model is a baseline in the report.
+OUR_MODELS = ("HyMoERec", "FAME")
+
+Overrides = dict[str, Any]
+
+
+@dataclass
+class Plan:
+    """Everything a benchmark run needs; ``runs()`` lists its (model, dataset, seed) cells."""
+
+    models: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    name: str = "benchmark"
+    description: str = ""
+    protocol: Optional[str] = None
+    scale: Optional[str] = None
+    config_files: list[str] = field(default_factory=list)
+    overrides: Overrides = field(default_factory=dict)
+    dataset_overrides: dict[str, Overrides] = field(default_factory=dict)
+    model_overrides: dict[str, Overrides] = field(default_factory=dict)
+    model_dataset_overrides: dict[str, dict[str, Overrides]] = field(default_factory=dict)
+    ours: list[str] = field(default_factory=lambda: list(OUR_MODELS))
+    report_metrics: list[str] = field(default_factory=list)
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        """The cells in execution order: dataset, then seed, then model (models side by side)."""
+        return [(m, d, s) for d in self.datasets for s in self.seeds for m in self.models]
+
+    def config_dict(self, model: str, dataset: str, seed: int) -> Overrides:
+        """The config overrides of one run (layers 3-6 of the module docstring)."""
+        config: Overrides = {}
+        config.update(self.overrides)
+        config.update(self.dataset_overrides.get(dataset, {}))
+        config.update(self.model_overrides.get(model, {}))
+        config.update(self.model_dataset_overrides.get(model, {}).get(dataset, {}))
+        config["seed"] = int(seed)
+        return config
+
+    def fingerprint(self, model: str, dataset: str) -> str:
+        """Hash of everything that defines a run's settings except the seed.
+
+        Two runs with the same key but different fingerprints come from different settings;
+        the runner refuses to mix them in one output folder.
+        """
+        files = []
+        for path in self.config_files:
+            with open(path, "rb") as f:
+                files.append(hashlib.sha256(f.read()).hexdigest())
+        settings = self.config_dict(model, dataset, 0)
+        settings.pop("seed")
+        blob = json.dumps({"files": files, "config": settings}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as stored with every run (what the report needs to label tables)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "protocol": self.protocol,
+            "scale": self.scale,
+            "ours": list(self.ours),
+            "report_metrics": list(self.report_metrics),
+            "config_files": list(self.config_files),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+_COMMON_PROTOCOL: Overrides = {
+    # Leave-one-out, full ranking (both specs, section 6); the dataset property files set the
+    # split too, repeated here so a preset is self-contained.
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
+                  "mode": "full"},
+    "metrics": ["Hit", "NDCG", "MRR"],
+    "learning_rate": 0.001,
+    "stopping_step": 10,
+    "eval_batch_size": 4096,
+    "show_progress": False,
+}
+
+#: Paper presets (../shared/spec/HyMoERec.md and FAME.md, sections 4-6). Where a paper's value
+#: was not retrieved, the spec's proposed default is used.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "hymoerec": {
+        "description": "HyMoERec paper protocol (spec sections 4-6): ML-1M and Beauty, "
+                       "leave-one-out full ranking, HR/NDCG@5 headline (also @10, MRR@10), "
+                       "NARM/GRU4Rec/BERT4Rec/Mamba4Rec (+SASRec) baselines, model selection "
+                       "on validation NDCG@10, up to 200 epochs with early stopping (10).",
+        "models": ["HyMoERec", "SASRec", "NARM", "GRU4Rec", "BERT4Rec", "Mamba4Rec"],
+        "datasets": ["ml-1m", "beauty"],
+        "seeds": [0, 1, 2],
+        "overrides": {**_COMMON_PROTOCOL, "topk": [5, 10, 20], "valid_metric": "NDCG@10",
+                      "epochs": 200, "train_batch_size": 256},
+        "dataset_overrides": {
+            # MovieLens settings for ML-1M, also used for the small ml-100k.
+            **{d: {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2,
+                   "MAX_ITEM_LIST_LENGTH": 200} for d in ("ml-1m", "ml-1m-5core", "ml-100k")},
+            "beauty": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5,
+                       "MAX_ITEM_LIST_LENGTH": 50},
+        },
+        "model_dataset_overrides": {
+            "Mamba4Rec": {"ml-1m": {"dropout_prob": 0.2}, "ml-1m-5core": {"dropout_prob": 0.2},
+                          "ml-100k": {"dropout_prob": 0.2}, "beauty": {"dropout_prob": 0.4}},
+        },
+        "report_metrics": ["hit@5", "ndcg@5", "hit@10", "ndcg@10", "mrr@10"],
+    },
+    "fame": {
+        "description": "FAME paper protocol (spec sections 4-6): Beauty, Sports, Toys and "
+                       "ML-20M, leave-one-out full ranking, HR/NDCG@{5,10,20}, model selection "
+                       "on validation NDCG@20, up to 300 epochs with early stopping (10). "
+                       "ML-20M raw data is not available here; its runs fail with a "
+                       "dataset-not-found record until it is prepared.",
+        "models": ["FAME", "SASRec", "GRU4Rec", "BERT4Rec", "Caser"],
+        "datasets": ["beauty", "sports", "toys", "ml-20m"],
+        "seeds": [0, 1, 2],
+        "overrides": {**_COMMON_PROTOCOL, "topk": [5, 10, 20], "valid_metric": "NDCG@20",
+                      "epochs": 300, "train_batch_size": 256},
+        "dataset_overrides": {
+            **{d: {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5,
+                   "MAX_ITEM_LIST_LENGTH": 50} for d in ("beauty", "sports", "toys")},
+            "ml-20m": {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2,
+                       "MAX_ITEM_LIST_LENGTH": 200, "train_batch_size": 1024},
+        },
+        "report_metrics": ["hit@5", "ndcg@5", "hit@10", "ndcg@10", "hit@20", "ndcg@20"],
+    },
+}
+
+#: Size presets. ``cpu-smoke``: a quick, clearly reduced run (few epochs, small models) that
+#: checks the whole pipeline and gives rough numbers on a laptop CPU. Never compare its numbers
+#: with a paper's.
+SCALES: dict[str, dict[str, Any]] = {
+    "cpu-smoke": {
+        "description": "REDUCED (cpu-smoke): 3 epochs, hidden/embedding size 32, inner size 64, "
+                       "MAX_ITEM_LIST_LENGTH 50, 2 seeds; numbers are far below converged "
+                       "values and only show relative trends.",
+        "seeds": [0, 1],
+        "overrides": {
+            "epochs": 3, "hidden_size": 32, "embedding_size": 32, "inner_size": 64,
+            "MAX_ITEM_LIST_LENGTH": 50, "train_batch_size": 512,
+            "stopping_step": 3,
+        },
+        "dataset_overrides": {},
+        "model_overrides": {
+            # Expert / per-head sizes follow the smaller hidden size; the warm-up fits 3 epochs.
+            "HyMoERec": {"expert_inner_size": 64, "warmup_epochs": 1},
+            "FAME": {"n_heads": 2},
+            "Mamba4Rec": {"d_state": 16},
+        },
+    },
+}
+
+
+def _as_mapping(value: Any, what: str) -> dict[str, Overrides]:
+    """``[a, b]`` -> ``{a: {}, b: {}}``; a mapping is kept (``None`` values become ``{}``)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {value: {}}
+    if isinstance(value, (list, tuple)):
+        return {str(v): {} for v in value}
+    if isinstance(value, dict):
+        return {str(k): dict(v or {}) for k, v in value.items()}
+    raise ValueError(f"Plan '{what}' must be a list or a mapping, not {type(value).__name__}.")
+
+
+def _merge_levels(plan: Plan, layer: dict[str, Any]) -> None:
+    """Apply one preset layer's four override levels on top of ``plan``'s."""
+    plan.overrides.update(copy.deepcopy(layer.get("overrides", {})))
+    for attr in ("dataset_overrides", "model_overrides"):
+        target = getattr(plan, attr)
+        for name, values in layer.get(attr, {}).items():
+            target.setdefault(name, {}).update(copy.deepcopy(values))
+    for model, per_dataset in layer.get("model_dataset_overrides", {}).items():
+        for dataset, values in per_dataset.items():
+            plan.model_dataset_overrides.setdefault(model, {}).setdefault(dataset, {}).update(
+                copy.deepcopy(values))
+
+
+def build_plan(
+    protocol: Optional[str] = None,
+    scale: Optional[str] = None,
+    plan_file: Optional[str] = None,
+    models: Optional[list[str]] = None,
+    datasets: Optional[list[str]] = None,
+    seeds: Optional[list[int]] = None,
+    config_files: Optional[list[str]] = None,
+    overrides: Optional[Overrides] = None,
+    name: Optional[str] = None,
+) -> Plan:
+    """Combine a preset, a YAML plan file and flags into one :class:`Plan`.
+
+    Flags win over the plan file, which wins over the presets. ``models`` / ``datasets`` /
+    ``seeds`` replace the preset's lists.
+
+    Raises:
+        ValueError: unknown protocol or scale, or a plan without models / datasets.
+    """
+    data: dict[str, Any] = {}
+    if plan_file:
+        with open(plan_file, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"Plan file {plan_file} must hold a YAML mapping.")
+    protocol = protocol or data.get("protocol")
+    scale = scale or data.get("scale")
+
+    plan = Plan(models=[], datasets=[], seeds=[0], protocol=protocol, scale=scale)
+    descriptions = []
+    if protocol:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"Unknown protocol '{protocol}'; known: {', '.join(PROTOCOLS)}.")
+        preset = PROTOCOLS[protocol]
+        plan.models, plan.datasets = list(preset["models"]), list(preset["datasets"])
+        plan.seeds = list(preset["seeds"])
+        plan.report_metrics = list(preset.get("report_metrics", []))
+        _merge_levels(plan, preset)
+        descriptions.append(preset["description"])
+    if scale:
+        if scale not in SCALES:
+            raise ValueError(f"Unknown scale '{scale}'; known: {', '.join(SCALES)}.")
+        preset = SCALES[scale]
+        plan.seeds = list(preset.get("seeds", plan.seeds))
+        _merge_levels(plan, preset)
+        descriptions.append(preset["description"])
+
+    model_map = _as_mapping(data.get("models"), "models")
+    dataset_map = _as_mapping(data.get("datasets"), "datasets")
+    if model_map:
+        plan.models = list(model_map)
+    if dataset_map:
+        plan.datasets = list(dataset_map)
+    _merge_levels(plan, {
+        "overrides": data.get("overrides") or {},
+        "model_overrides": {k: v for k, v in model_map.items() if v},
+        "dataset_overrides": {k: v for k, v in dataset_map.items() if v},
+        "model_dataset_overrides": data.get("model_dataset_overrides") or {},
+    })
+    if data.get("seeds") is not None:
+        plan.seeds = [int(s) for s in data["seeds"]]
+    plan.config_files = list(data.get("config_files") or [])
+    if data.get("ours") is not None:
+        plan.ours = list(data["ours"])
+    if data.get("report_metrics") is not None:
+        plan.report_metrics = [m.lower() for m in data["report_metrics"]]
+    if data.get("description"):
+        descriptions.append(str(data["description"]))
+
+    if models:
+        plan.models = list(models)
+    if datasets:
+        plan.datasets = list(datasets)
+    if seeds:
+        plan.seeds = [int(s) for s in seeds]
+    if config_files:
+        plan.config_files = list(config_files)
+    plan.overrides.update(overrides or {})
+    plan.name = name or data.get("name") or "-".join(
+        p for p in (protocol, scale) if p) or "benchmark"
+    plan.description = " ".join(descriptions)
+
+    if not plan.models or not plan.datasets:
+        raise ValueError("The plan needs models and datasets: pass --models and --datasets, "
+                         "a plan file, or --protocol.")
+    missing = [f for f in plan.config_files if not os.path.isfile(f)]
+    if missing:
+        raise ValueError(f"Config file(s) not found: {', '.join(missing)}.")
+    return plan

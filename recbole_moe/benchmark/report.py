@@ -1,0 +1,502 @@
+"""Tables, CSVs, plots and the paper comparison from a benchmark's ``runs.jsonl``.
+
+``write_report(out)`` writes into ``out``:
+
+* ``report.md``: per dataset, mean ± std over seeds of every test metric with the best value per
+  column in bold; each of our models against the strongest baseline per metric (relative
+  improvement and a paired t-test across seeds); an efficiency table; the comparison with
+  published numbers (``recbole_moe/reference/published.yaml``); failed and missing runs.
+* ``<dataset>.csv`` (one per dataset) and ``efficiency.csv``.
+* ``<dataset>_metrics.png`` and ``time_vs_quality.png`` when matplotlib is installed.
+
+Standard deviations are sample standard deviations (``ddof=1``); with one seed there is none.
+All metrics are treated as higher-is-better (HR, NDCG, MRR, Recall, Precision).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from recbole_moe.benchmark.plans import OUR_MODELS
+from recbole_moe.benchmark.runner import (
+    PLAN_FILE,
+    RUNS_FILE,
+    describe_hardware,
+    latest_records,
+    read_runs,
+    run_key,
+)
+
+PUBLISHED_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "reference", "published.yaml")
+
+_METRIC_NAMES = {"hit": "HR", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall",
+                 "precision": "Precision", "map": "MAP"}
+_METRIC_ORDER = ["hit", "ndcg", "mrr", "recall", "precision", "map"]
+
+
+def metric_label(key: str) -> str:
+    """``"hit@10"`` -> ``"HR@10"``."""
+    name, _, k = key.partition("@")
+    return f"{_METRIC_NAMES.get(name, name)}@{k}" if k else _METRIC_NAMES.get(name, name)
+
+
+def _metric_sort_key(key: str) -> tuple:
+    name, _, k = key.partition("@")
+    rank = _METRIC_ORDER.index(name) if name in _METRIC_ORDER else len(_METRIC_ORDER)
+    return (int(k) if k.isdigit() else 0, rank, name)
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One model on one dataset: per-seed values of each metric and their summary."""
+
+    model: str
+    seeds: list[int]
+    values: dict[str, list[float]]  # metric -> value per seed (same order as seeds)
+
+    def mean(self, metric: str) -> float:
+        return float(np.mean(self.values[metric]))
+
+    def std(self, metric: str) -> float:
+        """Sample standard deviation over seeds; NaN with a single seed."""
+        vals = self.values[metric]
+        return float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
+
+
+@dataclass
+class Comparison:
+    """One of our models against the strongest baseline on one metric."""
+
+    model: str
+    metric: str
+    baseline: str
+    ours: float
+    base: float
+    improvement: float  # percent
+    p_value: float  # paired t-test across common seeds; NaN when it cannot be computed
+    n_pairs: int
+
+
+@dataclass
+class DatasetSummary:
+    dataset: str
+    metrics: list[str]
+    cells: list[Cell]
+    ours: list[str]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def cell(self, model: str) -> Optional[Cell]:
+        return next((c for c in self.cells if c.model == model), None)
+
+    def best(self, metric: str) -> Optional[str]:
+        """The model with the highest mean on ``metric``."""
+        cells = [c for c in self.cells if metric in c.values]
+        return max(cells, key=lambda c: c.mean(metric)).model if cells else None
+
+
+def _choose_metrics(records: list[dict]) -> list[str]:
+    """The plan's report metrics when every run has them, else every test metric."""
+    available = set.intersection(*(set(r["test_result"]) for r in records))
+    wanted = [m.lower() for m in records[0].get("plan", {}).get("report_metrics", [])]
+    chosen = [m for m in wanted if m in available]
+    return chosen or sorted(available, key=_metric_sort_key)
+
+
+def paired_test(ours: Cell, base: Cell, metric: str) -> tuple[float, int]:
+    """Paired t-test (``scipy.stats.ttest_rel``) over the seeds both cells ran.
+
+    Returns:
+        ``(p_value, n_pairs)``; the p-value is NaN with fewer than 2 pairs or identical
+        differences.
+    """
+    from scipy.stats import ttest_rel
+
+    common = [s for s in ours.seeds if s in base.seeds]
+    if len(common) < 2:
+        return math.nan, len(common)
+    a = [ours.values[metric][ours.seeds.index(s)] for s in common]
+    b = [base.values[metric][base.seeds.index(s)] for s in common]
+    diffs = np.subtract(a, b)
+    if np.allclose(diffs, diffs[0]):
+        return math.nan, len(common)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_rel(a, b).pvalue), len(common)
+
+
+def summarize(records: list[dict]) -> list[DatasetSummary]:
+    """Group ``ok`` records by dataset and model (in first-seen order) and compare.
+
+    ``records`` are the latest records per key (see :func:`runner.latest_records`).
+    """
+    ok = [r for r in records if r.get("status") == "ok"]
+    summaries = []
+    for dataset in dict.fromkeys(r["dataset"] for r in ok):
+        rows = [r for r in ok if r["dataset"] == dataset]
+        metrics = _choose_metrics(rows)
+        ours = rows[0].get("plan", {}).get("ours") or list(OUR_MODELS)
+        cells = []
+        for model in dict.fromkeys(r["model"] for r in rows):
+            runs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["seed"])
+            cells.append(Cell(model, [r["seed"] for r in runs],
+                              {m: [float(r["test_result"][m]) for r in runs] for m in metrics}))
+        summary = DatasetSummary(dataset, metrics, cells, ours)
+        baselines = [c for c in cells if c.model not in ours]
+        for cell in cells:
+            if cell.model not in ours or not baselines:
+                continue
+            for metric in metrics:
+                base = max(baselines, key=lambda c: c.mean(metric))
+                p_value, n_pairs = paired_test(cell, base, metric)
+                improvement = ((cell.mean(metric) - base.mean(metric)) / base.mean(metric) * 100
+                               if base.mean(metric) else math.nan)
+                summary.comparisons.append(Comparison(
+                    cell.model, metric, base.model, cell.mean(metric), base.mean(metric),
+                    improvement, p_value, n_pairs))
+        summaries.append(summary)
+    return summaries
+
+
+def efficiency_rows(records: list[dict]) -> list[dict]:
+    """Mean over seeds of params, epochs, s/epoch, eval time and memory per (dataset, model)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    rows = []
+    pairs = dict.fromkeys((r["dataset"], r["model"]) for r in ok)
+    for dataset, model in pairs:
+        runs = [r for r in ok if r["dataset"] == dataset and r["model"] == model]
+
+        def mean(field_name: str) -> Optional[float]:
+            vals = [r.get(field_name) for r in runs if r.get(field_name) is not None]
+            return float(np.mean(vals)) if vals else None
+
+        rows.append({
+            "dataset": dataset, "model": model, "n_runs": len(runs),
+            "n_params": runs[0].get("n_params"),
+            "epochs_run": mean("epochs_run"),
+            "train_s_per_epoch": mean("train_time_per_epoch"),
+            "valid_s_per_epoch": mean("valid_time_per_epoch"),
+            "eval_s": mean("eval_time"),
+            "peak_rss_mib": mean("peak_rss_mib"),
+            "cuda_max_allocated_mib": mean("cuda_max_allocated_mib"),
+            "device": (runs[0].get("hardware") or {}).get("device"),
+        })
+    return rows
+
+
+def load_published(path: str = PUBLISHED_FILE) -> list[dict]:
+    """The published reference entries (one per source, model and dataset group)."""
+    with open(path, encoding="utf-8") as f:
+        entries = (yaml.safe_load(f) or {}).get("entries", [])
+    for entry in entries:
+        if isinstance(entry["dataset"], str):
+            entry["dataset"] = [entry["dataset"]]
+    return entries
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Optional[float], digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _mean_std(cell: Cell, metric: str) -> str:
+    std = cell.std(metric)
+    return _fmt(cell.mean(metric)) + ("" if math.isnan(std) else f" ± {_fmt(std)}")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _p_text(p_value: float, n_pairs: int) -> str:
+    if math.isnan(p_value):
+        return f"n/a (n={n_pairs})"
+    return f"{p_value:.3g}{' *' if p_value < 0.05 else ''} (n={n_pairs})"
+
+
+def _config_summary(record: dict) -> str:
+    overrides = {k: v for k, v in record.get("overrides", {}).items()
+                 if k not in ("seed", "checkpoint_dir")}
+    return json.dumps(overrides, sort_keys=True)
+
+
+def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
+    """Markdown for one dataset: setup, metric table, comparison with the strongest baseline."""
+    rows_ok = [r for r in records if r.get("status") == "ok" and r["dataset"] == summary.dataset]
+    first = rows_ok[0]
+    plan = first.get("plan", {})
+    seeds = sorted({r["seed"] for r in rows_ok})
+    lines = [f"## {summary.dataset}", ""]
+    if plan.get("scale"):
+        lines += [f"**Reduced run (`--scale {plan['scale']}`): not comparable with converged or "
+                  "published numbers.**", ""]
+    if plan.get("description"):
+        lines += [plan["description"], ""]
+    commands = sorted({r.get("command", "") for r in rows_ok})
+    lines += [f"- Command: `{c}`" for c in commands]
+    per_model = {}
+    for r in rows_ok:
+        per_model.setdefault(_config_summary(r), []).append(r["model"])
+    for config, models in per_model.items():
+        names = ", ".join(dict.fromkeys(models))
+        lines.append(f"- Config overrides ({names}): `{config}`" if len(per_model) > 1
+                     else f"- Config overrides: `{config}`")
+    if plan.get("config_files"):
+        lines.append(f"- Config files: {', '.join(plan['config_files'])}")
+    lines += [
+        f"- Seeds: {', '.join(map(str, seeds))}; test metrics of the best-validation checkpoint "
+        f"(valid metric {first.get('config', {}).get('valid_metric', '?')}), mean ± sample std "
+        "over seeds, best mean per column in bold.",
+        f"- Hardware: {describe_hardware(first.get('hardware') or {})}; "
+        f"torch {first.get('versions', {}).get('torch')}, "
+        f"recbole {first.get('versions', {}).get('recbole')}.",
+        "- Full resolved config of every run: `runs.jsonl` (field `config`).",
+        "",
+    ]
+    header = ["Model", "seeds"] + [metric_label(m) for m in summary.metrics]
+    best = {m: summary.best(m) for m in summary.metrics}
+    rows = []
+    for cell in summary.cells:
+        name = f"{cell.model} (ours)" if cell.model in summary.ours else cell.model
+        row = [name, str(len(cell.seeds))]
+        for metric in summary.metrics:
+            text = _mean_std(cell, metric)
+            row.append(f"**{text}**" if best[metric] == cell.model else text)
+        rows.append(row)
+    lines += _table(header, rows) + [""]
+    if summary.comparisons:
+        lines += ["Our models against the strongest baseline of each column (relative "
+                  "improvement of the means; paired t-test across seeds, * p < 0.05):", ""]
+        rows = [[c.model, metric_label(c.metric), c.baseline, _fmt(c.ours), _fmt(c.base),
+                 f"{c.improvement:+.1f}%" if not math.isnan(c.improvement) else "–",
+                 _p_text(c.p_value, c.n_pairs)] for c in summary.comparisons]
+        lines += _table(["Ours", "Metric", "Strongest baseline", "Ours mean", "Baseline mean",
+                         "Improv.", "p (paired t)"], rows) + [""]
+    return lines
+
+
+def efficiency_section(rows: list[dict]) -> list[str]:
+    lines = ["## Efficiency", "",
+             "Means over seeds. Train s/epoch: one training epoch; eval s: the full-sort test "
+             "evaluation (all users × all items, best checkpoint reload included); "
+             "valid s/epoch: one full-sort validation pass; peak RSS: the process's peak "
+             "resident memory during the run (includes Python, torch and the dataset).", ""]
+    table = [[r["dataset"], r["model"], f"{r['n_params']:,}" if r["n_params"] else "–",
+              _fmt(r["epochs_run"], 1), _fmt(r["train_s_per_epoch"], 2),
+              _fmt(r["valid_s_per_epoch"], 2), _fmt(r["eval_s"], 2), _fmt(r["peak_rss_mib"], 0),
+              _fmt(r["cuda_max_allocated_mib"], 0)] for r in rows]
+    return lines + _table(["Dataset", "Model", "Params", "Epochs", "Train s/epoch",
+                           "Valid s/epoch", "Eval s", "Peak RSS MiB", "CUDA max MiB"],
+                          table) + [""]
+
+
+def paper_section(summaries: list[DatasetSummary], published: list[dict],
+                  reduced: bool) -> list[str]:
+    """Our means next to the published numbers for every dataset a reference reports."""
+    lines = ["## Comparison with published numbers", ""]
+    if reduced:
+        lines += ["**These runs are reduced (few epochs, small models): the differences below "
+                  "show how far a smoke run is from converged numbers, not a reproduction "
+                  "result.**", ""]
+    lines += ["Published values from `recbole_moe/reference/published.yaml` (copied from the "
+              "sources it names). Check the protocol column: sampled-negative or BCE-trained "
+              "numbers are not directly comparable with our full-ranking CE runs.", ""]
+    rows = []
+    for summary in summaries:
+        for entry in published:
+            if summary.dataset not in entry["dataset"]:
+                continue
+            cell = summary.cell(entry["model"])
+            for metric, value in entry["metrics"].items():
+                ours = cell.mean(metric) if cell is not None and metric in cell.values else None
+                diff = ours - value if ours is not None else None
+                rel = f"{diff / value * 100:+.1f}%" if diff is not None and value else "–"
+                rows.append([summary.dataset, entry["model"], metric_label(metric),
+                             _mean_std(cell, metric) if ours is not None else "not run",
+                             _fmt(value), f"{diff:+.4f}" if diff is not None else "–", rel,
+                             entry["source"], entry.get("protocol", "")])
+    if not rows:
+        return lines + ["No published numbers for these datasets.", ""]
+    return lines + _table(["Dataset", "Model", "Metric", "Ours", "Published", "Diff", "Rel.",
+                           "Source", "Protocol"], rows) + [""]
+
+
+def status_section(latest: dict[str, dict], plan_cells: Optional[list]) -> list[str]:
+    failed = [r for r in latest.values() if r.get("status") != "ok"]
+    missing = []
+    if plan_cells:
+        missing = [run_key(*cell) for cell in plan_cells if run_key(*cell) not in latest]
+    if not failed and not missing:
+        return []
+    lines = ["## Failed and missing runs", ""]
+    for r in failed:
+        error = str(r.get("error", "")).splitlines()[0][:300] if r.get("error") else ""
+        lines.append(f"- failed: {r['model']} on {r['dataset']}, seed {r['seed']}: {error}")
+    lines += [f"- not run yet: {key.replace('|', ' / ')}" for key in missing]
+    return lines + [""]
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _write_csv(path: str, header: list[str], rows: list[list[Any]]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def dataset_csv(path: str, summary: DatasetSummary) -> None:
+    """One row per model: seeds, mean and std of every metric, best marked."""
+    header = ["model", "ours", "n_seeds", "seeds"]
+    for metric in summary.metrics:
+        header += [f"{metric}_mean", f"{metric}_std", f"{metric}_best"]
+    rows = []
+    for cell in summary.cells:
+        row: list[Any] = [cell.model, cell.model in summary.ours, len(cell.seeds),
+                          " ".join(map(str, cell.seeds))]
+        for metric in summary.metrics:
+            std = cell.std(metric)
+            row += [repr(cell.mean(metric)), "" if math.isnan(std) else repr(std),
+                    summary.best(metric) == cell.model]
+        rows.append(row)
+    _write_csv(path, header, rows)
+
+
+def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]) -> list[str]:
+    """PNG plots (matplotlib); returns the files written, or [] with a message without it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[benchmark] matplotlib is not installed: skipping the PNG plots "
+              "(pip install matplotlib, or pip install recbole-moe[plots]).")
+        return []
+    written = []
+    for summary in summaries:
+        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(summary.metrics) + 2), 4))
+        n = len(summary.cells)
+        width = 0.8 / max(n, 1)
+        x = np.arange(len(summary.metrics))
+        for i, cell in enumerate(summary.cells):
+            means = [cell.mean(m) for m in summary.metrics]
+            stds = [0.0 if math.isnan(cell.std(m)) else cell.std(m) for m in summary.metrics]
+            ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+                   label=cell.model, hatch="//" if cell.model in summary.ours else None)
+        ax.set_xticks(x, [metric_label(m) for m in summary.metrics])
+        ax.set_ylabel("test metric (mean ± std over seeds)")
+        ax.set_title(f"{summary.dataset}")
+        ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        path = os.path.join(out, f"{summary.dataset}_metrics.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if summaries and efficiency:
+        fig, axes = plt.subplots(1, len(summaries), figsize=(5 * len(summaries), 4),
+                                 squeeze=False)
+        for ax, summary in zip(axes[0], summaries):
+            metric = summary.metrics[min(1, len(summary.metrics) - 1)]
+            for cell in summary.cells:
+                eff = next((r for r in efficiency if r["dataset"] == summary.dataset
+                            and r["model"] == cell.model), None)
+                if not eff or eff["train_s_per_epoch"] is None:
+                    continue
+                ax.scatter(eff["train_s_per_epoch"], cell.mean(metric),
+                           marker="*" if cell.model in summary.ours else "o", s=80)
+                ax.annotate(cell.model, (eff["train_s_per_epoch"], cell.mean(metric)),
+                            fontsize=8, xytext=(4, 4), textcoords="offset points")
+            ax.set_xlabel("train seconds per epoch")
+            ax.set_ylabel(f"test {metric_label(metric)}")
+            ax.set_title(summary.dataset)
+        fig.tight_layout()
+        path = os.path.join(out, "time_vs_quality.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(out: str, plots: bool = True,
+                 published_file: str = PUBLISHED_FILE) -> list[str]:
+    """Write ``report.md``, the CSVs and the plots for ``out/runs.jsonl``; returns the paths.
+
+    Raises:
+        FileNotFoundError: ``out`` has no ``runs.jsonl``.
+    """
+    runs_path = os.path.join(out, RUNS_FILE)
+    if not os.path.isfile(runs_path):
+        raise FileNotFoundError(f"No {RUNS_FILE} in {out}: run the benchmark first.")
+    latest = latest_records(read_runs(runs_path, warn=print))
+    records = list(latest.values())
+    plan_cells = None
+    plan_path = os.path.join(out, PLAN_FILE)
+    if os.path.isfile(plan_path):
+        with open(plan_path, encoding="utf-8") as f:
+            plan_cells = [tuple(c) for c in json.load(f).get("cells", [])]
+    summaries = summarize(records)
+    efficiency = efficiency_rows(records)
+    written = []
+
+    name = next((r.get("plan", {}).get("name") for r in records), None) or os.path.basename(
+        os.path.normpath(out))
+    reduced = any(r.get("plan", {}).get("scale") for r in records)
+    lines = [f"# Benchmark report: {name}", "",
+             f"Generated by `python -m recbole_moe.benchmark report {out}` from `{RUNS_FILE}` "
+             f"({sum(r.get('status') == 'ok' for r in records)} finished runs).", ""]
+    for summary in summaries:
+        lines += dataset_section(summary, records)
+        if plots:
+            lines += [f"![{summary.dataset}]({summary.dataset}_metrics.png)", ""]
+        path = os.path.join(out, f"{summary.dataset}.csv")
+        dataset_csv(path, summary)
+        written.append(path)
+    if efficiency:
+        lines += efficiency_section(efficiency)
+        if plots and summaries:
+            lines += ["![time vs quality](time_vs_quality.png)", ""]
+        path = os.path.join(out, "efficiency.csv")
+        keys = list(efficiency[0])
+        _write_csv(path, keys, [[row[k] for k in keys] for row in efficiency])
+        written.append(path)
+    lines += paper_section(summaries, load_published(published_file), reduced)
+    lines += status_section(latest, plan_cells)
+    if plots:
+        pngs = make_plots(out, summaries, efficiency)
+        if not pngs:
+            lines = [line for line in lines if not line.startswith("![")]
+        written += pngs
+    path = os.path.join(out, "report.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines).rstrip() + "\n")
+    os.replace(tmp, path)
+    return [path] + written

@@ -1,0 +1,392 @@
+"""Run a benchmark plan: one ``recbole_moe.run`` per (model, dataset, seed), one JSON line each.
+
+Every finished run appends exactly one JSON line to ``<out>/runs.jsonl`` with a single
+``os.write`` on an ``O_APPEND`` descriptor followed by ``fsync``, so a run killed midway leaves at
+most one partial last line, which :func:`read_runs` ignores (and the next append starts on a
+fresh line). Rerunning the same plan skips every (model, dataset, seed) already recorded as
+``ok``; failed runs are retried. A run that raises is recorded with ``status: failed`` and its
+error, and the plan goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Callable, Iterable, Optional
+
+import psutil
+
+from recbole_moe.benchmark.plans import Plan
+
+RUNS_FILE = "runs.jsonl"
+PLAN_FILE = "plan.json"
+#: Version of the JSON line layout; bump when a field changes meaning.
+RECORD_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# runs.jsonl: atomic append, tolerant read
+# --------------------------------------------------------------------------------------------
+
+
+def run_key(model: str, dataset: str, seed: int) -> str:
+    """The identity of a run inside one output folder."""
+    return f"{model}|{dataset}|{int(seed)}"
+
+
+def append_record(path: str, record: dict) -> None:
+    """Append ``record`` as one JSON line, atomically (one ``os.write`` + ``fsync``).
+
+    When the file does not end with a newline (a previous writer was killed mid-line), the line
+    starts with one, so the partial line stays isolated and the new record stays readable.
+    """
+    line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = "\n" + line
+        data = line.encode("utf-8")
+        written = os.write(fd, data)
+        if written != len(data):  # pragma: no cover - regular files write fully
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_runs(path: str, warn: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Every valid record of ``runs.jsonl`` in file order; partial or invalid lines are skipped.
+
+    A missing file reads as no records. ``warn`` is called for invalid lines other than a
+    partial last line (the expected trace of a killed writer).
+    """
+    if not os.path.isfile(path):
+        return []
+    with open(path, "rb") as f:
+        raw = f.read()
+    lines = raw.split(b"\n")
+    records = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+            if not isinstance(record, dict) or "key" not in record:
+                raise ValueError("not a run record")
+        except (ValueError, UnicodeDecodeError):
+            if warn is not None and index != len(lines) - 1:
+                warn(f"{path}: ignoring invalid line {index + 1}")
+            continue
+        records.append(record)
+    return records
+
+
+def latest_records(records: Iterable[dict]) -> dict[str, dict]:
+    """key -> its last record; an ``ok`` record is never replaced by a later failure."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        previous = latest.get(record["key"])
+        if previous is not None and previous.get("status") == "ok" and record.get("status") != "ok":
+            continue
+        latest[record["key"]] = record
+    return latest
+
+
+# --------------------------------------------------------------------------------------------
+# Environment and measurements
+# --------------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly copy of a config value (numpy scalars, devices, enums, sets...)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        try:
+            return jsonable(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def _relative_paths(value: Any) -> Any:
+    """Paths under the working directory written relative to it (records are committed)."""
+    cwd = os.getcwd()
+    if isinstance(value, str) and os.path.isabs(value) and value.startswith(cwd + os.sep):
+        return os.path.relpath(value, cwd)
+    if isinstance(value, dict):
+        return {k: _relative_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_paths(v) for v in value]
+    return value
+
+
+def resolved_config(config) -> dict:
+    """The full resolved RecBole config of a run as plain JSON values."""
+    return _relative_paths(jsonable(dict(config.final_config_dict)))
+
+
+def package_versions() -> dict[str, Optional[str]]:
+    """Versions of the packages that decide the numbers."""
+    from importlib import metadata
+
+    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in ("recbole-moe", "recbole", "torch", "numpy", "pandas", "scipy", "mamba-ssm"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    if versions["recbole-moe"] is None:
+        import recbole_moe
+
+        versions["recbole-moe"] = recbole_moe.__version__
+    return versions
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: Optional[str] = None) -> dict[str, Any]:
+    """The machine a run used: CPU model and cores, torch threads, memory, GPU."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "device": device,
+        "gpu": None,
+    }
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info
+
+
+def describe_hardware(info: dict) -> str:
+    """``"2-core CPU (Intel Xeon ...), 1 torch thread"`` or the GPU name."""
+    cores = info.get("cpu_affinity") or info.get("cpu_count")
+    text = f"{cores}-core CPU ({info.get('cpu')}), {info.get('torch_threads')} torch thread(s)"
+    if info.get("gpu") and str(info.get("device", "")).startswith("cuda"):
+        text = f"{info['gpu']} GPU; " + text
+    return text
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.process = psutil.Process()
+        self.start = self.peak = 0
+
+    def __enter__(self) -> "PeakRSS":
+        gc.collect()
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+# --------------------------------------------------------------------------------------------
+# The plan loop
+# --------------------------------------------------------------------------------------------
+
+
+def _write_plan(path: str, plan: Plan, cells: list) -> None:
+    """``plan.json``: the plan's cells, so the report can list runs that are still missing."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({**plan.describe(), "cells": [list(c) for c in cells]}, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: bool = False,
+            checkpoint_dir: Optional[str] = None, command: Optional[str] = None) -> dict:
+    """Train and evaluate one cell through :func:`recbole_moe.run`; returns its record.
+
+    Never raises for a failing run: the record then has ``status: failed`` and the error.
+    """
+    import torch
+
+    from recbole_moe.quick_start import run
+
+    config_dict = plan.config_dict(model, dataset, seed)
+    if checkpoint_dir is not None:
+        config_dict.setdefault("checkpoint_dir", checkpoint_dir)
+    record: dict[str, Any] = {
+        "record_version": RECORD_VERSION,
+        "key": run_key(model, dataset, seed),
+        "model": model,
+        "dataset": dataset,
+        "seed": int(seed),
+        "fingerprint": plan.fingerprint(model, dataset),
+        "plan": plan.describe(),
+        "overrides": jsonable(config_dict),
+        "command": command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "started_at": _timestamp(),
+        "versions": package_versions(),
+    }
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    memory = PeakRSS()
+    try:
+        with memory:
+            result = run(model, dataset, config_dict=config_dict,
+                         config_file_list=plan.config_files or None, saved=True)
+    except BaseException as exc:  # noqa: BLE001 - a failing run must not stop the plan
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        record.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc()[-4000:],
+            duration_s=time.perf_counter() - start,
+            finished_at=_timestamp(),
+            hardware=hardware(),
+        )
+        return record
+    config = result["config"]
+    model_file = result.get("model_file")
+    if model_file and not keep_checkpoints and os.path.isfile(model_file):
+        os.remove(model_file)
+    record.update(
+        status="ok",
+        config=resolved_config(config),
+        best_valid_score=result["best_valid_score"],
+        best_valid_result=result["best_valid_result"],
+        test_result=result["test_result"],
+        epochs_run=result.get("epochs_run"),
+        train_time_per_epoch=result.get("train_time_per_epoch"),
+        valid_time_per_epoch=result.get("valid_time_per_epoch"),
+        eval_time=result.get("test_time"),
+        n_params=result.get("n_params"),
+        peak_rss_mib=memory.peak / 2**20,
+        rss_added_mib=(memory.peak - memory.start) / 2**20,
+        cuda_max_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
+        log_file=_relative_paths(result.get("log_file")),
+        model_file=_relative_paths(model_file) if keep_checkpoints else None,
+        duration_s=time.perf_counter() - start,
+        finished_at=_timestamp(),
+        hardware=hardware(str(config["device"])),
+    )
+    return record
+
+
+def execute(
+    plan: Plan,
+    out: str,
+    keep_checkpoints: bool = False,
+    log: Callable[[str], None] = print,
+    command: Optional[str] = None,
+) -> dict[str, int]:
+    """Run every unfinished cell of ``plan``, appending one line per run to ``<out>/runs.jsonl``.
+
+    Returns:
+        counts: ``total``, ``skipped`` (already ok), ``ok`` and ``failed`` in this call.
+
+    Raises:
+        ValueError: ``out`` already holds finished runs of the same cells made with different
+            settings (use another output folder).
+    """
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, RUNS_FILE)
+    done = {key: rec for key, rec in latest_records(read_runs(path, warn=log)).items()
+            if rec.get("status") == "ok"}
+    cells = plan.runs()
+    todo, conflicts = [], []
+    for model, dataset, seed in cells:
+        previous = done.get(run_key(model, dataset, seed))
+        if previous is None:
+            todo.append((model, dataset, seed))
+        elif previous.get("fingerprint") != plan.fingerprint(model, dataset):
+            conflicts.append(run_key(model, dataset, seed))
+    if conflicts:
+        raise ValueError(
+            f"{out} already holds finished runs with different settings for "
+            f"{', '.join(conflicts[:5])}{' ...' if len(conflicts) > 5 else ''}; "
+            "write to another --out folder (or delete those lines) to rerun them.")
+    _write_plan(os.path.join(out, PLAN_FILE), plan, cells)
+    counts = {"total": len(cells), "skipped": len(cells) - len(todo), "ok": 0, "failed": 0}
+    log(f"[benchmark] {plan.name}: {len(cells)} runs, {counts['skipped']} already done, "
+        f"{len(todo)} to run -> {path}")
+    checkpoint_dir = os.path.join(out, "saved")
+    started = time.perf_counter()
+    for index, (model, dataset, seed) in enumerate(todo, start=1):
+        log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}")
+        record = run_one(plan, model, dataset, seed, keep_checkpoints, checkpoint_dir, command)
+        append_record(path, record)
+        counts[record["status"]] += 1
+        elapsed = time.perf_counter() - started
+        eta = elapsed / index * (len(todo) - index)
+        if record["status"] == "ok":
+            test = record["test_result"]
+            metric = next(iter(test), None)
+            summary = (f"ok in {record['duration_s']:.1f}s ({record['epochs_run']} epochs, "
+                       f"{record['train_time_per_epoch']:.1f} s/epoch)"
+                       + (f", test {metric} {test[metric]:.4f}" if metric else ""))
+        else:
+            summary = f"FAILED: {record['error']}"
+        log(f"[benchmark] run {index}/{len(todo)} {summary}; elapsed "
+            f"{_format_duration(elapsed)}, ETA {_format_duration(eta)}")
+    if os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
+        os.rmdir(checkpoint_dir)
+    return counts
