@@ -87,15 +87,20 @@ def check_dataset_files(config: Config) -> None:
 
 
 def get_trainer(config: Config, model) -> Any:
-    """The trainer for ``model``: recbole-moe's trainer for our models, RecBole's otherwise."""
-    if hasattr(model, "log_epoch_stats"):
-        try:
-            from recbole_moe.trainer import MoETrainer
-        except ImportError:  # pragma: no cover - trainer module absent
-            MoETrainer = None
-        if MoETrainer is not None:
-            return MoETrainer(config, model)
-    return recbole_get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    """The trainer for ``model``.
+
+    RecBole's plain ``Trainer`` is replaced by :class:`~recbole_moe.trainer.RecBoleMoeTrainer`
+    (same loop; resumable atomic checkpoints, non-finite loss check, statistics hook). Models
+    with a trainer of their own in RecBole (e.g. S3Rec's pre-training) keep it.
+    """
+    from recbole.trainer import Trainer
+
+    from recbole_moe.trainer import RecBoleMoeTrainer
+
+    trainer_class = recbole_get_trainer(config["MODEL_TYPE"], config["model"])
+    if trainer_class is Trainer:
+        trainer_class = RecBoleMoeTrainer
+    return trainer_class(config, model)
 
 
 def log_flops(model, dataset, config: Config, logger: logging.Logger) -> None:
@@ -248,6 +253,8 @@ def run(
     trainer = get_trainer(config, net)
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     timer = _EpochTimer(trainer)
+    if config["resume"]:
+        trainer.resume_checkpoint(config["resume"])
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
