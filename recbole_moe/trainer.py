@@ -1,20 +1,200 @@
-"""RecBole ``Trainer`` with a per-epoch hook for models that report internal statistics."""
+"""RecBole's ``Trainer`` made safe to interrupt and to trust.
+
+:class:`RecBoleMoeTrainer` keeps RecBole's training loop (``fit``, ``evaluate``) and adds:
+
+* a per-epoch hook for models that report internal statistics
+  (``model.log_epoch_stats(logger, tensorboard, epoch_idx)``: HyMoERec's α and expert load,
+  FAME's gate weights);
+* a "last" checkpoint written at the start of every epoch with everything needed to continue
+  exactly (model, optimizer, early-stopping state, best result, the RNG states and the training
+  dataloader's shuffling generator), so ``resume_checkpoint`` / ``--resume=PATH`` after a crash
+  reaches the same final metrics as an uninterrupted run with the same seed;
+* atomic checkpoint writes (temporary file + rename), so a crash never leaves a truncated file
+  where a good one was;
+* a non-finite loss stops training with the epoch, the batch and the model named.
+"""
 
 from __future__ import annotations
 
+import os
+import random
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
 from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_moe.compat import load_recbole_checkpoint
+from recbole_moe.errors import RecBoleMoeError
 
 
-class MoETrainer(Trainer):
-    """RecBole's ``Trainer`` that calls ``model.log_epoch_stats(logger, tensorboard, epoch_idx)``
-    after every training epoch when the model defines it (e.g. HyMoERec's α, warm-up factor and
-    expert load). Training itself is RecBole's, unchanged; models without the hook behave
-    exactly as under ``Trainer``.
-    """
+class NonFiniteLossError(RecBoleMoeError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class CheckpointMismatchError(RecBoleMoeError, ValueError):
+    """A checkpoint made by a different model or dataset than the current run."""
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(obj, tmp, pickle_protocol=4)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def last_checkpoint_path(best_model_file: str) -> str:
+    """``saved/SASRec-<time>.pth`` -> ``saved/SASRec-<time>-last.pth``."""
+    root, ext = os.path.splitext(best_model_file)
+    return f"{root}-last{ext or '.pth'}"
+
+
+def check_checkpoint_matches(checkpoint: dict, model: str, dataset: str, path: str) -> None:
+    """Refuse a checkpoint that another model or dataset produced."""
+    config = checkpoint.get("config")
+    if config is None:
+        raise CheckpointMismatchError(f"{path} is not a RecBole checkpoint (no 'config' entry)")
+    made = (config["model"], config["dataset"])
+    if made != (model, dataset):
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was made by model {made[0]} on dataset {made[1]}, "
+            f"but this run is model {model} on dataset {dataset}"
+        )
+
+
+class RecBoleMoeTrainer(Trainer):
+    """RecBole's ``Trainer`` with resumable, atomic checkpoints, a non-finite loss check and a
+    per-epoch statistics hook. Training and evaluation are RecBole's, unchanged."""
+
+    def __init__(self, config, model) -> None:
+        super().__init__(config, model)
+        self.best_valid_result = None
+        self.last_model_file = last_checkpoint_path(self.saved_model_file)
+        self._train_data = None
+        self._pending_generator_state: Optional[torch.Tensor] = None
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
+            callback_fn=None):
+        self._train_data = train_data
+        if self._pending_generator_state is not None:
+            train_data.generator.set_state(self._pending_generator_state)
+            self._pending_generator_state = None
+        self._saved = saved
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
+                           show_progress=show_progress, callback_fn=callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        if getattr(self, "_saved", False) and epoch_idx > 0:
+            self._save_last_checkpoint(epoch_idx)
+        checked = self._finite_loss(loss_func or self.model.calculate_loss, epoch_idx)
+        total_loss = super()._train_epoch(
+            train_data, epoch_idx, loss_func=checked, show_progress=show_progress
+        )
         hook = getattr(self.model, "log_epoch_stats", None)
         if callable(hook):
             hook(self.logger, self.tensorboard, epoch_idx)
         return total_loss
+
+    def _finite_loss(self, loss_func: Callable, epoch_idx: int) -> Callable:
+        """Wrap ``loss_func`` so a NaN/inf loss raises before the backward pass."""
+        counter = {"batch": 0}
+        model_name = self.config["model"]
+
+        def checked(interaction):
+            losses = loss_func(interaction)
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            for index, part in enumerate(parts):
+                if not torch.isfinite(part).all():
+                    which = f" (loss part {index})" if len(parts) > 1 else ""
+                    raise NonFiniteLossError(
+                        f"non-finite training loss {part.detach().float().cpu().tolist()}{which} "
+                        f"in epoch {epoch_idx}, batch {counter['batch']} of model {model_name}; "
+                        "training stopped. Lower learning_rate, or set clip_grad_norm "
+                        "(e.g. --clip_grad_norm=\"{'max_norm': 5}\")."
+                    )
+            counter["batch"] += 1
+            return losses
+
+        return checked
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _checkpoint_state(self, epoch: int) -> dict:
+        return {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_model_file": self.saved_model_file,
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's best-model checkpoint, written atomically."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _save_last_checkpoint(self, next_epoch: int) -> None:
+        """Everything needed to continue at ``next_epoch`` exactly as if never interrupted."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        state = self._checkpoint_state(next_epoch - 1)
+        state["rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "train_generator": self._train_data.generator.get_state()
+            if self._train_data is not None else None,
+        }
+        atomic_torch_save(state, self.last_model_file)
+
+    def resume_checkpoint(self, resume_file):
+        """Continue from a checkpoint (the ``-last.pth`` one, or RecBole's best-model file).
+
+        Raises:
+            CheckpointMismatchError: the checkpoint belongs to another model or dataset.
+        """
+        resume_file = str(resume_file)
+        checkpoint = load_recbole_checkpoint(resume_file, map_location=self.device)
+        check_checkpoint_matches(
+            checkpoint, self.config["model"], self.config["dataset"], resume_file
+        )
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result")
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.saved_model_file = checkpoint.get("best_model_file") or resume_file
+        self.last_model_file = last_checkpoint_path(self.saved_model_file)
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+            if rng.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._pending_generator_state = rng.get("train_generator")
+        self.logger.info(
+            f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}"
+        )
+
+
+#: Earlier name of the trainer (it only added the statistics hook then).
+MoETrainer = RecBoleMoeTrainer

@@ -1,0 +1,86 @@
+"""Interrupted runs resume to the same result; checkpoints are atomic; NaN losses stop training."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+import torch
+
+import recbole_moe
+from recbole_moe.trainer import (
+    CheckpointMismatchError,
+    NonFiniteLossError,
+    RecBoleMoeTrainer,
+    atomic_torch_save,
+)
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("model", ["SASRec", "HyMoERec"])
+def test_resume_after_crash_reaches_the_same_metrics(model, tiny_config, tmp_path, monkeypatch):
+    tiny_config.update(epochs=4, warmup_steps=20)  # HyMoERec's warm-up spans the crash
+    full = recbole_moe.run(model, "synth", config_dict=dict(tiny_config))
+
+    crash_dir = tmp_path / "crash"
+    crashing = dict(tiny_config, checkpoint_dir=str(crash_dir))
+    original = RecBoleMoeTrainer._add_train_loss_to_tensorboard
+
+    def crash_after_epoch_2(self, epoch_idx, losses, tag="Loss/Train"):
+        original(self, epoch_idx, losses, tag)
+        if epoch_idx == 2:
+            raise Interrupted("killed after epoch 2")
+
+    monkeypatch.setattr(RecBoleMoeTrainer, "_add_train_loss_to_tensorboard", crash_after_epoch_2)
+    with pytest.raises(Interrupted):
+        recbole_moe.run(model, "synth", config_dict=crashing)
+    monkeypatch.setattr(RecBoleMoeTrainer, "_add_train_loss_to_tensorboard", original)
+
+    (last,) = glob.glob(str(crash_dir / "*-last.pth"))
+    resumed = recbole_moe.run(model, "synth", config_dict=dict(crashing, resume=last))
+    assert resumed["best_valid_result"] == full["best_valid_result"]
+    assert resumed["test_result"] == full["test_result"]
+    assert resumed["epochs_run"] == 2  # epochs 2 and 3 only
+
+
+def test_resume_refuses_another_models_checkpoint(tiny_config):
+    result = recbole_moe.run("SASRec", "synth", config_dict=dict(tiny_config))
+    with pytest.raises(CheckpointMismatchError, match="made by model SASRec on dataset synth"):
+        recbole_moe.run("GRU4Rec", "synth", config_dict=dict(tiny_config, resume=result["model_file"]))
+
+
+def test_non_finite_loss_stops_training_with_epoch_batch_and_model(tiny_config, monkeypatch):
+    from recbole.model.sequential_recommender.sasrec import SASRec
+
+    original = SASRec.calculate_loss
+    calls = {"n": 0}
+
+    def poisoned(self, interaction):
+        calls["n"] += 1
+        loss = original(self, interaction)
+        return loss * float("inf") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(SASRec, "calculate_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"in epoch 0, batch 2 of model SASRec"):
+        recbole_moe.run("SASRec", "synth", config_dict=tiny_config)
+
+
+def test_atomic_save_keeps_the_previous_file_on_crash(tmp_path, monkeypatch):
+    path = tmp_path / "model.pth"
+    atomic_torch_save({"w": torch.ones(3)}, str(path))
+    good = path.read_bytes()
+
+    def broken_save(obj, f, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save({"w": torch.zeros(3)}, str(path))
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["model.pth"]
