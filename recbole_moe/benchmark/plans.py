@@ -6,10 +6,11 @@ lowest priority first:
 
 1. the model's and the dataset's property files (``recbole_moe/properties``) and RecBole's;
 2. ``config_files`` (YAML, in order);
-3. the protocol's ``overrides``, then its per-dataset, per-model and per-(model, dataset) ones;
-4. the scale's overrides (same four levels);
-5. the user's ``--key=value`` overrides (and the YAML plan's ``overrides``);
-6. ``seed`` of the run.
+3. the protocol preset, 4. the scale preset, 5. the YAML plan file: each a *layer* with
+   ``overrides`` for every run, then per-dataset, per-model and per-(model, dataset) ones, so a
+   later layer's global value beats an earlier layer's per-dataset value;
+6. the command line's ``--key=value`` overrides;
+7. ``seed`` of the run.
 
 A YAML plan file looks like::
 
@@ -55,10 +56,11 @@ class Plan:
     protocol: Optional[str] = None
     scale: Optional[str] = None
     config_files: list[str] = field(default_factory=list)
+    #: Preset / plan-file layers, lowest priority first; each may hold the keys
+    #: ``overrides``, ``dataset_overrides``, ``model_overrides``, ``model_dataset_overrides``.
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    #: Command-line overrides, above every layer.
     overrides: Overrides = field(default_factory=dict)
-    dataset_overrides: dict[str, Overrides] = field(default_factory=dict)
-    model_overrides: dict[str, Overrides] = field(default_factory=dict)
-    model_dataset_overrides: dict[str, dict[str, Overrides]] = field(default_factory=dict)
     ours: list[str] = field(default_factory=lambda: list(OUR_MODELS))
     report_metrics: list[str] = field(default_factory=list)
 
@@ -67,12 +69,15 @@ class Plan:
         return [(m, d, s) for d in self.datasets for s in self.seeds for m in self.models]
 
     def config_dict(self, model: str, dataset: str, seed: int) -> Overrides:
-        """The config overrides of one run (layers 3-6 of the module docstring)."""
+        """The config overrides of one run (levels 3-7 of the module docstring)."""
         config: Overrides = {}
+        for layer in self.layers:
+            config.update(copy.deepcopy(layer.get("overrides") or {}))
+            config.update(copy.deepcopy((layer.get("dataset_overrides") or {}).get(dataset, {})))
+            config.update(copy.deepcopy((layer.get("model_overrides") or {}).get(model, {})))
+            per_model = (layer.get("model_dataset_overrides") or {}).get(model, {})
+            config.update(copy.deepcopy(per_model.get(dataset, {})))
         config.update(self.overrides)
-        config.update(self.dataset_overrides.get(dataset, {}))
-        config.update(self.model_overrides.get(model, {}))
-        config.update(self.model_dataset_overrides.get(model, {}).get(dataset, {}))
         config["seed"] = int(seed)
         return config
 
@@ -205,17 +210,10 @@ def _as_mapping(value: Any, what: str) -> dict[str, Overrides]:
     raise ValueError(f"Plan '{what}' must be a list or a mapping, not {type(value).__name__}.")
 
 
-def _merge_levels(plan: Plan, layer: dict[str, Any]) -> None:
-    """Apply one preset layer's four override levels on top of ``plan``'s."""
-    plan.overrides.update(copy.deepcopy(layer.get("overrides", {})))
-    for attr in ("dataset_overrides", "model_overrides"):
-        target = getattr(plan, attr)
-        for name, values in layer.get(attr, {}).items():
-            target.setdefault(name, {}).update(copy.deepcopy(values))
-    for model, per_dataset in layer.get("model_dataset_overrides", {}).items():
-        for dataset, values in per_dataset.items():
-            plan.model_dataset_overrides.setdefault(model, {}).setdefault(dataset, {}).update(
-                copy.deepcopy(values))
+def _layer(source: dict[str, Any]) -> dict[str, Any]:
+    """The four override levels of a preset or plan file, copied."""
+    keys = ("overrides", "dataset_overrides", "model_overrides", "model_dataset_overrides")
+    return {key: copy.deepcopy(source.get(key) or {}) for key in keys}
 
 
 def build_plan(
@@ -255,14 +253,14 @@ def build_plan(
         plan.models, plan.datasets = list(preset["models"]), list(preset["datasets"])
         plan.seeds = list(preset["seeds"])
         plan.report_metrics = list(preset.get("report_metrics", []))
-        _merge_levels(plan, preset)
+        plan.layers.append(_layer(preset))
         descriptions.append(preset["description"])
     if scale:
         if scale not in SCALES:
             raise ValueError(f"Unknown scale '{scale}'; known: {', '.join(SCALES)}.")
         preset = SCALES[scale]
         plan.seeds = list(preset.get("seeds", plan.seeds))
-        _merge_levels(plan, preset)
+        plan.layers.append(_layer(preset))
         descriptions.append(preset["description"])
 
     model_map = _as_mapping(data.get("models"), "models")
@@ -271,12 +269,12 @@ def build_plan(
         plan.models = list(model_map)
     if dataset_map:
         plan.datasets = list(dataset_map)
-    _merge_levels(plan, {
+    plan.layers.append(_layer({
         "overrides": data.get("overrides") or {},
         "model_overrides": {k: v for k, v in model_map.items() if v},
         "dataset_overrides": {k: v for k, v in dataset_map.items() if v},
         "model_dataset_overrides": data.get("model_dataset_overrides") or {},
-    })
+    }))
     if data.get("seeds") is not None:
         plan.seeds = [int(s) for s in data["seeds"]]
     plan.config_files = list(data.get("config_files") or [])
