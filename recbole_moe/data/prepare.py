@@ -225,9 +225,9 @@ def _ratings_frame(
     data: bytes, source: str, sep: bytes, header: bool,
 ) -> _Table:
     """Shared reader of ``ratings.dat`` (after ``::`` -> tab) and ``ratings.csv``."""
-    body = data.split(b"\n", 1)[1] if header else data
-    if not body.strip():
-        raise _error(source, None, "the file is empty" if not data.strip() else "no rating rows")
+    body = data.split(b"\n", 1)[1] if header and b"\n" in data else (b"" if header else data)
+    if not body or body.isspace():
+        raise _error(source, None, "no rating rows")
     split = (lambda line: line.split(sep))
     try:
         frame = pd.read_csv(
@@ -264,8 +264,6 @@ _CSV_HEADER = [b"userId", b"movieId", b"rating", b"timestamp"]
 
 def _read_movielens_csv(data: bytes, source: str) -> _Table:
     """MovieLens ``ratings.csv`` with header ``userId,movieId,rating,timestamp``."""
-    if not data.strip():
-        raise _error(source, None, "the file is empty")
     header = [h.strip() for h in data.split(b"\n", 1)[0].strip().split(b",")]
     if header != _CSV_HEADER:
         raise _error(
@@ -281,10 +279,8 @@ _ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
 def _read_atomic(data: bytes, source: str) -> tuple[_Table, list[str]]:
     """Validate a RecBole ``.inter`` file; returns its user/item columns and header names."""
-    text_lines = data.splitlines()
-    if not data.strip():
-        raise _error(source, None, "the file is empty")
-    header = text_lines[0].decode(errors="replace").rstrip("\r").split("\t")
+    first, _, rest = data.partition(b"\n")
+    header = first.decode(errors="replace").rstrip("\r").split("\t")
     names = []
     for column in header:
         name, _, ftype = column.partition(":")
@@ -297,7 +293,7 @@ def _read_atomic(data: bytes, source: str) -> tuple[_Table, list[str]]:
     for required in ("user_id:token", "item_id:token"):
         if required not in header:
             raise _error(source, 1, f"the header has no {required!r} column: {header}")
-    if len(text_lines) < 2 or not any(line.strip() for line in text_lines[1:]):
+    if not rest or rest.isspace():
         raise _error(source, None, "no interaction rows after the header")
     float_columns = [n for n, c in zip(names, header) if c.endswith(":float")]
     try:
@@ -362,7 +358,7 @@ def _read_bytes(source: Path) -> tuple[bytes, str]:
 
 def detect_format(data: bytes, name: str = "") -> str:
     """Guess the format from the file name and its first non-blank line."""
-    first = next((line for line in data.splitlines() if line.strip()), b"").strip()
+    first = next((line for line in data[:1 << 16].splitlines() if line.strip()), b"").strip()
     if name.endswith(".inter") or re.match(rb"[^\t:]+:(token|float)", first):
         return "atomic"
     if b"::" in first or name.endswith(".dat"):
@@ -449,12 +445,25 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def _compact_floats(values: np.ndarray) -> np.ndarray:
+    """Integral floats as ints, few distinct values (ratings) as strings: pandas formats
+    floats slowly, and ``4`` reads back like ``4.0``."""
+    if values.dtype.kind != "f":
+        return values
+    if np.all(values == np.floor(values)):
+        return values.astype(np.int64)
+    labels, inverse = np.unique(values, return_inverse=True)
+    if len(labels) > 1000:
+        return values
+    return np.array([repr(float(v)) for v in labels], dtype=object)[inverse]
+
+
 def _write_inter(handle: IO[bytes], table: _Table) -> None:
     header = ["user_id:token", "item_id:token"]
     frame = pd.DataFrame({"user_id": table.user, "item_id": table.item})
     for name, values in table.columns.items():
         header.append(f"{name}:float")
-        frame[name] = values
+        frame[name] = _compact_floats(values)
     handle.write(("\t".join(header) + "\n").encode())
     chunk = 1 << 20  # rows formatted in memory at a time (pandas writes slowly to file objects)
     for begin in range(0, len(frame), chunk):
@@ -520,7 +529,7 @@ def prepare_dataset(
             return stats
 
     data, display = _read_bytes(source)
-    if not data.strip():
+    if not data or data.isspace():
         raise _error(display, None, "the file is empty")
     if fmt == "auto":
         fmt = detect_format(data, display)
