@@ -172,6 +172,10 @@ def prepare_run(
     try:
         for message in unknown_key_messages(config):
             logger.warning(message)
+        from recbole_moe.benchmark.runner import package_versions
+
+        versions = ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
+        logger.info(set_color("seed", "blue") + f": {config['seed']}   versions: {versions}")
         logger.info(config)
         data = load_dataset(config)
         logger.info(data)
@@ -298,6 +302,10 @@ def load_model(model_file: str, device: Optional[str] = None):
 
     checkpoint = load_recbole_checkpoint(model_file, map_location="cpu")
     config = checkpoint["config"]
+    if config["single_spec"] is False:  # saved by a data-parallel run: reload in one process
+        from recbole_moe.distributed import as_single_process
+
+        as_single_process(config)
     if device is not None:
         config["device"] = torch.device(device)
     elif config["device"].type == "cuda" and not torch.cuda.is_available():

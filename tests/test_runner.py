@@ -125,3 +125,13 @@ def test_run_script_trains_and_prints_metrics(synth, tmp_path):
     test_line = next(line for line in proc.stdout.splitlines() if line.startswith("test      :"))
     assert "hit@10:" in test_line and "ndcg@10:" in test_line
     assert "checkpoint:" in proc.stdout
+
+
+def test_run_log_records_seed_versions_and_resolved_config(tiny_config):
+    import torch
+
+    tiny_config.update(seed=123, learning_rate=0.0042, state="INFO")
+    result = recbole_moe.run("SASRec", "synth", config_dict=tiny_config, saved=False)
+    log = open(result["log_file"], encoding="utf-8").read()
+    assert "seed: 123" in log and f"torch {torch.__version__}" in log and "recbole 1.2.1" in log
+    assert "learning_rate = 0.0042" in log  # the resolved config is logged

@@ -1,0 +1,178 @@
+"""Top-k recommendations from a saved checkpoint.
+
+    recbole-moe recommend --checkpoint saved/HyMoERec-....pth --user 42 --topk 10
+
+Python:
+
+    rec = Recommender.load("saved/HyMoERec-....pth")
+    rec.recommend(user_ids=["42"], topk=10)           # from each user's full known history
+    rec.recommend_for_history(["50", "172", "133"])   # from a raw item-id history
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_moe.errors import RecBoleMoeError
+
+
+class UnknownIdError(RecBoleMoeError, KeyError):
+    """A user or item id that the checkpoint's dataset does not contain."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class Recommendation:
+    """Top-k items for one user or history: original item ids and their scores, best first."""
+
+    items: list[str]
+    scores: list[float]
+
+
+class Recommender:
+    """A trained model with its dataset's id mappings, ready to recommend."""
+
+    def __init__(self, config, model, dataset, test_data) -> None:
+        self.config = config
+        self.model = model
+        self.dataset = dataset
+        self.uid_field = dataset.uid_field
+        self.iid_field = dataset.iid_field
+        self.item_seq_field = model.ITEM_SEQ
+        self.item_len_field = model.ITEM_SEQ_LEN
+        self.max_len = model.max_seq_length
+        self.histories = self._full_histories(test_data._dataset)
+
+    @classmethod
+    def load(cls, checkpoint: str, model: Optional[str] = None, dataset: Optional[str] = None,
+             device: Optional[str] = None) -> "Recommender":
+        """Load ``checkpoint``; with ``model``/``dataset`` given, refuse a checkpoint made by
+        another model or on another dataset."""
+        from recbole_moe.compat import load_recbole_checkpoint
+        from recbole_moe.quick_start import load_model
+        from recbole_moe.trainer import check_checkpoint_matches
+
+        if model is not None or dataset is not None:
+            made = load_recbole_checkpoint(checkpoint, map_location="cpu")
+            check_checkpoint_matches(
+                made, model or made["config"]["model"], dataset or made["config"]["dataset"],
+                checkpoint,
+            )
+        config, net, data, _, _, test_data = load_model(checkpoint, device=device)
+        return cls(config, net, data, test_data)
+
+    def _full_histories(self, test_dataset) -> dict[int, np.ndarray]:
+        """Internal user id -> all known items in order (the test input plus the test item)."""
+        inter = test_dataset.inter_feat
+        users = inter[self.uid_field].numpy()
+        seqs = inter[self.item_seq_field].numpy()
+        lengths = inter[self.item_len_field].numpy()
+        targets = inter[self.iid_field].numpy()
+        return {
+            int(u): np.append(seq[:n], t) for u, seq, n, t in zip(users, seqs, lengths, targets)
+        }
+
+    def _user_index(self, user: str) -> int:
+        token2id = self.dataset.field2token_id[self.uid_field]
+        if str(user) not in token2id or token2id[str(user)] not in self.histories:
+            examples = ", ".join(list(self.dataset.field2id_token[self.uid_field][1:4]))
+            raise UnknownIdError(
+                f"unknown user id '{user}' for dataset {self.config['dataset']} "
+                f"({len(self.histories)} users with a history, e.g. {examples})"
+            )
+        return token2id[str(user)]
+
+    def _item_indices(self, items: Sequence[str]) -> np.ndarray:
+        token2id = self.dataset.field2token_id[self.iid_field]
+        unknown = [str(i) for i in items if str(i) not in token2id]
+        if unknown:
+            raise UnknownIdError(
+                f"unknown item id(s) {unknown} for dataset {self.config['dataset']}"
+            )
+        if not len(items):
+            raise RecBoleMoeError("the item history is empty: give at least one item id")
+        return np.array([token2id[str(i)] for i in items], dtype=np.int64)
+
+    @torch.no_grad()
+    def _recommend(self, histories: list[np.ndarray], users: list[int], topk: int,
+                   exclude_history: bool) -> list[Recommendation]:
+        if topk < 1:
+            raise RecBoleMoeError(f"topk={topk} must be an integer >= 1")
+        batch = len(histories)
+        seq = torch.zeros(batch, self.max_len, dtype=torch.long)
+        lengths = torch.zeros(batch, dtype=torch.long)
+        for row, history in enumerate(histories):
+            recent = history[-self.max_len:]
+            seq[row, : len(recent)] = torch.as_tensor(recent)
+            lengths[row] = len(recent)
+        interaction = Interaction({
+            self.uid_field: torch.as_tensor(users, dtype=torch.long),
+            self.item_seq_field: seq,
+            self.item_len_field: lengths,
+        }).to(self.config["device"])
+        self.model.eval()
+        scores = self.model.full_sort_predict(interaction).view(batch, -1).float().cpu()
+        scores[:, 0] = -torch.inf  # padding id
+        if exclude_history:
+            for row, history in enumerate(histories):
+                scores[row, torch.as_tensor(history)] = -torch.inf
+        k = min(topk, int(torch.isfinite(scores).sum(dim=1).min()))
+        top_scores, top_ids = torch.topk(scores, k, dim=1)
+        results = []
+        for row in range(batch):
+            tokens = self.dataset.id2token(self.iid_field, top_ids[row].numpy())
+            results.append(Recommendation([str(t) for t in tokens], top_scores[row].tolist()))
+        return results
+
+    def recommend(self, user_ids: Sequence[str], topk: int = 10,
+                  exclude_history: bool = True) -> list[Recommendation]:
+        """Top-k next items for each user (original ids), from the user's full known history."""
+        users = [self._user_index(u) for u in user_ids]
+        return self._recommend([self.histories[u] for u in users], users, topk, exclude_history)
+
+    def recommend_for_history(self, item_ids: Sequence[str], topk: int = 10,
+                              exclude_history: bool = True) -> Recommendation:
+        """Top-k next items after a raw item-id history (oldest first)."""
+        return self._recommend([self._item_indices(item_ids)], [0], topk, exclude_history)[0]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="recbole-moe recommend", description="Top-k recommendations from a checkpoint."
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .pth file written by training")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", nargs="+", help="original user id(s)")
+    who.add_argument("--history", nargs="+", help="original item ids, oldest first")
+    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--include_history", action="store_true",
+                        help="allow items already in the history")
+    parser.add_argument("--model", help="refuse the checkpoint unless it was made by this model")
+    parser.add_argument("--dataset", help="refuse the checkpoint unless it was made on this dataset")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    rec = Recommender.load(args.checkpoint, model=args.model, dataset=args.dataset)
+    exclude = not args.include_history
+    if args.user:
+        named = list(zip(args.user, rec.recommend(args.user, args.topk, exclude)))
+    else:
+        named = [("history", rec.recommend_for_history(args.history, args.topk, exclude))]
+    if args.json:
+        print(json.dumps({who: {"items": r.items, "scores": r.scores} for who, r in named}))
+    else:
+        for who, result in named:
+            print(f"user {who}:" if args.user else "history:")
+            for rank, (item, score) in enumerate(zip(result.items, result.scores), start=1):
+                print(f"  {rank:>3}. item {item:<12} score {score:.4f}")
+    return 0

@@ -1,0 +1,79 @@
+"""Recommendations from a saved checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import recbole_moe
+from recbole_moe import cli
+from recbole_moe.recommend import Recommender, UnknownIdError
+from recbole_moe.trainer import CheckpointMismatchError
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synth, tmp_path_factory):
+    from recbole_moe.testing import tiny_config
+
+    out = tmp_path_factory.mktemp("rec")
+    result = recbole_moe.run(
+        "SASRec", "synth", config_dict=tiny_config(synth.data_path, epochs=2, checkpoint_dir=str(out))
+    )
+    return result["model_file"]
+
+
+def test_recommendations_are_the_top_k_of_full_sort_predict(checkpoint):
+    rec = Recommender.load(checkpoint)
+    users = ["1", "7", "42"]
+    results = rec.recommend(users, topk=5)
+    for user, result in zip(users, results):
+        uid = rec.dataset.field2token_id[rec.uid_field][user]
+        history = rec.histories[uid]
+        seq = torch.zeros(1, rec.max_len, dtype=torch.long)
+        recent = torch.as_tensor(history[-rec.max_len:])
+        seq[0, : len(recent)] = recent
+        from recbole.data.interaction import Interaction
+
+        inter = Interaction({rec.uid_field: torch.tensor([uid]), rec.item_seq_field: seq,
+                             rec.item_len_field: torch.tensor([len(recent)])})
+        with torch.no_grad():
+            scores = rec.model.full_sort_predict(inter).view(-1)
+        scores[0] = -torch.inf
+        scores[torch.as_tensor(history)] = -torch.inf
+        expected = rec.dataset.id2token(rec.iid_field, torch.topk(scores, 5).indices.numpy())
+        assert result.items == [str(t) for t in expected]
+        assert result.scores == sorted(result.scores, reverse=True)
+        assert not set(result.items) & set(rec.dataset.id2token(rec.iid_field, history))
+
+
+def test_history_variant_follows_the_planted_pattern(checkpoint):
+    rec = Recommender.load(checkpoint)
+    # The synthetic data mostly steps item -> item + 1 (original ids 1..80).
+    result = rec.recommend_for_history(["10", "11", "12", "13"], topk=10)
+    assert "14" in result.items
+    assert not {"10", "11", "12", "13"} & set(result.items)
+    with_history = rec.recommend_for_history(["10", "11", "12", "13"], topk=10, exclude_history=False)
+    assert len(with_history.items) == 10
+
+
+def test_unknown_ids_give_clear_errors(checkpoint):
+    rec = Recommender.load(checkpoint)
+    with pytest.raises(UnknownIdError, match="unknown user id '99999' for dataset synth"):
+        rec.recommend(["99999"])
+    with pytest.raises(UnknownIdError, match=r"unknown item id\(s\) \['nope'\]"):
+        rec.recommend_for_history(["10", "nope"])
+
+
+def test_refuses_a_checkpoint_of_another_model(checkpoint):
+    with pytest.raises(CheckpointMismatchError, match="made by model SASRec"):
+        Recommender.load(checkpoint, model="HyMoERec")
+
+
+def test_cli_recommend(checkpoint, capsys):
+    assert cli.main(["recommend", "--checkpoint", checkpoint, "--user", "3", "--topk", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(out["3"]["items"]) == 4
+    assert cli.main(["recommend", "--checkpoint", checkpoint, "--user", "nobody"]) == 2
+    assert "unknown user id 'nobody'" in capsys.readouterr().err
