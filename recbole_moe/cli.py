@@ -78,6 +78,15 @@ def train_main(argv: Sequence[str]) -> int:
         overrides = parse_overrides(extra)
     except ValueError as exc:
         parser.error(str(exc))
+    from recbole_moe import distributed
+
+    if distributed.wants_distributed(overrides):  # --nproc=N, --world_size=W or torchrun
+        result = distributed.run_from_settings(
+            args.model, args.dataset, overrides, _split_files(args.config_files)
+        )
+        if result is not None:  # rank 0 reports
+            print(format_result(result))
+        return 0
     from recbole_moe.quick_start import run
 
     result = run(

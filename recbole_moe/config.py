@@ -77,6 +77,17 @@ class Config(RecBoleConfig):
             file_config_dict.update(loaded)
         return file_config_dict
 
+    def _init_device(self) -> None:
+        # A distributed worker (``local_rank`` set by the launcher) joins its process group with
+        # the backend of ``dist_backend`` (gloo on CPU, nccl on CUDA); RecBole's version only
+        # knows nccl on CUDA. A single-process run keeps RecBole's device selection.
+        if "local_rank" not in self.final_config_dict:
+            super()._init_device()
+            return
+        from recbole_moe.distributed import init_device
+
+        init_device(self)
+
     def _load_cmd_line(self) -> dict:
         # Our entry points parse the command line themselves and pass ``--key=value`` pairs in
         # ``config_dict``; reading ``sys.argv`` here would pick up pytest's or a host program's
