@@ -1,0 +1,232 @@
+"""Benchmark runner and report on the synthetic dataset: 2 models x 2 seeds x 1 epoch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from recbole.model.sequential_recommender import SASRec
+
+from recbole_moe import benchmark
+from recbole_moe.benchmark.plans import Plan, build_plan
+from recbole_moe.benchmark.report import write_report
+from recbole_moe.benchmark.runner import RUNS_FILE, append_record, execute, read_runs
+from recbole_moe.model import MODEL_MODULES
+
+SMALL = {"hidden_size": 16, "inner_size": 32, "expert_inner_size": 32, "n_layers": 1,
+         "MAX_ITEM_LIST_LENGTH": 10, "epochs": 1, "train_batch_size": 256}
+MODELS = ["HyMoERec", "SASRec"]
+SEEDS = [0, 1]
+
+
+def make_plan(tiny_config: dict, models=MODELS) -> Plan:
+    overrides = {**tiny_config, **SMALL}
+    overrides.pop("seed")
+    return build_plan(models=list(models), datasets=["synth"], seeds=SEEDS,
+                      overrides=overrides, name="test")
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, synth):
+    """One benchmark of 4 runs, shared by the tests that only read it."""
+    from recbole_moe.testing import tiny_config
+
+    root = tmp_path_factory.mktemp("bench")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        config = tiny_config(synth.data_path, checkpoint_dir=str(root / "saved"))
+        plan = make_plan(config)
+        out = str(root / "out")
+        counts = execute(plan, out, log=quiet)
+    finally:
+        os.chdir(cwd)
+    return types.SimpleNamespace(plan=plan, out=out, counts=counts, config=config)
+
+
+def lines_of(out: str) -> list[str]:
+    with open(os.path.join(out, RUNS_FILE), encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def test_four_complete_lines(finished):
+    assert finished.counts == {"total": 4, "skipped": 0, "ok": 4, "failed": 0}
+    records = [json.loads(line) for line in lines_of(finished.out)]
+    assert len(records) == 4
+    assert {(r["model"], r["seed"]) for r in records} == {(m, s) for m in MODELS for s in SEEDS}
+    for record in records:
+        assert record["status"] == "ok"
+        assert record["config"]["seed"] == record["seed"]
+        assert record["config"]["hidden_size"] == 16 and record["config"]["epochs"] == 1
+        assert record["epochs_run"] == 1
+        assert record["train_time_per_epoch"] > 0 and record["eval_time"] > 0
+        assert record["n_params"] > 0 and record["peak_rss_mib"] > 0
+        assert set(record["test_result"]) == {"hit@10", "ndcg@10"}
+        assert record["versions"]["recbole"] == "1.2.1"
+        assert record["hardware"]["cpu_count"] >= 1
+    # Different seeds give different models.
+    by_model = {m: [r for r in records if r["model"] == m] for m in MODELS}
+    assert by_model["SASRec"][0]["best_valid_score"] != by_model["SASRec"][1]["best_valid_score"]
+    assert by_model["HyMoERec"][0]["n_params"] > by_model["SASRec"][0]["n_params"]
+
+
+def test_report_rows_and_mean_std_match_hand_computation(finished):
+    paths = write_report(finished.out, plots=False)
+    assert os.path.join(finished.out, "report.md") in paths
+    records = [json.loads(line) for line in lines_of(finished.out)]
+    with open(os.path.join(finished.out, "synth.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == MODELS
+    for row in rows:
+        for metric in ("hit@10", "ndcg@10"):
+            values = [r["test_result"][metric] for r in records if r["model"] == row["model"]]
+            mean = sum(values) / 2
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (2 - 1))
+            assert float(row[f"{metric}_mean"]) == pytest.approx(mean, abs=1e-12)
+            assert float(row[f"{metric}_std"]) == pytest.approx(std, abs=1e-12)
+        assert row["n_seeds"] == "2"
+    # The best mean of each column is marked in the CSV and in bold in the Markdown.
+    best = max(rows, key=lambda r: float(r["ndcg@10_mean"]))
+    assert best["ndcg@10_best"] == "True"
+    markdown = open(os.path.join(finished.out, "report.md"), encoding="utf-8").read()
+    assert "| HyMoERec (ours) | 2 |" in markdown and "| SASRec | 2 |" in markdown
+    assert f"**{float(best['ndcg@10_mean']):.4f} ± {float(best['ndcg@10_std']):.4f}**" in markdown
+    # HyMoERec against the strongest (only) baseline, with the paired test over 2 seeds.
+    hy = next(r for r in rows if r["model"] == "HyMoERec")
+    sas = next(r for r in rows if r["model"] == "SASRec")
+    improvement = (float(hy["hit@10_mean"]) - float(sas["hit@10_mean"])) / float(sas["hit@10_mean"])
+    assert f"| HyMoERec | HR@10 | SASRec |" in markdown
+    assert f"{improvement * 100:+.1f}%" in markdown
+    assert "(n=2)" in markdown
+    with open(os.path.join(finished.out, "efficiency.csv"), encoding="utf-8") as f:
+        efficiency = list(csv.DictReader(f))
+    assert [r["model"] for r in efficiency] == MODELS
+    assert all(float(r["train_s_per_epoch"]) > 0 for r in efficiency)
+
+
+def test_plots_written_when_matplotlib_available(finished):
+    pytest.importorskip("matplotlib")
+    paths = write_report(finished.out)
+    for name in ("synth_metrics.png", "time_vs_quality.png"):
+        path = os.path.join(finished.out, name)
+        assert path in paths
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_without_matplotlib(finished, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    paths = write_report(finished.out)
+    assert not any(p.endswith(".png") for p in paths)
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    assert "![" not in open(os.path.join(finished.out, "report.md"), encoding="utf-8").read()
+
+
+def test_deleted_line_reruns_only_that_run(finished, tmp_path):
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    lines = lines_of(finished.out)
+    dropped = json.loads(lines[2])
+    with open(os.path.join(out, RUNS_FILE), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines[:2] + lines[3:]) + "\n")
+    counts = execute(finished.plan, out, log=quiet)
+    assert counts == {"total": 4, "skipped": 3, "ok": 1, "failed": 0}
+    records = read_runs(os.path.join(out, RUNS_FILE))
+    assert len(records) == 4
+    assert records[-1]["key"] == dropped["key"]
+    # Same seed, same settings: the rerun reproduces the deleted run.
+    assert records[-1]["test_result"] == dropped["test_result"]
+    # A third call has nothing left to do.
+    assert execute(finished.plan, out, log=quiet)["ok"] == 0
+
+
+def test_truncated_last_line_is_ignored_and_not_glued_to_the_next(finished, tmp_path):
+    path = str(tmp_path / RUNS_FILE)
+    lines = lines_of(finished.out)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    records = read_runs(path)
+    assert [r["key"] for r in records] == [json.loads(line)["key"] for line in lines[:3]]
+    append_record(path, json.loads(lines[3]))
+    assert [r["key"] for r in read_runs(path)] == [json.loads(line)["key"] for line in lines]
+
+
+def test_changed_settings_are_refused(finished):
+    plan = make_plan({**finished.config, "learning_rate": 0.01})
+    with pytest.raises(ValueError, match="different settings"):
+        execute(plan, finished.out, log=quiet)
+
+
+class Boom(SASRec):
+    """A model whose construction fails."""
+
+    def __init__(self, config, dataset):
+        raise RuntimeError("boom: broken model")
+
+
+def test_failing_model_is_recorded_and_the_others_go_on(tiny_config, tmp_path, monkeypatch):
+    module = types.ModuleType("boom_model_for_tests")
+    module.Boom = Boom
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(MODEL_MODULES, "Boom", module.__name__)
+    plan = make_plan(tiny_config, models=["Boom", "SASRec"])
+    plan.seeds = [0]
+    plan.layers.append({"model_overrides": {"Boom": {"loss_type": "CE"}}})
+    out = str(tmp_path / "out")
+    counts = execute(plan, out, log=quiet)
+    assert counts == {"total": 2, "skipped": 0, "ok": 1, "failed": 1}
+    records = {r["model"]: r for r in read_runs(os.path.join(out, RUNS_FILE))}
+    assert records["Boom"]["status"] == "failed"
+    assert "boom: broken model" in records["Boom"]["error"]
+    assert records["SASRec"]["status"] == "ok"
+    write_report(out, plots=False)
+    markdown = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    assert "failed: Boom on synth, seed 0" in markdown
+    # A failed run is retried on the next call (and fails again), the finished one is skipped.
+    assert execute(plan, out, log=quiet) == {"total": 2, "skipped": 1, "ok": 0, "failed": 1}
+
+
+def test_presets_and_layering():
+    plan = build_plan(protocol="hymoerec", scale="cpu-smoke", datasets=["beauty"],
+                      overrides={"epochs": "1"})
+    assert plan.models[0] == "HyMoERec" and "Mamba4Rec" in plan.models
+    config = plan.config_dict("Mamba4Rec", "beauty", 3)
+    # The scale beats the protocol's per-dataset value; the command line beats both.
+    assert config["MAX_ITEM_LIST_LENGTH"] == 50 and config["hidden_size"] == 32
+    assert config["dropout_prob"] == 0.4 and config["epochs"] == "1" and config["seed"] == 3
+    assert build_plan(protocol="fame").config_dict("FAME", "beauty", 0)["valid_metric"] == "NDCG@20"
+    with pytest.raises(ValueError, match="Unknown protocol"):
+        build_plan(protocol="nope")
+
+
+def test_plan_file_and_cli_dry_run(tmp_path, capsys):
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text("models: {SASRec: {n_layers: 1}, GRU4Rec: ~}\ndatasets: [synth]\n"
+                         "seeds: [4]\noverrides: {epochs: 2}\n")
+    assert benchmark.main(["--plan", str(plan_file), "--dry-run", "--hidden_size=8"]) == 0
+    out = capsys.readouterr().out
+    assert "SASRec     synth        seed 4" in out and "'n_layers': 1" in out
+    assert "'hidden_size': '8'" in out and "'epochs': 2" in out
+
+
+def test_read_runs_of_missing_file_is_empty(tmp_path):
+    assert read_runs(str(tmp_path / "nothing.jsonl")) == []
+
+
+def test_std_is_sample_std():
+    from recbole_moe.benchmark.report import Cell
+
+    cell = Cell("X", [0, 1, 2], {"hit@10": [0.1, 0.2, 0.4]})
+    assert cell.std("hit@10") == pytest.approx(float(np.std([0.1, 0.2, 0.4], ddof=1)))
+    assert math.isnan(Cell("X", [0], {"hit@10": [0.1]}).std("hit@10"))
