@@ -92,28 +92,53 @@ class HyMoEFeedForward(FeedForward):
         return torch.ones_like(warmup)  # "sum"
 
     def forward(
-        self, x: Tensor, warmup: Tensor, token_mask: Tensor, expert_mask: Optional[Tensor] = None
+        self, x: Tensor, warmup: Tensor, token_mask: Tensor, rows: Optional[Tensor] = None
     ) -> tuple[Tensor, Optional[RouterOutput]]:
-        """x ``[B, L, D]``, warmup scalar, token_mask ``[B, L]`` (non-padding tokens).
+        """x ``[B, L, D]``, warmup = w(t) scalar, token_mask ``[B, L]`` (non-padding tokens).
 
-        expert_mask ``[B, L]``: tokens on which the routed experts run (default: token_mask).
-        Routing, balance loss and statistics always use every non-padding token.
-        Returns (``[B, L, D]``, router output or ``None``).
+        rows ``[B]``: if given, route every token (balance loss and statistics see all
+        non-padding tokens) but compute the layer only at ``x[b, rows[b]]``; returns ``[B, 1, D]``.
+        Returns (``[B, L, D]`` or ``[B, 1, D]``, router output or ``None``).
         """
         routing = None
         if self.use_routed:
             routing = self.router(x)  # probs [B, L, E], weights/indices [B, L, K]
             if self.training:
                 self.stats.update(routing.probs, routing.indices, token_mask)
-            mask = token_mask if expert_mask is None else expert_mask
-            y_moe = self.experts(x, routing.weights, routing.indices, mask)  # [B, L, D]
+            weights, indices, mask = routing.weights, routing.indices, token_mask
+        if rows is not None:
+            pick = (torch.arange(x.size(0), device=x.device), rows)
+            x = x[pick].unsqueeze(1)  # [B, 1, D]
+            if self.use_routed:
+                weights, indices, mask = weights[pick].unsqueeze(1), indices[pick].unsqueeze(1), None
+        if self.use_routed:
+            y_moe = self.experts(x, weights, indices, mask)  # Σ_k g_k f_k(x), [B, L, D]
         if self.use_shared:
             y = self.dense_2(self.intermediate_act_fn(self.dense_1(x)))  # y_dense [B, L, D]
             if self.use_routed:
-                y = y + self.alpha(warmup) * y_moe  # AEF fusion
+                y = y + self.alpha(warmup) * y_moe  # Adaptive Expert Fusion
         else:
             y = y_moe
         return self.LayerNorm(self.dropout(y) + x), routing
+
+
+def attention_at(mha: MultiHeadAttention, hidden: Tensor, attention_mask: Tensor, rows: Tensor) -> Tensor:
+    """RecBole ``MultiHeadAttention`` evaluated for one query position per sequence.
+
+    Same parameters and operations as ``mha(hidden, attention_mask)[b, rows[b]]`` (keys and values
+    from every position), without computing the other queries. hidden ``[B, L, D]``,
+    attention_mask ``[B, 1, L, L]``, rows ``[B]`` -> ``[B, 1, D]``.
+    """
+    batch = torch.arange(hidden.size(0), device=hidden.device)
+    query_in = hidden[batch, rows].unsqueeze(1)  # [B, 1, D]
+    q = mha.transpose_for_scores(mha.query(query_in)).permute(0, 2, 1, 3)  # [B, h, 1, d_h]
+    k = mha.transpose_for_scores(mha.key(hidden)).permute(0, 2, 3, 1)  # [B, h, d_h, L]
+    v = mha.transpose_for_scores(mha.value(hidden)).permute(0, 2, 1, 3)  # [B, h, L, d_h]
+    scores = torch.matmul(q, k) / mha.sqrt_attention_head_size
+    scores = scores + attention_mask[batch, :, rows].unsqueeze(2)  # mask row [B, 1, 1, L]
+    probs = mha.attn_dropout(mha.softmax(scores))
+    context = torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(hidden.size(0), 1, mha.all_head_size)
+    return mha.LayerNorm(mha.out_dropout(mha.dense(context)) + query_in)  # [B, 1, D]
 
 
 class HyMoETransformerLayer(nn.Module):
@@ -130,9 +155,17 @@ class HyMoETransformerLayer(nn.Module):
         )
 
     def forward(self, hidden: Tensor, attention_mask: Tensor, warmup: Tensor, token_mask: Tensor,
-                expert_mask: Optional[Tensor] = None) -> tuple[Tensor, Optional[RouterOutput]]:
+                rows: Optional[Tensor] = None, prune_queries: bool = False) -> tuple[Tensor, Optional[RouterOutput]]:
+        """hidden ``[B, L, D]`` -> ``[B, L, D]``, or ``[B, 1, D]`` at ``rows`` when rows is given.
+
+        prune_queries: with rows, also compute attention only for those queries; the router then
+        sees only those tokens (used in evaluation, where no balance loss is computed).
+        """
+        if rows is not None and prune_queries:
+            attention_output = attention_at(self.multi_head_attention, hidden, attention_mask, rows)  # [B, 1, D]
+            return self.feed_forward(attention_output, warmup, torch.ones_like(token_mask[:, :1]))
         attention_output = self.multi_head_attention(hidden, attention_mask)  # [B, L, D]
-        return self.feed_forward(attention_output, warmup, token_mask, expert_mask)
+        return self.feed_forward(attention_output, warmup, token_mask, rows)
 
 
 class HyMoEEncoder(nn.Module):
@@ -143,17 +176,18 @@ class HyMoEEncoder(nn.Module):
         self.layer = nn.ModuleList([HyMoETransformerLayer(**layer_kwargs) for _ in range(n_layers)])
 
     def forward(self, hidden: Tensor, attention_mask: Tensor, warmup: Tensor, token_mask: Tensor,
-                last_mask: Optional[Tensor] = None) -> tuple[Tensor, list[RouterOutput]]:
-        """hidden ``[B, L, D]`` -> (last layer output ``[B, L, D]``, router outputs per MoE layer).
+                rows: Optional[Tensor] = None, prune_queries: bool = False) -> tuple[Tensor, list[RouterOutput]]:
+        """hidden ``[B, L, D]`` -> (last layer output, router outputs of the MoE layers).
 
-        last_mask ``[B, L]``: if given, the last layer runs its routed experts only there (the
-        positions the caller reads); other positions of the returned tensor then lack the sparse
-        branch. Earlier layers need every position, because later attention reads them.
+        rows ``[B]``: if given, the last layer is computed only at ``rows[b]`` (the position the
+        caller reads) and the output is ``[B, 1, D]``; earlier layers need every position because
+        later attention reads them. See :meth:`HyMoETransformerLayer.forward` for prune_queries.
         """
         routings = []
+        last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
-            expert_mask = last_mask if i == len(self.layer) - 1 else None
-            hidden, routing = layer(hidden, attention_mask, warmup, token_mask, expert_mask)
+            hidden, routing = layer(hidden, attention_mask, warmup, token_mask,
+                                    rows if i == last else None, prune_queries)
             if routing is not None:
                 routings.append(routing)
         return hidden, routings
@@ -194,7 +228,7 @@ class HyMoERec(SequentialRecommender):
         self.lb_weight = float(config["lb_weight"])
         self.lb_type = config["lb_type"]
         self.moe_impl = config["moe_impl"]
-        self.last_position_experts = bool(config["last_position_experts"])
+        self.last_position_only = bool(config["last_position_only"])
         if self.lb_type not in LB_TYPES:
             raise ValueError(f"lb_type must be one of {LB_TYPES}, got {self.lb_type!r}")
         if self.warmup_type not in WARMUP_TYPES:
@@ -282,8 +316,14 @@ class HyMoERec(SequentialRecommender):
         return [float(layer.feed_forward.alpha(w).detach()) for layer in self.trm_encoder.layer]
 
     # ------------------------------------------------------------------ model
-    def _encode(self, item_seq: Tensor, item_seq_len: Tensor) -> tuple[Tensor, list[RouterOutput], Tensor]:
-        """Returns (seq_output ``[B, D]``, router outputs per layer, token_mask ``[B, L]``)."""
+    def _encode(
+        self, item_seq: Tensor, item_seq_len: Tensor, full_routing: bool = True
+    ) -> tuple[Tensor, list[RouterOutput], Tensor]:
+        """Returns (seq_output ``[B, D]``, router outputs per MoE layer, token_mask ``[B, L]``).
+
+        full_routing=False (scoring only) lets the last layer skip the queries nobody reads; its
+        router output then covers one token per sequence instead of every token.
+        """
         position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
         position_ids = position_ids.unsqueeze(0).expand_as(item_seq)
         position_embedding = self.position_embedding(position_ids)
@@ -295,19 +335,22 @@ class HyMoERec(SequentialRecommender):
 
         extended_attention_mask = self.get_attention_mask(item_seq)
         token_mask = item_seq != 0  # [B, L] non-padding tokens
-        last_mask = None
-        if self.last_position_experts:  # only the gathered position of the last layer is read
-            last_mask = torch.zeros_like(token_mask)
-            last_mask[torch.arange(item_seq.size(0), device=item_seq.device), item_seq_len - 1] = True
-        output, routings = self.trm_encoder(
-            input_emb, extended_attention_mask, self.warmup_factor(), token_mask, last_mask
-        )
+        if self.last_position_only:
+            # Only position len-1 of the last layer is read: compute that layer there alone. When
+            # the loss is needed, attention still runs for every query so that the router
+            # (balance loss, statistics) sees every non-padding token, as spec §3 defines it.
+            output, routings = self.trm_encoder(
+                input_emb, extended_attention_mask, self.warmup_factor(), token_mask,
+                rows=item_seq_len - 1, prune_queries=not full_routing,
+            )
+            return output[:, 0], routings, token_mask  # [B, D]
+        output, routings = self.trm_encoder(input_emb, extended_attention_mask, self.warmup_factor(), token_mask)
         output = self.gather_indexes(output, item_seq_len - 1)
         return output, routings, token_mask  # [B, D]
 
     def forward(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
         """Sequence representation at the last valid position. ``[B, D]``."""
-        return self._encode(item_seq, item_seq_len)[0]
+        return self._encode(item_seq, item_seq_len, full_routing=False)[0]
 
     def balance_loss(self, routings: list[RouterOutput], token_mask: Tensor) -> Tensor:
         """Σ over layers of the per-layer load-balance loss (spec §3, ``lb_type``)."""
