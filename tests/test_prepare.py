@@ -196,8 +196,12 @@ def test_cli_prints_error_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "raw.txt, line 2" in err and "Traceback" not in err
     good = write(tmp_path / "ok.txt", "1 2 3\n")
-    assert prep.main(["--dataset", "x", "--source", str(good), "--data_path", str(tmp_path)]) == 0
+    from recbole_moe.cli import main as cli_main  # the `recbole-moe prepare` subcommand
+
+    argv = ["prepare", "--dataset", "x", "--source", str(good), "--data_path", str(tmp_path)]
+    assert cli_main(argv) == 0
     assert "users" in capsys.readouterr().out
+    assert (tmp_path / "x" / "x.inter").read_text().splitlines()[1:] == ["1\t2\t0", "1\t3\t1"]
 
 
 def test_statistics_printed_next_to_expected_and_warn_on_mismatch(tmp_path, capsys):

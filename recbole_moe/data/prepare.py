@@ -666,7 +666,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise DataPreparationError(f"--source is required (no raw file found: {where})")
         prepare_dataset(args.dataset, source, args.data_path, args.fmt, args.force)
     except (DataPreparationError, DatasetNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"recbole-moe prepare: error: {error}", file=sys.stderr)
         return 2
     return 0
 
