@@ -203,7 +203,7 @@ def test_presets_and_layering():
     assert plan.models[0] == "HyMoERec" and "Mamba4Rec" in plan.models
     config = plan.config_dict("Mamba4Rec", "beauty", 3)
     # The scale beats the protocol's per-dataset value; the command line beats both.
-    assert config["MAX_ITEM_LIST_LENGTH"] == 50 and config["hidden_size"] == 32
+    assert config["MAX_ITEM_LIST_LENGTH"] == 20 and config["hidden_size"] == 32
     assert config["dropout_prob"] == 0.4 and config["epochs"] == "1" and config["seed"] == 3
     assert build_plan(protocol="fame").config_dict("FAME", "beauty", 0)["valid_metric"] == "NDCG@20"
     with pytest.raises(ValueError, match="Unknown protocol"):

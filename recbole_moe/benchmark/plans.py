@@ -177,18 +177,18 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 #: with a paper's.
 SCALES: dict[str, dict[str, Any]] = {
     "cpu-smoke": {
-        "description": "REDUCED (cpu-smoke): 3 epochs, hidden/embedding size 32, inner size 64, "
-                       "MAX_ITEM_LIST_LENGTH 50, 2 seeds; numbers are far below converged "
+        "description": "REDUCED (cpu-smoke): 2 epochs, hidden/embedding size 32, inner size 64, "
+                       "MAX_ITEM_LIST_LENGTH 20, 2 seeds; numbers are far below converged "
                        "values and only show relative trends.",
         "seeds": [0, 1],
         "overrides": {
-            "epochs": 3, "hidden_size": 32, "embedding_size": 32, "inner_size": 64,
-            "MAX_ITEM_LIST_LENGTH": 50, "train_batch_size": 512,
-            "stopping_step": 3,
+            "epochs": 2, "hidden_size": 32, "embedding_size": 32, "inner_size": 64,
+            "MAX_ITEM_LIST_LENGTH": 20, "train_batch_size": 512,
+            "stopping_step": 2,
         },
         "dataset_overrides": {},
         "model_overrides": {
-            # Expert / per-head sizes follow the smaller hidden size; the warm-up fits 3 epochs.
+            # Expert / per-head sizes follow the smaller hidden size; the warm-up fits 2 epochs.
             "HyMoERec": {"expert_inner_size": 64, "warmup_epochs": 1},
             "FAME": {"n_heads": 2},
             "Mamba4Rec": {"d_state": 16},
