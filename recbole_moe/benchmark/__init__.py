@@ -94,7 +94,12 @@ def report_main(argv: Sequence[str]) -> int:
     parser.add_argument("out", help="benchmark output folder (holds runs.jsonl)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(list(argv))
-    for path in write_report(args.out, plots=not args.no_plots):
+    try:
+        paths = write_report(args.out, plots=not args.no_plots)
+    except FileNotFoundError as exc:
+        print(f"recbole-moe benchmark report: error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
