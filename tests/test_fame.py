@@ -87,6 +87,7 @@ def test_shapes_and_finite_gradients(env, overrides):
     batch = with_negatives(model, env["batch"]) if overrides.get("loss_type") == "BPR" else env["batch"]
     loss = model.calculate_loss(batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
+    assert model._stat_count == len(batch)  # one encoder pass per training batch (BPR included)
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name

@@ -423,22 +423,23 @@ class FAME(SequentialRecommender):
         mixture = torch.einsum("bhv,bh->bv", scores, weights)  # [B, V]
         return mixture.log_()
 
-    def _scores_items(self, interaction, items: torch.Tensor) -> torch.Tensor:
-        """Fused scores of ``items`` (``[B]``) -> ``[B]``."""
+    def _scores_items(self, interaction, *items: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Fused scores of each ``[B]`` item tensor in ``items`` (one encoder pass) -> ``[B]`` each."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         if not self.head_prediction or self.fusion == "logits":
-            seq_output = self.forward(item_seq, item_seq_len)
-            return (seq_output * self.item_embedding(items)).sum(-1)
-        scores = self._scores_all(item_seq, item_seq_len)
-        return scores.gather(1, items.view(-1, 1)).squeeze(1)
+            seq_output = self.forward(item_seq, item_seq_len)  # [B, d]
+            return tuple((seq_output * self.item_embedding(i)).sum(-1) for i in items)
+        scores = self._scores_all(item_seq, item_seq_len)  # [B, n_items]
+        return tuple(scores.gather(1, i.view(-1, 1)).squeeze(1) for i in items)
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         """CE over all items on the fused scores, or BPR with one sampled negative (spec §3)."""
         pos_items = interaction[self.POS_ITEM_ID]
         if self.loss_type == "BPR":
-            pos_score = self._scores_items(interaction, pos_items)
-            neg_score = self._scores_items(interaction, interaction[self.NEG_ITEM_ID])
+            pos_score, neg_score = self._scores_items(
+                interaction, pos_items, interaction[self.NEG_ITEM_ID]
+            )
             return self.loss_fct(pos_score, neg_score)
         logits = self._scores_all(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         if self.head_prediction and self.fusion == "probs":
@@ -447,7 +448,7 @@ class FAME(SequentialRecommender):
 
     def predict(self, interaction) -> torch.Tensor:
         """Fused score of ``interaction[ITEM_ID]``, ``[B]``."""
-        return self._scores_items(interaction, interaction[self.ITEM_ID])
+        return self._scores_items(interaction, interaction[self.ITEM_ID])[0]
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
         """Fused scores of all items, ``[B, n_items]``."""
