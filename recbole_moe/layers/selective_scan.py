@@ -94,17 +94,17 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             H = _chunk_states(dA, q_t[s:e], B_t[s:e], boundary[c])
             G = torch.empty_like(dA)  # G[t] = ∂loss/∂h_t
             for t in reversed(range(e - s)):
-                torch.addcmul(carry, dy_t[s + t].unsqueeze(-1), C_t[s + t].unsqueeze(1), out=G[t])
-                carry = dA[t].mul_(G[t])  # dA now holds G ⊙ exp(ΔA) = ∂loss/∂(ΔA) / h_{t-1}
+                G[t].copy_(carry).addcmul_(dy_t[s + t].unsqueeze(-1), C_t[s + t].unsqueeze(1))
+                carry = dA[t].mul_(G[t])  # dA now holds G ⊙ exp(ΔA)
+            carry = carry.clone()  # dA[0] is overwritten below
             dC_t[s:e] = torch.matmul(dy_t[s:e].unsqueeze(-2), H).squeeze(-2)  # Σ_d dy_t h_t
             dq_t[s:e] = torch.matmul(G, B_t[s:e].unsqueeze(-1)).squeeze(-1)  # Σ_n G B_t
             dB_t[s:e] = torch.matmul(q_t[s:e].unsqueeze(-2), G).squeeze(-2)  # Σ_d G q_t
-            carry = carry.clone()  # dA[0] is overwritten below
             P = dA  # ∂loss/∂(Δ_t A) = G ⊙ exp(Δ_t A) ⊙ h_{t-1}
             P[1:].mul_(H[:-1])
             P[0].mul_(boundary[c])
             ddl_t[s:e] = (P * A).sum(-1)  # Σ_n P A
-            dA_param += torch.einsum("tbdn,tbd->dn", P, dl_t[s:e])
+            dA_param += P.mul_(dl_t[s:e].unsqueeze(-1)).sum((0, 1))  # Σ_{t,b} P Δ_t
         du_t = dq_t * dl_t
         ddl_t += dq_t * u_t
         return (

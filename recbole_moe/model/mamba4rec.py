@@ -88,6 +88,7 @@ class MambaBlock(nn.Module):
         expand: int = 2,
         backend: str = "torch",
         chunk_size: int = 16,
+        batch_block: Optional[int] = 32,
     ):
         super().__init__()
         self.d_model = d_model
@@ -97,6 +98,7 @@ class MambaBlock(nn.Module):
         self.dt_rank = math.ceil(d_model / 16)
         self.backend = backend
         self.chunk_size = chunk_size
+        self.batch_block = batch_block
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv1d = nn.Conv1d(
@@ -150,7 +152,7 @@ class MambaBlock(nn.Module):
             ).transpose(1, 2)  # [B, L, E]
         else:
             delta = F.softplus(self.dt_proj(dt))  # [B, L, E]
-            y = selective_scan(x, delta, A, B, C, chunk_size=self.chunk_size)  # [B, L, E]
+            y = selective_scan(x, delta, A, B, C, self.chunk_size, self.batch_block)  # [B, L, E]
             y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y)
 
@@ -186,10 +188,11 @@ class MambaLayer(nn.Module):
         layer_norm_eps: float,
         backend: str,
         chunk_size: int,
+        batch_block: Optional[int],
     ):
         super().__init__()
         self.residual = residual
-        self.mamba = MambaBlock(d_model, d_state, d_conv, expand, backend, chunk_size)
+        self.mamba = MambaBlock(d_model, d_state, d_conv, expand, backend, chunk_size, batch_block)
         self.dropout = nn.Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout, layer_norm_eps)
@@ -224,6 +227,7 @@ class Mamba4Rec(SequentialRecommender):
         self.initializer_range = config["initializer_range"]
         self.mamba_dt_init = config["mamba_dt_init"]
         self.scan_chunk_size = config["scan_chunk_size"]
+        self.scan_batch_block = config["scan_batch_block"]
         self.loss_type = config["loss_type"]
         self.backend = resolve_backend(config["mamba_backend"], config["device"])
         if self.mamba_dt_init not in DT_INITS:
@@ -244,6 +248,7 @@ class Mamba4Rec(SequentialRecommender):
                 layer_norm_eps=self.layer_norm_eps,
                 backend=self.backend,
                 chunk_size=self.scan_chunk_size,
+                batch_block=self.scan_batch_block,
             )
             for _ in range(self.num_layers)
         )
