@@ -105,7 +105,8 @@ def build(
     """
     from recbole_moe.quick_start import prepare_run
 
-    config_dict = tiny_config(data_path, **(config_dict or {}))
+    overrides = {k: v for k, v in (config_dict or {}).items() if k != "data_path"}
+    config_dict = tiny_config(data_path, **overrides)
     config, train_data, valid_data, test_data, model, _ = prepare_run(
         model_name, dataset, config_dict=config_dict, log=False
     )

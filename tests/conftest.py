@@ -22,6 +22,18 @@ def synth(tmp_path_factory) -> types.SimpleNamespace:
     return types.SimpleNamespace(data_path=str(root), dataset="synth", n_items=80)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The test models are tiny: one intra-op thread avoids thread start-up and contention
+    costs that make them several times slower on a 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _run_in_tmp(tmp_path, monkeypatch):
     """RecBole writes ``log/``, ``log_tensorboard/`` and ``saved/`` under the working directory."""
