@@ -103,6 +103,7 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
+        self._update_internal_config_dict(os.path.join(PROPERTIES_DIR, "overall.yaml"))
         model_file = model_property_file(model)
         if os.path.isfile(model_file):
             self._update_internal_config_dict(model_file)

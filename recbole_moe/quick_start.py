@@ -177,9 +177,12 @@ def prepare_run(
         versions = ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
         logger.info(set_color("seed", "blue") + f": {config['seed']}   versions: {versions}")
         logger.info(config)
-        data = load_dataset(config)
-        logger.info(data)
-        train_data, valid_data, test_data = data_preparation(config, data)
+        from recbole_moe.data.lean import load_data
+
+        # RecBole's path, or the lean one (data_path_mode, recbole_moe/data/lean.py).
+        data, train_data, valid_data, test_data = load_data(
+            config, load_dataset, data_preparation
+        )
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         model_class = get_model(config["model"])

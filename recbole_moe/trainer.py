@@ -125,6 +125,55 @@ class RecBoleMoeTrainer(Trainer):
 
         return checked
 
+    # -- evaluation memory ---------------------------------------------------------------------
+    #: Bytes per (row, item) of full-sort evaluation: the float32 scores and the collector's
+    #: int32 positive-item matrix.
+    EVAL_BYTES_PER_SCORE = 8
+
+    def _eval_chunk_rows(self) -> Optional[int]:
+        """Rows scored at once so ``rows * n_items * 8`` bytes stay within
+        ``eval_memory_budget_mb`` (``None``: no bound)."""
+        budget = self.config["eval_memory_budget_mb"]
+        if not budget:
+            return None
+        per_row = max(int(self.tot_item_num), 1) * self.EVAL_BYTES_PER_SCORE
+        return max(1, int(float(budget) * 2**20) // per_row)
+
+    @staticmethod
+    def _eval_rows(batched_data, start: int, end: int):
+        """Rows ``start:end`` of a full-sort batch ``(interaction, history, pos_u, pos_i)``."""
+        interaction, history_index, positive_u, positive_i = batched_data
+
+        def rows(u, *values):
+            keep = (u >= start) & (u < end)
+            return (u[keep] - start, *(v[keep] for v in values))
+
+        if history_index is not None:
+            history_index = rows(*history_index)
+        positive_u, positive_i = rows(positive_u, positive_i)
+        return interaction[start:end], history_index, positive_u, positive_i
+
+    def _full_sort_batch_eval(self, batched_data):
+        """RecBole's full-sort batch evaluation with the score buffer bounded.
+
+        A batch larger than :meth:`_eval_chunk_rows` is scored in row chunks; every chunk but
+        the last goes to the collector here, the last is returned for ``evaluate`` to collect.
+        The collector keeps per-row results, so the metrics equal the unchunked ones.
+        """
+        rows = len(batched_data[0])
+        chunk = self._eval_chunk_rows()
+        if chunk is None or rows <= chunk:
+            return super()._full_sort_batch_eval(batched_data)
+        for start in range(0, rows, chunk):
+            end = min(start + chunk, rows)
+            interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(
+                self._eval_rows(batched_data, start, end)
+            )
+            if end == rows:
+                return interaction, scores, positive_u, positive_i
+            self.eval_collector.eval_batch_collect(scores, interaction, positive_u, positive_i)
+            del scores
+
     # -- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_state(self, epoch: int) -> dict:
         return {

@@ -1,0 +1,460 @@
+"""Lean sequential data path: each history stored once, training prefixes built per batch.
+
+RecBole's ``SequentialDataset.data_augmentation`` materialises every training prefix as a row of
+``[n_interactions, MAX_ITEM_LIST_LENGTH]`` per list field (``item_id_list`` as int64,
+``timestamp_list`` as float32), and its loaders fetch batches index by index. At ML-20m size
+(20M interactions, length 200) that is ~32 GB for ``item_id_list`` alone.
+
+:class:`LeanSequentialDataset` keeps RecBole's loading, filtering, remapping, normalisation and
+splitting code, and changes only what does not scale:
+
+* the ``.inter`` file is read with pandas' C parser (RecBole uses the Python engine);
+* the augmentation keeps the interactions once, sorted by (user, time) like RecBole, as flat
+  arrays (CSR layout: each user's history is a contiguous slice; items in int32). Each
+  augmented sample is one row of 1-D fields: the target interaction's fields, ``item_length``
+  and the position of the target in the flat arrays, i.e. exactly RecBole's augmented rows
+  without the list columns;
+* ``__getitem__`` builds ``<field>_list`` for a batch from the flat arrays with one gather
+  (``list[b, j] = seq[target_b - length_b + j]`` for ``j < length_b``, 0 after), so the
+  batches are the ones RecBole's dataset returns for the same indices;
+* the leave-one-out split is RecBole's, vectorised (same rows, same order);
+* :class:`LeanTrainDataLoader` yields whole batches from one permutation (the same one
+  RecBole's loader draws from the same generator), without a Python step per sample.
+
+The loaders are RecBole's classes (``TrainDataLoader`` subclass, ``FullSortEvalDataLoader``), so
+RecBole's trainer, collector and evaluator run unchanged.
+
+``data_path_mode`` (``auto|recbole|lean``) picks the path; ``auto`` takes the lean one when
+:func:`estimate_recbole_bytes` exceeds ``lean_memory_threshold_gb`` and the settings are ones
+the lean path supports (:func:`lean_unsupported_reason`).
+"""
+
+from __future__ import annotations
+
+import os
+from logging import getLogger
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
+from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
+from recbole.data.utils import create_samplers
+from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
+
+#: Name of the hidden 1-D field holding each sample's target position in the flat arrays.
+TARGET_FIELD = "__lean_target__"
+MODES = ("auto", "recbole", "lean")
+DEFAULT_THRESHOLD_GB = 4.0
+
+
+# -- choosing the path -------------------------------------------------------------------------
+def count_lines(path: str, chunk: int = 1 << 24) -> int:
+    """Number of newline characters in ``path`` (read in binary chunks, constant memory)."""
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                return n
+            n += block.count(b"\n")
+
+
+def _inter_columns(config) -> list[tuple[str, str]]:
+    """``(field, type)`` of the ``.inter`` columns RecBole would load for ``config``."""
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    with open(path, "r", encoding=config["encoding"]) as f:
+        head = f.readline().rstrip("\r\n")
+    load_col = (config["load_col"] or {}).get("inter") if config["load_col"] else None
+    unload_col = (config["unload_col"] or {}).get("inter") if config["unload_col"] else None
+    columns = []
+    for field_type in head.split(config["field_separator"]):
+        field, ftype = field_type.split(":")
+        if load_col is not None and field not in load_col:
+            continue
+        if unload_col is not None and field in unload_col:
+            continue
+        columns.append((field, ftype))
+    return columns
+
+
+def estimate_recbole_bytes(n_rows: int, max_len: int, list_field_bytes: int) -> int:
+    """Approximate peak bytes of RecBole's sequential path for ``n_rows`` interactions.
+
+    The augmentation allocates ``[n_rows, max_len]`` per list field (``list_field_bytes`` =
+    bytes of one element summed over the list fields, 8 for ``item_id_list``, 4 per float
+    field), and the split copies it once more (``inter_feat[index]`` per part); the per-row
+    Python slices and lists of the augmentation loop add ~150 bytes a row.
+    """
+    return int(n_rows) * (2 * int(max_len) * int(list_field_bytes) + 150)
+
+
+def recbole_memory_estimate(config) -> int:
+    """:func:`estimate_recbole_bytes` for ``config``'s dataset (counts the ``.inter`` lines)."""
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    n_rows = max(count_lines(path) - 1, 0)
+    per_element = 0
+    for field, ftype in _inter_columns(config):
+        if field == config["USER_ID_FIELD"]:
+            continue
+        per_element += 4 if ftype.startswith("float") else 8
+    return estimate_recbole_bytes(n_rows, config["MAX_ITEM_LIST_LENGTH"], per_element)
+
+
+def lean_unsupported_reason(config) -> Optional[str]:
+    """Why the lean path cannot serve ``config`` (``None`` when it can)."""
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return "the model is not sequential"
+    if config["benchmark_filename"] is not None:
+        return "benchmark_filename (pre-split files) is set"
+    split = (config["eval_args"] or {}).get("split") or {}
+    if list(split) != ["LS"]:
+        return f"the split is {split} (the lean path implements leave-one-out 'LS')"
+    if config["save_dataloaders"]:
+        return "save_dataloaders is set"
+    types = dict(_inter_columns(config))
+    if any(t.endswith("seq") for t in types.values()):
+        return "the .inter file has sequence-typed columns"
+    return None
+
+
+def data_path_mode(config) -> str:
+    """``recbole`` or ``lean``: the path ``config`` resolves to (see module docstring)."""
+    mode = config["data_path_mode"] or "auto"
+    if mode not in MODES:
+        raise ValueError(f"data_path_mode must be one of {MODES}, got {mode!r}")
+    if mode == "recbole":
+        return "recbole"
+    reason = lean_unsupported_reason(config)
+    if mode == "lean":
+        if reason:
+            raise ValueError(f"data_path_mode 'lean' cannot be used: {reason}")
+        return "lean"
+    threshold = config["lean_memory_threshold_gb"]
+    threshold = DEFAULT_THRESHOLD_GB if threshold is None else float(threshold)
+    if reason is None and recbole_memory_estimate(config) > threshold * 2**30:
+        return "lean"
+    return "recbole"
+
+
+# -- dataset -----------------------------------------------------------------------------------
+class LeanSequentialDataset(SequentialDataset):
+    """RecBole's ``SequentialDataset`` with histories stored once and prefixes built per batch.
+
+    Every public behaviour (fields, remapped ids, splits, ``__getitem__`` results) equals
+    RecBole's for the settings :func:`lean_unsupported_reason` accepts.
+    """
+
+    def _load_feat(self, filepath, source):
+        """RecBole's loader with pandas' C parser for files without sequence columns.
+
+        Token columns that parse as integers are read as int64 (pandas' factorize then sees the
+        same first-appearance order as for the strings); others are read as strings. Numeric
+        tokens are thereby compared as numbers: ``007`` and ``7`` would be one id here.
+        """
+        load_col, unload_col = self._get_load_and_unload_col(source)
+        if load_col == set():
+            return None
+        separator = self.config["field_separator"]
+        encoding = self.config["encoding"]
+        with open(filepath, "r", encoding=encoding) as f:
+            head = f.readline().rstrip("\r\n")
+        fields = []
+        for field_type in head.split(separator):
+            field, ftype = field_type.split(":")
+            if ftype.endswith("seq") or source == "link":
+                return super()._load_feat(filepath, source)
+            fields.append((field_type, field, FeatureType(ftype)))
+        columns, usecols, dtype = [], [], {}
+        for field_type, field, ftype in fields:
+            if load_col is not None and field not in load_col:
+                continue
+            if unload_col is not None and field in unload_col:
+                continue
+            self.field2source[field] = source
+            self.field2type[field] = ftype
+            self.field2seqlen[field] = 1
+            if ftype == FeatureType.FLOAT:
+                self.field2bucketnum[field] = 2
+            columns.append(field)
+            usecols.append(field_type)
+            dtype[field_type] = np.float64 if ftype == FeatureType.FLOAT else np.int64
+        if not columns:
+            self.logger.warning(f"No columns has been loaded from [{source}]")
+            return None
+        read = dict(delimiter=separator, usecols=usecols, encoding=encoding, engine="c")
+        try:
+            df = pd.read_csv(filepath, dtype=dtype, **read)
+        except (ValueError, OverflowError):  # non-integer tokens or missing values
+            dtype = {k: (v if v is np.float64 else str) for k, v in dtype.items()}
+            df = pd.read_csv(filepath, dtype=dtype, **read)
+        df = df[usecols]
+        df.columns = columns
+        return df
+
+    def data_augmentation(self):
+        """RecBole's augmentation pairs, without materialising the prefixes.
+
+        After sorting by (user, time) exactly like RecBole, every interaction except each
+        user's first is a target; its prefix is the ``item_length = min(i - start, L)``
+        interactions before it. ``inter_feat`` becomes the target rows (RecBole's augmented
+        rows minus the list fields) plus :data:`TARGET_FIELD`; the flat per-field arrays are
+        kept in ``self._lean_seq``.
+        """
+        self.logger.debug("lean data_augmentation")
+        self._aug_presets()
+        self._check_field("uid_field", "time_field")
+        max_len = self.config["MAX_ITEM_LIST_LENGTH"]
+        self.sort(by=[self.uid_field, self.time_field], ascending=True)
+        uid = self.inter_feat[self.uid_field].numpy()
+        n = len(uid)
+        is_start = np.ones(n, dtype=bool)
+        is_start[1:] = uid[1:] != uid[:-1]
+        starts = np.flatnonzero(is_start)
+        # Position of every row within its user's history: i - start(user of i).
+        run_start = np.repeat(starts, np.diff(np.append(starts, n)))
+        target = np.flatnonzero(~is_start)
+        length = np.minimum(target - run_start[target], max_len)
+
+        seq = {}
+        for field in self.inter_feat:
+            if field == self.uid_field:
+                continue
+            value = self.inter_feat[field]
+            if field == self.iid_field and value.numel() and int(value.max()) < 2**31:
+                value = value.to(torch.int32)
+            seq[field] = value
+        self._lean_seq = seq
+        self._lean_max_len = max_len
+        new_data = self.inter_feat[torch.from_numpy(target)]
+        new_data.update(
+            Interaction(
+                {
+                    self.item_list_length_field: torch.from_numpy(length.astype(np.int64)),
+                    TARGET_FIELD: torch.from_numpy(target.astype(np.int64)),
+                }
+            )
+        )
+        self.inter_feat = new_data
+
+    def _lean_lists(self, rows: Interaction) -> Interaction:
+        """Batch ``rows`` (target rows) -> RecBole's augmented rows with ``<field>_list``.
+
+        ``list[b, j] = seq[target_b - length_b + j]`` for ``j < length_b``, else 0.
+        """
+        target = rows[TARGET_FIELD]  # [B]
+        length = rows[self.item_list_length_field]  # [B]
+        steps = torch.arange(self._lean_max_len)  # [L]
+        index = (target - length).unsqueeze(1) + steps  # [B, L]
+        valid = steps < length.unsqueeze(1)  # [B, L]
+        index = torch.where(valid, index, torch.zeros_like(index))
+        out = {k: v for k, v in rows.interaction.items() if k != TARGET_FIELD}
+        for field, value in self._lean_seq.items():
+            gathered = value[index]  # [B, L]
+            if field == self.iid_field:
+                gathered = gathered.long()
+            out[getattr(self, f"{field}_list_field")] = gathered * valid.to(gathered.dtype)
+        return Interaction(out)
+
+    def __getitem__(self, index, join=True):
+        rows = self.inter_feat[index]
+        if TARGET_FIELD in rows:
+            rows = self._lean_lists(rows)
+        return self.join(rows) if join else rows
+
+    def leave_one_out(self, group_by, leave_one_mode):
+        """RecBole's ``leave_one_out``, vectorised: same parts, same row order.
+
+        Groups are taken in order of first appearance; within a group rows keep their order.
+        A group of ``c`` rows gives ``c - k`` rows to training and one to each of the ``k =
+        min(leave_one_num, c - 1)`` last parts.
+        """
+        if group_by is None:
+            raise ValueError("leave one out strategy require a group field")
+        leave_one_num = {"valid_and_test": 2, "valid_only": 1, "test_only": 1}[leave_one_mode]
+        keys = self.inter_feat[group_by].numpy()
+        n = len(keys)
+        _, first, inverse, counts = np.unique(
+            keys, return_index=True, return_inverse=True, return_counts=True
+        )
+        # Rows grouped by key, groups ordered by first appearance, stable inside a group.
+        group_rank = np.empty(len(first), dtype=np.int64)
+        group_rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        order = np.argsort(group_rank[inverse], kind="stable")
+        group_sizes = counts[np.argsort(first, kind="stable")]
+        group_start = np.repeat(np.cumsum(group_sizes) - group_sizes, group_sizes)
+        pos = np.arange(n) - group_start  # position inside the group, in `order`
+        size = np.repeat(group_sizes, group_sizes)
+        k = np.minimum(leave_one_num, size - 1)  # rows left out of the group
+        from_end = size - pos  # 1 for the last row of a group
+        # Part -j (j = 1: the last part) takes the row with from_end == j when k >= j.
+        next_index = [order[from_end > k]]
+        for j in range(leave_one_num, 0, -1):
+            next_index.append(order[(from_end == j) & (k >= j)])
+        empty = np.zeros(0, dtype=np.int64)
+        if leave_one_mode == "valid_only":
+            next_index.append(empty)
+        elif leave_one_mode == "test_only":
+            next_index = [next_index[0], empty, next_index[1]]
+        self._drop_unused_col()
+        next_df = [self.inter_feat[torch.from_numpy(np.asarray(i, dtype=np.int64))]
+                   for i in next_index]
+        return [self.copy(df) for df in next_df]
+
+    def inter_matrix(self, form="coo", value_field=None):
+        """User-item matrix of all interactions (targets + each history's first item)."""
+        if not self.uid_field or not self.iid_field:
+            raise ValueError(
+                "dataset does not exist uid/iid, thus can not converted to sparse matrix."
+            )
+        first = self.inter_feat[self.item_list_length_field] == 1
+        rows = self._lean_lists(self.inter_feat[first])
+        new_dict = {}
+        for field in self.inter_feat:
+            if field in (TARGET_FIELD, self.item_list_length_field):
+                continue
+            extra = rows[field]
+            if field != self.uid_field and field in self._lean_seq:
+                extra = rows[getattr(self, f"{field}_list_field")][:, 0]
+            new_dict[field] = torch.cat([self.inter_feat[field], extra])
+        return self._create_sparse_matrix(
+            Interaction(new_dict), self.uid_field, self.iid_field, form, value_field
+        )
+
+
+# -- loaders -----------------------------------------------------------------------------------
+class LeanTrainDataLoader(TrainDataLoader):
+    """RecBole's ``TrainDataLoader`` that yields whole batches without a per-sample step.
+
+    The shuffled order is the one RecBole's loader draws from the same generator (one int64
+    draw for the iterator's base seed, then ``randperm``), so with the same seed both loaders
+    give the same batches in the same order.
+    """
+
+    def __init__(self, config, dataset, sampler, shuffle=False):
+        self.logger = getLogger()
+        self._set_neg_sample_args(
+            config, dataset, config["MODEL_INPUT_TYPE"], config["train_neg_sample_args"]
+        )
+        self.sample_size = len(dataset)
+        self.shuffle = shuffle
+        self.config = config
+        self._dataset = dataset
+        self._sampler = sampler
+        self._batch_size = self.step = self.model = None
+        self._init_batch_size_and_step()
+        self.generator = torch.Generator()
+        self.generator.manual_seed(config["seed"])
+        from recbole.data.transform import construct_transform
+
+        self.transform = construct_transform(config)
+        self.is_sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+        index_sampler = None
+        if not config["single_spec"]:
+            index_sampler = torch.utils.data.distributed.DistributedSampler(
+                range(self.sample_size), shuffle=shuffle, drop_last=False
+            )
+            self.step = max(1, self.step // config["world_size"])
+            shuffle = False
+        # A range, not RecBole's list(range(n)): 20M Python ints would take ~700 MB.
+        torch.utils.data.DataLoader.__init__(
+            self,
+            dataset=range(self.sample_size),
+            batch_size=self.step,
+            collate_fn=self.collate_fn,
+            num_workers=config["worker"],
+            shuffle=shuffle,
+            sampler=index_sampler,
+            generator=self.generator,
+        )
+
+    def __iter__(self):
+        if not self.config["single_spec"] or self.config["worker"]:
+            return super().__iter__()
+        return self._batches()
+
+    def _batches(self):
+        n = self.sample_size
+        # Same generator use as torch's _BaseDataLoaderIter + RandomSampler.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for start in range(0, n, self.step):
+            if order is None:
+                index = torch.arange(start, min(start + self.step, n))
+            else:
+                index = order[start:start + self.step]
+            data = self._dataset[index]
+            yield self._neg_sampling(self.transform(self._dataset, data))
+        if self.shuffle:
+            torch.randperm(n, generator=self.generator)  # RandomSampler's trailing draw
+
+
+def create_lean_dataset(config) -> LeanSequentialDataset:
+    """Load ``config``'s dataset on the lean path (RecBole's ``create_dataset`` equivalent)."""
+    dataset = LeanSequentialDataset(config)
+    getLogger().info(set_color("data path", "blue") + ": lean")
+    return dataset
+
+
+def lean_data_preparation(config, dataset: LeanSequentialDataset):
+    """RecBole's ``data_preparation`` for a :class:`LeanSequentialDataset`.
+
+    Returns:
+        ``(train_data, valid_data, test_data)``: a :class:`LeanTrainDataLoader` and two
+        RecBole ``FullSortEvalDataLoader`` (or ``NegSampleEvalDataLoader``) over lean splits.
+    """
+    from recbole.data.utils import get_dataloader
+
+    built = dataset.build()
+    train_dataset, valid_dataset, test_dataset = built
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    train_data = LeanTrainDataLoader(
+        config, train_dataset, train_sampler, shuffle=config["shuffle"]
+    )
+    valid_data = get_dataloader(config, "valid")(
+        config, valid_dataset, valid_sampler, shuffle=False
+    )
+    test_data = get_dataloader(config, "test")(config, test_dataset, test_sampler, shuffle=False)
+    return train_data, valid_data, test_data
+
+
+def load_data(config, create_dataset, data_preparation):
+    """The dataset and its three loaders on the path ``data_path_mode`` selects.
+
+    ``create_dataset`` / ``data_preparation`` are the RecBole-path functions to use otherwise.
+
+    Returns:
+        ``(dataset, train_data, valid_data, test_data)``.
+    """
+    logger = getLogger()
+    if data_path_mode(config) == "lean":
+        try:
+            dataset = create_lean_dataset(config)
+        except Exception:
+            from recbole_moe.validation import validate_atomic_file
+
+            inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+            validate_atomic_file(inter_file)  # names file and line of a malformed row
+            raise
+        logger.info(dataset)
+        return (dataset, *lean_data_preparation(config, dataset))
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    return (dataset, *data_preparation(config, dataset))
+
+
+__all__ = [
+    "LeanSequentialDataset",
+    "LeanTrainDataLoader",
+    "FullSortEvalDataLoader",
+    "FeatureSource",
+    "create_lean_dataset",
+    "data_path_mode",
+    "estimate_recbole_bytes",
+    "lean_data_preparation",
+    "lean_unsupported_reason",
+    "load_data",
+    "recbole_memory_estimate",
+]
