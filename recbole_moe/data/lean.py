@@ -127,15 +127,19 @@ def data_path_mode(config) -> str:
         raise ValueError(f"data_path_mode must be one of {MODES}, got {mode!r}")
     if mode == "recbole":
         return "recbole"
-    reason = lean_unsupported_reason(config)
     if mode == "lean":
+        reason = lean_unsupported_reason(config)
         if reason:
             raise ValueError(f"data_path_mode 'lean' cannot be used: {reason}")
         return "lean"
     threshold = config["lean_memory_threshold_gb"]
     threshold = DEFAULT_THRESHOLD_GB if threshold is None else float(threshold)
-    if reason is None and recbole_memory_estimate(config) > threshold * 2**30:
-        return "lean"
+    try:
+        if lean_unsupported_reason(config) is None:
+            if recbole_memory_estimate(config) > threshold * 2**30:
+                return "lean"
+    except (OSError, ValueError, UnicodeError):
+        pass  # an unreadable or malformed file: RecBole's path reports it with file and line
     return "recbole"
 
 
@@ -239,29 +243,32 @@ class LeanSequentialDataset(SequentialDataset):
         )
         self.inter_feat = new_data
 
-    def _lean_lists(self, rows: Interaction) -> Interaction:
-        """Batch ``rows`` (target rows) -> RecBole's augmented rows with ``<field>_list``.
-
-        ``list[b, j] = seq[target_b - length_b + j]`` for ``j < length_b``, else 0.
-        """
-        target = rows[TARGET_FIELD]  # [B]
+    def _lean_lists(self, rows: dict) -> Interaction:
+        """Target rows (field -> ``[B]`` tensor) -> RecBole's augmented rows with
+        ``<field>_list`` (``[B, L]``): ``list[b, j] = seq[target_b - length_b + j]`` for
+        ``j < length_b``, else 0."""
+        target = rows.pop(TARGET_FIELD)  # [B]
         length = rows[self.item_list_length_field]  # [B]
         steps = torch.arange(self._lean_max_len)  # [L]
-        index = (target - length).unsqueeze(1) + steps  # [B, L]
         valid = steps < length.unsqueeze(1)  # [B, L]
-        index = torch.where(valid, index, torch.zeros_like(index))
-        out = {k: v for k, v in rows.interaction.items() if k != TARGET_FIELD}
+        index = ((target - length).unsqueeze(1) + steps) * valid  # [B, L], 0 where padded
         for field, value in self._lean_seq.items():
             gathered = value[index]  # [B, L]
             if field == self.iid_field:
                 gathered = gathered.long()
-            out[getattr(self, f"{field}_list_field")] = gathered * valid.to(gathered.dtype)
-        return Interaction(out)
+            rows[getattr(self, f"{field}_list_field")] = gathered * valid.to(gathered.dtype)
+        return Interaction(rows)
 
     def __getitem__(self, index, join=True):
-        rows = self.inter_feat[index]
-        if TARGET_FIELD in rows:
-            rows = self._lean_lists(rows)
+        if TARGET_FIELD not in self.inter_feat:
+            return super().__getitem__(index, join)
+        if isinstance(index, np.ndarray):
+            index = torch.from_numpy(index)
+        if isinstance(index, torch.Tensor):
+            rows = {k: v[index] for k, v in self.inter_feat.interaction.items()}
+        else:
+            rows = dict(self.inter_feat[index].interaction)
+        rows = self._lean_lists(rows)
         return self.join(rows) if join else rows
 
     def leave_one_out(self, group_by, leave_one_mode):
@@ -310,7 +317,7 @@ class LeanSequentialDataset(SequentialDataset):
                 "dataset does not exist uid/iid, thus can not converted to sparse matrix."
             )
         first = self.inter_feat[self.item_list_length_field] == 1
-        rows = self._lean_lists(self.inter_feat[first])
+        rows = self._lean_lists(dict(self.inter_feat[first].interaction))
         new_dict = {}
         for field in self.inter_feat:
             if field in (TARGET_FIELD, self.item_list_length_field):
