@@ -19,10 +19,18 @@ chunk's states there, the same recompute-in-backward strategy as the CUDA kernel
 into blocks of ``batch_block`` rows so that a chunk's working set stays in the CPU cache.
 """
 
-from typing import List, Optional
+import math
+from typing import Optional
 
 import torch
 from torch import Tensor
+
+_LOG2E = math.log2(math.e)
+
+
+def _discretised_A(delta: Tensor, A: Tensor) -> Tensor:
+    """``exp(Δ_t ⊙ A)``: ``[T, Bt, D]`` × ``[D, N]`` → ``[T, Bt, D, N]`` (exp2 is ~2x faster on CPU)."""
+    return torch.exp2(delta.unsqueeze(-1) * (A * _LOG2E))
 
 
 def _chunk_states(dA: Tensor, q: Tensor, B: Tensor, h: Tensor) -> Tensor:
@@ -37,84 +45,104 @@ def _chunk_states(dA: Tensor, q: Tensor, B: Tensor, h: Tensor) -> Tensor:
     Returns:
         ``[T, Bt, D, N]`` states ``h_t`` for every step of the chunk.
     """
-    H = torch.empty_like(dA)
-    for t in range(dA.shape[0]):  # the recurrence itself: sequential by definition
-        torch.mul(dA[t], h, out=H[t])
-        H[t].addcmul_(q[t].unsqueeze(-1), B[t].unsqueeze(1))  # += (Δ_t u_t) ⊗ B_t
-        h = H[t]
+    H = q.unsqueeze(-1) * B.unsqueeze(-2)  # (Δ_t u_t) ⊗ B_t, then += exp(Δ_t A) ⊙ h_{t-1}
+    H[0].addcmul_(dA[0], h)
+    for t in range(1, dA.shape[0]):  # the recurrence itself: sequential by definition
+        H[t].addcmul_(dA[t], H[t - 1])
     return H
+
+
+def _scan_block(u: Tensor, dl: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int):
+    """Forward over one batch block, time-major: ``[L, b, ·]`` inputs.
+
+    Returns:
+        ``y`` ``[L, b, D]`` and the state entering each chunk ``[n_chunks, b, D, N]``.
+    """
+    L, b, D = u.shape
+    q = dl * u  # [L, b, D]
+    h = u.new_zeros(b, D, A.shape[1])
+    y = u.new_empty(L, b, D)
+    starts = range(0, L, chunk_size)
+    boundary = u.new_empty(len(starts), b, D, A.shape[1])
+    for c, s in enumerate(starts):
+        e = min(s + chunk_size, L)
+        boundary[c] = h
+        H = _chunk_states(_discretised_A(dl[s:e], A), q[s:e], B[s:e], h)  # [T, b, D, N]
+        y[s:e] = (H * C[s:e].unsqueeze(-2)).sum(-1)  # y_t = Σ_n h_t C_t
+        h = H[-1]
+    return y, boundary
+
+
+def _scan_block_backward(u, dl, A, B, C, boundary, dy, chunk_size: int):
+    """Backward over one batch block (time-major), recomputing each chunk's states.
+
+    Returns:
+        ``du, dΔ`` ``[L, b, D]``, ``dA`` ``[D, N]``, ``dB, dC`` ``[L, b, N]``.
+    """
+    L = u.shape[0]
+    q = dl * u
+    dq, ddl = torch.empty_like(q), torch.empty_like(dl)
+    dB, dC = torch.empty_like(B), torch.empty_like(C)
+    dA_param = torch.zeros_like(A)
+    carry = torch.zeros_like(boundary[0])  # ∂loss/∂h_{e-1} through exp(Δ_e A) of the next chunk
+    starts = list(range(0, L, chunk_size))
+    for c in reversed(range(len(starts))):
+        s = starts[c]
+        e = min(s + chunk_size, L)
+        dA = _discretised_A(dl[s:e], A)  # [T, b, D, N]
+        H = _chunk_states(dA, q[s:e], B[s:e], boundary[c])
+        G = dy[s:e].unsqueeze(-1) * C[s:e].unsqueeze(-2)  # dy_t ⊗ C_t, then += carry
+        for t in reversed(range(e - s)):  # G[t] = ∂loss/∂h_t
+            G[t].add_(carry)
+            carry = dA[t].mul_(G[t])  # dA now holds G ⊙ exp(ΔA)
+        carry = carry.clone()  # dA[0] is overwritten below
+        dC[s:e] = torch.matmul(dy[s:e].unsqueeze(-2), H).squeeze(-2)  # Σ_d dy_t h_t
+        dq[s:e] = (G * B[s:e].unsqueeze(-2)).sum(-1)  # Σ_n G B_t
+        dB[s:e] = torch.matmul(q[s:e].unsqueeze(-2), G).squeeze(-2)  # Σ_d G q_t
+        P = dA  # ∂loss/∂(Δ_t A) = G ⊙ exp(Δ_t A) ⊙ h_{t-1}
+        P[1:].mul_(H[:-1])
+        P[0].mul_(boundary[c])
+        ddl[s:e] = (P * A).sum(-1)  # Σ_n P A
+        dA_param += P.mul_(dl[s:e].unsqueeze(-1)).sum((0, 1))  # Σ_{t,b} P Δ_t
+    return dq * dl, ddl + dq * u, dA_param, dB, dC
 
 
 class _ChunkedSelectiveScan(torch.autograd.Function):
     """``y = scan(u, Δ, A, B, C)`` with chunked recomputation in the backward pass.
 
-    All sequence tensors are batch-major at the interface (``[Bt, L, ·]``) and time-major inside.
+    Sequence tensors are batch-major at the interface (``[Bt, L, ·]``); each block of
+    ``batch_block`` rows is made time-major (``[L, b, ·]``) inside.
     """
 
     @staticmethod
-    def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int):
-        u_t, dl_t, B_t, C_t = (x.transpose(0, 1).contiguous() for x in (u, delta, B, C))
-        L, Bt, D = u_t.shape
-        N = A.shape[1]
-        q_t = dl_t * u_t  # [L, Bt, D]
-        h = u.new_zeros(Bt, D, N)
-        y_t = u.new_empty(L, Bt, D)
-        starts = list(range(0, L, chunk_size))
-        boundary = u.new_empty(len(starts), Bt, D, N)  # state entering each chunk
-        for c, s in enumerate(starts):
-            e = min(s + chunk_size, L)
-            boundary[c] = h
-            dA = torch.exp(dl_t[s:e].unsqueeze(-1) * A)  # [T, Bt, D, N]
-            H = _chunk_states(dA, q_t[s:e], B_t[s:e], h)  # [T, Bt, D, N]
-            y_t[s:e] = torch.matmul(H, C_t[s:e].unsqueeze(-1)).squeeze(-1)  # [T, Bt, D]
-            h = H[-1].clone()
-        ctx.chunk_size = chunk_size
-        ctx.save_for_backward(u_t, dl_t, A, B_t, C_t, boundary)
-        return y_t.transpose(0, 1)
+    def forward(ctx, u, delta, A, B, C, chunk_size: int, batch_block: int):
+        y = torch.empty_like(u)
+        boundaries = []
+        for i in range(0, u.shape[0], batch_block):
+            block = [x[i : i + batch_block].transpose(0, 1).contiguous() for x in (u, delta, B, C)]
+            y_blk, boundary = _scan_block(block[0], block[1], A, block[2], block[3], chunk_size)
+            y[i : i + batch_block] = y_blk.transpose(0, 1)
+            boundaries.append(boundary)
+        ctx.chunk_size, ctx.batch_block = chunk_size, batch_block
+        ctx.save_for_backward(u, delta, A, B, C, torch.cat(boundaries, dim=1))
+        return y
 
     @staticmethod
-    def backward(ctx, dy: Tensor):
-        u_t, dl_t, A, B_t, C_t, boundary = ctx.saved_tensors
-        chunk_size = ctx.chunk_size
-        L, Bt, D = u_t.shape
-        N = A.shape[1]
-        dy_t = dy.transpose(0, 1).contiguous()  # [L, Bt, D]
-        q_t = dl_t * u_t
-        dq_t = torch.empty_like(q_t)
-        ddl_t = torch.empty_like(dl_t)
-        dB_t = torch.empty_like(B_t)
-        dC_t = torch.empty_like(C_t)
-        dA_param = torch.zeros_like(A)
-        carry = u_t.new_zeros(Bt, D, N)  # ∂loss/∂h_{e-1} flowing back through exp(Δ_e A)
-        starts = list(range(0, L, chunk_size))
-        for c in reversed(range(len(starts))):
-            s = starts[c]
-            e = min(s + chunk_size, L)
-            dA = torch.exp(dl_t[s:e].unsqueeze(-1) * A)  # [T, Bt, D, N]
-            H = _chunk_states(dA, q_t[s:e], B_t[s:e], boundary[c])
-            G = torch.empty_like(dA)  # G[t] = ∂loss/∂h_t
-            for t in reversed(range(e - s)):
-                G[t].copy_(carry).addcmul_(dy_t[s + t].unsqueeze(-1), C_t[s + t].unsqueeze(1))
-                carry = dA[t].mul_(G[t])  # dA now holds G ⊙ exp(ΔA)
-            carry = carry.clone()  # dA[0] is overwritten below
-            dC_t[s:e] = torch.matmul(dy_t[s:e].unsqueeze(-2), H).squeeze(-2)  # Σ_d dy_t h_t
-            dq_t[s:e] = torch.matmul(G, B_t[s:e].unsqueeze(-1)).squeeze(-1)  # Σ_n G B_t
-            dB_t[s:e] = torch.matmul(q_t[s:e].unsqueeze(-2), G).squeeze(-2)  # Σ_d G q_t
-            P = dA  # ∂loss/∂(Δ_t A) = G ⊙ exp(Δ_t A) ⊙ h_{t-1}
-            P[1:].mul_(H[:-1])
-            P[0].mul_(boundary[c])
-            ddl_t[s:e] = (P * A).sum(-1)  # Σ_n P A
-            dA_param += P.mul_(dl_t[s:e].unsqueeze(-1)).sum((0, 1))  # Σ_{t,b} P Δ_t
-        du_t = dq_t * dl_t
-        ddl_t += dq_t * u_t
-        return (
-            du_t.transpose(0, 1),
-            ddl_t.transpose(0, 1),
-            dA_param,
-            dB_t.transpose(0, 1),
-            dC_t.transpose(0, 1),
-            None,
-        )
+    def backward(ctx, dy):
+        u, delta, A, B, C, boundary = ctx.saved_tensors
+        chunk_size, batch_block = ctx.chunk_size, ctx.batch_block
+        du, ddelta, dB, dC = (torch.empty_like(x) for x in (u, delta, B, C))
+        dA = torch.zeros_like(A)
+        for i in range(0, u.shape[0], batch_block):
+            rows = slice(i, i + batch_block)
+            block = [x[rows].transpose(0, 1).contiguous() for x in (u, delta, B, C, dy)]
+            grads = _scan_block_backward(
+                block[0], block[1], A, block[2], block[3], boundary[:, rows], block[4], chunk_size
+            )
+            du[rows], ddelta[rows] = grads[0].transpose(0, 1), grads[1].transpose(0, 1)
+            dA += grads[2]
+            dB[rows], dC[rows] = grads[3].transpose(0, 1), grads[4].transpose(0, 1)
+        return du, ddelta, dA, dB, dC, None, None
 
 
 def selective_scan(
@@ -140,10 +168,5 @@ def selective_scan(
     Returns:
         ``[Bt, L, D]`` scan output (without the ``D ⊙ u`` skip and the gate).
     """
-    n = u.shape[0]
-    block = n if not batch_block else batch_block
-    outs: List[Tensor] = []
-    for i in range(0, n, block):
-        sl = slice(i, i + block)
-        outs.append(_ChunkedSelectiveScan.apply(u[sl], delta[sl], A, B[sl], C[sl], chunk_size))
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+    block = batch_block if batch_block else u.shape[0]
+    return _ChunkedSelectiveScan.apply(u, delta, A, B, C, chunk_size, block)
