@@ -288,7 +288,8 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
     lines += _table(header, rows) + [""]
     if summary.comparisons:
         lines += ["Our models against the strongest baseline of each column (relative "
-                  "improvement of the means; paired t-test across seeds, * p < 0.05):", ""]
+                  "improvement of the means; paired t-test across seeds, * p < 0.05; n/a: fewer than "
+                  "2 common seeds, or the same difference on every seed):", ""]
         rows = [[c.model, metric_label(c.metric), c.baseline, _fmt(c.ours), _fmt(c.base),
                  f"{c.improvement:+.1f}%" if not math.isnan(c.improvement) else "–",
                  _p_text(c.p_value, c.n_pairs)] for c in summary.comparisons]

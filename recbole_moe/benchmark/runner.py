@@ -306,8 +306,11 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
         return record
     config = result["config"]
     model_file = result.get("model_file")
-    if model_file and not keep_checkpoints and os.path.isfile(model_file):
-        os.remove(model_file)
+    if model_file and not keep_checkpoints:
+        # RecBole writes the best checkpoint and, next to it, a "-last" one for resuming.
+        for path in (model_file, model_file[: -len(".pth")] + "-last.pth"):
+            if os.path.isfile(path):
+                os.remove(path)
     record.update(
         status="ok",
         config=resolved_config(config),
