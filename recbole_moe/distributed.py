@@ -25,7 +25,8 @@ gets ``train_batch_size / world_size`` sequences per step) and the trainer wraps
     barrier and broadcasts the state, so no rank reads a half-written or absent file;
   - after each training epoch, the loss (each part) is averaged over ranks and the MoE
     routing statistics are summed, before the trainer logs them;
-  - no tensorboard files on ranks other than 0.
+  - no tensorboard files on ranks other than 0;
+  - directories created without a race between ranks (``ensure_dir``).
 
 What is reduced across ranks: gradients (DDP: averaged every step), the logged training loss
 and its parts (averaged per epoch), MoE routing statistics (summed per epoch,
@@ -380,6 +381,18 @@ def _averaged_train_epoch(original: Callable) -> Callable:
     return _train_epoch
 
 
+def ensure_dir(dir_path: str) -> None:
+    """RecBole's ``ensure_dir`` without its check-then-create race between processes
+    (``os.path.exists`` then ``os.makedirs`` fails in the slower of two ranks)."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+#: Modules that bound RecBole's ``ensure_dir`` by name.
+_ENSURE_DIR_USERS = (
+    "recbole.utils", "recbole.utils.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+    "recbole.data.utils", "recbole.data.dataset.dataset",
+)
+
 _PATCHED = False
 
 
@@ -388,8 +401,14 @@ def apply_patches() -> None:
     global _PATCHED
     if _PATCHED:
         return
+    import importlib
+
     import recbole.trainer.trainer as trainer_module
 
+    for name in _ENSURE_DIR_USERS:
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
     trainer_module.DistributedDataParallel = make_ddp
     trainer_module.get_tensorboard = _rank_zero_tensorboard(trainer_module.get_tensorboard)
     trainer_module.Trainer.evaluate = _distributed_evaluate(trainer_module.Trainer.evaluate)

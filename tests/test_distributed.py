@@ -61,33 +61,60 @@ def _train_loss(model_file: str) -> float:
     return total / count
 
 
-def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, port: int) -> None:
-    """Each rank trains every model one epoch through RecBole's trainer and saves its state."""
+def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, ports: list, queue) -> None:
+    """Each rank runs ``recbole_moe.run`` for every model (one epoch) and saves its state after
+    training, before the test evaluation reloads the best checkpoint."""
     torch.set_num_threads(1)
-    from recbole_moe.quick_start import get_trainer, prepare_run
+    from recbole.trainer import Trainer
 
-    for model_name in models:
-        settings = _settings(
-            data_path, os.path.join(out_dir, model_name),
-            local_rank=local_rank, nproc=2, world_size=2, ip="localhost", port=port,
-        )
-        config, train_data, valid_data, _, model, _ = prepare_run(model_name, DATASET, settings, log=False)
-        if model_name == "HyMoERec" and local_rank == 1:
-            model.train_step.fill_(1000)  # DDP's buffer broadcast must overwrite this with rank 0's
-        trainer = get_trainer(config, model)
-        trainer.fit(train_data, valid_data, saved=True)
-        valid = trainer.evaluate(valid_data, load_best_model=False)
+    from recbole_moe import distributed
+
+    fit, reduce_stats = Trainer.fit, distributed.all_reduce_routing_stats
+    routed_tokens = []  # per epoch: (this rank's tokens, all ranks' tokens) seen by the router
+
+    def reduce_and_record(model):
+        stats = [m for m in model.modules() if type(m).__name__ == "RoutingStats"]
+        before = float(stats[0].n_tokens) if stats else None
+        reduce_stats(model)
+        routed_tokens.append((before, float(stats[0].n_tokens) if stats else None))
+
+    def fit_and_snapshot(self, train_data, *args, **kwargs):
+        result = fit(self, train_data, *args, **kwargs)
+        model = self.model
         torch.save(
             {
                 "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "valid": {k: float(v) for k, v in valid.items()},
-                "model_file": trainer.saved_model_file,
                 "steps": len(train_data),
-                "routing": model.epoch_summary() if hasattr(model, "epoch_summary") else None,
+                "routed_tokens": list(routed_tokens),
+                # non-padding tokens of this rank's shard (the sampler repeats epoch 0's order)
+                "shard_tokens": sum(float(batch[model.ITEM_SEQ_LEN].sum()) for batch in train_data),
             },
-            os.path.join(out_dir, f"{model_name}-rank{local_rank}.pt"),
+            os.path.join(out_dir, f"{self.config['model']}-rank{local_rank}.pt"),
         )
-    dist.destroy_process_group()
+        return result
+
+    Trainer.fit = fit_and_snapshot  # this worker process only
+    distributed.all_reduce_routing_stats = reduce_and_record
+    for model_name, port in zip(models, ports):  # a fresh rendezvous port for each group
+        settings = _settings(data_path, os.path.join(out_dir, model_name), nproc=2, world_size=2,
+                             ip="localhost", port=port, dist_timeout=90)
+        if model_name == "HyMoERec" and local_rank == 1:
+            settings["alpha_init"] = 0.5  # rank 1 starts elsewhere: DDP broadcasts rank 0's state
+        routed_tokens.clear()
+        distributed._run_worker(local_rank, model_name, DATASET, settings, None, True, queue, 2)
+
+
+def _free_ports(n: int) -> list:
+    """``n`` distinct free ports (a process group re-created on the same port could meet the
+    previous group's rendezvous store while another rank is still closing it)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _failing_worker(local_rank: int) -> None:
@@ -96,40 +123,48 @@ def _failing_worker(local_rank: int) -> None:
     time.sleep(120)  # must be terminated by the launcher, not waited for
 
 
-def test_two_processes_match_single_process_evaluation(data_path, tmp_path):
-    from recbole_moe.distributed import free_port, launch
+def test_two_processes_match_one_process(data_path, tmp_path):
+    """2 processes train SASRec and HyMoERec one epoch through ``recbole_moe.run``:
+
+    * both ranks end the epoch with identical parameters and buffers (HyMoERec's ``train_step``
+      counts the steps of one rank, not of both);
+    * the metrics rank 0 reports (gathered across ranks) equal one process's evaluation of
+      the checkpoint;
+    * with the same global batch and seed, the loss after the epoch is close to a
+      single-process run's.
+    """
+    import torch.multiprocessing as mp
+
+    from recbole_moe import run
+    from recbole_moe.distributed import launch
 
     models = ["SASRec", "HyMoERec"]
-    launch(_train_worker, 2, (models, data_path, str(tmp_path), free_port()))
-    for model_name in models:
+    queue = mp.get_context("spawn").SimpleQueue()
+    ports = _free_ports(len(models))
+    results = launch(_train_worker, 2, (models, data_path, str(tmp_path), ports, queue), queue)
+    assert [r["config"]["model"] for r in results] == models  # rank 0 reports, once per model
+    for model_name, result in zip(models, results):
         rank0, rank1 = (torch.load(tmp_path / f"{model_name}-rank{r}.pt", weights_only=False) for r in (0, 1))
-        # gradients were averaged every step: both ranks hold the same parameters and buffers
         assert rank0["state"].keys() == rank1["state"].keys()
         for key, value in rank0["state"].items():
             assert torch.equal(value, rank1["state"][key]), f"{model_name}: {key} differs across ranks"
-        # gathered metrics equal one process's evaluation of the checkpoint (saved after epoch 0)
-        single = _single_process_eval(rank0["model_file"], "valid")
-        assert rank0["valid"] == rank1["valid"] == single, model_name
-        assert single["ndcg@10"] > 0
-    # HyMoERec's warm-up clock: rank 1 started at 1000, rank 0's count won (one per step)
-    hymoe = torch.load(tmp_path / "HyMoERec-rank0.pt", weights_only=False)
-    assert int(hymoe["state"]["train_step"]) == hymoe["steps"]
+        # the best (= only) checkpoint was written after epoch 0 by rank 0 alone
+        assert os.listdir(tmp_path / model_name) == [os.path.basename(result["model_file"])]
+        assert result["best_valid_result"] == _single_process_eval(result["model_file"], "valid")
+        assert result["test_result"] == _single_process_eval(result["model_file"], "test")
+        assert result["test_result"]["ndcg@10"] > 0
+    hymoe = [torch.load(tmp_path / f"HyMoERec-rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert int(hymoe[0]["state"]["train_step"]) == hymoe[0]["steps"]
+    # routing statistics: each rank counted its own shard (not overwritten by DDP's buffer
+    # broadcast) and the logged ones are the sum over ranks
+    (local0, total0), = hymoe[0]["routed_tokens"]
+    (local1, total1), = hymoe[1]["routed_tokens"]
+    assert (local0, local1) == (hymoe[0]["shard_tokens"], hymoe[1]["shard_tokens"])
+    assert total0 == total1 == local0 + local1
 
-
-def test_two_process_run_matches_one_process(data_path, tmp_path):
-    """Same global batch and seed: the loss after one epoch is close, and the metrics that
-    ``run_distributed`` reports equal one process's evaluation of its checkpoint."""
-    from recbole_moe import run
-    from recbole_moe.distributed import run_distributed
-
-    settings = _settings(data_path, str(tmp_path / "saved"), epochs=1)
-    two = run_distributed("SASRec", DATASET, dict(settings), nproc=2)
-    one = run("SASRec", DATASET, config_dict=dict(settings))
-    assert two["test_result"] == _single_process_eval(two["model_file"], "test")
-    loss_two, loss_one = _train_loss(two["model_file"]), _train_loss(one["model_file"])
+    one = run("SASRec", DATASET, config_dict=_settings(data_path, str(tmp_path / "single")))
+    loss_two, loss_one = _train_loss(results[0]["model_file"]), _train_loss(one["model_file"])
     assert loss_two == pytest.approx(loss_one, rel=0.05)
-    # only rank 0 wrote a checkpoint
-    assert len([f for f in os.listdir(tmp_path / "saved") if f.endswith(".pth")]) == 2
 
 
 def test_occupied_port_fails_fast_with_clear_error(data_path, tmp_path):
