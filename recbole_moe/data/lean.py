@@ -229,7 +229,8 @@ class LeanSequentialDataset(SequentialDataset):
             value = self.inter_feat[field]
             if field == self.iid_field and value.numel() and int(value.max()) < 2**31:
                 value = value.to(torch.int32)
-            seq[field] = value
+            # A leading padding element: padded list positions gather index 0.
+            seq[field] = torch.cat([torch.zeros(1, dtype=value.dtype), value])
         self._lean_seq = seq
         self._lean_max_len = max_len
         new_data = self.inter_feat[torch.from_numpy(target)]
@@ -246,17 +247,19 @@ class LeanSequentialDataset(SequentialDataset):
     def _lean_lists(self, rows: dict) -> Interaction:
         """Target rows (field -> ``[B]`` tensor) -> RecBole's augmented rows with
         ``<field>_list`` (``[B, L]``): ``list[b, j] = seq[target_b - length_b + j]`` for
-        ``j < length_b``, else 0."""
+        ``j < length_b``, else 0 (the flat arrays hold a padding element at index 0, so
+        ``seq[i]`` is stored at ``i + 1``)."""
         target = rows.pop(TARGET_FIELD)  # [B]
         length = rows[self.item_list_length_field]  # [B]
         steps = torch.arange(self._lean_max_len)  # [L]
-        valid = steps < length.unsqueeze(1)  # [B, L]
-        index = ((target - length).unsqueeze(1) + steps) * valid  # [B, L], 0 where padded
+        padded = steps >= length.unsqueeze(1)  # [B, L]
+        index = ((target - length + 1).unsqueeze(1) + steps).masked_fill_(padded, 0)  # [B, L]
+        flat = index.view(-1)
         for field, value in self._lean_seq.items():
-            gathered = value[index]  # [B, L]
+            gathered = torch.index_select(value, 0, flat).view(index.shape)  # [B, L]
             if field == self.iid_field:
                 gathered = gathered.long()
-            rows[getattr(self, f"{field}_list_field")] = gathered * valid.to(gathered.dtype)
+            rows[getattr(self, f"{field}_list_field")] = gathered
         return Interaction(rows)
 
     def __getitem__(self, index, join=True):
