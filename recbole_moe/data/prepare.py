@@ -279,6 +279,8 @@ _ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
 def _read_atomic(data: bytes, source: str) -> tuple[_Table, list[str]]:
     """Validate a RecBole ``.inter`` file; returns its user/item columns and header names."""
+    if not data.strip():
+        raise _error(source, None, "the file is empty")
     first, _, rest = data.partition(b"\n")
     header = first.decode(errors="replace").rstrip("\r").split("\t")
     names = []
