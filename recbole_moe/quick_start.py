@@ -167,7 +167,9 @@ def prepare_run(
     validate_config(config)
     check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
-    log_file = _init_run_logger(config) if log else None
+    # In a data-parallel run only the first process writes a log file.
+    first_process = config["local_rank"] == 0 and not config["offset"]
+    log_file = _init_run_logger(config) if log and first_process else None
     logger = getLogger()
     try:
         for message in unknown_key_messages(config):
@@ -314,8 +316,9 @@ def load_model(model_file: str, device: Optional[str] = None):
     elif config["device"].type == "cuda" and not torch.cuda.is_available():
         config["device"] = torch.device("cpu")
     init_seed(config["seed"], config["reproducibility"])
-    data = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, data)
+    from recbole_moe.data.lean import load_data
+
+    data, train_data, valid_data, test_data = load_data(config, load_dataset, data_preparation)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])

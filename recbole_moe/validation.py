@@ -31,7 +31,7 @@ POSITIVE_FLOAT_KEYS = ("learning_rate",)
 #: Settings recbole-moe's own tools read that no property file lists.
 EXTRA_KEYS = {
     "model", "dataset", "config_files", "local_rank", "nproc", "world_size", "ip", "port",
-    "offset", "dist_backend", "dist_timeout", "resume", "resume_checkpoint", "MODEL_TYPE",
+    "offset", "dist_backend", "dist_timeout", "dist_init_method", "resume", "resume_checkpoint", "MODEL_TYPE",
     "MODEL_INPUT_TYPE", "device", "single_spec", "eval_type", "valid_metric_bigger",
     "config_file", "benchmark_filename", "data_path_mode", "eval_memory_budget_mb",
 }
