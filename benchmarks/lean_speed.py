@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ def child(args) -> dict:
         "data_path": data_path, "data_path_mode": args.mode,
         "MAX_ITEM_LIST_LENGTH": args.max_len, "hidden_size": 64, "inner_size": 256,
         "n_layers": 2, "n_heads": 2, "train_batch_size": args.batch, "state": "ERROR",
-        "show_progress": False, "checkpoint_dir": "/tmp/lean_speed_saved", "log_wandb": False,
+        "show_progress": False, "checkpoint_dir": os.path.join(tempfile.gettempdir(), "lean_speed_saved"), "log_wandb": False,
     }
     start = time.perf_counter()
     config, train_data, _, _, model, _ = prepare_run(
