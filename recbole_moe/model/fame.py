@@ -34,9 +34,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from recbole.model.abstract_recommender import SequentialRecommender
+from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole.model.layers import FeedForward, TransformerEncoder
-from recbole.model.loss import BPRLoss
 
 from recbole_moe.layers.moe import normalized_entropy
 
@@ -202,7 +201,7 @@ class FacetMoELayer(nn.Module):
         return self.feed_forward(attn_out), beta
 
 
-class FAME(SequentialRecommender):
+class FAME(DotProductSequentialRecommender):
     r"""FAME: facet-aware multi-head mixture-of-experts sequential recommender (WSDM 2025).
 
     ``forward`` returns the sequence representation that scores items by a single dot product
@@ -287,12 +286,7 @@ class FAME(SequentialRecommender):
             else None
         )
 
-        if self.loss_type == "BPR":
-            self.loss_fct = BPRLoss()
-        elif self.loss_type == "CE":
-            self.loss_fct = nn.CrossEntropyLoss()
-        else:
-            raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
+        self.loss_fct = self.build_loss()
 
         # per-epoch routing statistics (detached sums over training batches)
         self._stat_count = 0
@@ -303,14 +297,8 @@ class FAME(SequentialRecommender):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """RecBole/SASRec initialisation; the router parameter gets the same normal init."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+        """RecBole's SASRec initialisation; the router parameter gets the same normal init."""
+        super()._init_weights(module)
         if isinstance(module, MoEMultiHeadAttention) and module.router is not None:
             module.router.data.normal_(mean=0.0, std=self.initializer_range)
 

@@ -20,9 +20,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from recbole.model.abstract_recommender import SequentialRecommender
+from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole.model.layers import FeedForward, MultiHeadAttention
-from recbole.model.loss import BPRLoss
 
 from recbole_moe.layers.moe import (
     LB_TYPES,
@@ -193,7 +192,7 @@ class HyMoEEncoder(nn.Module):
         return hidden, routings
 
 
-class HyMoERec(SequentialRecommender):
+class HyMoERec(DotProductSequentialRecommender):
     r"""HyMoERec: SASRec backbone with Hybrid MoE feed-forward layers (Li, Sun & Lim, AAAI 2026).
 
     Loss (spec §3): RecBole ``loss_type`` (CE or BPR) + ``lb_weight`` · Σ_layers balance loss;
@@ -259,12 +258,7 @@ class HyMoERec(SequentialRecommender):
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
         self.dropout = nn.Dropout(self.hidden_dropout_prob)
 
-        if self.loss_type == "BPR":
-            self.loss_fct = BPRLoss()
-        elif self.loss_type == "CE":
-            self.loss_fct = nn.CrossEntropyLoss()
-        else:
-            raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
+        self.loss_fct = self.build_loss()
 
         # warm-up clock t (optimizer steps) and length T_warm, both saved in checkpoints (§2.2, A2)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
@@ -287,16 +281,10 @@ class HyMoERec(SequentialRecommender):
         return max(int(round(epochs * steps_per_epoch)), 0)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialize the weights (RecBole SASRec convention; expert banks N(0, initializer_range))."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        elif isinstance(module, ExpertBank):
+        """RecBole's SASRec initialisation; expert banks N(0, initializer_range)."""
+        super()._init_weights(module)
+        if isinstance(module, ExpertBank):
             module.reset_parameters(self.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
 
     # ------------------------------------------------------------------ schedule (§2.2, A2)
     def warmup_factor(self) -> Tensor:
@@ -360,41 +348,13 @@ class HyMoERec(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         seq_output, routings, token_mask = self._encode(item_seq, item_seq_len)
-        pos_items = interaction[self.POS_ITEM_ID]
-        if self.loss_type == "BPR":
-            neg_items = interaction[self.NEG_ITEM_ID]
-            pos_items_emb = self.item_embedding(pos_items)
-            neg_items_emb = self.item_embedding(neg_items)
-            pos_score = torch.sum(seq_output * pos_items_emb, dim=-1)  # [B]
-            neg_score = torch.sum(seq_output * neg_items_emb, dim=-1)  # [B]
-            loss = self.loss_fct(pos_score, neg_score)
-        else:  # self.loss_type = 'CE'
-            test_item_emb = self.item_embedding.weight
-            logits = torch.matmul(seq_output, test_item_emb.transpose(0, 1))
-            loss = self.loss_fct(logits, pos_items)
+        loss = self.rec_loss(seq_output, interaction)
         if self.training:
             with torch.no_grad():
                 self.train_step += 1  # t advances once per optimizer step, never in eval
         if self.lb_weight > 0 and routings:
             return loss, self.lb_weight * self.balance_loss(routings, token_mask)
         return loss
-
-    def predict(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        test_item = interaction[self.ITEM_ID]
-        seq_output = self.forward(item_seq, item_seq_len)
-        test_item_emb = self.item_embedding(test_item)
-        scores = torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
-        return scores
-
-    def full_sort_predict(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        seq_output = self.forward(item_seq, item_seq_len)
-        test_items_emb = self.item_embedding.weight
-        scores = torch.matmul(seq_output, test_items_emb.transpose(0, 1))  # [B n_items]
-        return scores
 
     # ------------------------------------------------------------------ visibility
     def epoch_summary(self) -> dict[str, object]:

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.model.loss import BPRLoss
+from recbole_moe.model.base import DotProductSequentialRecommender
 
 from recbole_moe.layers.selective_scan import selective_scan
 
@@ -204,7 +203,7 @@ class MambaLayer(nn.Module):
         return self.ffn(h)
 
 
-class Mamba4Rec(SequentialRecommender):
+class Mamba4Rec(DotProductSequentialRecommender):
     r"""Mamba4Rec: item embedding → dropout → LayerNorm → ``num_layers`` Mamba layers.
 
     No positional embedding: the selective SSM is order-aware. The hidden state at the last
@@ -253,12 +252,7 @@ class Mamba4Rec(SequentialRecommender):
             for _ in range(self.num_layers)
         )
 
-        if self.loss_type == "BPR":
-            self.loss_fct = BPRLoss()
-        elif self.loss_type == "CE":
-            self.loss_fct = nn.CrossEntropyLoss()
-        else:
-            raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
+        self.loss_fct = self.build_loss()
 
         # parameters initialization: RecBole's normal(0, initializer_range) for every Linear,
         # Mamba's Δ projection included (zero bias), as the reference implementation does
@@ -267,45 +261,9 @@ class Mamba4Rec(SequentialRecommender):
             for layer in self.mamba_layers:
                 layer.mamba.reset_dt_parameters()
 
-    def _init_weights(self, module: nn.Module) -> None:
-        """Normal(0, initializer_range) for Linear/Embedding, identity LayerNorm, zero biases."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` item ids, ``[B]`` lengths → ``[B, D]`` state at the last valid item."""
         hidden = self.LayerNorm(self.dropout(self.item_embedding(item_seq)))  # [B, L, D]
         for layer in self.mamba_layers:
             hidden = layer(hidden)
         return self.gather_indexes(hidden, item_seq_len - 1)  # [B, D]
-
-    def calculate_loss(self, interaction) -> torch.Tensor:
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        seq_output = self.forward(item_seq, item_seq_len)
-        pos_items = interaction[self.POS_ITEM_ID]
-        if self.loss_type == "BPR":
-            neg_items = interaction[self.NEG_ITEM_ID]
-            pos_score = torch.sum(seq_output * self.item_embedding(pos_items), dim=-1)  # [B]
-            neg_score = torch.sum(seq_output * self.item_embedding(neg_items), dim=-1)  # [B]
-            return self.loss_fct(pos_score, neg_score)
-        logits = torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))
-        return self.loss_fct(logits, pos_items)
-
-    def predict(self, interaction) -> torch.Tensor:
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        seq_output = self.forward(item_seq, item_seq_len)
-        test_item_emb = self.item_embedding(interaction[self.ITEM_ID])
-        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
-
-    def full_sort_predict(self, interaction) -> torch.Tensor:
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        seq_output = self.forward(item_seq, item_seq_len)
-        return torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))  # [B, n_items]

@@ -1,0 +1,61 @@
+"""What our sequential recommenders share with RecBole's SASRec: initialisation, the
+recommendation loss and dot-product scoring against the item embedding table."""
+
+from __future__ import annotations
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.loss import BPRLoss
+from torch import nn
+
+
+class DotProductSequentialRecommender(SequentialRecommender):
+    """A ``SequentialRecommender`` whose ``forward(item_seq, item_seq_len)`` returns a ``[B, D]``
+    sequence representation scored against ``self.item_embedding`` by a dot product.
+
+    Subclasses set ``self.initializer_range``, ``self.loss_type`` and ``self.item_embedding``,
+    call :meth:`build_loss` in ``__init__``, and may override any method.
+    """
+
+    def build_loss(self) -> nn.Module:
+        """RecBole's loss for ``loss_type``: ``BPRLoss`` or full-softmax ``CrossEntropyLoss``."""
+        if self.loss_type == "BPR":
+            return BPRLoss()
+        if self.loss_type == "CE":
+            return nn.CrossEntropyLoss()
+        raise NotImplementedError("Make sure 'loss_type' in ['BPR', 'CE']!")
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """RecBole's SASRec initialisation: normal(0, initializer_range) for Linear/Embedding,
+        identity LayerNorm, zero biases."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def rec_loss(self, seq_output: torch.Tensor, interaction) -> torch.Tensor:
+        """``loss_type`` loss of ``[B, D]`` representations against the target items."""
+        pos_items = interaction[self.POS_ITEM_ID]
+        if self.loss_type == "BPR":
+            neg_items = interaction[self.NEG_ITEM_ID]
+            pos_score = torch.sum(seq_output * self.item_embedding(pos_items), dim=-1)  # [B]
+            neg_score = torch.sum(seq_output * self.item_embedding(neg_items), dim=-1)  # [B]
+            return self.loss_fct(pos_score, neg_score)
+        logits = torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))  # [B, n_items]
+        return self.loss_fct(logits, pos_items)
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self.rec_loss(seq_output, interaction)
+
+    def predict(self, interaction) -> torch.Tensor:
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        test_item_emb = self.item_embedding(interaction[self.ITEM_ID])
+        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))  # [B, n_items]
