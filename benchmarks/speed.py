@@ -15,13 +15,11 @@ Prints one row per model and the ratio of each time to the reference (the first 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 import psutil
@@ -30,37 +28,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import recbole_moe  # noqa: E402
+from recbole_moe.environment import PeakRSS  # noqa: E402
 from recbole_moe.testing import build, make_synthetic_dataset  # noqa: E402
-
-
-class PeakRSS:
-    """Sample this process's RSS in a thread; ``peak - start`` is what the block added."""
-
-    def __init__(self, interval: float = 0.0005) -> None:
-        self.interval = interval
-        self.process = psutil.Process()
-
-    def __enter__(self) -> "PeakRSS":
-        gc.collect()
-        self.start = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-    @property
-    def added_mib(self) -> float:
-        return (self.peak - self.start) / 2**20
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -160,9 +129,9 @@ def main(argv=None) -> int:
 
     memory = {}
     for name in args.models:
-        with PeakRSS() as peak:
+        with PeakRSS(interval=0.0005) as peak:
             eval_step(name)
-        memory[name] = peak.added_mib
+        memory[name] = (peak.peak - peak.start) / 2**20
 
     ref = args.models[0]
     med = {n: {p: statistics.median(v) for p, v in t.items()} for n, t in times.items()}

@@ -174,7 +174,7 @@ def prepare_run(
     try:
         for message in unknown_key_messages(config):
             logger.warning(message)
-        from recbole_moe.benchmark.runner import package_versions
+        from recbole_moe.environment import package_versions
 
         versions = ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
         logger.info(set_color("seed", "blue") + f": {config['seed']}   versions: {versions}")

@@ -27,10 +27,10 @@ import numpy as np
 import yaml
 
 from recbole_moe.benchmark.plans import OUR_MODELS
+from recbole_moe.environment import describe_hardware
 from recbole_moe.benchmark.runner import (
     PLAN_FILE,
     RUNS_FILE,
-    describe_hardware,
     latest_records,
     read_runs,
     run_key,

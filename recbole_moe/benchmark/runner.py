@@ -10,22 +10,19 @@ error, and the plan goes on.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
-import platform
 import sys
-import threading
 import time
 import traceback
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, Optional
 
-import psutil
 
 from recbole_moe.benchmark.plans import Plan
+from recbole_moe.environment import PeakRSS, hardware, package_versions
 
 RUNS_FILE = "runs.jsonl"
 PLAN_FILE = "plan.json"
@@ -146,91 +143,6 @@ def _relative_paths(value: Any) -> Any:
 def resolved_config(config) -> dict:
     """The full resolved RecBole config of a run as plain JSON values."""
     return _relative_paths(jsonable(dict(config.final_config_dict)))
-
-
-def package_versions() -> dict[str, Optional[str]]:
-    """Versions of the packages that decide the numbers."""
-    from importlib import metadata
-
-    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
-    for name in ("recbole-moe", "recbole", "torch", "numpy", "pandas", "scipy", "mamba-ssm"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    if versions["recbole-moe"] is None:
-        import recbole_moe
-
-        versions["recbole-moe"] = recbole_moe.__version__
-    return versions
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware(device: Optional[str] = None) -> dict[str, Any]:
-    """The machine a run used: CPU model and cores, torch threads, memory, GPU."""
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "device": device,
-        "gpu": None,
-    }
-    if torch.cuda.is_available():
-        index = torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
-        info["gpu"] = props.name
-        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
-    return info
-
-
-def describe_hardware(info: dict) -> str:
-    """``"2-core CPU (Intel Xeon ...), 1 torch thread"`` or the GPU name."""
-    cores = info.get("cpu_affinity") or info.get("cpu_count")
-    text = f"{cores}-core CPU ({info.get('cpu')}), {info.get('torch_threads')} torch thread(s)"
-    if info.get("gpu") and str(info.get("device", "")).startswith("cuda"):
-        text = f"{info['gpu']} GPU; " + text
-    return text
-
-
-class PeakRSS:
-    """Peak resident memory of this process while the block runs, sampled in a thread."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.process = psutil.Process()
-        self.start = self.peak = 0
-
-    def __enter__(self) -> "PeakRSS":
-        gc.collect()
-        self.start = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
 # --------------------------------------------------------------------------------------------
