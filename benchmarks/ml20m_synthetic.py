@@ -26,7 +26,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -34,36 +33,28 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from recbole_moe.environment import PeakRSS  # noqa: E402
+
 GIB = 2**30
 
 
-class Phase:
-    """Wall time and peak RSS (sampled every 50 ms) of a block."""
+class Phase(PeakRSS):
+    """Wall time and peak RSS (sampled every 50 ms) of a block, printed and kept in ``results``."""
 
     results: list = []
 
     def __init__(self, name: str) -> None:
+        super().__init__(interval=0.05)
         self.name = name
-        self.process = psutil.Process()
 
     def __enter__(self) -> "Phase":
-        gc.collect()
-        self.start_rss = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        self.start = time.perf_counter()
+        super().__enter__()
+        self.start_time = time.perf_counter()
         return self
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
     def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self.start
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
+        self.seconds = time.perf_counter() - self.start_time
+        super().__exit__(*exc)
         row = {"phase": self.name, "seconds": round(self.seconds, 1),
                "peak_rss_gib": round(self.peak / GIB, 2),
                "end_rss_gib": round(self.process.memory_info().rss / GIB, 2)}
