@@ -111,3 +111,19 @@ def build(
         model_name, dataset, config_dict=config_dict, log=False
     )
     return config, train_data._dataset, train_data, valid_data, test_data, model
+
+
+def train_twice_and_untrained(model_name: str, data_path: str, dataset: str, config_dict: dict):
+    """Train ``model_name`` twice with the same settings and evaluate an untrained copy.
+
+    For reproducibility and learning checks: returns ``(first, second, untrained)``, the two
+    :func:`recbole_moe.run` results and the untrained model's test metrics.
+    """
+    from recbole_moe.quick_start import get_trainer, run
+
+    run_config = dict(config_dict, data_path=data_path)
+    first = run(model_name, dataset, config_dict=dict(run_config), saved=False)
+    second = run(model_name, dataset, config_dict=dict(run_config), saved=False)
+    config, _, _, _, test_data, model = build(model_name, data_path, dataset, config_dict)
+    untrained = get_trainer(config, model).evaluate(test_data, load_best_model=False)
+    return first, second, {k: float(v) for k, v in untrained.items()}

@@ -14,8 +14,8 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole_moe.config import Config
 from recbole_moe.layers.moe import entropy_balance_loss
 from recbole_moe.model.hymoerec import HyMoERec
-from recbole_moe.quick_start import get_trainer, load_model, run
-from recbole_moe.testing import build
+from recbole_moe.quick_start import get_trainer, load_model
+from recbole_moe.testing import build, train_twice_and_untrained
 from recbole_moe.trainer import MoETrainer
 
 N_ITEMS, L, B = 30, 12, 16
@@ -330,10 +330,8 @@ def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config
 
 def test_same_seed_identical_metrics_and_training_beats_untrained(synth, tiny_config):
     cfg = _fast(tiny_config, epochs=2)
-    run_cfg = dict(cfg, data_path=synth.data_path)
-    first = run("HyMoERec", synth.dataset, config_dict=run_cfg, saved=False)
-    second = run("HyMoERec", synth.dataset, config_dict=run_cfg, saved=False)
+    first, second, untrained = train_twice_and_untrained(
+        "HyMoERec", synth.data_path, synth.dataset, cfg
+    )
     assert first["test_result"] == second["test_result"]
-    config, _, _, _, test_data, model = build("HyMoERec", synth.data_path, synth.dataset, cfg)
-    untrained = get_trainer(config, model).evaluate(test_data, load_best_model=False)
-    assert first["test_result"]["ndcg@10"] > float(untrained["ndcg@10"]) + 0.05
+    assert first["test_result"]["ndcg@10"] > untrained["ndcg@10"] + 0.05
