@@ -18,15 +18,6 @@ from recbole_moe.testing import build, train_twice_and_untrained
 N_ITEMS, L, B = 30, 12, 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast and avoids oversubscription on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _FakeDataset:
     """What a sequential model reads from its dataset: the item count."""
 
