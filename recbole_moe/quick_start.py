@@ -24,7 +24,6 @@ from recbole.data.transform import construct_transform
 
 from recbole_moe.compat import load_recbole_checkpoint, thop_available
 from recbole_moe.config import Config
-from recbole_moe.errors import DatasetNotFoundError
 from recbole_moe.model import get_model
 
 # Handlers ``init_logger`` attached to the root logger in an earlier run of this process.
@@ -63,27 +62,13 @@ def check_dataset_files(config: Config) -> None:
     Raises:
         DatasetNotFoundError: naming the dataset, the directory searched and how to provide it.
     """
+    from recbole_moe.data.prepare import ensure_dataset
+
     dataset = config["dataset"]
     data_dir = os.path.normpath(config["data_path"])
-    inter_file = os.path.join(data_dir, f"{dataset}.inter")
-    if os.path.isfile(inter_file):
-        return
-    try:
-        from recbole_moe.data.prepare import ensure_dataset
-    except ImportError:  # pragma: no cover - preparation module absent
-        ensure_dataset = None
-    if ensure_dataset is not None:
-        # Prepares from a raw-data root when it can; raises a specific error otherwise.
+    if not os.path.isfile(os.path.join(data_dir, f"{dataset}.inter")):
+        # Prepares from the raw-data root when it can; raises a specific error otherwise.
         ensure_dataset(dataset, os.path.dirname(data_dir))
-        if os.path.isfile(inter_file):
-            return
-    raise DatasetNotFoundError(
-        f"Dataset '{dataset}' not found: no atomic file {inter_file} (searched directory "
-        f"{data_dir}). Put RecBole atomic files there (<data_path>/{dataset}/{dataset}.inter), "
-        f"point --data_path at the folder that contains '{dataset}/', or convert raw data with "
-        f"`recbole-moe prepare --dataset {dataset} --source RAW_FILE`. "
-        "recbole-moe never downloads datasets."
-    )
 
 
 def get_trainer(config: Config, model) -> Any:
