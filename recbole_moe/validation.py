@@ -21,7 +21,7 @@ from recbole_moe.errors import ConfigError
 POSITIVE_INT_KEYS = (
     "hidden_size", "embedding_size", "inner_size", "expert_inner_size", "n_layers", "num_layers",
     "n_heads", "n_experts", "top_k", "train_batch_size", "eval_batch_size", "epochs",
-    "d_state", "d_conv", "expand", "stopping_step", "eval_step",
+    "d_state", "d_conv", "expand", "stopping_step", "eval_step", "length_group_size",
 )
 #: Integer or float settings that must be >= 0 when present.
 NON_NEGATIVE_KEYS = ("warmup_steps", "warmup_epochs", "lb_weight", "weight_decay")
@@ -114,6 +114,12 @@ def config_problems(config: Config) -> list[str]:
         )
     if present("loss_type") and config["loss_type"] not in ("CE", "BPR"):
         problems.append(_problem(config, "loss_type", "allowed values are 'CE' and 'BPR'"))
+    if present("train_batch_order"):
+        from recbole_moe.data.lean import batch_order_problem
+
+        problem = batch_order_problem(config)
+        if problem:
+            problems.append(f"{problem} (from {source_of(config, 'train_batch_order')})")
     return problems
 
 

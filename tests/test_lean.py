@@ -12,13 +12,14 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_moe.config import Config
 from recbole_moe.data.lean import (
+    PADDING_INVARIANT_MODELS,
     LeanTrainDataLoader,
     create_lean_dataset,
     data_path_mode,
     lean_data_preparation,
 )
 from recbole_moe.quick_start import get_trainer, run
-from recbole_moe.testing import build, make_synthetic_dataset, tiny_config
+from recbole_moe.testing import build, make_synthetic_dataset, tiny_config, train_twice_and_untrained
 
 RECBOLE_EXAMPLES = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
 
@@ -158,3 +159,97 @@ def test_eval_memory_budget_keeps_metrics(synth, tmp_path):
     bounded = trainer.evaluate(valid_data, load_best_model=False)
     assert calls["n"] - batches == int(np.ceil(len(valid_data._dataset) / 16))
     assert bounded == unbounded
+
+
+# -- length-grouped batches --------------------------------------------------------------------
+def grouped_loader(synth, **overrides):
+    config_dict = dict(tiny_config(synth.data_path), train_batch_order="length_grouped",
+                       length_group_size=3, **overrides)
+    *_, train_data, _, _, _ = build("SASRec", synth.data_path, synth.dataset, config_dict)
+    return train_data
+
+
+def sample_keys(batch) -> list[tuple]:
+    """One hashable row per sample: user, target, length and the unpadded history."""
+    rows = zip(batch["user_id"].tolist(), batch["item_id"].tolist(),
+               batch["item_length"].tolist(), batch["item_id_list"].tolist())
+    return [(u, i, n, tuple(h[:n])) for u, i, n, h in rows]
+
+
+def test_length_grouped_batches_cover_every_sample_once_with_less_padding(synth):
+    train_data = grouped_loader(synth)
+    assert isinstance(train_data, LeanTrainDataLoader)
+    dataset = train_data._dataset
+    full = dataset[torch.arange(len(dataset))]
+    expected = sorted(sample_keys(full))
+    max_len = dataset.config["MAX_ITEM_LIST_LENGTH"]
+    epochs = []
+    for _ in range(2):
+        state = train_data.generator.get_state()
+        batches = list(train_data)
+        # The indices behind the batches: the loader's draws, replayed.
+        train_data.generator.set_state(state)
+        torch.empty((), dtype=torch.int64).random_(generator=train_data.generator)
+        order = torch.randperm(len(dataset), generator=train_data.generator)
+        indices = train_data.grouped_order(order)
+        train_data.generator.set_state(state)
+        assert list(train_data)[0]["item_id_list"].tolist() == batches[0]["item_id_list"].tolist()
+        assert len(batches) == len(indices) == len(train_data)
+        epochs.append([b["item_id_list"].tolist() for b in batches])
+        assert sorted(k for b in batches for k in sample_keys(b)) == expected
+        padded = 0
+        for batch, index in zip(batches, indices):
+            width = batch["item_id_list"].shape[1]
+            assert width == int(batch["item_length"].max())  # trimmed to the longest history
+            padded += width * len(batch)
+            # RecBole's rows for the same samples: the trimmed columns were all padding.
+            rows = dataset.rows(index, trim=False)
+            assert torch.equal(rows["item_id_list"][:, :width], batch["item_id_list"])
+            assert torch.equal(rows["item_length"], batch["item_length"])
+            assert not rows["item_id_list"][:, width:].any()
+        assert padded < 0.8 * len(dataset) * max_len
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+    # Same seed, same batches.
+    again = [b["item_id_list"].tolist() for b in grouped_loader(synth)]
+    assert again == epochs[0]
+
+
+def test_length_grouped_windows_are_sorted_by_length(synth):
+    train_data = grouped_loader(synth, shuffle=False)
+    lengths = train_data._dataset.inter_feat["item_length"]
+    batches = train_data.grouped_order(None)
+    window = train_data.step * train_data.length_group_size
+    order = torch.cat(batches)
+    assert torch.equal(torch.sort(order).values, torch.arange(len(lengths)))
+    for start in range(0, len(order), window):
+        part = lengths[order[start:start + window]]
+        assert torch.equal(part, torch.sort(part).values)
+        assert torch.equal(torch.sort(order[start:start + window]).values,
+                           torch.arange(start, min(start + window, len(order))))
+
+
+@pytest.mark.parametrize("model_name", PADDING_INVARIANT_MODELS)
+def test_trimmed_batches_give_the_same_loss_and_scores(synth, model_name):
+    config, dataset, train_data, _, _, model = build(
+        model_name, synth.data_path, synth.dataset, {"data_path_mode": "lean"}
+    )
+    model.eval()
+    index = torch.arange(0, len(dataset), 7)[:64]
+    trimmed, full = dataset.rows(index, trim=True), dataset.rows(index, trim=False)
+    assert trimmed["item_id_list"].shape[1] < full["item_id_list"].shape[1]
+    with torch.no_grad():
+        losses = [model.calculate_loss(b) for b in (trimmed, full)]
+        scores = [model.full_sort_predict(b) for b in (trimmed, full)]
+    losses = [loss[0] if isinstance(loss, tuple) else loss for loss in losses]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores[0], scores[1], rtol=1e-5, atol=1e-5)
+
+
+def test_length_grouped_training_learns_and_is_reproducible(synth, tmp_path):
+    config_dict = tiny_config(synth.data_path, train_batch_order="length_grouped",
+                              epochs=3, checkpoint_dir=str(tmp_path))
+    first, second, untrained = train_twice_and_untrained(
+        "SASRec", synth.data_path, synth.dataset, config_dict
+    )
+    assert first["test_result"] == second["test_result"]
+    assert first["test_result"]["hit@10"] > untrained["hit@10"] + 0.1

@@ -26,6 +26,13 @@ BAD_VALUES = [
     ({"attn_dropout_prob": -0.1}, "SASRec", r"attn_dropout_prob=-0.1 .*\[0, 1\)"),
     ({"MAX_ITEM_LIST_LENGTH": 1}, "SASRec", r"MAX_ITEM_LIST_LENGTH=1 .*>= 2"),
     ({"loss_type": "MSE"}, "SASRec", r"loss_type='MSE' .*'CE' and 'BPR'"),
+    ({"train_batch_order": "sorted"}, "SASRec",
+     r"train_batch_order='sorted': allowed values are random, length_grouped"),
+    ({"train_batch_order": "length_grouped"}, "BERT4Rec",
+     r"length_grouped.*model BERT4Rec is not one of them"),
+    ({"train_batch_order": "length_grouped", "data_path_mode": "recbole"}, "SASRec",
+     r"length_grouped' needs the lean data path; data_path_mode is 'recbole'"),
+    ({"length_group_size": 0}, "SASRec", r"length_group_size=0 .*>= 1"),
 ]
 
 

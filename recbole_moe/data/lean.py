@@ -19,7 +19,11 @@ splitting code, and changes only what does not scale:
   batches are the ones RecBole's dataset returns for the same indices;
 * the leave-one-out split is RecBole's, vectorised (same rows, same order);
 * :class:`LeanTrainDataLoader` yields whole batches from one permutation (the same one
-  RecBole's loader draws from the same generator), without a Python step per sample.
+  RecBole's loader draws from the same generator), without a Python step per sample;
+* optionally (``train_batch_order: length_grouped``) the training batches hold histories of
+  similar length and are trimmed to their longest history, so the model does not compute on
+  padding (same samples every epoch; the batches differ from RecBole's, see
+  :class:`LeanTrainDataLoader`).
 
 The loaders are RecBole's classes (``TrainDataLoader`` subclass, ``FullSortEvalDataLoader``), so
 RecBole's trainer, collector and evaluator run unchanged.
@@ -48,6 +52,11 @@ from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 TARGET_FIELD = "__lean_target__"
 MODES = ("auto", "recbole", "lean")
 DEFAULT_THRESHOLD_GB = 4.0
+BATCH_ORDERS = ("random", "length_grouped")
+#: Models whose scores at the read position ``item_length - 1`` do not depend on the padding
+#: after it (causal or masked over right padding), so a batch may be cut to its longest
+#: history. ``tests/test_lean.py`` checks each one's loss and scores, trimmed vs full width.
+PADDING_INVARIANT_MODELS = ("SASRec", "GRU4Rec", "NARM", "HyMoERec", "FAME", "Mamba4Rec")
 
 
 # -- choosing the path -------------------------------------------------------------------------
@@ -120,6 +129,32 @@ def lean_unsupported_reason(config) -> Optional[str]:
     return None
 
 
+def batch_order_problem(config) -> Optional[str]:
+    """Why ``config``'s ``train_batch_order`` cannot be used (``None`` when it can)."""
+    order = config["train_batch_order"] or "random"
+    if order not in BATCH_ORDERS:
+        return f"train_batch_order={order!r}: allowed values are {', '.join(BATCH_ORDERS)}"
+    if order == "random":
+        return None
+    prefix = "train_batch_order='length_grouped'"
+    if config["model"] not in PADDING_INVARIANT_MODELS:
+        return (f"{prefix} trims batches to their longest history, which only models that "
+                f"ignore trailing padding allow ({', '.join(PADDING_INVARIANT_MODELS)}); "
+                f"model {config['model']} is not one of them")
+    if (config["data_path_mode"] or "auto") == "recbole":
+        return f"{prefix} needs the lean data path; data_path_mode is 'recbole'"
+    world = max(int(config["world_size"] or -1), int(config["nproc"] or 1))
+    if config["single_spec"] is False or world > 1:
+        return f"{prefix} is not supported in distributed training (world size {world})"
+    try:
+        reason = lean_unsupported_reason(config)
+    except (OSError, ValueError, UnicodeError):
+        return None  # a missing or malformed dataset file is reported by the dataset checks
+    if reason:
+        return f"{prefix} needs the lean data path, which cannot be used: {reason}"
+    return None
+
+
 def data_path_mode(config) -> str:
     """``recbole`` or ``lean``: the path ``config`` resolves to (see module docstring)."""
     mode = config["data_path_mode"] or "auto"
@@ -127,6 +162,11 @@ def data_path_mode(config) -> str:
         raise ValueError(f"data_path_mode must be one of {MODES}, got {mode!r}")
     if mode == "recbole":
         return "recbole"
+    if (config["train_batch_order"] or "random") != "random":
+        problem = batch_order_problem(config)
+        if problem:
+            raise ValueError(problem)
+        return "lean"
     if mode == "lean":
         reason = lean_unsupported_reason(config)
         if reason:
@@ -244,14 +284,18 @@ class LeanSequentialDataset(SequentialDataset):
         )
         self.inter_feat = new_data
 
-    def _lean_lists(self, rows: dict) -> Interaction:
+    def _lean_lists(self, rows: dict, trim: bool = False) -> Interaction:
         """Target rows (field -> ``[B]`` tensor) -> RecBole's augmented rows with
         ``<field>_list`` (``[B, L]``): ``list[b, j] = seq[target_b - length_b + j]`` for
         ``j < length_b``, else 0 (the flat arrays hold a padding element at index 0, so
-        ``seq[i]`` is stored at ``i + 1``)."""
+        ``seq[i]`` is stored at ``i + 1``). With ``trim`` the lists are ``[B, max(length)]``:
+        RecBole's rows without the all-padding columns."""
         target = rows.pop(TARGET_FIELD)  # [B]
         length = rows[self.item_list_length_field]  # [B]
-        steps = torch.arange(self._lean_max_len)  # [L]
+        width = self._lean_max_len
+        if trim and len(length):
+            width = max(int(length.max()), 1)
+        steps = torch.arange(width)  # [L] (or [max(length)] when trimmed)
         padded = steps >= length.unsqueeze(1)  # [B, L]
         index = ((target - length + 1).unsqueeze(1) + steps).masked_fill_(padded, 0)  # [B, L]
         flat = index.view(-1)
@@ -263,6 +307,11 @@ class LeanSequentialDataset(SequentialDataset):
         return Interaction(rows)
 
     def __getitem__(self, index, join=True):
+        return self.rows(index, join)
+
+    def rows(self, index, join: bool = True, trim: bool = False) -> Interaction:
+        """``self[index]``; with ``trim`` the list fields are cut to the longest history in
+        the batch (``[B, max(item_length)]`` instead of ``[B, MAX_ITEM_LIST_LENGTH]``)."""
         if TARGET_FIELD not in self.inter_feat:
             return super().__getitem__(index, join)
         if isinstance(index, np.ndarray):
@@ -271,7 +320,7 @@ class LeanSequentialDataset(SequentialDataset):
             rows = {k: v[index] for k, v in self.inter_feat.interaction.items()}
         else:
             rows = dict(self.inter_feat[index].interaction)
-        rows = self._lean_lists(rows)
+        rows = self._lean_lists(rows, trim=trim)
         return self.join(rows) if join else rows
 
     def leave_one_out(self, group_by, leave_one_mode):
@@ -341,6 +390,13 @@ class LeanTrainDataLoader(TrainDataLoader):
     The shuffled order is the one RecBole's loader draws from the same generator (one int64
     draw for the iterator's base seed, then ``randperm``), so with the same seed both loaders
     give the same batches in the same order.
+
+    ``train_batch_order: length_grouped`` instead cuts that permutation into windows of
+    ``length_group_size`` batches, sorts each window by history length (stable), splits it
+    into batches and shuffles the batches; each batch's lists are trimmed to its longest
+    history. Every epoch still visits every sample once, but a batch now holds histories of
+    similar length, so far fewer padding positions reach the model. Only for the models in
+    :data:`PADDING_INVARIANT_MODELS`, whose scores do not depend on the trimmed padding.
     """
 
     def __init__(self, config, dataset, sampler, shuffle=False):
@@ -361,6 +417,8 @@ class LeanTrainDataLoader(TrainDataLoader):
 
         self.transform = construct_transform(config)
         self.is_sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+        self.length_grouped = (config["train_batch_order"] or "random") == "length_grouped"
+        self.length_group_size = int(config["length_group_size"] or 50)
         index_sampler = None
         if not config["single_spec"]:
             index_sampler = torch.utils.data.distributed.DistributedSampler(
@@ -390,15 +448,45 @@ class LeanTrainDataLoader(TrainDataLoader):
         # Same generator use as torch's _BaseDataLoaderIter + RandomSampler.
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-        for start in range(0, n, self.step):
-            if order is None:
-                index = torch.arange(start, min(start + self.step, n))
-            else:
-                index = order[start:start + self.step]
-            data = self._dataset[index]
-            yield self._neg_sampling(self.transform(self._dataset, data))
+        if self.length_grouped:
+            yield from self._length_grouped_batches(order)
+        else:
+            for start in range(0, n, self.step):
+                if order is None:
+                    index = torch.arange(start, min(start + self.step, n))
+                else:
+                    index = order[start:start + self.step]
+                data = self._dataset[index]
+                yield self._neg_sampling(self.transform(self._dataset, data))
         if self.shuffle:
             torch.randperm(n, generator=self.generator)  # RandomSampler's trailing draw
+
+    def grouped_order(self, order: Optional[torch.Tensor]) -> list[torch.Tensor]:
+        """Sample indices of the length-grouped batches, in the order they are served.
+
+        Args:
+            order: ``[n]`` the epoch's shuffled permutation (``None``: unshuffled).
+        Returns:
+            ``ceil(n / batch_size)`` index tensors: windows of ``length_group_size`` batches
+            of ``order``, each sorted by history length and cut into batches, then the
+            batches shuffled (kept in place when the loader does not shuffle).
+        """
+        n = self.sample_size
+        if order is None:
+            order = torch.arange(n)
+        lengths = self._dataset.inter_feat[self._dataset.item_list_length_field][order]  # [n]
+        window = torch.arange(n) // (self.step * self.length_group_size)  # [n]
+        key = window * (int(lengths.max()) + 1 if n else 1) + lengths
+        order = order[torch.sort(key, stable=True).indices]
+        batches = list(torch.split(order, self.step))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator)]
+        return batches
+
+    def _length_grouped_batches(self, order: Optional[torch.Tensor]):
+        for index in self.grouped_order(order):
+            data = self._dataset.rows(index, trim=True)
+            yield self._neg_sampling(self.transform(self._dataset, data))
 
 
 def create_lean_dataset(config) -> LeanSequentialDataset:
@@ -456,10 +544,13 @@ def load_data(config, create_dataset, data_preparation):
 
 
 __all__ = [
+    "BATCH_ORDERS",
+    "PADDING_INVARIANT_MODELS",
     "LeanSequentialDataset",
     "LeanTrainDataLoader",
     "FullSortEvalDataLoader",
     "FeatureSource",
+    "batch_order_problem",
     "create_lean_dataset",
     "data_path_mode",
     "estimate_recbole_bytes",
