@@ -1,12 +1,17 @@
 """Lean vs RecBole data path at equal settings: data preparation, loader and epoch time.
 
-For each dataset and path (each in a fresh subprocess, so peak RSS is the path's own):
+Three configurations per dataset, each in a fresh subprocess (so peak RSS is its own):
+``recbole`` (RecBole's path), ``lean`` (lean path, RecBole's batches) and ``lean+grouped``
+(lean path, ``train_batch_order: length_grouped``: same samples per epoch, batches of similar
+history length trimmed to their longest history). For each:
   * ``prepare``: dataset loading + augmentation + split + loaders (``prepare_run`` data part);
   * ``loader epoch``: one full pass over the training loader, data only (every batch built);
   * ``step``: mean time of a training step (forward + backward + Adam) over ``--max_batches``
-    batches (the batches are identical on both paths: same samples, same shuffling);
+    batches spread evenly over the epoch (with grouped batches the step time depends on the
+    batch's width, so the sample covers the whole epoch);
   * ``epoch``: ``loader epoch + batches x step`` (EXTRAPOLATED from ``--max_batches`` steps
-    unless ``--max_batches 0``, which trains the full epoch through RecBole's trainer).
+    unless ``--max_batches 0``, which trains the full epoch through RecBole's trainer and
+    measures it).
 
     python benchmarks/lean_speed.py --datasets ml-100k ml-1m --data_path dataset
 """
@@ -23,6 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+MODES = ("recbole", "lean", "lean+grouped")
+
 
 def child(args) -> dict:
     import psutil
@@ -36,10 +43,12 @@ def child(args) -> dict:
     if args.dataset == "ml-100k" and not os.path.isdir(os.path.join(data_path, "ml-100k")):
         data_path = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
     config_dict = {
-        "data_path": data_path, "data_path_mode": args.mode,
+        "data_path": data_path, "data_path_mode": args.mode.split("+")[0],
         "MAX_ITEM_LIST_LENGTH": args.max_len, "hidden_size": 64, "inner_size": 256,
         "n_layers": 2, "n_heads": 2, "train_batch_size": args.batch, "state": "ERROR",
-        "show_progress": False, "checkpoint_dir": os.path.join(tempfile.gettempdir(), "lean_speed_saved"), "log_wandb": False,
+        "show_progress": False, "log_wandb": False, "seed": args.seed,
+        "checkpoint_dir": os.path.join(tempfile.gettempdir(), "lean_speed_saved"),
+        "train_batch_order": "length_grouped" if args.mode == "lean+grouped" else "random",
     }
     start = time.perf_counter()
     config, train_data, _, _, model, _ = prepare_run(
@@ -55,18 +64,25 @@ def child(args) -> dict:
               "prepare_s": round(prepare, 2), "loader_epoch_s": round(loader_epoch, 2)}
     if args.max_batches:
         model.train()
-        times = []
+        # One warm-up step, then --max_batches steps spread evenly over the epoch.
+        timed = {0} | {1 + round(k * (n_batches - 2) / max(args.max_batches - 1, 1))
+                       for k in range(args.max_batches)}
+        times, widths = [], []
         for i, batch in enumerate(train_data):
-            if i >= args.max_batches:
-                break
+            if i not in timed:
+                continue
             t = time.perf_counter()
             trainer.optimizer.zero_grad()
             loss = model.calculate_loss(batch)
             loss.backward()
             trainer.optimizer.step()
-            times.append(time.perf_counter() - t)
-        step = sum(times[1:]) / max(len(times) - 1, 1)
+            if i:
+                times.append(time.perf_counter() - t)
+                widths.append(batch["item_id_list"].shape[1])
+        step = sum(times) / len(times)
         result["step_s"] = round(step, 4)
+        result["timed_steps"] = len(times)
+        result["mean_width"] = round(sum(widths) / len(widths), 1)
         result["EXTRAPOLATED_epoch_s"] = round(loader_epoch + n_batches * step, 1)
     else:
         t = time.perf_counter()
@@ -89,6 +105,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--max_batches", type=int, default=10,
                         help="training steps timed (0: train the full epoch)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -98,11 +116,11 @@ def main() -> None:
         return
     rows = []
     for dataset in args.datasets:
-        for mode in ("recbole", "lean"):
+        for mode in args.modes:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", "--dataset", dataset,
                    "--mode", mode, "--data_path", args.data_path, "--model", args.model,
                    "--max_len", str(args.max_len), "--batch", str(args.batch),
-                   "--max_batches", str(args.max_batches)]
+                   "--max_batches", str(args.max_batches), "--seed", str(args.seed)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-3000:], file=sys.stderr)
@@ -110,27 +128,20 @@ def main() -> None:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
             rows.append(row)
+    epoch_key = "epoch_s" if args.max_batches == 0 else "EXTRAPOLATED_epoch_s"
     for dataset in args.datasets:
-        ref, lean = [next(r for r in rows if r["dataset"] == dataset and r["mode"] == m)
-                     for m in ("recbole", "lean")]
-        line = (f"{dataset}: prepare {ref['prepare_s']} s -> {lean['prepare_s']} s "
-                f"({ref['prepare_s'] / lean['prepare_s']:.1f}x), loader epoch "
-                f"{ref['loader_epoch_s']} s -> {lean['loader_epoch_s']} s "
-                f"({ref['loader_epoch_s'] / lean['loader_epoch_s']:.1f}x), peak RSS "
-                f"{ref['peak_rss_gib']} -> {lean['peak_rss_gib']} GiB")
-        if args.max_batches == 0:
-            line += (f", epoch {ref['epoch_s']} s -> {lean['epoch_s']} s "
-                     f"({ref['epoch_s'] / lean['epoch_s']:.2f}x)")
-        else:
-            # The model sees identical batches on both paths, so its step time does not depend
-            # on the path: use the mean of both measurements for both epoch estimates.
-            step = (ref["step_s"] + lean["step_s"]) / 2
-            epochs = [r["loader_epoch_s"] + r["batches"] * step for r in (ref, lean)]
-            firsts = [e + r["prepare_s"] for e, r in zip(epochs, (ref, lean))]
-            line += (f", EXTRAPOLATED epoch (step {step:.3f} s) {epochs[0]:.0f} s -> "
-                     f"{epochs[1]:.0f} s ({epochs[0] / epochs[1]:.3f}x), with data preparation "
-                     f"{firsts[0]:.0f} s -> {firsts[1]:.0f} s ({firsts[0] / firsts[1]:.3f}x)")
-        print(line)
+        done = {r["mode"]: r for r in rows if r["dataset"] == dataset}
+        ref = done.get("recbole") or next(iter(done.values()))
+        for mode, row in done.items():
+            print(f"{dataset} {mode:>13}: prepare {row['prepare_s']:7.2f} s "
+                  f"({ref['prepare_s'] / row['prepare_s']:4.1f}x)  loader epoch "
+                  f"{row['loader_epoch_s']:6.2f} s ({ref['loader_epoch_s'] / row['loader_epoch_s']:4.1f}x)  "
+                  f"{epoch_key} {row[epoch_key]:8.1f} s ({ref[epoch_key] / row[epoch_key]:5.2f}x)  "
+                  f"with prepare {ref[epoch_key] + ref['prepare_s']:.0f} -> "
+                  f"{row[epoch_key] + row['prepare_s']:.0f} s "
+                  f"({(ref[epoch_key] + ref['prepare_s']) / (row[epoch_key] + row['prepare_s']):5.2f}x)  "
+                  f"peak RSS {row['peak_rss_gib']} GiB")
+
 
 if __name__ == "__main__":
     main()

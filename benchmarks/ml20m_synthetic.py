@@ -6,13 +6,17 @@ Phases (each timed, with the process's peak RSS during the phase and overall):
      MovieLens); increasing timestamps per user;
   2. prepare   it with ``recbole_moe.data.prepare.prepare_dataset`` (``ratings.csv`` -> ``.inter``);
   3. load      the lean dataset and its loaders (``data_path_mode: lean``);
-  4. train     SASRec and FAME (hidden 64, length 200) for ``--max_batches`` batches each; the
-     epoch time is EXTRAPOLATED from the mean batch time (a full epoch is hours on 2 cores);
+  4. train     SASRec and FAME (hidden 64, length 200): one full pass over the training loader
+     (every batch of the epoch built) in which ``--max_batches`` batches, spread evenly over
+     the epoch, get a training step; the epoch time is EXTRAPOLATED from the mean step time (a
+     full epoch of training steps is days on 2 cores). ``--orders`` repeats this for RecBole's
+     batch order (``random``) and/or ``length_grouped``;
   5. evaluate  ``--eval_batches`` full-sort validation batches (extrapolated likewise).
 RecBole's default path is estimated (``estimate_recbole_bytes``) and measured on a fraction of
 the users (``--fraction``) in a subprocess, then scaled up linearly.
 
-    OMP_NUM_THREADS=2 python benchmarks/ml20m_synthetic.py --max_batches 20 --eval_batches 2
+    OMP_NUM_THREADS=2 python benchmarks/ml20m_synthetic.py --max_batches 20 --eval_batches 2 \
+        --orders random length_grouped
     python benchmarks/ml20m_synthetic.py --users 13849 --items 2674 --interactions 2000026  # 1/10
 """
 
@@ -154,11 +158,13 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss": peak, "base_r
 
 def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches: int,
                   eval_batches: int) -> None:
-    """Build ``model_name`` on the lean data and time ``max_batches`` training batches."""
+    """Build ``model_name`` on the lean data, build every training batch of one epoch and time
+    a training step on ``max_batches`` of them, spread evenly over the epoch."""
     import torch
 
     from recbole_moe.quick_start import get_trainer, prepare_run
 
+    order = config_dict.get("train_batch_order", "random")
     with Phase(f"load lean dataset + build {model_name}") as phase:
         config, train_data, valid_data, _, model, _ = prepare_run(
             model_name, dataset, config_dict=config_dict, log=False
@@ -168,21 +174,30 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
                        "data_path": type(train_data).__name__}
     trainer = get_trainer(config, model)
     model.train()
-    with Phase(f"train {model_name} ({max_batches} batches)") as phase:
-        times = []
+    n_batches = len(train_data)
+    timed = {1 + round(k * (n_batches - 2) / max(max_batches - 1, 1)) for k in range(max_batches)}
+    with Phase(f"{model_name}, {order} batches: full loader epoch, {len(timed)} steps") as phase:
+        steps, widths, built = [], [], 0
+        loader_start = time.perf_counter()
         for i, batch in enumerate(train_data):
-            if i >= max_batches:
-                break
+            built += 1
+            if i not in timed:
+                continue
             start = time.perf_counter()
             trainer.optimizer.zero_grad()
             losses = model.calculate_loss(batch)
             loss = sum(losses) if isinstance(losses, tuple) else losses
             loss.backward()
             trainer.optimizer.step()
-            times.append(time.perf_counter() - start)
-        mean = float(np.mean(times[1:] if len(times) > 1 else times))
-        phase.extra = {"seconds_per_batch": round(mean, 3),
-                       "EXTRAPOLATED_epoch_hours": round(mean * len(train_data) / 3600, 2)}
+            steps.append(time.perf_counter() - start)
+            widths.append(batch[config["ITEM_LIST_LENGTH_FIELD"]].max().item())
+        loader_seconds = time.perf_counter() - loader_start - sum(steps)
+        mean = float(np.mean(steps))
+        phase.extra = {"batches_built": built, "loader_epoch_seconds": round(loader_seconds, 1),
+                       "timed_steps": len(steps), "seconds_per_step": round(mean, 3),
+                       "mean_batch_width": round(float(np.mean(widths)), 1),
+                       "EXTRAPOLATED_epoch_hours": round(
+                           (loader_seconds + mean * n_batches) / 3600, 2)}
     if eval_batches:
         model.eval()
         trainer.tot_item_num = valid_data._dataset.item_num
@@ -212,7 +227,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
     parser.add_argument("--eval_batch", type=int, default=256, help="eval_batch_size")
     parser.add_argument("--max_batches", type=int, default=20,
-                        help="training batches per model (the epoch time is extrapolated)")
+                        help="training steps per model, spread over the epoch (the epoch "
+                             "time is extrapolated)")
+    parser.add_argument("--orders", nargs="+", default=["random"],
+                        choices=["random", "length_grouped"], help="train_batch_order values")
     parser.add_argument("--eval_batches", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["SASRec", "FAME"])
     parser.add_argument("--fraction", type=float, default=0.01,
@@ -245,7 +263,9 @@ def main() -> None:
         "log_wandb": False,
     }
     for model in args.models:
-        train_batches(model, config_dict, dataset, args.max_batches, args.eval_batches)
+        for order in args.orders:
+            train_batches(model, dict(config_dict, train_batch_order=order), dataset,
+                          args.max_batches, args.eval_batches)
 
     n_rows = args.interactions
     info["recbole_estimate_gib"] = round(
@@ -270,8 +290,10 @@ def main() -> None:
     info["phases"] = Phase.results
     print(json.dumps(info, indent=1))
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
+        tmp = f"{args.output}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)
+        os.replace(tmp, args.output)
 
 
 if __name__ == "__main__":

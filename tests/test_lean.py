@@ -126,6 +126,7 @@ def test_data_path_mode_selection(synth, tmp_path):
     assert mode(lean_memory_threshold_gb=0) == "lean"
     assert mode(data_path_mode="lean") == "lean"
     assert mode(data_path_mode="recbole", lean_memory_threshold_gb=0) == "recbole"
+    assert mode(train_batch_order="length_grouped") == "lean"  # grouped batches need lean
     random_split = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user",
                     "mode": "full"}
     assert mode(lean_memory_threshold_gb=0, eval_args=random_split) == "recbole"
