@@ -11,7 +11,9 @@ Phases (each timed, with the process's peak RSS during the phase and overall):
      the epoch, get a training step; the epoch time is EXTRAPOLATED from the mean step time (a
      full epoch of training steps is days on 2 cores). ``--orders`` repeats this for RecBole's
      batch order (``random``) and/or ``length_grouped``;
-  5. evaluate  ``--eval_batches`` full-sort validation batches (extrapolated likewise).
+  5. evaluate  ``--eval_batches`` full-sort validation batches (extrapolated likewise), or with
+     ``--eval_batches -1`` the whole validation set through RecBole's evaluator (every user
+     ranked against every item, metrics computed).
 RecBole's default path is estimated (``estimate_recbole_bytes``) and measured on a fraction of
 the users (``--fraction``) in a subprocess, then scaled up linearly.
 
@@ -198,7 +200,13 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
                        "mean_batch_width": round(float(np.mean(widths)), 1),
                        "EXTRAPOLATED_epoch_hours": round(
                            (loader_seconds + mean * n_batches) / 3600, 2)}
-    if eval_batches:
+    if eval_batches < 0:
+        with Phase(f"evaluate {model_name}: full validation pass ({len(valid_data)} "
+                   "full-sort batches, RecBole's evaluator)") as phase:
+            result = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
+            phase.extra = {"users": len(valid_data._dataset),
+                           "metrics": {k: round(float(v), 4) for k, v in result.items()}}
+    elif eval_batches:
         model.eval()
         trainer.tot_item_num = valid_data._dataset.item_num
         with Phase(f"evaluate {model_name} ({eval_batches} full-sort batches)") as phase, \
@@ -231,7 +239,8 @@ def main() -> None:
                              "time is extrapolated)")
     parser.add_argument("--orders", nargs="+", default=["random"],
                         choices=["random", "length_grouped"], help="train_batch_order values")
-    parser.add_argument("--eval_batches", type=int, default=2)
+    parser.add_argument("--eval_batches", type=int, default=2,
+                        help="full-sort validation batches timed (-1: the whole validation set)")
     parser.add_argument("--models", nargs="+", default=["SASRec", "FAME"])
     parser.add_argument("--fraction", type=float, default=0.01,
                         help="share of users for measuring RecBole's path (0: skip)")
