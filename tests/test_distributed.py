@@ -61,7 +61,8 @@ def _train_loss(model_file: str) -> float:
     return total / count
 
 
-def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, ports: list, queue) -> None:
+def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, ports: list, queue,
+                  extra: dict = None) -> None:
     """Each rank runs ``recbole_moe.run`` for every model (one epoch) and saves its state after
     training, before the test evaluation reloads the best checkpoint."""
     torch.set_num_threads(1)
@@ -88,6 +89,7 @@ def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, p
                 "routed_tokens": list(routed_tokens),
                 # non-padding tokens of this rank's shard (the sampler repeats epoch 0's order)
                 "shard_tokens": sum(float(batch[model.ITEM_SEQ_LEN].sum()) for batch in train_data),
+                "widths": [batch[model.ITEM_SEQ].shape[1] for batch in train_data],
             },
             os.path.join(out_dir, f"{self.config['model']}-rank{local_rank}.pt"),
         )
@@ -97,7 +99,7 @@ def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, p
     distributed.all_reduce_routing_stats = reduce_and_record
     for model_name, port in zip(models, ports):  # a fresh rendezvous port for each group
         settings = _settings(data_path, os.path.join(out_dir, model_name), nproc=2, world_size=2,
-                             ip="localhost", port=port, dist_timeout=90)
+                             ip="localhost", port=port, dist_timeout=90, **(extra or {}))
         if model_name == "HyMoERec" and local_rank == 1:
             settings["alpha_init"] = 0.5  # rank 1 starts elsewhere: DDP broadcasts rank 0's state
         routed_tokens.clear()
@@ -165,6 +167,27 @@ def test_two_processes_match_one_process(data_path, tmp_path):
     one = run("SASRec", DATASET, config_dict=_settings(data_path, str(tmp_path / "single")))
     loss_two, loss_one = _train_loss(results[0]["model_file"]), _train_loss(one["model_file"])
     assert loss_two == pytest.approx(loss_one, rel=0.05)
+
+
+def test_length_grouped_batches_in_two_processes(data_path, tmp_path):
+    """Length-grouped, trimmed batches under DDP: both ranks take the same number of steps
+    (each rank's batches may have another width) and end with identical parameters."""
+    import torch.multiprocessing as mp
+
+    from recbole_moe.distributed import launch
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    extra = {"train_batch_order": "length_grouped", "length_group_size": 2}
+    (result,) = launch(_train_worker, 2, (["SASRec"], data_path, str(tmp_path), _free_ports(1),
+                                          queue, extra), queue)
+    assert result["config"]["train_batch_order"] == "length_grouped"
+    rank0, rank1 = (torch.load(tmp_path / f"SASRec-rank{r}.pt", weights_only=False) for r in (0, 1))
+    for key, value in rank0["state"].items():
+        assert torch.equal(value, rank1["state"][key]), f"{key} differs across ranks"
+    assert len(rank0["widths"]) == len(rank1["widths"]) == rank0["steps"]
+    max_len = result["config"]["MAX_ITEM_LIST_LENGTH"]
+    assert min(rank0["widths"] + rank1["widths"]) < max_len  # trimmed batches
+    assert result["test_result"] == _single_process_eval(result["model_file"], "test")
 
 
 def test_occupied_port_fails_fast_with_clear_error(data_path, tmp_path):

@@ -254,3 +254,23 @@ def test_length_grouped_training_learns_and_is_reproducible(synth, tmp_path):
     )
     assert first["test_result"] == second["test_result"]
     assert first["test_result"]["hit@10"] > untrained["hit@10"] + 0.1
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_length_grouped_ranks_split_every_global_batch(synth, world):
+    train_data = grouped_loader(synth)
+    n = len(train_data._dataset)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    state = train_data.generator.get_state()
+    per_rank = []
+    for rank in range(world):
+        train_data.generator.set_state(state)  # every rank draws the same batch shuffle
+        per_rank.append(train_data.grouped_order(order, rank, world))
+    counts = {len(batches) for batches in per_rank}
+    assert counts == {int(np.ceil(np.ceil(n / world) / train_data.step))}
+    for batches in zip(*per_rank):
+        assert len({len(b) for b in batches}) == 1  # equal shard sizes: DDP steps in lockstep
+    served = torch.cat([b for batches in per_rank for b in batches])
+    padding = (-n) % world
+    assert len(served) == n + padding
+    assert torch.equal(torch.unique(served), torch.arange(n))  # every sample, pads repeated

@@ -143,9 +143,6 @@ def batch_order_problem(config) -> Optional[str]:
                 f"model {config['model']} is not one of them")
     if (config["data_path_mode"] or "auto") == "recbole":
         return f"{prefix} needs the lean data path; data_path_mode is 'recbole'"
-    world = max(int(config["world_size"] or -1), int(config["nproc"] or 1))
-    if config["single_spec"] is False or world > 1:
-        return f"{prefix} is not supported in distributed training (world size {world})"
     try:
         reason = lean_unsupported_reason(config)
     except (OSError, ValueError, UnicodeError):
@@ -396,7 +393,8 @@ class LeanTrainDataLoader(TrainDataLoader):
     into batches and shuffles the batches; each batch's lists are trimmed to its longest
     history. Every epoch still visits every sample once, but a batch now holds histories of
     similar length, so far fewer padding positions reach the model. Only for the models in
-    :data:`PADDING_INVARIANT_MODELS`, whose scores do not depend on the trimmed padding.
+    :data:`PADDING_INVARIANT_MODELS`, whose scores do not depend on the trimmed padding. In
+    data-parallel training the ranks split each global batch (:meth:`grouped_order`).
     """
 
     def __init__(self, config, dataset, sampler, shuffle=False):
@@ -439,9 +437,16 @@ class LeanTrainDataLoader(TrainDataLoader):
         )
 
     def __iter__(self):
+        if self.length_grouped:
+            return self._batches()  # built in this process, whatever ``worker`` says
         if not self.config["single_spec"] or self.config["worker"]:
             return super().__iter__()
         return self._batches()
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self.config["single_spec"] or not torch.distributed.is_initialized():
+            return 0, 1
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
     def _batches(self):
         n = self.sample_size
@@ -461,30 +466,43 @@ class LeanTrainDataLoader(TrainDataLoader):
         if self.shuffle:
             torch.randperm(n, generator=self.generator)  # RandomSampler's trailing draw
 
-    def grouped_order(self, order: Optional[torch.Tensor]) -> list[torch.Tensor]:
+    def grouped_order(self, order: Optional[torch.Tensor], rank: int = 0,
+                      world: int = 1) -> list[torch.Tensor]:
         """Sample indices of the length-grouped batches, in the order they are served.
 
         Args:
             order: ``[n]`` the epoch's shuffled permutation (``None``: unshuffled).
+            rank, world: this process's rank and the number of processes. Every rank draws
+                the same ``order`` (same generator seed); the global batches of ``world x
+                batch_size`` are built as below and rank ``r`` takes every ``world``-th sample
+                of each, so all ranks see batches of similar width and the same number of
+                batches. Like ``DistributedSampler``, the first samples are repeated to make
+                ``n`` a multiple of ``world``.
         Returns:
-            ``ceil(n / batch_size)`` index tensors: windows of ``length_group_size`` batches
-            of ``order``, each sorted by history length and cut into batches, then the
-            batches shuffled (kept in place when the loader does not shuffle).
+            ``ceil(n / batch_size)`` index tensors (one process): windows of
+            ``length_group_size`` batches of ``order``, each sorted by history length and cut
+            into batches, then the batches shuffled (kept in place when the loader does not
+            shuffle).
         """
         n = self.sample_size
         if order is None:
             order = torch.arange(n)
+        if world > 1 and n % world:
+            order = torch.cat([order, order[: world - n % world]])
+        global_step = self.step * world
         lengths = self._dataset.inter_feat[self._dataset.item_list_length_field][order]  # [n]
-        window = torch.arange(n) // (self.step * self.length_group_size)  # [n]
+        window = torch.arange(len(order)) // (global_step * self.length_group_size)  # [n]
         key = window * (int(lengths.max()) + 1 if n else 1) + lengths
         order = order[torch.sort(key, stable=True).indices]
-        batches = list(torch.split(order, self.step))
+        batches = list(torch.split(order, global_step))
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator)]
+        if world > 1:
+            batches = [batch[rank::world] for batch in batches]
         return batches
 
     def _length_grouped_batches(self, order: Optional[torch.Tensor]):
-        for index in self.grouped_order(order):
+        for index in self.grouped_order(order, *self._rank_and_world()):
             data = self._dataset.rows(index, trim=True)
             yield self._neg_sampling(self.transform(self._dataset, data))
 
