@@ -72,8 +72,12 @@ class Recommender:
         return cls(config, net, data, test_data)
 
     def _full_histories(self, test_dataset) -> dict[int, np.ndarray]:
-        """Internal user id -> all known items in order (the test input plus the test item)."""
-        inter = test_dataset.inter_feat
+        """Internal user id -> the user's latest items in order (the test input, at most
+        ``MAX_ITEM_LIST_LENGTH`` items, plus the test item).
+
+        The rows are read through ``test_dataset[...]``, which builds the history lists on the
+        lean data path as well (it keeps no ``item_id_list`` column)."""
+        inter = test_dataset[torch.arange(len(test_dataset))]
         users = inter[self.uid_field].numpy()
         seqs = inter[self.item_seq_field].numpy()
         lengths = inter[self.item_len_field].numpy()

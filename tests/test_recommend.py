@@ -13,15 +13,39 @@ from recbole_moe.recommend import Recommender, UnknownIdError
 from recbole_moe.trainer import CheckpointMismatchError
 
 
-@pytest.fixture(scope="module")
-def checkpoint(synth, tmp_path_factory):
+DATA_PATHS = {
+    "recbole": {"data_path_mode": "recbole"},
+    "lean-grouped": {"data_path_mode": "lean", "train_batch_order": "length_grouped"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(DATA_PATHS))
+def checkpoint(request, synth, tmp_path_factory):
     from recbole_moe.testing import tiny_config
 
     out = tmp_path_factory.mktemp("rec")
     result = recbole_moe.run(
-        "SASRec", "synth", config_dict=tiny_config(synth.data_path, epochs=2, checkpoint_dir=str(out))
+        "SASRec", "synth", config_dict=tiny_config(synth.data_path, epochs=2, checkpoint_dir=str(out),
+                                                   **DATA_PATHS[request.param])
     )
     return result["model_file"]
+
+
+def test_histories_are_each_users_latest_items_in_time_order(checkpoint, synth):
+    rec = Recommender.load(checkpoint)
+    rows = {}
+    with open(f"{synth.data_path}/synth/synth.inter", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            user, item, time = line.split("\t")
+            rows.setdefault(user, []).append((float(time), item))
+    assert len(rec.histories) == len(rows)
+    for user in ("1", "7", "42", "300"):
+        uid = rec.dataset.field2token_id[rec.uid_field][user]
+        items = [str(i) for i in rec.dataset.id2token(rec.iid_field, rec.histories[uid])]
+        expected = [item for _, item in sorted(rows[user])]
+        # the test input (the latest MAX_ITEM_LIST_LENGTH items before it) + the test item
+        assert items == expected[-(rec.max_len + 1):]
 
 
 def test_recommendations_are_the_top_k_of_full_sort_predict(checkpoint):
