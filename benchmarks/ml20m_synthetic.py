@@ -177,7 +177,11 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
     trainer = get_trainer(config, model)
     model.train()
     n_batches = len(train_data)
-    timed = {1 + round(k * (n_batches - 2) / max(max_batches - 1, 1)) for k in range(max_batches)}
+    if max_batches >= n_batches:  # a full training epoch: every batch gets a step
+        timed = set(range(n_batches))
+    else:
+        timed = {1 + round(k * (n_batches - 2) / max(max_batches - 1, 1))
+                 for k in range(max_batches)}
     with Phase(f"{model_name}, {order} batches: full loader epoch, {len(timed)} steps") as phase:
         steps, widths, built = [], [], 0
         loader_start = time.perf_counter()
@@ -192,7 +196,7 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
             loss.backward()
             trainer.optimizer.step()
             steps.append(time.perf_counter() - start)
-            widths.append(batch[config["ITEM_LIST_LENGTH_FIELD"]].max().item())
+            widths.append(batch[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]].shape[1])
         loader_seconds = time.perf_counter() - loader_start - sum(steps)
         mean = float(np.mean(steps))
         phase.extra = {"batches_built": built, "loader_epoch_seconds": round(loader_seconds, 1),
