@@ -129,9 +129,14 @@ def lean_unsupported_reason(config) -> Optional[str]:
     return None
 
 
+def train_batch_order(config) -> str:
+    """``config``'s ``train_batch_order`` (``random`` when unset)."""
+    return config["train_batch_order"] or "random"
+
+
 def batch_order_problem(config) -> Optional[str]:
     """Why ``config``'s ``train_batch_order`` cannot be used (``None`` when it can)."""
-    order = config["train_batch_order"] or "random"
+    order = train_batch_order(config)
     if order not in BATCH_ORDERS:
         return f"train_batch_order={order!r}: allowed values are {', '.join(BATCH_ORDERS)}"
     if order == "random":
@@ -159,7 +164,7 @@ def data_path_mode(config) -> str:
         raise ValueError(f"data_path_mode must be one of {MODES}, got {mode!r}")
     if mode == "recbole":
         return "recbole"
-    if (config["train_batch_order"] or "random") != "random":
+    if train_batch_order(config) != "random":
         problem = batch_order_problem(config)
         if problem:
             raise ValueError(problem)
@@ -415,7 +420,7 @@ class LeanTrainDataLoader(TrainDataLoader):
 
         self.transform = construct_transform(config)
         self.is_sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-        self.length_grouped = (config["train_batch_order"] or "random") == "length_grouped"
+        self.length_grouped = train_batch_order(config) == "length_grouped"
         self.length_group_size = int(config["length_group_size"] or 50)
         index_sampler = None
         if not config["single_spec"]:
