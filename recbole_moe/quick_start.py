@@ -24,6 +24,7 @@ from recbole.data.transform import construct_transform
 
 from recbole_moe.compat import load_recbole_checkpoint, thop_available
 from recbole_moe.config import Config
+from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.model import get_model
 
 # Handlers ``init_logger`` attached to the root logger in an earlier run of this process.
@@ -166,9 +167,10 @@ def prepare_run(
         logger.info(config)
         from recbole_moe.data.lean import load_data
 
-        # RecBole's path, or the lean one (data_path_mode, recbole_moe/data/lean.py).
+        # RecBole's path, or the lean one (data_path_mode, recbole_moe/data/lean.py), with
+        # prefix or whole-sequence training samples (train_objective).
         data, train_data, valid_data, test_data = load_data(
-            config, load_dataset, data_preparation
+            config, load_dataset, data_preparation, train_loader_class(config)
         )
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -303,7 +305,9 @@ def load_model(model_file: str, device: Optional[str] = None):
     init_seed(config["seed"], config["reproducibility"])
     from recbole_moe.data.lean import load_data
 
-    data, train_data, valid_data, test_data = load_data(config, load_dataset, data_preparation)
+    data, train_data, valid_data, test_data = load_data(
+        config, load_dataset, data_preparation, train_loader_class(config)
+    )
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])

@@ -11,7 +11,9 @@
   reaches the same final metrics as an uninterrupted run with the same seed;
 * atomic checkpoint writes (temporary file + rename), so a crash never leaves a truncated file
   where a good one was;
-* a non-finite loss stops training with the epoch, the batch and the model named.
+* a non-finite loss stops training with the epoch, the batch and the model named;
+* under ``train_objective: sequence``, the loss at every position of whole training sequences
+  (:class:`~recbole_moe.model.sequence.SequenceObjective`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from recbole.utils import set_color
 
 from recbole_moe.compat import load_recbole_checkpoint
 from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.model.sequence import SequenceObjective
+from recbole_moe.objective import is_sequence, train_negatives
 
 
 class NonFiniteLossError(RecBoleMoeError, FloatingPointError):
@@ -94,7 +98,7 @@ class RecBoleMoeTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if getattr(self, "_saved", False) and epoch_idx > 0:
             self._save_last_checkpoint(epoch_idx)
-        checked = self._finite_loss(loss_func or self.model.calculate_loss, epoch_idx)
+        checked = self._finite_loss(loss_func or self.training_loss(), epoch_idx)
         total_loss = super()._train_epoch(
             train_data, epoch_idx, loss_func=checked, show_progress=show_progress
         )
@@ -102,6 +106,13 @@ class RecBoleMoeTrainer(Trainer):
         if callable(hook):
             hook(self.logger, self.tensorboard, epoch_idx)
         return total_loss
+
+    def training_loss(self) -> Callable:
+        """The loss of a training batch: the model's ``calculate_loss`` (``train_objective:
+        prefix``), or :class:`SequenceObjective` at every position (``sequence``)."""
+        if is_sequence(self.config):
+            return SequenceObjective(self.model, train_negatives(self.config))
+        return self.model.calculate_loss
 
     def _finite_loss(self, loss_func: Callable, epoch_idx: int) -> Callable:
         """Wrap ``loss_func`` so a NaN/inf loss raises before the backward pass."""

@@ -16,6 +16,7 @@ import yaml
 
 from recbole_moe.config import PROPERTIES_DIR, Config, dataset_property_file, model_property_file
 from recbole_moe.errors import ConfigError
+from recbole_moe.objective import is_sequence, objective_problems
 
 #: Integer settings that must be >= 1 when present.
 POSITIVE_INT_KEYS = (
@@ -114,7 +115,9 @@ def config_problems(config: Config) -> list[str]:
         )
     if present("loss_type") and config["loss_type"] not in ("CE", "BPR"):
         problems.append(_problem(config, "loss_type", "allowed values are 'CE' and 'BPR'"))
-    if present("train_batch_order"):
+    for problem in objective_problems(config):
+        problems.append(f"{problem} (from {source_of(config, 'train_objective')})")
+    if present("train_batch_order") and not is_sequence(config):
         from recbole_moe.data.lean import batch_order_problem
 
         problem = batch_order_problem(config)

@@ -48,6 +48,8 @@ from recbole.data.interaction import Interaction
 from recbole.data.utils import create_samplers
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
+from recbole_moe.objective import is_sequence
+
 #: Name of the hidden 1-D field holding each sample's target position in the flat arrays.
 TARGET_FIELD = "__lean_target__"
 MODES = ("auto", "recbole", "lean")
@@ -164,6 +166,12 @@ def data_path_mode(config) -> str:
         raise ValueError(f"data_path_mode must be one of {MODES}, got {mode!r}")
     if mode == "recbole":
         return "recbole"
+    if is_sequence(config):
+        reason = lean_unsupported_reason(config)
+        if reason:
+            raise ValueError(f"train_objective 'sequence' needs the lean data path, which "
+                             f"cannot be used: {reason}")
+        return "lean"
     if train_batch_order(config) != "random":
         problem = batch_order_problem(config)
         if problem:
@@ -297,9 +305,7 @@ class LeanSequentialDataset(SequentialDataset):
         width = self._lean_max_len
         if trim and len(length):
             width = max(int(length.max()), 1)
-        steps = torch.arange(width)  # [L] (or [max(length)] when trimmed)
-        padded = steps >= length.unsqueeze(1)  # [B, L]
-        index = ((target - length + 1).unsqueeze(1) + steps).masked_fill_(padded, 0)  # [B, L]
+        index = self._list_index(target, length, width)  # [B, L]
         flat = index.view(-1)
         for field, value in self._lean_seq.items():
             gathered = torch.index_select(value, 0, flat).view(index.shape)  # [B, L]
@@ -307,6 +313,32 @@ class LeanSequentialDataset(SequentialDataset):
                 gathered = gathered.long()
             rows[getattr(self, f"{field}_list_field")] = gathered
         return Interaction(rows)
+
+    @staticmethod
+    def _list_index(target: torch.Tensor, length: torch.Tensor, width: int,
+                    shift: int = 0) -> torch.Tensor:
+        """Positions in the flat arrays of each row's history, ``[B, width]``: entry ``j`` is
+        ``target - length + shift + j`` (stored at ``+ 1``) for ``j < length``, else 0 (the
+        padding element)."""
+        steps = torch.arange(width)  # [L]
+        padded = steps >= length.unsqueeze(1)  # [B, L]
+        start = target - length + 1 + shift  # [B]
+        return (start.unsqueeze(1) + steps).masked_fill_(padded, 0)
+
+    def sequence_rows(self, index: torch.Tensor, target_list_field: str) -> Interaction:
+        """Whole-sequence training samples (``train_objective: sequence``) for target rows
+        ``index`` ``[B]``: each row's history as input (``<field>_list``, ``[B, W]``, trimmed to
+        the longest one) and the item after every input position as ``target_list_field``
+        ``[B, W]`` (0 at padding). For a user's last training row this is the most recent
+        ``MAX_ITEM_LIST_LENGTH + 1`` training items, input ``items[:-1]``, targets
+        ``items[1:]``."""
+        rows = {k: v[index] for k, v in self.inter_feat.interaction.items()}
+        target, length = rows[TARGET_FIELD], rows[self.item_list_length_field]
+        width = max(int(length.max()), 1) if len(length) else 1
+        next_items = self._lean_seq[self.iid_field]
+        shifted = self._list_index(target, length, width, shift=1).view(-1)
+        rows[target_list_field] = torch.index_select(next_items, 0, shifted).view(-1, width).long()
+        return self.join(self._lean_lists(rows, trim=True))
 
     def __getitem__(self, index, join=True):
         return self.rows(index, join)
@@ -407,7 +439,7 @@ class LeanTrainDataLoader(TrainDataLoader):
         self._set_neg_sample_args(
             config, dataset, config["MODEL_INPUT_TYPE"], config["train_neg_sample_args"]
         )
-        self.sample_size = len(dataset)
+        self.sample_size = self._count_samples(dataset)
         self.shuffle = shuffle
         self.config = config
         self._dataset = dataset
@@ -440,6 +472,10 @@ class LeanTrainDataLoader(TrainDataLoader):
             sampler=index_sampler,
             generator=self.generator,
         )
+
+    def _count_samples(self, dataset) -> int:
+        """Training samples per epoch: one per augmented row."""
+        return len(dataset)
 
     def __iter__(self):
         if self.length_grouped:
@@ -519,19 +555,22 @@ def create_lean_dataset(config) -> LeanSequentialDataset:
     return dataset
 
 
-def lean_data_preparation(config, dataset: LeanSequentialDataset):
+def lean_data_preparation(config, dataset: LeanSequentialDataset,
+                          train_loader_class: type = LeanTrainDataLoader):
     """RecBole's ``data_preparation`` for a :class:`LeanSequentialDataset`.
 
     Returns:
-        ``(train_data, valid_data, test_data)``: a :class:`LeanTrainDataLoader` and two
-        RecBole ``FullSortEvalDataLoader`` (or ``NegSampleEvalDataLoader``) over lean splits.
+        ``(train_data, valid_data, test_data)``: a ``train_loader_class`` (prefix samples by
+        default; :class:`~recbole_moe.data.sequence.SequenceTrainDataLoader` for whole
+        sequences) and two RecBole ``FullSortEvalDataLoader`` (or ``NegSampleEvalDataLoader``)
+        over lean splits.
     """
     from recbole.data.utils import get_dataloader
 
     built = dataset.build()
     train_dataset, valid_dataset, test_dataset = built
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
-    train_data = LeanTrainDataLoader(
+    train_data = train_loader_class(
         config, train_dataset, train_sampler, shuffle=config["shuffle"]
     )
     valid_data = get_dataloader(config, "valid")(
@@ -541,10 +580,12 @@ def lean_data_preparation(config, dataset: LeanSequentialDataset):
     return train_data, valid_data, test_data
 
 
-def load_data(config, create_dataset, data_preparation):
+def load_data(config, create_dataset, data_preparation,
+              train_loader_class: type = LeanTrainDataLoader):
     """The dataset and its three loaders on the path ``data_path_mode`` selects.
 
-    ``create_dataset`` / ``data_preparation`` are the RecBole-path functions to use otherwise.
+    ``create_dataset`` / ``data_preparation`` are the RecBole-path functions to use otherwise;
+    ``train_loader_class`` is the lean path's training loader.
 
     Returns:
         ``(dataset, train_data, valid_data, test_data)``.
@@ -560,7 +601,7 @@ def load_data(config, create_dataset, data_preparation):
             validate_atomic_file(inter_file)  # names file and line of a malformed row
             raise
         logger.info(dataset)
-        return (dataset, *lean_data_preparation(config, dataset))
+        return (dataset, *lean_data_preparation(config, dataset, train_loader_class))
     dataset = create_dataset(config)
     logger.info(dataset)
     return (dataset, *data_preparation(config, dataset))

@@ -3,10 +3,15 @@ recommendation loss and dot-product scoring against the item embedding table."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 from torch import nn
+
+from recbole_moe.layers.sequence_loss import position_cross_entropy
+from recbole_moe.objective import TARGET_LIST_FIELD
 
 
 class DotProductSequentialRecommender(SequentialRecommender):
@@ -14,7 +19,8 @@ class DotProductSequentialRecommender(SequentialRecommender):
     sequence representation scored against ``self.item_embedding`` by a dot product.
 
     Subclasses set ``self.initializer_range``, ``self.loss_type`` and ``self.item_embedding``,
-    call :meth:`build_loss` in ``__init__``, and may override any method.
+    call :meth:`build_loss` in ``__init__``, and may override any method. To train under
+    ``train_objective: sequence`` they implement :meth:`forward_positions`.
     """
 
     def build_loss(self) -> nn.Module:
@@ -59,3 +65,17 @@ class DotProductSequentialRecommender(SequentialRecommender):
     def full_sort_predict(self, interaction) -> torch.Tensor:
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))  # [B, n_items]
+
+    # -- train_objective: sequence ---------------------------------------------------------
+    def forward_positions(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` items -> ``[B, L, D]`` next-item representation at every position, where
+        position ``j`` equals :meth:`forward` on the prefix of length ``j + 1``."""
+        raise NotImplementedError(f"{type(self).__name__} does not train at every position")
+
+    def calculate_sequence_loss(self, interaction, negatives: Optional[torch.Tensor] = None):
+        """Cross-entropy of the next item at every non-padding position (full softmax, or
+        sampled over ``negatives`` ``[N]``), see :func:`position_cross_entropy`."""
+        states = self.forward_positions(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return position_cross_entropy(
+            states, interaction[TARGET_LIST_FIELD], self.item_embedding.weight, negatives
+        )

@@ -12,10 +12,12 @@ layers are RecBole ``TransformerEncoder`` layers; the last layer is replaced by
 Add & Norm and FFN', §2.3), and every head scores the items through its own item
 sub-embedding; a gate fuses the per-head scores (§2.4).
 
-Only the last valid position of the last layer reaches the output (every operation after the
-attention is position-wise), so that layer evaluates its queries at that position only. This is
-mathematically identical to computing all L positions and gathering afterwards, and it keeps the
-extra N-fold query work of the experts off the ``[B, H, N, L, L]`` attention tensor.
+For scoring, only the last valid position of the last layer reaches the output (every operation
+after the attention is position-wise), so that layer evaluates its queries at that position only.
+This is mathematically identical to computing all L positions and gathering afterwards, and it
+keeps the extra N-fold query work of the experts off the ``[B, H, N, L, L]`` attention tensor.
+Under ``train_objective: sequence`` the last layer is evaluated at every position
+(:meth:`FAME.forward_positions`).
 
 Switches (property file ``FAME.yaml``):
     * ``moe_attention``: False = one query projection per head (N = 1, no router).
@@ -92,68 +94,72 @@ class MoEMultiHeadAttention(nn.Module):
             self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
 
     def expert_outputs(
-        self, x_t: torch.Tensor, hidden: torch.Tensor, key_mask: torch.Tensor
+        self, x_q: torch.Tensor, hidden: torch.Tensor, key_mask: torch.Tensor
     ) -> torch.Tensor:
-        r"""Attention read-out of every expert, f^(h,n) (spec §2.2).
+        r"""Attention read-out of every expert, f^(h,n) (spec §2.2), at Q query positions.
 
         Args:
-            x_t: layer input at the query position, ``[B, d]``.
+            x_q: layer input at the query positions, ``[B, Q, d]``.
             hidden: layer input at all positions, ``[B, L, d]``.
-            key_mask: additive mask over keys for that query, ``[B, L]`` (0 or -10000).
+            key_mask: additive mask over keys for each query, ``[B, Q, L]`` (0 or -10000).
 
         Returns:
-            expert outputs ``[B, H, N, d']``.
+            expert outputs ``[B, Q, H, N, d']``.
         """
         B, L, _ = hidden.shape
+        Q = x_q.shape[1]
         H, N, dh = self.n_heads, self.n_experts, self.head_size
-        q = self.query(x_t).view(B, H, N, dh)  # [B, H, N, d']
+        q = self.query(x_q).view(B, Q, H, N, dh)  # [B, Q, H, N, d']
         k = self.key(hidden).view(B, L, H, dh)  # [B, L, H, d']
         v = self.value(hidden).view(B, L, H, dh)  # [B, L, H, d']
-        scores = torch.einsum("bhnk,blhk->bhnl", q, k) / math.sqrt(dh)  # [B, H, N, L]
-        scores = scores + key_mask[:, None, None, :]
-        probs = self.attn_dropout(torch.softmax(scores, dim=-1))  # [B, H, N, L]
-        return torch.einsum("bhnl,blhk->bhnk", probs, v)  # [B, H, N, d']
+        scores = torch.einsum("bqhnk,blhk->bqhnl", q, k) / math.sqrt(dh)  # [B, Q, H, N, L]
+        scores = scores + key_mask[:, :, None, None, :]
+        probs = self.attn_dropout(torch.softmax(scores, dim=-1))  # [B, Q, H, N, L]
+        return torch.einsum("bqhnl,blhk->bqhnk", probs, v)  # [B, Q, H, N, d']
 
     def route(self, expert_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         r"""Router β^(h) = softmax([f^(h,1) ‖ … ‖ f^(h,N)] W_exp^(h)) and dense mix (spec §2.2).
 
         Args:
-            expert_out: ``[B, H, N, d']``.
+            expert_out: ``[B, Q, H, N, d']``.
 
         Returns:
-            mixed head outputs f^(h) ``[B, H, d']`` and router weights β ``[B, H, N]``.
+            mixed head outputs f^(h) ``[B, Q, H, d']`` and router weights β ``[B, Q, H, N]``.
         """
-        B, H, N, dh = expert_out.shape
+        B, Q, H, N, dh = expert_out.shape
         if self.router is None:
-            return expert_out[:, :, 0], expert_out.new_ones(B, H, 1)
+            return expert_out[:, :, :, 0], expert_out.new_ones(B, Q, H, 1)
         logits = torch.einsum(
-            "bhm,hmn->bhn", expert_out.reshape(B, H, N * dh), self.router
-        )  # [B, H, N]
+            "bqhm,hmn->bqhn", expert_out.reshape(B, Q, H, N * dh), self.router
+        )  # [B, Q, H, N]
         beta = torch.softmax(logits, dim=-1)
-        mixed = torch.einsum("bhn,bhnk->bhk", beta, expert_out)  # [B, H, d']
+        mixed = torch.einsum("bqhn,bqhnk->bqhk", beta, expert_out)  # [B, Q, H, d']
         return mixed, beta
 
     def forward(
-        self, hidden: torch.Tensor, last_index: torch.Tensor, key_mask: torch.Tensor
+        self, hidden: torch.Tensor, query_index: torch.Tensor, key_mask: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        r"""Output of the attention sub-layer at the last valid position.
+        r"""Output of the attention sub-layer at the query positions.
 
         Args:
-            hidden: ``[B, L, d]``; last_index: ``[B]`` (item_seq_len - 1); key_mask: ``[B, L]``.
+            hidden: ``[B, L, d]``; query_index: ``[B, Q]`` positions whose output is needed
+                (the last valid one for scoring, every position for sequence training);
+                key_mask: ``[B, Q, L]`` additive mask row of each query.
 
         Returns:
-            ``[B, H, d']`` (head_output) or ``[B, d]``, and router weights ``[B, H, N]``.
+            ``[B, Q, H, d']`` (head_output) or ``[B, Q, d]``, and router weights ``[B, Q, H, N]``.
         """
-        B, _, d = hidden.shape
-        x_t = hidden.gather(1, last_index.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
-        mixed, beta = self.route(self.expert_outputs(x_t, hidden, key_mask))
+        B, Q = query_index.shape
+        d = hidden.shape[-1]
+        x_q = hidden.gather(1, query_index.unsqueeze(-1).expand(-1, -1, d))  # [B, Q, d]
+        mixed, beta = self.route(self.expert_outputs(x_q, hidden, key_mask))
         if self.head_output:
             # Z^(h) = LayerNorm'(X^(h) + Dropout(f^(h)))  (spec §2.3)
-            residual = x_t.view(B, self.n_heads, self.head_size)
-            out = self.LayerNorm(residual + self.out_dropout(mixed))  # [B, H, d']
+            residual = x_q.view(B, Q, self.n_heads, self.head_size)
+            out = self.LayerNorm(residual + self.out_dropout(mixed))  # [B, Q, H, d']
         else:
-            out = self.dense(mixed.reshape(B, d))  # concat heads + W_O, [B, d]
-            out = self.LayerNorm(self.out_dropout(out) + x_t)
+            out = self.dense(mixed.reshape(B, Q, d))  # concat heads + W_O, [B, Q, d]
+            out = self.LayerNorm(self.out_dropout(out) + x_q)
         return out, beta
 
 
@@ -193,10 +199,11 @@ class FacetMoELayer(nn.Module):
         )
 
     def forward(
-        self, hidden: torch.Tensor, last_index: torch.Tensor, key_mask: torch.Tensor
+        self, hidden: torch.Tensor, query_index: torch.Tensor, key_mask: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``[B, L, d]`` -> F_t ``[B, H, d']`` (or ``[B, d]``) and router weights ``[B, H, N]``."""
-        attn_out, beta = self.multi_head_attention(hidden, last_index, key_mask)
+        """``[B, L, d]`` -> F ``[B, Q, H, d']`` (or ``[B, Q, d]``) at ``query_index`` ``[B, Q]``
+        and router weights ``[B, Q, H, N]``; ``key_mask`` ``[B, Q, L]``."""
+        attn_out, beta = self.multi_head_attention(hidden, query_index, key_mask)
         # F^(h) = LayerNorm''(Z^(h) + Dropout(FFN'(Z^(h))))  (spec §2.3)
         return self.feed_forward(attn_out), beta
 
@@ -303,16 +310,9 @@ class FAME(DotProductSequentialRecommender):
             module.router.data.normal_(mean=0.0, std=self.initializer_range)
 
     # ------------------------------------------------------------------ encoder
-    def encode(
-        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r"""Spec §2.1–2.4: sequence -> head outputs, gate weights and router weights.
-
-        Returns:
-            F_t ``[B, H, d']`` (``[B, d]`` when ``head_prediction`` is off),
-            gate g ``[B, H]`` (uniform when off) and router weights β ``[B, H, N]``.
-        """
-        B, L = item_seq.shape
+    def _lower_layers(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Embedding + the first ``n_layers - 1`` SASRec layers (spec §2.1): X ``[B, L, d]``."""
+        L = item_seq.shape[1]
         position_ids = torch.arange(L, dtype=torch.long, device=item_seq.device)
         input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
         hidden = self.dropout(self.LayerNorm(input_emb))  # X0, [B, L, d]
@@ -321,25 +321,61 @@ class FAME(DotProductSequentialRecommender):
             hidden = self.trm_encoder(
                 hidden, attention_mask, output_all_encoded_layers=False
             )[-1]  # X, [B, L, d]
+        return hidden
 
-        last_index = item_seq_len - 1  # [B]
-        # row `last_index` of RecBole's causal + padding mask, [B, L]
-        positions = torch.arange(L, device=item_seq.device)
-        key_ok = (item_seq != 0) & (positions[None, :] <= last_index[:, None])
+    def _facet_layer(
+        self, hidden: torch.Tensor, item_seq: torch.Tensor, query_index: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Last layer and gate at ``query_index`` ``[B, Q]``: F ``[B, Q, H, d']`` (``[B, Q, d]``
+        without head_prediction), g ``[B, Q, H]``, β ``[B, Q, H, N]``."""
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        # rows `query_index` of RecBole's causal + padding mask, [B, Q, L]
+        key_ok = (item_seq != 0)[:, None, :] & (positions[None, None, :] <= query_index[:, :, None])
         key_mask = torch.where(key_ok, 0.0, -10000.0).to(hidden.dtype)
+        head_repr, beta = self.last_layer(hidden, query_index, key_mask)
+        return head_repr, self.gate_weights(head_repr), beta
 
-        head_repr, beta = self.last_layer(hidden, last_index, key_mask)
-        gate = self.gate_weights(head_repr)
+    def encode(
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""Spec §2.1–2.4 at the last valid position: sequence -> head outputs, gate and router.
+
+        Returns:
+            F_t ``[B, H, d']`` (``[B, d]`` when ``head_prediction`` is off),
+            gate g ``[B, H]`` (uniform when off) and router weights β ``[B, H, N]``.
+        """
+        hidden = self._lower_layers(item_seq)
+        head_repr, gate, beta = self._facet_layer(hidden, item_seq, (item_seq_len - 1)[:, None])
+        head_repr, gate, beta = head_repr[:, 0], gate[:, 0], beta[:, 0]
         if self.training:
             self._accumulate_stats(gate, beta)
         return head_repr, gate, beta
 
+    def encode_positions(
+        self, item_seq: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""Spec §2.1–2.4 at every position (``train_objective: sequence``).
+
+        Returns:
+            F ``[B, L, H, d']`` (``[B, L, d]`` without head_prediction), g ``[B, L, H]`` and
+            β ``[B, L, H, N]``; statistics count the non-padding positions.
+        """
+        B, L = item_seq.shape
+        hidden = self._lower_layers(item_seq)
+        query_index = torch.arange(L, device=item_seq.device).expand(B, L)
+        head_repr, gate, beta = self._facet_layer(hidden, item_seq, query_index)
+        if self.training:
+            keep = item_seq != 0
+            self._accumulate_stats(gate[keep], beta[keep])
+        return head_repr, gate, beta
+
     def gate_weights(self, head_repr: torch.Tensor) -> torch.Tensor:
-        r"""g = softmax(W_g [F_t^(1) ‖ … ‖ F_t^(H)] + b_g), ``[B, H]`` (spec §2.4, A7)."""
-        B = head_repr.shape[0]
+        r"""g = softmax(W_g [F_t^(1) ‖ … ‖ F_t^(H)] + b_g): ``[..., H, d']`` -> ``[..., H]``
+        (spec §2.4, A7)."""
+        lead = head_repr.shape[:-2] if self.head_prediction else head_repr.shape[:-1]
         if self.gate is None:
-            return head_repr.new_full((B, self.n_heads), 1.0 / self.n_heads)
-        return torch.softmax(self.gate(head_repr.reshape(B, self.hidden_size)), dim=-1)
+            return head_repr.new_full((*lead, self.n_heads), 1.0 / self.n_heads)
+        return torch.softmax(self.gate(head_repr.reshape(*lead, self.hidden_size)), dim=-1)
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         r"""Fused query vector u ``[B, d]`` with ŷ(v) = u·x_v (exact for ``fusion=logits``).
@@ -352,9 +388,18 @@ class FAME(DotProductSequentialRecommender):
             return head_repr
         return self._fold(head_repr * gate.unsqueeze(-1))
 
+    def forward_positions(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        r"""Fused query vector at every position, ``[B, L, d]``: the gate-scaled, concatenated
+        head outputs times the concatenated item sub-embeddings in one matmul, so the loss
+        never holds a ``[B, L, H, n_items]`` tensor (``fusion=logits``)."""
+        head_repr, gate, _ = self.encode_positions(item_seq)
+        if not self.head_prediction:
+            return head_repr
+        return self._fold(head_repr * gate.unsqueeze(-1))
+
     def _fold(self, weighted: torch.Tensor) -> torch.Tensor:
-        """``[B, H, d']`` per-head vectors -> ``[B, d]`` vector in item-embedding space."""
-        flat = weighted.reshape(weighted.shape[0], self.hidden_size)
+        """``[..., H, d']`` per-head vectors -> ``[..., d]`` vector in item-embedding space."""
+        flat = weighted.reshape(*weighted.shape[:-2], self.hidden_size)
         if self.item_proj is None:
             return flat
         return flat @ self.item_proj.weight  # Σ_h W_f^(h) (weighted)_h

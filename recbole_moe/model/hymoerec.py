@@ -31,6 +31,8 @@ from recbole_moe.layers.moe import (
     RoutingStats,
     load_balance_loss,
 )
+from recbole_moe.layers.sequence_loss import position_cross_entropy
+from recbole_moe.objective import TARGET_LIST_FIELD, training_samples
 
 FUSIONS = ("adaptive", "fixed", "sum")
 WARMUP_TYPES = ("linear", "cosine")
@@ -271,13 +273,14 @@ class HyMoERec(DotProductSequentialRecommender):
     def _warmup_length(config, dataset) -> int:
         """T_warm in optimizer steps: ``warmup_steps`` if set, else ``warmup_epochs × steps_per_epoch``.
 
-        steps_per_epoch = ceil(#training sequences / train_batch_size); ``dataset`` is the
-        training split RecBole passes to the model (already prefix-augmented).
+        steps_per_epoch = ceil(#training samples / train_batch_size); ``dataset`` is the
+        training split RecBole passes to the model: one sample per prefix under
+        ``train_objective: prefix``, one per user under ``sequence``.
         """
         if config["warmup_steps"] is not None:
             return max(int(config["warmup_steps"]), 0)
         epochs = float(config["warmup_epochs"] or 0)
-        steps_per_epoch = math.ceil(dataset.inter_num / config["train_batch_size"])
+        steps_per_epoch = math.ceil(training_samples(config, dataset) / config["train_batch_size"])
         return max(int(round(epochs * steps_per_epoch)), 0)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -340,6 +343,21 @@ class HyMoERec(DotProductSequentialRecommender):
         """Sequence representation at the last valid position. ``[B, D]``."""
         return self._encode(item_seq, item_seq_len, full_routing=False)[0]
 
+    def _encode_positions(self, item_seq: Tensor) -> tuple[Tensor, list[RouterOutput], Tensor]:
+        """Every position of the last layer: (``[B, L, D]``, router outputs, token_mask ``[B, L]``)."""
+        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
+        input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
+        input_emb = self.dropout(self.LayerNorm(input_emb))  # [B, L, D]
+        token_mask = item_seq != 0  # [B, L]
+        output, routings = self.trm_encoder(
+            input_emb, self.get_attention_mask(item_seq), self.warmup_factor(), token_mask
+        )
+        return output, routings, token_mask
+
+    def forward_positions(self, item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+        """Representation at every position, ``[B, L, D]`` (causal: position j sees items 0..j)."""
+        return self._encode_positions(item_seq)[0]
+
     def balance_loss(self, routings: list[RouterOutput], token_mask: Tensor) -> Tensor:
         """Σ over layers of the per-layer load-balance loss (spec §3, ``lb_type``)."""
         return sum(load_balance_loss(self.lb_type, r.probs, r.indices, token_mask) for r in routings)
@@ -352,6 +370,21 @@ class HyMoERec(DotProductSequentialRecommender):
         if self.training:
             with torch.no_grad():
                 self.train_step += 1  # t advances once per optimizer step, never in eval
+        if self.lb_weight > 0 and routings:
+            return loss, self.lb_weight * self.balance_loss(routings, token_mask)
+        return loss
+
+    def calculate_sequence_loss(self, interaction, negatives: Optional[Tensor] = None):
+        """``train_objective: sequence``: next-item cross-entropy at every non-padding position
+        plus the balance loss over the same tokens (spec §3); the warm-up clock advances once
+        per call, as in :meth:`calculate_loss`."""
+        states, routings, token_mask = self._encode_positions(interaction[self.ITEM_SEQ])
+        loss = position_cross_entropy(
+            states, interaction[TARGET_LIST_FIELD], self.item_embedding.weight, negatives
+        )
+        if self.training:
+            with torch.no_grad():
+                self.train_step += 1
         if self.lb_weight > 0 and routings:
             return loss, self.lb_weight * self.balance_loss(routings, token_mask)
         return loss

@@ -263,7 +263,11 @@ class Mamba4Rec(DotProductSequentialRecommender):
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` item ids, ``[B]`` lengths → ``[B, D]`` state at the last valid item."""
+        return self.gather_indexes(self.forward_positions(item_seq, item_seq_len), item_seq_len - 1)
+
+    def forward_positions(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` item ids -> ``[B, L, D]`` state after every item (the scan is causal)."""
         hidden = self.LayerNorm(self.dropout(self.item_embedding(item_seq)))  # [B, L, D]
         for layer in self.mamba_layers:
             hidden = layer(hidden)
-        return self.gather_indexes(hidden, item_seq_len - 1)  # [B, D]
+        return hidden
