@@ -169,6 +169,15 @@ def _timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def interrupted_checkpoint(run_dir: str) -> Optional[str]:
+    """The newest ``*-last.pth`` resume checkpoint in ``run_dir`` (``None`` when there is none)."""
+    if not os.path.isdir(run_dir):
+        return None
+    found = [os.path.join(run_dir, name) for name in os.listdir(run_dir)
+             if name.endswith("-last.pth")]
+    return max(found, key=os.path.getmtime) if found else None
+
+
 def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: bool = False,
             checkpoint_dir: Optional[str] = None, command: Optional[str] = None) -> dict:
     """Train and evaluate one cell through :func:`recbole_moe.run`; returns its record.
@@ -180,8 +189,15 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
     from recbole_moe.quick_start import run
 
     config_dict = plan.config_dict(model, dataset, seed)
+    resumed_from = None
     if checkpoint_dir is not None:
-        config_dict.setdefault("checkpoint_dir", checkpoint_dir)
+        # One folder per run: an interrupted run leaves its "-last" checkpoint there and the
+        # next invocation continues from that epoch.
+        run_dir = os.path.join(checkpoint_dir, f"{model}-{dataset}-seed{seed}")
+        config_dict.setdefault("checkpoint_dir", run_dir)
+        resumed_from = interrupted_checkpoint(config_dict["checkpoint_dir"])
+        if resumed_from and not config_dict.get("resume"):
+            config_dict["resume"] = resumed_from
     record: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "key": run_key(model, dataset, seed),
@@ -193,6 +209,7 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
         "overrides": jsonable(config_dict),
         "command": command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "started_at": _timestamp(),
+        "resumed_from": _relative_paths(resumed_from) if resumed_from else None,
         "versions": package_versions(),
     }
     cuda = torch.cuda.is_available()
@@ -218,11 +235,15 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
         return record
     config = result["config"]
     model_file = result.get("model_file")
-    if model_file and not keep_checkpoints:
-        # RecBole writes the best checkpoint and, next to it, a "-last" one for resuming.
-        for path in (model_file, model_file[: -len(".pth")] + "-last.pth"):
+    if model_file:
+        last = model_file[: -len(".pth")] + "-last.pth"
+        # The run is finished: its resume point goes; the best model only when not kept.
+        for path in (last,) if keep_checkpoints else (model_file, last):
             if os.path.isfile(path):
                 os.remove(path)
+        run_dir = os.path.dirname(model_file)
+        if checkpoint_dir is not None and os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)
     record.update(
         status="ok",
         config=resolved_config(config),
