@@ -1,0 +1,180 @@
+"""train_objective: sequence — samples, batches, refusals, losses, resume and learning."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+import recbole_moe
+from recbole_moe.data.sequence import SequenceTrainDataLoader
+from recbole_moe.errors import ConfigError
+from recbole_moe.layers.sequence_loss import position_cross_entropy
+from recbole_moe.objective import TARGET_LIST_FIELD
+from recbole_moe.testing import build, train_twice_and_untrained
+from recbole_moe.trainer import RecBoleMoeTrainer
+
+
+def _histories(synth) -> dict[int, list[int]]:
+    """Raw item tokens of every user in time order, read from the .inter file."""
+    df = pd.read_csv(f"{synth.data_path}/synth/synth.inter", sep="\t")
+    df.columns = ["user", "item", "time"]
+    df = df.sort_values(["user", "time"], kind="stable")
+    return {int(u): g["item"].tolist() for u, g in df.groupby("user")}
+
+
+def _sequence_build(synth, **overrides):
+    config = {"train_objective": "sequence", "MAX_ITEM_LIST_LENGTH": 10, **overrides}
+    return build("SASRec", synth.data_path, synth.dataset, config)
+
+
+def test_one_sample_per_user_with_the_most_recent_training_window(synth):
+    config, dataset, train_data, _, _, _ = _sequence_build(synth, shuffle=False)
+    assert isinstance(train_data, SequenceTrainDataLoader)
+    histories = _histories(synth)
+    L = config["MAX_ITEM_LIST_LENGTH"]
+    uid_field, iid_field = dataset.uid_field, dataset.iid_field
+    seen = set()
+    for batch in train_data:
+        users = dataset.id2token(uid_field, batch[uid_field].numpy())
+        inputs, targets = batch["item_id_list"], batch[TARGET_LIST_FIELD]
+        lengths = batch["item_length"]
+        assert inputs.shape == targets.shape
+        assert inputs.shape[1] == int(lengths.max())  # trimmed to the longest sequence
+        for row, user in enumerate(users):
+            seen.add(int(user))
+            n = int(lengths[row])
+            train_items = histories[int(user)][:-2]  # validation and test items held out
+            window = train_items[-(L + 1):]
+            got_in = dataset.id2token(iid_field, inputs[row, :n].numpy()).astype(int).tolist()
+            got_out = dataset.id2token(iid_field, targets[row, :n].numpy()).astype(int).tolist()
+            assert got_in == window[:-1]
+            assert got_out == window[1:]
+            assert not inputs[row, n:].any() and not targets[row, n:].any()  # padding
+    assert seen == set(histories)  # every user exactly once (a set of all, one batch row each)
+    assert sum(len(b) for b in train_data) == len(histories)
+
+
+def test_validation_and_test_items_never_reach_training(synth):
+    """Mark each user's last two interactions with unique item ids: none may appear."""
+    import os
+    import tempfile
+
+    df = pd.read_csv(f"{synth.data_path}/synth/synth.inter", sep="\t")
+    df.columns = ["user_id:token", "item_id:token", "timestamp:float"]
+    df = df.sort_values(["user_id:token", "timestamp:float"], kind="stable")
+    last_two = df.groupby("user_id:token").cumcount(ascending=False) < 2
+    df.loc[last_two, "item_id:token"] = np.arange(int(last_two.sum())) + 10_000
+    root = tempfile.mkdtemp()
+    os.makedirs(f"{root}/held")
+    df.to_csv(f"{root}/held/held.inter", sep="\t", index=False)
+    _, dataset, train_data, valid_data, _, _ = build(
+        "SASRec", root, "held", {"train_objective": "sequence", "MAX_ITEM_LIST_LENGTH": 50}
+    )
+    held = {dataset.token2id(dataset.iid_field, str(t)) for t in
+            df.loc[last_two, "item_id:token"].tolist()}
+    for batch in train_data:
+        used = set(batch["item_id_list"].unique().tolist()) | set(
+            batch[TARGET_LIST_FIELD].unique().tolist())
+        assert not used & held
+    # ... while the validation targets are exactly such items
+    valid_targets = set(valid_data._dataset.inter_feat[dataset.iid_field].tolist())
+    assert valid_targets and valid_targets <= held
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train_objective": "sequences"}, "train_objective='sequences': allowed values are prefix, sequence"),
+    ({"train_objective": "sequence", "train_negatives": -3}, "train_negatives=-3"),
+    ({"train_objective": "sequence", "loss_type": "BPR"}, "loss_type='BPR' with train_objective='sequence'"),
+    ({"train_objective": "sequence", "data_path_mode": "recbole"}, "data_path_mode is 'recbole'"),
+    ({"train_objective": "sequence", "train_batch_order": "length_grouped"},
+     "train_batch_order='length_grouped' applies to train_objective='prefix'"),
+])
+def test_bad_settings_are_refused_before_training(synth, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        recbole_moe.run("SASRec", "synth", config_dict=dict(
+            data_path=synth.data_path, state="WARNING", **overrides))
+
+
+def test_a_model_without_per_position_outputs_is_refused_before_any_data_is_loaded(tmp_path):
+    # the data path does not even exist: the objective is checked first
+    with pytest.raises(ConfigError, match="not available for model NARM.*train_objective='prefix'"):
+        recbole_moe.run("NARM", "nowhere", config_dict={
+            "data_path": str(tmp_path / "missing"), "train_objective": "sequence"})
+
+
+def test_sampled_softmax_never_counts_the_positive_as_a_negative():
+    torch.manual_seed(0)
+    states = torch.randn(2, 3, 4)
+    weight = torch.randn(9, 4)
+    targets = torch.tensor([[3, 5, 0], [7, 0, 0]])
+    negatives = torch.tensor([3, 2, 7, 8])
+    loss = position_cross_entropy(states, targets, weight, negatives)
+    expected = []
+    for b, t in [(0, 0), (0, 1), (1, 0)]:
+        h, target = states[b, t], int(targets[b, t])
+        others = [int(n) for n in negatives if int(n) != target]
+        logits = torch.stack([h @ weight[target]] + [h @ weight[n] for n in others])
+        expected.append(-torch.log_softmax(logits, 0)[0])
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-6)
+    full = position_cross_entropy(states, targets, weight)
+    manual = torch.stack([-torch.log_softmax(states[b, t] @ weight.t(), 0)[targets[b, t]]
+                          for b, t in [(0, 0), (0, 1), (1, 0)]]).mean()
+    assert torch.allclose(full, manual, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["SASRec", "HyMoERec"])
+def test_sequence_training_learns_and_is_reproducible(model, tiny_config, synth):
+    config = dict(tiny_config, train_objective="sequence", epochs=4)
+    first, second, untrained = train_twice_and_untrained(model, synth.data_path, "synth", config)
+    assert first["test_result"] == second["test_result"]
+    random_hit = 10 / synth.n_items
+    assert first["test_result"]["hit@10"] > max(3 * random_hit, untrained["hit@10"] + 0.2)
+
+
+def test_sampled_softmax_trains_too(tiny_config, synth):
+    result = recbole_moe.run("SASRec", "synth", config_dict=dict(
+        tiny_config, train_objective="sequence", train_negatives=16, epochs=4))
+    assert result["test_result"]["hit@10"] > 3 * 10 / synth.n_items
+
+
+def test_recbole_sasrec_trained_on_sequences_stays_recboles_class(tiny_config):
+    result = recbole_moe.run("SASRec", "synth", config_dict=dict(
+        tiny_config, train_objective="sequence", epochs=1))
+    _, model, *_ = recbole_moe.quick_start.load_model(result["model_file"])
+    assert type(model) is SASRec
+    checkpoint = torch.load(result["model_file"], map_location="cpu", weights_only=False)
+    assert set(checkpoint["state_dict"]) == set(model.state_dict())
+
+
+def test_resume_under_sequence_reaches_the_same_metrics(tiny_config, tmp_path, monkeypatch):
+    tiny_config.update(epochs=4, train_objective="sequence")
+    full = recbole_moe.run("SASRec", "synth", config_dict=dict(tiny_config))
+    crashing = dict(tiny_config, checkpoint_dir=str(tmp_path / "crash"))
+    original = RecBoleMoeTrainer._add_train_loss_to_tensorboard
+
+    def crash_after_epoch_2(self, epoch_idx, losses, tag="Loss/Train"):
+        original(self, epoch_idx, losses, tag)
+        if epoch_idx == 2:
+            raise KeyError("killed after epoch 2")
+
+    monkeypatch.setattr(RecBoleMoeTrainer, "_add_train_loss_to_tensorboard", crash_after_epoch_2)
+    with pytest.raises(KeyError):
+        recbole_moe.run("SASRec", "synth", config_dict=crashing)
+    monkeypatch.setattr(RecBoleMoeTrainer, "_add_train_loss_to_tensorboard", original)
+    (last,) = glob.glob(str(tmp_path / "crash" / "*-last.pth"))
+    resumed = recbole_moe.run("SASRec", "synth", config_dict=dict(crashing, resume=last))
+    assert resumed["test_result"] == full["test_result"]
+    assert resumed["epochs_run"] == 2
+
+
+def test_bert4rec_cloze_training_on_whole_sequences(tiny_config, synth):
+    # one sample per user: 300 users need small batches to get enough steps in few epochs
+    result = recbole_moe.run("BERT4Rec", "synth", config_dict=dict(
+        tiny_config, train_objective="sequence", epochs=10, mask_ratio=0.3,
+        train_batch_size=16))
+    assert result["test_result"]["hit@10"] > 2 * 10 / synth.n_items
