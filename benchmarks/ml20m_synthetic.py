@@ -167,14 +167,17 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
     from recbole_moe.quick_start import get_trainer, prepare_run
 
     order = config_dict.get("train_batch_order", "random")
+    if config_dict.get("train_objective") == "sequence":
+        order = "whole-sequence"
     with Phase(f"load lean dataset + build {model_name}") as phase:
         config, train_data, valid_data, _, model, _ = prepare_run(
             model_name, dataset, config_dict=config_dict, log=False
         )
-        phase.extra = {"train_samples": len(train_data._dataset),
+        phase.extra = {"train_samples": train_data.sample_size,
                        "batches_per_epoch": len(train_data),
                        "data_path": type(train_data).__name__}
     trainer = get_trainer(config, model)
+    loss_fn = trainer.training_loss()  # calculate_loss, or the sequence objective
     model.train()
     n_batches = len(train_data)
     if max_batches >= n_batches:  # a full training epoch: every batch gets a step
@@ -191,7 +194,7 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
                 continue
             start = time.perf_counter()
             trainer.optimizer.zero_grad()
-            losses = model.calculate_loss(batch)
+            losses = loss_fn(batch)
             loss = sum(losses) if isinstance(losses, tuple) else losses
             loss.backward()
             trainer.optimizer.step()
@@ -201,9 +204,12 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
         mean = float(np.mean(steps))
         phase.extra = {"batches_built": built, "loader_epoch_seconds": round(loader_seconds, 1),
                        "timed_steps": len(steps), "seconds_per_step": round(mean, 3),
-                       "mean_batch_width": round(float(np.mean(widths)), 1),
-                       "EXTRAPOLATED_epoch_hours": round(
-                           (loader_seconds + mean * n_batches) / 3600, 2)}
+                       "mean_batch_width": round(float(np.mean(widths)), 1)}
+        if len(steps) == n_batches:
+            phase.extra["MEASURED_epoch_hours"] = round((loader_seconds + sum(steps)) / 3600, 3)
+        else:
+            phase.extra["EXTRAPOLATED_epoch_hours"] = round(
+                (loader_seconds + mean * n_batches) / 3600, 2)
     if eval_batches < 0:
         with Phase(f"evaluate {model_name}: full validation pass ({len(valid_data)} "
                    "full-sort batches, RecBole's evaluator)") as phase:
@@ -246,6 +252,11 @@ def main() -> None:
     parser.add_argument("--eval_batches", type=int, default=2,
                         help="full-sort validation batches timed (-1: the whole validation set)")
     parser.add_argument("--models", nargs="+", default=["SASRec", "FAME"])
+    parser.add_argument("--objective", default="prefix", choices=["prefix", "sequence"],
+                        help="train_objective (sequence: one sample per user, loss at every "
+                             "position; --max_batches >= batches trains the whole epoch)")
+    parser.add_argument("--train_negatives", type=int, default=0,
+                        help="sampled-softmax negatives under --objective sequence (0: all items)")
     parser.add_argument("--fraction", type=float, default=0.01,
                         help="share of users for measuring RecBole's path (0: skip)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
@@ -273,7 +284,8 @@ def main() -> None:
         "data_path": data_path, "data_path_mode": "lean", "MAX_ITEM_LIST_LENGTH": args.max_len,
         "hidden_size": 64, "train_batch_size": args.batch, "eval_batch_size": args.eval_batch,
         "state": "WARNING", "show_progress": False, "checkpoint_dir": args.workdir,
-        "log_wandb": False,
+        "log_wandb": False, "train_objective": args.objective,
+        "train_negatives": args.train_negatives,
     }
     for model in args.models:
         for order in args.orders:

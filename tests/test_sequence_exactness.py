@@ -177,6 +177,17 @@ def fame_by_hand(model, item_seq: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def fame_by_hand_uniform_gate(model, item_seq):
+    """The hand-written FAME with g_h = 1/H (to show that the gate is not trivial)."""
+    saved = model.gate.weight.data.clone(), model.gate.bias.data.clone()
+    try:
+        model.gate.weight.data.zero_()
+        model.gate.bias.data.zero_()
+        return fame_by_hand(model, item_seq)
+    finally:
+        model.gate.weight.data, model.gate.bias.data = saved
+
+
 def test_fame_positions_equal_hand_written_equations(cfg_root):
     """FAME's fused logits at every non-padding position equal the hand-written model, and
     position t equals ``forward`` on the prefix of length t + 1."""
@@ -190,24 +201,13 @@ def test_fame_positions_equal_hand_written_equations(cfg_root):
         logits = fused @ model.item_embedding.weight.T
         expected = fame_by_hand(model, item_seq)
         torch.testing.assert_close(logits[keep], expected[keep], rtol=1e-9, atol=1e-9)
-        # the router and the gate matter here: a uniform gate would give other scores
+        # the gate matters here: a uniform gate gives other scores
         assert (expected[keep] - fame_by_hand_uniform_gate(model, item_seq)[keep]).abs().max() > 1e-4
         for b, history in enumerate(histories):
             for t in range(len(history)):
                 prefix = padded([history[: t + 1]], 8)
                 last = model.forward(prefix, torch.tensor([t + 1]))[0]
                 torch.testing.assert_close(fused[b, t], last, rtol=1e-9, atol=1e-9)
-
-
-def fame_by_hand_uniform_gate(model, item_seq):
-    """The hand-written FAME with g_h = 1/H (to show that the gate is not trivial)."""
-    saved = model.gate.weight.data.clone(), model.gate.bias.data.clone()
-    try:
-        model.gate.weight.data.zero_()
-        model.gate.bias.data.zero_()
-        return fame_by_hand(model, item_seq)
-    finally:
-        model.gate.weight.data, model.gate.bias.data = saved
 
 
 # ------------------------------------------------------------ 3. HyMoERec's layer by hand
@@ -269,7 +269,9 @@ def test_hymoerec_at_zero_warmup_equals_dense_only_model(cfg_root):
     length = torch.tensor([len(HISTORY_A), len(HISTORY_B), 1])
     with torch.no_grad():
         assert float(hybrid.warmup_factor()) == 0.0
-        assert torch.equal(hybrid.forward_positions(item_seq, length), dense.forward_positions(item_seq, length))
+        assert torch.equal(
+            hybrid.forward_positions(item_seq, length), dense.forward_positions(item_seq, length)
+        )
         assert torch.equal(hybrid(item_seq, length), dense(item_seq, length))
         hybrid.train_step.fill_(10)  # end of the warm-up: w = 1
         assert not torch.allclose(hybrid(item_seq, length), dense(item_seq, length), atol=1e-6)

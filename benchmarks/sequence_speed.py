@@ -1,0 +1,137 @@
+"""Training epoch time, RecBole's prefix regime vs whole sequences, side by side in one process.
+
+For every dataset and model, both regimes are built with the same settings (lean data path,
+hidden 64, 2 layers, the dataset's own MAX_ITEM_LIST_LENGTH, ``--batch`` samples a batch):
+
+* ``prefix`` (``train_objective: prefix``): RecBole's samples, every prefix of every training
+  history, loss at the last position;
+* ``sequence`` (``train_objective: sequence``): one sample per user, loss at every position
+  (cross-entropy over all items unless ``--train_negatives``).
+
+Each epoch's loader is run in full (every batch built); ``--steps`` training steps (forward,
+backward, Adam) spread evenly over the epoch are timed after one warm-up step, and the epoch
+time is ``loader time + batches x mean step``: EXTRAPOLATED unless the epoch has at most
+``--steps`` batches, in which case every batch is trained and the epoch is measured. The ratio
+printed last is prefix epoch / sequence epoch.
+
+    OMP_NUM_THREADS=2 python benchmarks/sequence_speed.py --datasets ml-1m beauty \\
+        --models SASRec HyMoERec FAME Mamba4Rec --output benchmarks/results/sequence_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+import psutil
+
+
+def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
+    """Time one training epoch of ``model_name`` on ``dataset`` under ``objective``."""
+    from recbole_moe.quick_start import get_trainer, prepare_run
+
+    config_dict = {
+        "data_path": args.data_path, "data_path_mode": "lean", "train_objective": objective,
+        "train_negatives": args.train_negatives, "hidden_size": 64, "n_layers": 2,
+        "train_batch_size": args.batch, "state": "ERROR", "show_progress": False,
+        "log_wandb": False, "seed": args.seed,
+        "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_speed_saved"),
+    }
+    start = time.perf_counter()
+    config, train_data, _, _, model, _ = prepare_run(model_name, dataset, config_dict, log=False)
+    prepare = time.perf_counter() - start
+    trainer = get_trainer(config, model)
+    loss_fn = trainer.training_loss()
+    n_batches = len(train_data)
+    if args.steps >= n_batches:
+        timed = set(range(n_batches))
+    else:  # step 0 warms up; then --steps batches spread over the epoch
+        timed = {0} | {1 + round(k * (n_batches - 2) / max(args.steps - 1, 1))
+                       for k in range(args.steps)}
+    model.train()
+    steps, widths, tokens = [], [], 0
+    loader_start = time.perf_counter()
+    for i, batch in enumerate(train_data):
+        if i not in timed:
+            continue
+        t = time.perf_counter()
+        trainer.optimizer.zero_grad()
+        losses = loss_fn(batch)
+        loss = sum(losses) if isinstance(losses, tuple) else losses
+        loss.backward()
+        trainer.optimizer.step()
+        elapsed = time.perf_counter() - t
+        if i or args.steps >= n_batches:
+            steps.append(elapsed)
+            widths.append(batch[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]].shape[1])
+    loader = time.perf_counter() - loader_start - sum(steps)
+    step = float(np.mean(steps))
+    measured = args.steps >= n_batches
+    row = {
+        "dataset": dataset, "model": model_name, "objective": objective,
+        "max_len": config["MAX_ITEM_LIST_LENGTH"], "samples": train_data.sample_size,
+        "batches": n_batches, "timed_steps": len(steps), "mean_width": float(np.mean(widths)),
+        "seconds_per_step": round(step, 4), "loader_seconds": round(loader, 2),
+        "prepare_seconds": round(prepare, 1),
+        "epoch_seconds": round(loader + step * n_batches, 1) if not measured
+        else round(loader + sum(steps), 1),
+        "epoch": "measured" if measured else "EXTRAPOLATED",
+    }
+    del train_data, model, trainer
+    gc.collect()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["ml-1m", "beauty"])
+    parser.add_argument("--models", nargs="+",
+                        default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
+    parser.add_argument("--data_path", default="dataset")
+    parser.add_argument("--batch", type=int, default=256, help="train_batch_size (both)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per epoch")
+    parser.add_argument("--train_negatives", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--output", help="write the rows and the machine as JSON here")
+    args = parser.parse_args()
+
+    import torch
+
+    import recbole_moe  # noqa: F401
+
+    machine = (f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# {machine}", flush=True)
+    rows = []
+    for dataset in args.datasets:
+        for model in args.models:
+            for objective in ("prefix", "sequence"):
+                row = epoch_time(model, dataset, objective, args)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    print(f"\n{'dataset':8} {'model':10} {'prefix epoch':>14} {'sequence epoch':>16} {'ratio':>7}")
+    summary = []
+    for dataset in args.datasets:
+        for model in args.models:
+            pre, seq = (next(r for r in rows if (r["dataset"], r["model"], r["objective"])
+                             == (dataset, model, o)) for o in ("prefix", "sequence"))
+            ratio = pre["epoch_seconds"] / seq["epoch_seconds"]
+            summary.append({"dataset": dataset, "model": model, "ratio": round(ratio, 1)})
+            print(f"{dataset:8} {model:10} {pre['epoch_seconds']:>12.0f} s "
+                  f"{seq['epoch_seconds']:>14.1f} s {ratio:>6.1f}x")
+    if args.output:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine, "args": vars(args), "rows": rows,
+                       "summary": summary}, f, indent=1)
+        os.replace(tmp, args.output)
+
+
+if __name__ == "__main__":
+    main()
