@@ -159,7 +159,7 @@ def test_head_path_after_attention_is_per_head(env):
         def perturbed_route(expert_out):
             mixed, beta = route(expert_out)
             mixed = mixed.clone()
-            mixed[:, 1] += 3.0 * torch.randn_like(mixed[:, 1])
+            mixed[:, :, 1] += 3.0 * torch.randn_like(mixed[:, :, 1])  # [B, Q, H, d']
             return mixed, beta
 
         attention.route = perturbed_route

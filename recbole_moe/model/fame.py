@@ -29,7 +29,6 @@ Switches (property file ``FAME.yaml``):
     * ``item_subemb``: ``proj`` (x_v W_f^(h), A2) or ``split`` (the h-th d'-chunk of x_v).
 """
 
-import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -109,13 +108,16 @@ class MoEMultiHeadAttention(nn.Module):
         B, L, _ = hidden.shape
         Q = x_q.shape[1]
         H, N, dh = self.n_heads, self.n_experts, self.head_size
-        q = self.query(x_q).view(B, Q, H, N, dh)  # [B, Q, H, N, d']
-        k = self.key(hidden).view(B, L, H, dh)  # [B, L, H, d']
-        v = self.value(hidden).view(B, L, H, dh)  # [B, L, H, d']
-        scores = torch.einsum("bqhnk,blhk->bqhnl", q, k) / math.sqrt(dh)  # [B, Q, H, N, L]
-        scores = scores + key_mask[:, :, None, None, :]
-        probs = self.attn_dropout(torch.softmax(scores, dim=-1))  # [B, Q, H, N, L]
-        return torch.einsum("bqhnl,blhk->bqhnk", probs, v)  # [B, Q, H, N, d']
+        # the N experts of head h are query heads h*N .. h*N+N-1 sharing key/value head h
+        q = self.query(x_q).view(B, Q, H * N, dh).transpose(1, 2)  # [B, H·N, Q, d']
+        k = self.key(hidden).view(B, L, H, dh).transpose(1, 2)  # [B, H, L, d']
+        v = self.value(hidden).view(B, L, H, dh).transpose(1, 2)  # [B, H, L, d']
+        # softmax(q kᵀ / sqrt(d') + mask) v, fused: no [B, H·N, Q, L] tensor is kept for backward
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask.unsqueeze(1).to(q.dtype),
+            dropout_p=self.attn_dropout.p if self.training else 0.0, enable_gqa=True,
+        )  # [B, H·N, Q, d']
+        return out.view(B, H, N, Q, dh).permute(0, 3, 1, 2, 4)  # [B, Q, H, N, d']
 
     def route(self, expert_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         r"""Router β^(h) = softmax([f^(h,1) ‖ … ‖ f^(h,N)] W_exp^(h)) and dense mix (spec §2.2).
