@@ -172,6 +172,21 @@ def patch_torch_load() -> None:
         trainer_module.torch = _TorchForRecBoleTrainer(torch)
 
 
+def disable_sine_anomaly_mode() -> None:
+    """``recbole/model/sequential_recommender/sine.py`` calls
+    ``torch.autograd.set_detect_anomaly(True)`` at import time, and importing any of RecBole's
+    sequential models imports it. Anomaly mode records a stack trace for every forward operation
+    and checks every backward output for NaN: about 25% of a SASRec training step on CPU, for
+    every model. Import RecBole's sequential models once here and switch the mode back off
+    (the trainer still stops on a non-finite loss)."""
+    import torch
+
+    anomaly = torch.is_anomaly_enabled()
+    import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's module code)
+
+    torch.autograd.set_detect_anomaly(anomaly)
+
+
 def thop_available() -> tuple[bool, str]:
     """Whether ``thop`` (RecBole's FLOPs counter) imports; it needs ``distutils``, which Python
     3.12 only has through setuptools' shim. Returns ``(ok, reason)``."""
@@ -192,4 +207,5 @@ def apply() -> None:
     patch_numpy()
     patch_pandas()
     patch_torch_load()
+    disable_sine_anomaly_mode()
     _APPLIED = True

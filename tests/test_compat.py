@@ -106,3 +106,14 @@ def test_checkpoint_written_by_training_reloads(tiny_config):
     assert trainer.start_epoch == 1
     for name, value in checkpoint["state_dict"].items():
         assert torch.equal(model.state_dict()[name].cpu(), value.cpu()), name
+
+
+def test_importing_recbole_models_leaves_autograd_anomaly_mode_off():
+    """RecBole's sine.py switches anomaly mode on at import; the compat layer switches it off."""
+    import subprocess
+    import sys
+
+    code = ("import torch, recbole_moe; from recbole_moe.model import get_model; "
+            "get_model('SINE'); get_model('SASRec'); print(torch.is_anomaly_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
