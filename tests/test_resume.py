@@ -25,6 +25,7 @@ class Interrupted(RuntimeError):
     ("SASRec", {}),
     ("HyMoERec", {}),
     ("SASRec", {"train_batch_order": "length_grouped"}),  # lean loader's own batch shuffling
+    ("HyMoERec", {"train_objective": "sequence"}),  # one sequence per user, user order restored
 ])
 def test_resume_after_crash_reaches_the_same_metrics(model, extra, tiny_config, tmp_path,
                                                      monkeypatch):
