@@ -164,6 +164,7 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
     a training step on ``max_batches`` of them, spread evenly over the epoch."""
     import torch
 
+    from recbole_moe.benchmark.timing import time_epoch, timed_steps
     from recbole_moe.quick_start import get_trainer, prepare_run
 
     order = config_dict.get("train_batch_order", "random")
@@ -177,39 +178,11 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
                        "batches_per_epoch": len(train_data),
                        "data_path": type(train_data).__name__}
     trainer = get_trainer(config, model)
-    loss_fn = trainer.training_loss()  # calculate_loss, or the sequence objective
-    model.train()
-    n_batches = len(train_data)
-    if max_batches >= n_batches:  # a full training epoch: every batch gets a step
-        timed = set(range(n_batches))
-    else:
-        timed = {1 + round(k * (n_batches - 2) / max(max_batches - 1, 1))
-                 for k in range(max_batches)}
-    with Phase(f"{model_name}, {order} batches: full loader epoch, {len(timed)} steps") as phase:
-        steps, widths, built = [], [], 0
-        loader_start = time.perf_counter()
-        for i, batch in enumerate(train_data):
-            built += 1
-            if i not in timed:
-                continue
-            start = time.perf_counter()
-            trainer.optimizer.zero_grad()
-            losses = loss_fn(batch)
-            loss = sum(losses) if isinstance(losses, tuple) else losses
-            loss.backward()
-            trainer.optimizer.step()
-            steps.append(time.perf_counter() - start)
-            widths.append(batch[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]].shape[1])
-        loader_seconds = time.perf_counter() - loader_start - sum(steps)
-        mean = float(np.mean(steps))
-        phase.extra = {"batches_built": built, "loader_epoch_seconds": round(loader_seconds, 1),
-                       "timed_steps": len(steps), "seconds_per_step": round(mean, 3),
-                       "mean_batch_width": round(float(np.mean(widths)), 1)}
-        if len(steps) == n_batches:
-            phase.extra["MEASURED_epoch_hours"] = round((loader_seconds + sum(steps)) / 3600, 3)
-        else:
-            phase.extra["EXTRAPOLATED_epoch_hours"] = round(
-                (loader_seconds + mean * n_batches) / 3600, 2)
+    with Phase(f"{model_name}, {order} batches: full loader epoch, "
+               f"{len(timed_steps(len(train_data), max_batches))} steps") as phase:
+        timing = time_epoch(trainer, train_data, max_batches)
+        hours = round(timing["epoch_seconds"] / 3600, 3)
+        phase.extra = {**timing, f"{timing['epoch']}_epoch_hours": hours}
     if eval_batches < 0:
         with Phase(f"evaluate {model_name}: full validation pass ({len(valid_data)} "
                    "full-sort batches, RecBole's evaluator)") as phase:

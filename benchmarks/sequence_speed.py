@@ -28,12 +28,12 @@ import platform
 import tempfile
 import time
 
-import numpy as np
 import psutil
 
 
 def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
     """Time one training epoch of ``model_name`` on ``dataset`` under ``objective``."""
+    from recbole_moe.benchmark.timing import time_epoch
     from recbole_moe.quick_start import get_trainer, prepare_run
 
     config_dict = {
@@ -46,44 +46,11 @@ def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
     start = time.perf_counter()
     config, train_data, _, _, model, _ = prepare_run(model_name, dataset, config_dict, log=False)
     prepare = time.perf_counter() - start
-    trainer = get_trainer(config, model)
-    loss_fn = trainer.training_loss()
-    n_batches = len(train_data)
-    if args.steps >= n_batches:
-        timed = set(range(n_batches))
-    else:  # step 0 warms up; then --steps batches spread over the epoch
-        timed = {0} | {1 + round(k * (n_batches - 2) / max(args.steps - 1, 1))
-                       for k in range(args.steps)}
-    model.train()
-    steps, widths, tokens = [], [], 0
-    loader_start = time.perf_counter()
-    for i, batch in enumerate(train_data):
-        if i not in timed:
-            continue
-        t = time.perf_counter()
-        trainer.optimizer.zero_grad()
-        losses = loss_fn(batch)
-        loss = sum(losses) if isinstance(losses, tuple) else losses
-        loss.backward()
-        trainer.optimizer.step()
-        elapsed = time.perf_counter() - t
-        if i or args.steps >= n_batches:
-            steps.append(elapsed)
-            widths.append(batch[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]].shape[1])
-    loader = time.perf_counter() - loader_start - sum(steps)
-    step = float(np.mean(steps))
-    measured = args.steps >= n_batches
-    row = {
-        "dataset": dataset, "model": model_name, "objective": objective,
-        "max_len": config["MAX_ITEM_LIST_LENGTH"], "samples": train_data.sample_size,
-        "batches": n_batches, "timed_steps": len(steps), "mean_width": float(np.mean(widths)),
-        "seconds_per_step": round(step, 4), "loader_seconds": round(loader, 2),
-        "prepare_seconds": round(prepare, 1),
-        "epoch_seconds": round(loader + step * n_batches, 1) if not measured
-        else round(loader + sum(steps), 1),
-        "epoch": "measured" if measured else "EXTRAPOLATED",
-    }
-    del train_data, model, trainer
+    timing = time_epoch(get_trainer(config, model), train_data, args.steps)
+    row = {"dataset": dataset, "model": model_name, "objective": objective,
+           "max_len": config["MAX_ITEM_LIST_LENGTH"], "samples": train_data.sample_size,
+           "prepare_seconds": round(prepare, 1), **timing}
+    del train_data, model
     gc.collect()
     return row
 

@@ -16,7 +16,6 @@ This module holds the names and the checks every layer shares; the loss lives in
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 

@@ -1,0 +1,61 @@
+"""Timing a training epoch without training all of it (for the speed benchmarks)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def timed_steps(n_batches: int, max_steps: int) -> set[int]:
+    """Batches that get a timed training step: all of them when ``max_steps >= n_batches``,
+    else ``max_steps`` spread evenly over the epoch after batch 0 (the warm-up step)."""
+    if max_steps >= n_batches:
+        return set(range(n_batches))
+    return {1 + round(k * (n_batches - 2) / max(max_steps - 1, 1)) for k in range(max_steps)}
+
+
+def time_epoch(trainer, train_data, max_steps: int) -> dict:
+    """One pass over ``train_data`` (every batch built) with a training step (the trainer's
+    :meth:`~recbole_moe.trainer.RecBoleMoeTrainer.training_loss`, backward, optimizer step) on
+    :func:`timed_steps` batches.
+
+    Returns:
+        ``batches``, ``timed_steps``, ``seconds_per_step``, ``loader_seconds`` (building the
+        batches), ``mean_width`` (of the timed batches), ``epoch_seconds`` and ``epoch``:
+        ``measured`` when every batch was trained, else ``EXTRAPOLATED`` (loader time +
+        batches x mean step).
+    """
+    n_batches = len(train_data)
+    timed = timed_steps(n_batches, max_steps)
+    measured = len(timed) == n_batches
+    loss_fn = trainer.training_loss()
+    list_field = trainer.config["ITEM_ID_FIELD"] + trainer.config["LIST_SUFFIX"]
+    trainer.model.train()
+    steps, widths, step_total = [], [], 0.0
+    start = time.perf_counter()
+    for i, batch in enumerate(train_data):
+        if i not in timed and i != 0:  # batch 0 always gets a step: untimed warm-up
+            continue
+        t = time.perf_counter()
+        trainer.optimizer.zero_grad()
+        losses = loss_fn(batch)
+        loss = sum(losses) if isinstance(losses, tuple) else losses
+        loss.backward()
+        trainer.optimizer.step()
+        elapsed = time.perf_counter() - t
+        step_total += elapsed
+        if i in timed:
+            steps.append(elapsed)
+            widths.append(batch[list_field].shape[1])
+    loader = time.perf_counter() - start - step_total
+    step = float(np.mean(steps))
+    epoch = loader + (sum(steps) if measured else step * n_batches)
+    return {
+        "batches": n_batches, "timed_steps": len(steps), "seconds_per_step": round(step, 4),
+        "loader_seconds": round(loader, 2), "mean_width": round(float(np.mean(widths)), 1),
+        "epoch_seconds": round(epoch, 1), "epoch": "measured" if measured else "EXTRAPOLATED",
+    }
+
+
+__all__ = ["time_epoch", "timed_steps"]
