@@ -84,9 +84,11 @@ def test_validation_and_test_items_never_reach_training(synth):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"train_objective": "sequences"}, "train_objective='sequences': allowed values are prefix, sequence"),
+    ({"train_objective": "sequences"},
+     "train_objective='sequences': allowed values are prefix, sequence"),
     ({"train_objective": "sequence", "train_negatives": -3}, "train_negatives=-3"),
-    ({"train_objective": "sequence", "loss_type": "BPR"}, "loss_type='BPR' with train_objective='sequence'"),
+    ({"train_objective": "sequence", "loss_type": "BPR"},
+     "loss_type='BPR' with train_objective='sequence'"),
     ({"train_objective": "sequence", "data_path_mode": "recbole"}, "data_path_mode is 'recbole'"),
     ({"train_objective": "sequence", "train_batch_order": "length_grouped"},
      "train_batch_order='length_grouped' applies to train_objective='prefix'"),

@@ -23,10 +23,21 @@ N_ITEMS, MAX_LEN = 30, 12
 SEQ_MODELS = ["SASRec", "GRU4Rec", "HyMoERec", "FAME", "Mamba4Rec"]
 #: Small sizes, no dropout; keys a model does not read are ignored by it.
 SMALL = {
-    "hidden_size": 16, "embedding_size": 16, "inner_size": 32, "expert_inner_size": 24,
-    "n_layers": 2, "n_heads": 2, "n_experts": 3, "top_k": 2, "d_state": 8,
-    "MAX_ITEM_LIST_LENGTH": MAX_LEN, "train_batch_size": 100, "loss_type": "CE",
-    "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0,
+    "hidden_size": 16,
+    "embedding_size": 16,
+    "inner_size": 32,
+    "expert_inner_size": 24,
+    "n_layers": 2,
+    "n_heads": 2,
+    "n_experts": 3,
+    "top_k": 2,
+    "d_state": 8,
+    "MAX_ITEM_LIST_LENGTH": MAX_LEN,
+    "train_batch_size": 100,
+    "loss_type": "CE",
+    "hidden_dropout_prob": 0.0,
+    "attn_dropout_prob": 0.0,
+    "dropout_prob": 0.0,
     "warmup_steps": 0,  # w(t) = 1: HyMoERec's output does not depend on the step
 }
 
@@ -76,11 +87,13 @@ def prefix_losses(model, history: list[int]) -> list[torch.Tensor]:
     """RecBole's prefix regime by hand: one ``calculate_loss`` call per prefix ``items[:t]``."""
     losses = []
     for t in range(1, len(history)):
-        inter = Interaction({
-            "item_id_list": padded([history[:t]], MAX_LEN),
-            "item_length": torch.tensor([t]),
-            "item_id": torch.tensor([history[t]]),
-        })
+        inter = Interaction(
+            {
+                "item_id_list": padded([history[:t]], MAX_LEN),
+                "item_length": torch.tensor([t]),
+                "item_id": torch.tensor([history[t]]),
+            }
+        )
         losses.append(rec_part(model.calculate_loss(inter)))
     return losses
 
@@ -88,11 +101,13 @@ def prefix_losses(model, history: list[int]) -> list[torch.Tensor]:
 def sequence_batch(histories: list[list[int]], extra_width: int = 0) -> Interaction:
     """Whole-sequence samples: inputs ``items[:-1]``, targets ``items[1:]``, 0-padded."""
     width = max(len(h) - 1 for h in histories) + extra_width
-    return Interaction({
-        "item_id_list": padded([h[:-1] for h in histories], width),
-        "item_length": torch.tensor([len(h) - 1 for h in histories]),
-        TARGET_LIST_FIELD: padded([h[1:] for h in histories], width),
-    })
+    return Interaction(
+        {
+            "item_id_list": padded([h[:-1] for h in histories], width),
+            "item_length": torch.tensor([len(h) - 1 for h in histories]),
+            TARGET_LIST_FIELD: padded([h[1:] for h in histories], width),
+        }
+    )
 
 
 HISTORY_A = [3, 4, 5, 17, 6, 7, 8, 2, 9, 10, 11]  # 11 items: 10 prefixes
@@ -145,7 +160,11 @@ def fame_by_hand(model, item_seq: torch.Tensor) -> torch.Tensor:
     x0 = model.item_embedding.weight[item_seq] + model.position_embedding.weight[:L][None]
     x0 = F.layer_norm(x0, (d,), model.LayerNorm.weight, model.LayerNorm.bias, model.layer_norm_eps)
     additive = torch.zeros(B, 1, L, L, dtype=x0.dtype).masked_fill(~allowed[:, None], -10000.0)
-    x = model.trm_encoder(x0, additive, output_all_encoded_layers=False)[-1] if model.n_layers > 1 else x0
+    x = (
+        model.trm_encoder(x0, additive, output_all_encoded_layers=False)[-1]
+        if model.n_layers > 1
+        else x0
+    )
 
     wq, bq = mha.query.weight.view(H, N, dh, d), mha.query.bias.view(H, N, dh)
     wk, bk = mha.key.weight.view(H, dh, d), mha.key.bias.view(H, dh)
@@ -162,12 +181,20 @@ def fame_by_hand(model, item_seq: torch.Tensor) -> torch.Tensor:
             experts.append(attn @ value)  # f^(h,n), [B, L, d']
         beta = torch.softmax(torch.cat(experts, dim=-1) @ mha.router[h], dim=-1)  # [B, L, N]
         mixed = sum(beta[..., n : n + 1] * experts[n] for n in range(N))
-        z = F.layer_norm(x[..., h * dh : (h + 1) * dh] + mixed, (dh,),
-                         mha.LayerNorm.weight, mha.LayerNorm.bias, model.layer_norm_eps)
+        z = F.layer_norm(
+            x[..., h * dh : (h + 1) * dh] + mixed,
+            (dh,),
+            mha.LayerNorm.weight,
+            mha.LayerNorm.bias,
+            model.layer_norm_eps,
+        )
         inner = F.gelu(z @ ffn.dense_1.weight.T + ffn.dense_1.bias)
         out = inner @ ffn.dense_2.weight.T + ffn.dense_2.bias
-        heads.append(F.layer_norm(z + out, (dh,), ffn.LayerNorm.weight, ffn.LayerNorm.bias,
-                                  model.layer_norm_eps))  # F^(h), [B, L, d']
+        heads.append(
+            F.layer_norm(
+                z + out, (dh,), ffn.LayerNorm.weight, ffn.LayerNorm.bias, model.layer_norm_eps
+            )
+        )  # F^(h), [B, L, d']
     gate = torch.softmax(torch.cat(heads, -1) @ model.gate.weight.T + model.gate.bias, dim=-1)
     sub = model.item_embedding.weight @ model.item_proj.weight.T  # [V, d]: x_v W_f, per head
     logits = 0
@@ -202,7 +229,9 @@ def test_fame_positions_equal_hand_written_equations(cfg_root):
         expected = fame_by_hand(model, item_seq)
         torch.testing.assert_close(logits[keep], expected[keep], rtol=1e-9, atol=1e-9)
         # the gate matters here: a uniform gate gives other scores
-        assert (expected[keep] - fame_by_hand_uniform_gate(model, item_seq)[keep]).abs().max() > 1e-4
+        assert (
+            expected[keep] - fame_by_hand_uniform_gate(model, item_seq)[keep]
+        ).abs().max() > 1e-4
         for b, history in enumerate(histories):
             for t in range(len(history)):
                 prefix = padded([history[: t + 1]], 8)
@@ -243,8 +272,13 @@ def test_hymoerec_layer_equals_dense_plus_alpha_moe(cfg_root, moe_impl):
         moe = moe * mask.unsqueeze(-1)
         alpha = torch.sigmoid(ff.alpha_param) * 0.75
         y = dense + alpha * moe
-        expected = F.layer_norm(x + y, (model.hidden_size,), ff.LayerNorm.weight, ff.LayerNorm.bias,
-                                model.layer_norm_eps)
+        expected = F.layer_norm(
+            x + y,
+            (model.hidden_size,),
+            ff.LayerNorm.weight,
+            ff.LayerNorm.bias,
+            model.layer_norm_eps,
+        )
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(routing.probs, torch.softmax(logits, -1), rtol=1e-12, atol=1e-12)
     assert (moe[mask].abs().amax(-1) > 1e-3).all()  # the routed branch is really there
@@ -254,11 +288,15 @@ def test_hymoerec_at_zero_warmup_equals_dense_only_model(cfg_root):
     """w(t) = 0 (train_step 0, warm-up on): the output is exactly the dense-only model's
     (routed_experts False, same shared weights); after the warm-up it is not."""
     torch.manual_seed(0)
-    settings = dict(SMALL, data_path=cfg_root, warmup_steps=10,
-                    hidden_dropout_prob=0.2, attn_dropout_prob=0.2)
-    hybrid = get_model("HyMoERec")(Config("HyMoERec", "synth", config_dict=settings), _FakeDataset())
+    settings = dict(
+        SMALL, data_path=cfg_root, warmup_steps=10, hidden_dropout_prob=0.2, attn_dropout_prob=0.2
+    )
+    hybrid = get_model("HyMoERec")(
+        Config("HyMoERec", "synth", config_dict=settings), _FakeDataset()
+    )
     dense = get_model("HyMoERec")(
-        Config("HyMoERec", "synth", config_dict=dict(settings, routed_experts=False)), _FakeDataset()
+        Config("HyMoERec", "synth", config_dict=dict(settings, routed_experts=False)),
+        _FakeDataset(),
     )
     hybrid_state = hybrid.state_dict()
     shared = {k: v for k, v in hybrid_state.items() if k in dense.state_dict()}
@@ -277,7 +315,7 @@ def test_hymoerec_at_zero_warmup_equals_dense_only_model(cfg_root):
         assert not torch.allclose(hybrid(item_seq, length), dense(item_seq, length), atol=1e-6)
 
 
-# ------------------------------------------------------------ 4. the warm-up clock under the trainer
+# -------------------------------------------------------- 4. the warm-up clock under the trainer
 def training_rows(data_path: str, dataset: str) -> tuple[int, int]:
     """From the raw ``.inter`` file: (users with a training row, training rows). A user with c
     interactions has c - 1 prefix rows, of which the last two are validation and test."""
@@ -296,11 +334,22 @@ def test_train_step_counts_optimizer_steps_under_the_trainer(synth, tmp_path, ob
     users, rows = training_rows(synth.data_path, synth.dataset)
     samples = users if objective == "sequence" else rows
     batches = math.ceil(samples / batch_size)
-    config, _, train_data, _, _, model = build("HyMoERec", synth.data_path, synth.dataset, {
-        "train_objective": objective, "epochs": epochs, "train_batch_size": batch_size,
-        "hidden_size": 16, "inner_size": 32, "expert_inner_size": 16, "n_layers": 1,
-        "warmup_epochs": warmup_epochs, "checkpoint_dir": str(tmp_path / "saved"),
-    })
+    config, _, train_data, _, _, model = build(
+        "HyMoERec",
+        synth.data_path,
+        synth.dataset,
+        {
+            "train_objective": objective,
+            "epochs": epochs,
+            "train_batch_size": batch_size,
+            "hidden_size": 16,
+            "inner_size": 32,
+            "expert_inner_size": 16,
+            "n_layers": 1,
+            "warmup_epochs": warmup_epochs,
+            "checkpoint_dir": str(tmp_path / "saved"),
+        },
+    )
     assert len(train_data) == batches
     assert int(model.warmup_length) == warmup_epochs * batches
     trainer = get_trainer(config, model)
@@ -319,8 +368,10 @@ def test_balance_loss_step_raises_router_entropy(cfg_root):
             layer.feed_forward.router.gate.weight.mul_(5.0)
     model.train()
     inputs = []
-    hooks = [layer.feed_forward.router.register_forward_pre_hook(lambda m, a: inputs.append((m, a[0])))
-             for layer in model.trm_encoder.layer]
+    hooks = [
+        layer.feed_forward.router.register_forward_pre_hook(lambda m, a: inputs.append((m, a[0])))
+        for layer in model.trm_encoder.layer
+    ]
     batch = sequence_batch([HISTORY_A, HISTORY_B, [5, 6, 7, 8]])
     mask = batch["item_id_list"] != 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from recbole.data.interaction import Interaction
 
 from recbole_moe.data.lean import TARGET_FIELD, LeanSequentialDataset, LeanTrainDataLoader
 from recbole_moe.objective import TARGET_LIST_FIELD, is_sequence
@@ -46,7 +47,8 @@ class SequenceTrainDataLoader(LeanTrainDataLoader):
     def _count_samples(self, dataset) -> int:
         return len(self._rows)
 
-    def _samples(self, index) -> "Interaction":  # noqa: F821 (RecBole's Interaction)
+    def _samples(self, index) -> Interaction:
+        """Whole-sequence samples of the users at positions ``index`` of the user list."""
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return self._dataset.sequence_rows(self._rows[index], TARGET_LIST_FIELD)
 
