@@ -28,6 +28,22 @@ def package_versions() -> dict[str, Optional[str]]:
     return versions
 
 
+def code_version() -> Optional[str]:
+    """The git commit of the recbole-moe checkout running this code (``+dirty`` when tracked
+    files differ from it), or ``None`` for an installed copy outside a checkout."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True)
+        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "-uno"],
+                                capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import os
 import sys
 import types
@@ -74,6 +75,7 @@ def test_four_complete_lines(finished):
         assert record["n_params"] > 0 and record["peak_rss_mib"] > 0
         assert set(record["test_result"]) == {"hit@10", "ndcg@10"}
         assert record["versions"]["recbole"] == "1.2.1"
+        assert re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", record["commit"])  # run from a checkout
         assert record["hardware"]["cpu_count"] >= 1
     # Different seeds give different models.
     by_model = {m: [r for r in records if r["model"] == m] for m in MODELS}
@@ -101,6 +103,8 @@ def test_report_rows_and_mean_std_match_hand_computation(finished):
     assert best["ndcg@10_best"] == "True"
     markdown = open(os.path.join(finished.out, "report.md"), encoding="utf-8").read()
     assert "| HyMoERec (ours) | 2 |" in markdown and "| SASRec | 2 |" in markdown
+    assert "- Training regime (`train_objective`): prefix\n" in markdown
+    assert f"- Code commit: {records[0]['commit']}\n" in markdown
     assert f"**{float(best['ndcg@10_mean']):.4f} ± {float(best['ndcg@10_std']):.4f}**" in markdown
     # HyMoERec against the strongest (only) baseline, with the paired test over 2 seeds.
     hy = next(r for r in rows if r["model"] == "HyMoERec")
@@ -230,3 +234,34 @@ def test_std_is_sample_std():
     cell = Cell("X", [0, 1, 2], {"hit@10": [0.1, 0.2, 0.4]})
     assert cell.std("hit@10") == pytest.approx(float(np.std([0.1, 0.2, 0.4], ddof=1)))
     assert math.isnan(Cell("X", [0], {"hit@10": [0.1]}).std("hit@10"))
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, monkeypatch):
+    from recbole_moe.trainer import RecBoleMoeTrainer
+
+    config = {**tiny_config, **SMALL, "epochs": 3, "train_objective": "sequence"}
+    config.pop("seed")
+    plan = build_plan(models=["SASRec"], datasets=["synth"], seeds=[0], overrides=config,
+                      name="resume")
+    original = RecBoleMoeTrainer._add_train_loss_to_tensorboard
+
+    def killed_after_epoch_1(self, epoch_idx, losses, tag="Loss/Train"):
+        original(self, epoch_idx, losses, tag)
+        if epoch_idx == 1:
+            raise KeyboardInterrupt  # like a killed process: no record is written
+
+    monkeypatch.setattr(RecBoleMoeTrainer, "_add_train_loss_to_tensorboard", killed_after_epoch_1)
+    out = str(tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan, out, log=quiet)
+    assert read_runs(os.path.join(out, RUNS_FILE)) == []
+    monkeypatch.setattr(RecBoleMoeTrainer, "_add_train_loss_to_tensorboard", original)
+    assert execute(plan, out, log=quiet)["ok"] == 1
+    (record,) = read_runs(os.path.join(out, RUNS_FILE))
+    assert record["resumed_from"].endswith("-last.pth")
+    assert record["epochs_run"] == 2  # epochs 1 and 2: the kill came before epoch 1 finished
+    uninterrupted = execute(plan, str(tmp_path / "again"), log=quiet)
+    assert uninterrupted["ok"] == 1
+    (again,) = read_runs(str(tmp_path / "again" / RUNS_FILE))
+    assert again["test_result"] == record["test_result"]
+    assert not os.path.exists(os.path.join(out, "saved"))  # finished: checkpoints removed

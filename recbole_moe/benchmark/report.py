@@ -265,6 +265,10 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
                      else f"- Config overrides: `{config}`")
     if plan.get("config_files"):
         lines.append(f"- Config files: {', '.join(plan['config_files'])}")
+    regimes = sorted({r.get("config", {}).get("train_objective") or "prefix" for r in rows_ok})
+    lines.append(f"- Training regime (`train_objective`): {', '.join(regimes)}")
+    commits = sorted({r.get("commit") or "not recorded" for r in rows_ok})
+    lines.append(f"- Code commit: {', '.join(commits)}")
     lines += [
         f"- Seeds: {', '.join(map(str, seeds))}; test metrics of the best-validation checkpoint "
         f"(valid metric {first.get('config', {}).get('valid_metric', '?')}), mean ± sample std "

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Optional
 
 
 from recbole_moe.benchmark.plans import Plan
-from recbole_moe.environment import PeakRSS, hardware, package_versions
+from recbole_moe.environment import PeakRSS, code_version, hardware, package_versions
 
 RUNS_FILE = "runs.jsonl"
 PLAN_FILE = "plan.json"
@@ -211,6 +211,7 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
         "started_at": _timestamp(),
         "resumed_from": _relative_paths(resumed_from) if resumed_from else None,
         "versions": package_versions(),
+        "commit": code_version(),
     }
     cuda = torch.cuda.is_available()
     if cuda:
