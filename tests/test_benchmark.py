@@ -76,11 +76,24 @@ def test_four_complete_lines(finished):
         assert set(record["test_result"]) == {"hit@10", "ndcg@10"}
         assert record["versions"]["recbole"] == "1.2.1"
         assert re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", record["commit"])  # run from a checkout
+        data_path = record["config"]["data_path"]  # no absolute path of this machine
+        assert not os.path.isabs(data_path)
+        assert os.path.isfile(os.path.join(finished.out, data_path, "synth.inter"))
         assert record["hardware"]["cpu_count"] >= 1
     # Different seeds give different models.
     by_model = {m: [r for r in records if r["model"] == m] for m in MODELS}
     assert by_model["SASRec"][0]["best_valid_score"] != by_model["SASRec"][1]["best_valid_score"]
     assert by_model["HyMoERec"][0]["n_params"] > by_model["SASRec"][0]["n_params"]
+
+
+def test_portable_data_path_of_the_embedded_ml_100k(tmp_path):
+    import recbole
+
+    from recbole_moe.benchmark.runner import portable_data_path
+
+    embedded = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
+    ml100k = os.path.join(embedded, "ml-100k")  # RecBole appends the dataset to data_path
+    assert portable_data_path(ml100k, str(tmp_path)) == "recbole/dataset_example/ml-100k"
 
 
 def test_report_rows_and_mean_std_match_hand_computation(finished):

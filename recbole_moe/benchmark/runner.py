@@ -140,9 +140,25 @@ def _relative_paths(value: Any) -> Any:
     return value
 
 
-def resolved_config(config) -> dict:
-    """The full resolved RecBole config of a run as plain JSON values."""
-    return _relative_paths(jsonable(dict(config.final_config_dict)))
+def portable_data_path(path: str, out: str) -> str:
+    """``data_path`` as committed records keep it: ``recbole/<folder>`` for data inside the
+    installed RecBole package (ml-100k), else the path relative to the results folder ``out``."""
+    import recbole
+
+    package = os.path.dirname(os.path.abspath(recbole.__file__))
+    absolute = os.path.abspath(path)
+    if absolute.startswith(package + os.sep):
+        return "recbole/" + os.path.relpath(absolute, package)
+    return os.path.relpath(absolute, os.path.abspath(out))
+
+
+def resolved_config(config, out: Optional[str] = None) -> dict:
+    """The full resolved RecBole config of a run as plain JSON values, with no absolute path of
+    this machine's data (``data_path`` relative to the results folder ``out``)."""
+    resolved = _relative_paths(jsonable(dict(config.final_config_dict)))
+    if out is not None and resolved.get("data_path"):
+        resolved["data_path"] = portable_data_path(config["data_path"], out)
+    return resolved
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +263,8 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
             os.rmdir(run_dir)
     record.update(
         status="ok",
-        config=resolved_config(config),
+        config=resolved_config(
+            config, os.path.dirname(checkpoint_dir) if checkpoint_dir else os.getcwd()),
         best_valid_score=result["best_valid_score"],
         best_valid_result=result["best_valid_result"],
         test_result=result["test_result"],
