@@ -123,6 +123,12 @@ def config_problems(config: Config) -> list[str]:
         problem = batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {source_of(config, 'train_batch_order')})")
+    if present("eval_batch_order"):
+        from recbole_moe.data.lean import eval_batch_order_problem
+
+        problem = eval_batch_order_problem(config)
+        if problem:
+            problems.append(f"{problem} (from {source_of(config, 'eval_batch_order')})")
     return problems
 
 

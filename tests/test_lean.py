@@ -162,6 +162,68 @@ def test_eval_memory_budget_keeps_metrics(synth, tmp_path):
     assert bounded == unbounded
 
 
+# -- length-sorted evaluation ------------------------------------------------------------------
+def eval_batches(loader) -> list:
+    return [batch[0] for batch in loader]
+
+
+def test_length_sorted_evaluation_visits_every_user_once_by_length_trimmed(synth):
+    _, dataset, _, valid_data, test_data, _ = build(
+        "SASRec", synth.data_path, synth.dataset,
+        {"data_path_mode": "lean", "eval_batch_size": 16},
+    )
+    max_len = dataset.config["MAX_ITEM_LIST_LENGTH"]
+    for loader in (valid_data, test_data):
+        batches = eval_batches(loader)
+        lengths = torch.cat([b["item_length"] for b in batches])
+        assert torch.equal(lengths, torch.sort(lengths).values)  # users by history length
+        widths = [b["item_id_list"].shape[1] for b in batches]
+        assert widths == [int(b["item_length"].max()) for b in batches]  # trimmed
+        assert min(widths) < max_len
+        users = torch.cat([b["user_id"] for b in batches])
+        assert len(users) == len(loader._dataset) == len(torch.unique(users))
+
+
+def test_length_sorted_evaluation_keeps_recbole_order_for_other_models(synth):
+    for model_name, overrides in (("BERT4Rec", {}), ("SASRec", {"eval_batch_order": "dataset"})):
+        _, dataset, _, valid_data, _, _ = build(
+            model_name, synth.data_path, synth.dataset,
+            dict(overrides, data_path_mode="lean", eval_batch_size=16),
+        )
+        batches = eval_batches(valid_data)
+        assert {b["item_id_list"].shape[1] for b in batches} == {
+            dataset.config["MAX_ITEM_LIST_LENGTH"]}
+        users = torch.cat([b["user_id"] for b in batches])
+        assert torch.equal(users, torch.sort(users).values)  # RecBole's order (by user)
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "HyMoERec", "FAME", "GRU4Rec"])
+def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_name):
+    results = {}
+    for order in ("dataset", "length_sorted"):
+        config, _, train_data, valid_data, test_data, model = build(
+            model_name, synth.data_path, synth.dataset,
+            {"data_path_mode": "lean", "eval_batch_order": order, "eval_batch_size": 32,
+             "checkpoint_dir": str(tmp_path / order)},
+        )
+        trainer = get_trainer(config, model)
+        trainer._train_epoch(train_data, 0)
+        results[order] = [trainer.evaluate(data, load_best_model=False)
+                          for data in (valid_data, test_data)]
+    for sorted_result, reference in zip(results["length_sorted"], results["dataset"]):
+        assert sorted_result.keys() == reference.keys()
+        for key, value in reference.items():
+            assert sorted_result[key] == pytest.approx(value, abs=1e-4), key
+    assert results["dataset"][1]["hit@10"] > 0
+
+
+def test_unknown_eval_batch_order_is_refused(synth):
+    from recbole_moe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval_batch_order='by_user'.*length_sorted, dataset"):
+        build("SASRec", synth.data_path, synth.dataset, {"eval_batch_order": "by_user"})
+
+
 # -- length-grouped batches --------------------------------------------------------------------
 def grouped_loader(synth, **overrides):
     config_dict = dict(tiny_config(synth.data_path), train_batch_order="length_grouped",

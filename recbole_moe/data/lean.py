@@ -23,10 +23,14 @@ splitting code, and changes only what does not scale:
 * optionally (``train_batch_order: length_grouped``) the training batches hold histories of
   similar length and are trimmed to their longest history, so the model does not compute on
   padding (same samples every epoch; the batches differ from RecBole's, see
-  :class:`LeanTrainDataLoader`).
+  :class:`LeanTrainDataLoader`);
+* full-sort evaluation of a padding-invariant model visits the users in order of history
+  length, each batch trimmed to its longest history (``eval_batch_order: length_sorted``, the
+  default; :class:`LeanFullSortEvalDataLoader`): the same scores per user, so the same metrics,
+  with far less padding computed.
 
-The loaders are RecBole's classes (``TrainDataLoader`` subclass, ``FullSortEvalDataLoader``), so
-RecBole's trainer, collector and evaluator run unchanged.
+The loaders are RecBole's classes (``TrainDataLoader`` and ``FullSortEvalDataLoader``
+subclasses), so RecBole's trainer, collector and evaluator run unchanged.
 
 ``data_path_mode`` (``auto|recbole|lean``) picks the path; ``auto`` takes the lean one when
 :func:`estimate_recbole_bytes` exceeds ``lean_memory_threshold_gb`` and the settings are ones
@@ -55,6 +59,7 @@ TARGET_FIELD = "__lean_target__"
 MODES = ("auto", "recbole", "lean")
 DEFAULT_THRESHOLD_GB = 4.0
 BATCH_ORDERS = ("random", "length_grouped")
+EVAL_BATCH_ORDERS = ("length_sorted", "dataset")
 #: Models whose scores at the read position ``item_length - 1`` do not depend on the padding
 #: after it (causal or masked over right padding), so a batch may be cut to its longest
 #: history. ``tests/test_lean.py`` checks each one's loss and scores, trimmed vs full width.
@@ -157,6 +162,26 @@ def batch_order_problem(config) -> Optional[str]:
     if reason:
         return f"{prefix} needs the lean data path, which cannot be used: {reason}"
     return None
+
+
+def eval_batch_order(config) -> str:
+    """``config``'s ``eval_batch_order`` (``length_sorted`` when unset)."""
+    return config["eval_batch_order"] or "length_sorted"
+
+
+def eval_batch_order_problem(config) -> Optional[str]:
+    """Why ``config``'s ``eval_batch_order`` is not allowed (``None`` when it is)."""
+    order = eval_batch_order(config)
+    if order not in EVAL_BATCH_ORDERS:
+        return f"eval_batch_order={order!r}: allowed values are {', '.join(EVAL_BATCH_ORDERS)}"
+    return None
+
+
+def sorts_evaluation(config) -> bool:
+    """Whether the lean path's full-sort evaluation visits users by history length, with
+    trimmed batches: ``eval_batch_order: length_sorted`` and a model of
+    :data:`PADDING_INVARIANT_MODELS` (for any other model the order and width stay RecBole's)."""
+    return eval_batch_order(config) == "length_sorted" and config["model"] in PADDING_INVARIANT_MODELS
 
 
 def data_path_mode(config) -> str:
@@ -548,6 +573,35 @@ class LeanTrainDataLoader(TrainDataLoader):
             yield self._neg_sampling(self.transform(self._dataset, data))
 
 
+class LeanFullSortEvalDataLoader(FullSortEvalDataLoader):
+    """RecBole's full-sort evaluation loader over a lean split, optionally length-sorted.
+
+    With ``sort_by_length`` the split's rows are put in order of history length once (stable,
+    so users of equal length keep RecBole's order) and every batch is trimmed to its longest
+    history: a batch of short histories no longer carries ``MAX_ITEM_LIST_LENGTH`` columns of
+    padding. The metrics are means over users, so they do not depend on the order, and a
+    padding-invariant model (:data:`PADDING_INVARIANT_MODELS`) scores each user as at full
+    width. In data-parallel evaluation the distributed sampler splits the sorted rows, and the
+    per-user rows are gathered as before.
+    """
+
+    def __init__(self, config, dataset, sampler, shuffle=False, sort_by_length: bool = False):
+        self.sort_by_length = bool(sort_by_length)
+        if self.sort_by_length and TARGET_FIELD in dataset.inter_feat:
+            lengths = dataset.inter_feat[dataset.item_list_length_field]  # [n]
+            order = torch.sort(lengths, stable=True).indices
+            dataset.inter_feat = dataset.inter_feat[order]
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+
+    def collate_fn(self, index):
+        if not (self.sort_by_length and self.is_sequential):
+            return super().collate_fn(index)
+        interaction = self._dataset.rows(torch.as_tensor(np.asarray(index)), trim=True)
+        interaction = self.transform(self._dataset, interaction)
+        positive_u = torch.arange(len(interaction))
+        return interaction, None, positive_u, interaction[self.iid_field]
+
+
 def create_lean_dataset(config) -> LeanSequentialDataset:
     """Load ``config``'s dataset on the lean path (RecBole's ``create_dataset`` equivalent)."""
     dataset = LeanSequentialDataset(config)
@@ -562,8 +616,9 @@ def lean_data_preparation(config, dataset: LeanSequentialDataset,
     Returns:
         ``(train_data, valid_data, test_data)``: a ``train_loader_class`` (prefix samples by
         default; :class:`~recbole_moe.data.sequence.SequenceTrainDataLoader` for whole
-        sequences) and two RecBole ``FullSortEvalDataLoader`` (or ``NegSampleEvalDataLoader``)
-        over lean splits.
+        sequences) and two :class:`LeanFullSortEvalDataLoader` (length-sorted and trimmed
+        when :func:`sorts_evaluation`), or RecBole's ``NegSampleEvalDataLoader``, over lean
+        splits.
     """
     from recbole.data.utils import get_dataloader
 
@@ -573,11 +628,17 @@ def lean_data_preparation(config, dataset: LeanSequentialDataset,
     train_data = train_loader_class(
         config, train_dataset, train_sampler, shuffle=config["shuffle"]
     )
-    valid_data = get_dataloader(config, "valid")(
-        config, valid_dataset, valid_sampler, shuffle=False
-    )
-    test_data = get_dataloader(config, "test")(config, test_dataset, test_sampler, shuffle=False)
-    return train_data, valid_data, test_data
+    loaders = []
+    for phase, split, sampler in (("valid", valid_dataset, valid_sampler),
+                                  ("test", test_dataset, test_sampler)):
+        loader_class = get_dataloader(config, phase)
+        if loader_class is FullSortEvalDataLoader:
+            loaders.append(LeanFullSortEvalDataLoader(
+                config, split, sampler, shuffle=False, sort_by_length=sorts_evaluation(config)
+            ))
+        else:
+            loaders.append(loader_class(config, split, sampler, shuffle=False))
+    return (train_data, *loaders)
 
 
 def load_data(config, create_dataset, data_preparation,
@@ -609,6 +670,8 @@ def load_data(config, create_dataset, data_preparation,
 
 __all__ = [
     "BATCH_ORDERS",
+    "EVAL_BATCH_ORDERS",
+    "LeanFullSortEvalDataLoader",
     "PADDING_INVARIANT_MODELS",
     "LeanSequentialDataset",
     "LeanTrainDataLoader",
@@ -618,8 +681,11 @@ __all__ = [
     "create_lean_dataset",
     "data_path_mode",
     "estimate_recbole_bytes",
+    "eval_batch_order",
+    "eval_batch_order_problem",
     "lean_data_preparation",
     "lean_unsupported_reason",
     "load_data",
     "recbole_memory_estimate",
+    "sorts_evaluation",
 ]
