@@ -42,6 +42,11 @@ def train_negatives(config) -> int:
     return int(config["train_negatives"] or 0)
 
 
+def train_batch_chunks(config) -> int:
+    """Length groups each ``sequence`` batch is computed in (1: the whole batch at once)."""
+    return int(config["train_batch_chunks"] or 1)
+
+
 def objective_problems(config) -> list[str]:
     """Why ``config``'s training regime cannot be used, one message per problem (empty: fine).
 
@@ -57,6 +62,10 @@ def objective_problems(config) -> list[str]:
     ):
         return [f"train_negatives={negatives!r}: must be an integer >= 0 "
                 "(0: cross-entropy over all items)"]
+    chunks = config["train_batch_chunks"]
+    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
+        return [f"train_batch_chunks={chunks!r}: must be an integer >= 1 "
+                "(1: each batch computed at once)"]
     if objective == "prefix":
         return []
     model = config["model"]
@@ -113,6 +122,7 @@ __all__ = [
     "TRAIN_OBJECTIVES",
     "is_sequence",
     "objective_problems",
+    "train_batch_chunks",
     "train_negatives",
     "train_objective",
     "training_samples",

@@ -30,7 +30,7 @@ from recbole.utils import set_color
 from recbole_moe.compat import load_recbole_checkpoint
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.model.sequence import SequenceObjective
-from recbole_moe.objective import is_sequence, train_negatives
+from recbole_moe.objective import is_sequence, train_batch_chunks, train_negatives
 
 
 class NonFiniteLossError(RecBoleMoeError, FloatingPointError):
@@ -111,7 +111,9 @@ class RecBoleMoeTrainer(Trainer):
         """The loss of a training batch: the model's ``calculate_loss`` (``train_objective:
         prefix``), or :class:`SequenceObjective` at every position (``sequence``)."""
         if is_sequence(self.config):
-            return SequenceObjective(self.model, train_negatives(self.config))
+            return SequenceObjective(
+                self.model, train_negatives(self.config), train_batch_chunks(self.config)
+            )
         return self.model.calculate_loss
 
     def _finite_loss(self, loss_func: Callable, epoch_idx: int) -> Callable:

@@ -87,6 +87,8 @@ def test_validation_and_test_items_never_reach_training(synth):
     ({"train_objective": "sequences"},
      "train_objective='sequences': allowed values are prefix, sequence"),
     ({"train_objective": "sequence", "train_negatives": -3}, "train_negatives=-3"),
+    ({"train_objective": "sequence", "train_batch_chunks": 0},
+     "train_batch_chunks=0: must be an integer >= 1"),
     ({"train_objective": "sequence", "loss_type": "BPR"},
      "loss_type='BPR' with train_objective='sequence'"),
     ({"train_objective": "sequence", "data_path_mode": "recbole"}, "data_path_mode is 'recbole'"),

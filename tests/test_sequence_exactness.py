@@ -402,3 +402,80 @@ def test_balance_loss_step_raises_router_entropy(cfg_root):
         for hook in hooks:
             hook.remove()
     assert after > before + 1e-3
+
+
+# ------------------------------------------------------------ 6. batches computed in length groups
+HISTORIES = [
+    HISTORY_A, HISTORY_B, [5, 6], [7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19],
+    [20, 21, 22], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [14, 15],
+]
+
+
+def test_length_chunks_cover_every_row_once_in_length_order():
+    from recbole_moe.model.sequence import length_chunks
+
+    lengths = torch.tensor([5, 1, 9, 3, 3, 7, 2])
+    parts = length_chunks(lengths, 3)
+    assert [len(p) for p in parts] == [3, 2, 2]
+    joined = torch.cat(parts)
+    assert sorted(joined.tolist()) == list(range(7))
+    assert lengths[joined].tolist() == sorted(lengths.tolist())
+    assert len(length_chunks(lengths[:2], 4)) == 2  # never an empty group
+
+
+@pytest.mark.parametrize("name", SEQ_MODELS)
+def test_chunked_batch_gives_the_batch_loss_and_gradient(cfg_root, name):
+    """Dropout off: the batch computed in 3 length groups (each trimmed to its longest history)
+    has the loss of the whole batch, the mean over all its non-padding positions computed here
+    from RecBole-style prefix losses, and the same gradient."""
+    overrides = {"lb_weight": 0.0} if name == "HyMoERec" else {}
+    model = make_model(cfg_root, name, **overrides)
+    model.train()
+    expected = torch.stack([loss for h in HISTORIES for loss in prefix_losses(model, h)]).mean()
+    grads = {}
+    for chunks in (1, 3):
+        model.zero_grad()
+        loss = rec_part(SequenceObjective(model, 0, chunks)(sequence_batch(HISTORIES)))
+        torch.testing.assert_close(loss, expected.detach(), rtol=1e-9, atol=1e-9)
+        loss.backward()
+        grads[chunks] = {n: p.grad.clone() for n, p in model.named_parameters()
+                         if p.grad is not None}
+    assert grads[1].keys() == grads[3].keys() and grads[1]
+    for key, value in grads[1].items():
+        torch.testing.assert_close(grads[3][key], value, rtol=1e-7, atol=1e-10)
+
+
+def test_chunked_batch_trims_each_group_to_its_longest_history(cfg_root):
+    model = make_model(cfg_root, "SASRec")
+    widths = []
+    forward = model.trm_encoder.forward
+
+    def record(hidden, *args, **kwargs):
+        widths.append(hidden.size(1))
+        return forward(hidden, *args, **kwargs)
+
+    model.trm_encoder.forward = record
+    SequenceObjective(model, 0, 3)(sequence_batch(HISTORIES))
+    lengths = sorted(len(h) - 1 for h in HISTORIES)  # groups of 3, 3, 2 users
+    assert widths == [lengths[2], lengths[5], lengths[7]]
+
+
+def test_chunked_hymoerec_advances_its_clock_once_per_batch(cfg_root):
+    model = make_model(cfg_root, "HyMoERec", warmup_steps=10)
+    model.train()
+    seen = []
+    warmup = model.warmup_factor
+
+    def record():
+        seen.append(int(model.train_step))
+        return warmup()
+
+    model.warmup_factor = record
+    SequenceObjective(model, 0, 4)(sequence_batch(HISTORIES))
+    assert int(model.train_step) == 1
+    assert seen and set(seen) == {0}  # every group saw the batch's step
+
+
+def test_bert4rec_is_never_chunked(cfg_root):
+    model = make_model(cfg_root, "BERT4Rec")
+    assert SequenceObjective(model, 0, 4).chunks == 1

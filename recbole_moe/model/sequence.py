@@ -12,6 +12,11 @@ model's loss at every non-padding position:
   RecBole's;
 * RecBole's ``BERT4Rec`` keeps its cloze objective on one masked sequence per user
   (:func:`bert4rec_cloze_loss`).
+
+With ``train_batch_chunks: C > 1`` a batch is computed as ``C`` groups of users of similar
+history length, each trimmed to its own longest history (:meth:`SequenceObjective.chunked`):
+the batch and its loss are the same, but a short history no longer pays for the padding up to
+the longest one in the batch.
 """
 
 from __future__ import annotations
@@ -107,6 +112,31 @@ def bert4rec_cloze_loss(model: BERT4Rec, interaction, negatives: Optional[Tensor
     return position_cross_entropy(states, cloze_targets, weight, negatives, model.output_bias)
 
 
+def length_chunks(item_seq_len: Tensor, chunks: int) -> list[Tensor]:
+    """Row indices of ``chunks`` groups of (nearly) equal size, ``[B]`` lengths sorted
+    ascending (stable), so each group holds histories of similar length."""
+    order = torch.sort(item_seq_len, stable=True).indices  # [B]
+    return [part for part in torch.tensor_split(order, chunks) if len(part)]
+
+
+def trim_rows(interaction, index: Tensor, width: int):
+    """Rows ``index`` of a batch with every ``[B, W, ...]`` list field cut to ``width``."""
+    rows = interaction[index]
+    full = interaction[TARGET_LIST_FIELD].size(1)
+    for field, value in rows.interaction.items():
+        if value.dim() >= 2 and value.size(1) == full:
+            rows.interaction[field] = value[:, :width]
+    return rows
+
+
+def combine(total: Optional[Loss], part: Loss, weight: float) -> Loss:
+    """``total + weight * part`` for a loss or a tuple of loss terms."""
+    if isinstance(part, tuple):
+        scaled = tuple(weight * term for term in part)
+        return scaled if total is None else tuple(a + b for a, b in zip(total, scaled))
+    return weight * part if total is None else total + weight * part
+
+
 class SequenceObjective:
     """The ``sequence`` regime's loss function for ``model`` (callable on a training batch).
 
@@ -114,11 +144,16 @@ class SequenceObjective:
         model: one of :data:`~recbole_moe.objective.SEQUENCE_MODELS`.
         n_negatives: 0 for cross-entropy over all items, else the size of the sampled softmax
             (negatives drawn uniformly per batch, shared by every position).
+        chunks: compute each batch as this many groups of users of similar history length
+            (:meth:`chunked`); 1 computes it at once, at the width of its longest history.
     """
 
-    def __init__(self, model: nn.Module, n_negatives: int = 0) -> None:
+    def __init__(self, model: nn.Module, n_negatives: int = 0, chunks: int = 1) -> None:
         self.model = model
         self.n_negatives = int(n_negatives)
+        # BERT4Rec's cloze loss averages over randomly masked items: its chunks could not be
+        # weighted exactly, so it is always computed at once.
+        self.chunks = 1 if isinstance(model, BERT4Rec) else max(int(chunks), 1)
 
     def negatives(self, device: torch.device) -> Optional[Tensor]:
         if not self.n_negatives:
@@ -126,8 +161,44 @@ class SequenceObjective:
         return sample_negatives(self.model.n_items, self.n_negatives, device)
 
     def __call__(self, interaction) -> Loss:
+        negatives = self.negatives(interaction[self.model.ITEM_SEQ].device)
+        if self.chunks > 1 and len(interaction) > 1:
+            return self.chunked(interaction, negatives)
+        return self.loss(interaction, negatives)
+
+    def chunked(self, interaction, negatives: Optional[Tensor]) -> Loss:
+        """The batch's loss, computed in :attr:`chunks` length groups.
+
+        The users are sorted by history length and split into groups; each group is trimmed to
+        its longest history (the models are causal, so trailing padding changes no position's
+        output) and its loss, a mean over its non-padding positions, is weighted by its share
+        of the batch's positions. The sum is the batch's cross-entropy (exactly, up to float
+        rounding, when dropout is off); one backward pass then gives the batch's gradient.
+        HyMoERec's balance term is the same weighted mean of the groups' terms (close to, not
+        equal to, the term of the batch's mean router distribution), and a model's optimizer-
+        step clock (``train_step``) advances once per batch, with every group seeing the same
+        warm-up value.
+        """
         model = self.model
-        negatives = self.negatives(interaction[model.ITEM_SEQ].device)
+        lengths = interaction[model.ITEM_SEQ_LEN]
+        targets = interaction[TARGET_LIST_FIELD]
+        positions = float((targets > 0).sum().clamp(min=1))
+        clock = getattr(model, "train_step", None)
+        start = clock.clone() if isinstance(clock, Tensor) else None
+        total: Optional[Loss] = None
+        for index in length_chunks(lengths, self.chunks):
+            share = float((targets[index] > 0).sum()) / positions
+            if share == 0:
+                continue
+            if start is not None:
+                clock.copy_(start)  # every group sees the batch's step; the last advances it
+            rows = trim_rows(interaction, index, max(int(lengths[index].max()), 1))
+            total = combine(total, self.loss(rows, negatives), share)
+        return total
+
+    def loss(self, interaction, negatives: Optional[Tensor]) -> Loss:
+        """The model's loss at every non-padding position of ``interaction``."""
+        model = self.model
         if hasattr(model, "calculate_sequence_loss"):
             return model.calculate_sequence_loss(interaction, negatives)
         if isinstance(model, BERT4Rec):
