@@ -1,0 +1,126 @@
+"""Less padding under ``train_objective: sequence``: length-group chunks and sorted evaluation.
+
+Side by side in one process, for every dataset and model (lean data path, hidden 64, 2 layers,
+the dataset's own MAX_ITEM_LIST_LENGTH, ``--batch`` users a batch):
+
+* **training epoch**, ``train_batch_chunks`` 1 (each batch at the width of its longest
+  history) against each of ``--chunks``: the same batches and loss, computed as that many
+  groups of users of similar length, each trimmed to its own longest history;
+* **full-sort validation pass**, ``eval_batch_order`` ``dataset`` (RecBole's order, every batch
+  ``MAX_ITEM_LIST_LENGTH`` wide) against ``length_sorted`` (users by history length, batches
+  trimmed), with the metrics of both printed so their equality can be seen.
+
+Training epochs are timed with :func:`recbole_moe.benchmark.timing.time_epoch` (``--steps``
+steps spread over the epoch after a warm-up step; EXTRAPOLATED when the epoch has more
+batches). Ratios are printed last (baseline time / new time).
+
+    OMP_NUM_THREADS=2 python benchmarks/sequence_padding.py --datasets beauty ml-1m \\
+        --models SASRec HyMoERec FAME Mamba4Rec --output benchmarks/results/sequence/padding.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import tempfile
+import time
+
+
+def build(model_name: str, dataset: str, args, **overrides):
+    from recbole_moe.quick_start import get_trainer, prepare_run
+
+    config_dict = {
+        "data_path": args.data_path, "train_objective": "sequence", "hidden_size": 64,
+        "n_layers": 2, "train_batch_size": args.batch, "state": "ERROR",
+        "show_progress": False, "seed": args.seed,
+        "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_padding_saved"),
+        **overrides,
+    }
+    config, train_data, valid_data, _, model, _ = prepare_run(
+        model_name, dataset, config_dict, log=False
+    )
+    return get_trainer(config, model), train_data, valid_data
+
+
+def train_row(model_name: str, dataset: str, chunks: int, args) -> dict:
+    from recbole_moe.benchmark.timing import time_epoch
+
+    trainer, train_data, _ = build(model_name, dataset, args, train_batch_chunks=chunks)
+    row = {"dataset": dataset, "model": model_name, "part": "train", "chunks": chunks,
+           **time_epoch(trainer, train_data, args.steps)}
+    del trainer, train_data
+    gc.collect()
+    return row
+
+
+def eval_row(model_name: str, dataset: str, order: str, args) -> dict:
+    trainer, _, valid_data = build(model_name, dataset, args, eval_batch_order=order)
+    start = time.perf_counter()
+    result = trainer.evaluate(valid_data, load_best_model=False)
+    seconds = time.perf_counter() - start
+    row = {"dataset": dataset, "model": model_name, "part": "eval", "order": order,
+           "seconds": round(seconds, 2),
+           "metrics": {k: round(float(v), 6) for k, v in result.items()}}
+    del trainer, valid_data
+    gc.collect()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["beauty"])
+    parser.add_argument("--models", nargs="+",
+                        default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
+    parser.add_argument("--data_path", default="dataset")
+    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    parser.add_argument("--chunks", nargs="+", type=int, default=[4, 8],
+                        help="train_batch_chunks values compared with 1")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per epoch")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--output", help="write the rows and the machine as JSON here")
+    args = parser.parse_args()
+
+    import recbole_moe  # noqa: F401
+    from recbole_moe.environment import code_version, describe_hardware, hardware
+
+    machine = f"{describe_hardware(hardware())}; commit {code_version()}"
+    print(f"# {machine}", flush=True)
+    rows, summary = [], []
+    for dataset in args.datasets:
+        for model in args.models:
+            base = train_row(model, dataset, 1, args)
+            print(json.dumps(base), flush=True)
+            rows.append(base)
+            for chunks in args.chunks:
+                row = train_row(model, dataset, chunks, args)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                summary.append({"dataset": dataset, "model": model, "part": "train epoch",
+                                "baseline": "chunks 1", "new": f"chunks {chunks}",
+                                "ratio": round(base["epoch_seconds"] / row["epoch_seconds"], 2)})
+            full, trimmed = (eval_row(model, dataset, o, args)
+                             for o in ("dataset", "length_sorted"))
+            for row in (full, trimmed):
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+            summary.append({"dataset": dataset, "model": model, "part": "validation",
+                            "baseline": "dataset", "new": "length_sorted",
+                            "ratio": round(full["seconds"] / trimmed["seconds"], 2),
+                            "same_metrics": full["metrics"] == trimmed["metrics"]})
+    print(f"\n{'dataset':8} {'model':10} {'part':12} {'baseline':>10} {'new':>14} {'ratio':>7}")
+    for s in summary:
+        same = "" if "same_metrics" not in s else f"  same metrics: {s['same_metrics']}"
+        print(f"{s['dataset']:8} {s['model']:10} {s['part']:12} {s['baseline']:>10} "
+              f"{s['new']:>14} {s['ratio']:>6.2f}x{same}")
+    if args.output:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine, "args": vars(args), "rows": rows,
+                       "summary": summary}, f, indent=1)
+        os.replace(tmp, args.output)
+
+
+if __name__ == "__main__":
+    main()
