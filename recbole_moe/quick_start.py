@@ -240,7 +240,9 @@ def run(
 
     Returns:
         dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-        ``test_result``, ``model_file``, ``log_file`` and ``config``.
+        ``test_result``, ``model_file``, ``log_file`` and ``config``, plus ``epochs_run``,
+        timings, ``n_params`` and ``epoch_stats`` (the model's per-epoch statistics: HyMoERec's
+        α and expert load, FAME's gate and router weights; empty for other models).
     """
     config, train_data, valid_data, test_data, net, log_file = prepare_run(
         model, dataset, config_dict, config_file_list, override_source=override_source
@@ -278,6 +280,7 @@ def run(
         "valid_time_per_epoch": _mean(timer.valid),
         "test_time": test_time,
         "n_params": int(n_params),
+        "epoch_stats": list(getattr(trainer, "epoch_stats", [])),
     }
 
 

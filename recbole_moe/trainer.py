@@ -73,6 +73,19 @@ def check_checkpoint_matches(checkpoint: dict, model: str, dataset: str, path: s
         )
 
 
+def plain_stats(value: Any) -> Any:
+    """Tensors in a statistics dict -> nested lists and floats (JSON-ready)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, dict):
+        return {str(k): plain_stats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_stats(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
 class RecBoleMoeTrainer(Trainer):
     """RecBole's ``Trainer`` with resumable, atomic checkpoints, a non-finite loss check and a
     per-epoch statistics hook. Training and evaluation are RecBole's, unchanged."""
@@ -83,6 +96,9 @@ class RecBoleMoeTrainer(Trainer):
         self.last_model_file = last_checkpoint_path(self.saved_model_file)
         self._train_data = None
         self._pending_generator_state: Optional[torch.Tensor] = None
+        #: The model's per-epoch statistics (``log_epoch_stats``' return value, as plain lists
+        #: and numbers), one entry per training epoch, kept across a resume.
+        self.epoch_stats: list[dict[str, Any]] = []
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
@@ -104,7 +120,9 @@ class RecBoleMoeTrainer(Trainer):
         )
         hook = getattr(self.model, "log_epoch_stats", None)
         if callable(hook):
-            hook(self.logger, self.tensorboard, epoch_idx)
+            stats = hook(self.logger, self.tensorboard, epoch_idx)
+            if stats is not None:
+                self.epoch_stats.append({"epoch": epoch_idx, **plain_stats(stats)})
         return total_loss
 
     def training_loss(self) -> Callable:
@@ -199,6 +217,7 @@ class RecBoleMoeTrainer(Trainer):
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
             "best_model_file": self.saved_model_file,
+            "epoch_stats": list(self.epoch_stats),
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -240,6 +259,9 @@ class RecBoleMoeTrainer(Trainer):
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")
+        self.epoch_stats = [
+            s for s in checkpoint.get("epoch_stats") or [] if s["epoch"] < self.start_epoch
+        ]
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])

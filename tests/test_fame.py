@@ -360,6 +360,12 @@ def test_trainer_logs_epoch_stats(trained):
     with open(first["log_file"], encoding="utf-8") as f:
         text = f.read()
     assert "FAME gate per head" in text and "router per head" in text
+    # ... and returns them per epoch with the run's result (the benchmark records them)
+    (stats,) = first["epoch_stats"]
+    heads = first["config"]["n_heads"]
+    assert stats["epoch"] == 0 and len(stats["gate"]) == heads
+    assert sum(stats["gate"]) == pytest.approx(1.0, abs=1e-4)
+    assert len(stats["router"]) == heads
 
 
 def test_training_beats_untrained(env, trained):

@@ -51,6 +51,13 @@ def test_resume_after_crash_reaches_the_same_metrics(model, extra, tiny_config, 
     assert resumed["best_valid_result"] == full["best_valid_result"]
     assert resumed["test_result"] == full["test_result"]
     assert resumed["epochs_run"] == 2  # epochs 2 and 3 only
+    # the per-epoch model statistics survive the crash: all 4 epochs, as without it
+    assert resumed["epoch_stats"] == full["epoch_stats"]
+    if model == "HyMoERec":
+        assert [s["epoch"] for s in full["epoch_stats"]] == [0, 1, 2, 3]
+        assert all(len(s["alpha"]) == tiny_config.get("n_layers", 2) for s in full["epoch_stats"])
+    else:
+        assert full["epoch_stats"] == []
 
 
 def test_resume_refuses_another_models_checkpoint(tiny_config):

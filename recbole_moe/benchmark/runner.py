@@ -221,6 +221,8 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
         "dataset": dataset,
         "seed": int(seed),
         "fingerprint": plan.fingerprint(model, dataset),
+        # The plan asked for sequence training, which this model cannot do: it runs with prefix.
+        "prefix_fallback": plan.falls_back_to_prefix(model, dataset),
         "plan": plan.describe(),
         "overrides": jsonable(config_dict),
         "command": command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
@@ -273,6 +275,7 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
         valid_time_per_epoch=result.get("valid_time_per_epoch"),
         eval_time=result.get("test_time"),
         n_params=result.get("n_params"),
+        epoch_stats=result.get("epoch_stats") or None,
         peak_rss_mib=memory.peak / 2**20,
         rss_added_mib=(memory.peak - memory.start) / 2**20,
         cuda_max_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
@@ -325,7 +328,9 @@ def execute(
     checkpoint_dir = os.path.join(out, "saved")
     started = time.perf_counter()
     for index, (model, dataset, seed) in enumerate(todo, start=1):
-        log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}")
+        note = (" (train_objective prefix: the model cannot train with sequence)"
+                if plan.falls_back_to_prefix(model, dataset) else "")
+        log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}{note}")
         record = run_one(plan, model, dataset, seed, keep_checkpoints, checkpoint_dir, command)
         append_record(path, record)
         counts[record["status"]] += 1
