@@ -3,8 +3,14 @@
 RecBole's ``Config`` only looks in its own ``properties/`` folder and resolves model names in
 ``recbole.model``. This subclass (the pattern RecBole-GNN uses) resolves names through our
 registry and layers our files on top of RecBole's, so the priority is, lowest first:
-RecBole overall/model/dataset defaults < our model file < our dataset file < ``config_files``
+RecBole overall/model/dataset defaults < our ``overall.yaml`` < our model file < our dataset
+file < the model file's ``dataset_overrides`` section for this dataset < ``config_files``
 < ``config_dict`` (where the command line's ``--key=value`` overrides go).
+
+A model file's optional ``dataset_overrides: {<dataset>: {key: value}}`` holds the model's own
+values for particular datasets (Mamba4Rec's dropout on the Amazon datasets); it is applied right
+after the dataset file, so it beats the dataset file's values for that model only. It is never a
+setting itself.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from recbole_moe.errors import ConfigError
 from recbole_moe.model import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+#: Section of a model property file with per-dataset values: ``{<dataset>: {key: value}}``.
+DATASET_OVERRIDES_KEY = "dataset_overrides"
 
 
 def model_property_file(model: str) -> str:
@@ -30,6 +38,23 @@ def model_property_file(model: str) -> str:
 def dataset_property_file(dataset: str) -> str:
     """Path of our property file for ``dataset`` (may not exist)."""
     return os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
+
+
+def dataset_section(loaded: Any, dataset: str, path: str) -> dict:
+    """The ``dataset_overrides`` entry for ``dataset`` of a loaded model property file
+    (empty when there is none).
+
+    Raises:
+        ConfigError: the section, or its entry for ``dataset``, is not a mapping.
+    """
+    section = (loaded.get(DATASET_OVERRIDES_KEY) if isinstance(loaded, dict) else None) or {}
+    settings = section.get(dataset) if isinstance(section, dict) else None
+    if not isinstance(section, dict) or not isinstance(settings, (dict, type(None))):
+        raise ConfigError(
+            f"property file {path}: '{DATASET_OVERRIDES_KEY}' must map dataset names to "
+            "mappings of settings, e.g. {beauty: {dropout_prob: 0.4}}"
+        )
+    return dict(settings or {})
 
 
 class Config(RecBoleConfig):
@@ -105,14 +130,19 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         self._update_internal_config_dict(os.path.join(PROPERTIES_DIR, "overall.yaml"))
         model_file = model_property_file(model)
+        per_dataset: dict = {}
         if os.path.isfile(model_file):
-            self._update_internal_config_dict(model_file)
+            loaded = self._update_internal_config_dict(model_file)
+            per_dataset = dataset_section(loaded, dataset, model_file)
+            self.internal_config_dict.pop(DATASET_OVERRIDES_KEY, None)
         dataset_file = dataset_property_file(dataset)
         if os.path.isfile(dataset_file):
             config_dict = self._update_internal_config_dict(dataset_file) or {}
             self.parameters["Dataset"] += [
                 key for key in config_dict if key not in self.parameters["Dataset"]
             ]
+        # The model's own values for this dataset beat the dataset file (see the module doc).
+        self.internal_config_dict.update(per_dataset)
 
     def _get_final_config_dict(self) -> dict:
         final = super()._get_final_config_dict()

@@ -14,7 +14,13 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from recbole_moe.config import PROPERTIES_DIR, Config, dataset_property_file, model_property_file
+from recbole_moe.config import (
+    DATASET_OVERRIDES_KEY,
+    PROPERTIES_DIR,
+    Config,
+    dataset_property_file,
+    model_property_file,
+)
 from recbole_moe.errors import ConfigError
 from recbole_moe.objective import is_sequence, objective_problems
 
@@ -49,7 +55,12 @@ def source_of(config: Config, key: str) -> str:
     for path in reversed(config.config_file_list or []):
         if key in (_read_yaml(path) or {}):
             return f"config file {path}"
-    for path in (dataset_property_file(config.dataset), model_property_file(config.model)):
+    model_file = model_property_file(config.model)
+    if os.path.isfile(model_file):
+        section = (_read_yaml(model_file) or {}).get(DATASET_OVERRIDES_KEY) or {}
+        if key in (section.get(config.dataset) or {}):
+            return f"property file {model_file} ({DATASET_OVERRIDES_KEY}: {config.dataset})"
+    for path in (dataset_property_file(config.dataset), model_file):
         if os.path.isfile(path) and key in (_read_yaml(path) or {}):
             return f"property file {path}"
     return "RecBole's defaults"
@@ -158,6 +169,7 @@ def known_keys() -> frozenset:
                 continue
             if isinstance(data, dict):
                 keys.update(data)
+    keys.discard(DATASET_OVERRIDES_KEY)  # a section of our model files, not a setting
     from recbole.utils.argument_list import (
         dataset_arguments, evaluation_arguments, general_arguments, training_arguments,
     )

@@ -69,7 +69,10 @@ def run_main(argv: Sequence[str]) -> int:
     if args.dry_run:
         print(f"plan {plan.name}: {plan.description}")
         for model, dataset, seed in plan.runs():
-            print(f"  {model:<10} {dataset:<12} seed {seed}: {plan.config_dict(model, dataset, seed)}")
+            note = " (prefix: cannot train with sequence)" if plan.falls_back_to_prefix(
+                model, dataset) else ""
+            print(f"  {model:<10} {dataset:<12} seed {seed}: "
+                  f"{plan.config_dict(model, dataset, seed)}{note}")
         return 0
     try:
         command = " ".join(["python -m recbole_moe.benchmark"] + list(argv))

@@ -12,6 +12,11 @@ lowest priority first:
 6. the command line's ``--key=value`` overrides;
 7. ``seed`` of the run.
 
+Under a paper preset (or a plan file with ``prefix_fallback: true``), a model that cannot train
+with ``train_objective: sequence`` (not in :data:`recbole_moe.objective.SEQUENCE_MODELS`, e.g.
+NARM, Caser) runs its cells with ``train_objective: prefix`` when the plan asks for ``sequence``;
+its overrides, record and report rows say so.
+
 A YAML plan file looks like::
 
     name: my-benchmark
@@ -25,6 +30,7 @@ A YAML plan file looks like::
     report_metrics: [hit@5, ndcg@5, hit@10, ndcg@10]
     protocol: hymoerec                  # optional: start from a preset
     scale: cpu-smoke                    # optional
+    prefix_fallback: true               # optional (presets: true); see above
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import yaml
+
+from recbole_moe.objective import SEQUENCE_MODELS
 
 #: Our models; every other model is a baseline in the report.
 OUR_MODELS = ("HyMoERec", "FAME")
@@ -63,6 +71,9 @@ class Plan:
     overrides: Overrides = field(default_factory=dict)
     ours: list[str] = field(default_factory=lambda: list(OUR_MODELS))
     report_metrics: list[str] = field(default_factory=list)
+    #: Run models that cannot train with ``train_objective: sequence`` with ``prefix`` when the
+    #: plan asks for ``sequence`` (instead of recording a failed run).
+    prefix_fallback: bool = False
 
     def runs(self) -> list[tuple[str, str, int]]:
         """The cells in execution order: dataset, then seed, then model (models side by side)."""
@@ -70,6 +81,20 @@ class Plan:
 
     def config_dict(self, model: str, dataset: str, seed: int) -> Overrides:
         """The config overrides of one run (levels 3-7 of the module docstring)."""
+        config = self._layered(model, dataset)
+        if self.falls_back_to_prefix(model, dataset):
+            config["train_objective"] = "prefix"
+        config["seed"] = int(seed)
+        return config
+
+    def falls_back_to_prefix(self, model: str, dataset: str) -> bool:
+        """Whether the plan asks ``model`` for ``sequence`` training, which it cannot do, and
+        runs it with ``prefix`` instead (``prefix_fallback``)."""
+        requested = self._layered(model, dataset).get("train_objective")
+        return self.prefix_fallback and requested == "sequence" and model not in SEQUENCE_MODELS
+
+    def _layered(self, model: str, dataset: str) -> Overrides:
+        """Every layer's overrides, then the command line's, for one (model, dataset)."""
         config: Overrides = {}
         for layer in self.layers:
             config.update(copy.deepcopy(layer.get("overrides") or {}))
@@ -77,8 +102,7 @@ class Plan:
             config.update(copy.deepcopy((layer.get("model_overrides") or {}).get(model, {})))
             per_model = (layer.get("model_dataset_overrides") or {}).get(model, {})
             config.update(copy.deepcopy(per_model.get(dataset, {})))
-        config.update(self.overrides)
-        config["seed"] = int(seed)
+        config.update(copy.deepcopy(self.overrides))
         return config
 
     def fingerprint(self, model: str, dataset: str) -> str:
@@ -106,6 +130,7 @@ class Plan:
             "ours": list(self.ours),
             "report_metrics": list(self.report_metrics),
             "config_files": list(self.config_files),
+            "prefix_fallback": self.prefix_fallback,
         }
 
 
@@ -125,17 +150,30 @@ _COMMON_PROTOCOL: Overrides = {
     "show_progress": False,
 }
 
+#: Mamba4Rec's own published settings (its public RecBole configuration), kept inside every
+#: protocol: the protocols' batch size and epoch budget are the other models' settings.
+_MAMBA4REC: Overrides = {"train_batch_size": 2048, "epochs": 300}
+#: Mamba4Rec's dropout: 0.2 on MovieLens, 0.4 on the Amazon datasets.
+_MAMBA4REC_DROPOUT: dict[str, Overrides] = {
+    **{d: {"dropout_prob": 0.2} for d in ("ml-1m", "ml-1m-5core", "ml-100k", "ml-20m")},
+    **{d: {"dropout_prob": 0.4} for d in ("beauty", "sports", "toys")},
+}
+
 #: Paper presets (../shared/spec/HyMoERec.md and FAME.md, sections 4-6). Where a paper's value
-#: was not retrieved, the spec's proposed default is used.
+#: was not retrieved, the spec's proposed default is used. Under ``--train_objective=sequence``
+#: the models that cannot train that way (NARM) run with ``prefix`` (``prefix_fallback``).
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "hymoerec": {
-        "description": "HyMoERec paper protocol (spec sections 4-6): ML-1M and Beauty, "
+        "description": "HyMoERec paper protocol (spec sections 4-6): ML-1M (ml-1m-5core, "
+                       "3,416 items, as Mamba4Rec's official configuration) and Beauty, "
                        "leave-one-out full ranking, HR/NDCG@5 headline (also @10, MRR@10), "
                        "NARM/GRU4Rec/BERT4Rec/Mamba4Rec (+SASRec) baselines, model selection "
-                       "on validation NDCG@10, up to 200 epochs with early stopping (10).",
+                       "on validation NDCG@10, up to 200 epochs with early stopping (10); "
+                       "Mamba4Rec with its own settings (batch 2048, up to 300 epochs).",
         "models": ["HyMoERec", "SASRec", "NARM", "GRU4Rec", "BERT4Rec", "Mamba4Rec"],
-        "datasets": ["ml-1m", "beauty"],
+        "datasets": ["ml-1m-5core", "beauty"],
         "seeds": [0, 1, 2],
+        "prefix_fallback": True,
         "overrides": {**_COMMON_PROTOCOL, "topk": [5, 10, 20], "valid_metric": "NDCG@10",
                       "epochs": 200, "train_batch_size": 256},
         "dataset_overrides": {
@@ -145,21 +183,22 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
             "beauty": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5,
                        "MAX_ITEM_LIST_LENGTH": 50},
         },
-        "model_dataset_overrides": {
-            "Mamba4Rec": {"ml-1m": {"dropout_prob": 0.2}, "ml-1m-5core": {"dropout_prob": 0.2},
-                          "ml-100k": {"dropout_prob": 0.2}, "beauty": {"dropout_prob": 0.4}},
-        },
+        "model_overrides": {"Mamba4Rec": dict(_MAMBA4REC)},
+        "model_dataset_overrides": {"Mamba4Rec": copy.deepcopy(_MAMBA4REC_DROPOUT)},
         "report_metrics": ["hit@5", "ndcg@5", "hit@10", "ndcg@10", "mrr@10"],
     },
     "fame": {
         "description": "FAME paper protocol (spec sections 4-6): Beauty, Sports, Toys and "
                        "ML-20M, leave-one-out full ranking, HR/NDCG@{5,10,20}, model selection "
-                       "on validation NDCG@20, up to 300 epochs with early stopping (10). "
+                       "on validation NDCG@20, up to 300 epochs with early stopping (10); "
+                       "Mamba4Rec with its own batch size (2048) and dropout. Caser is not in "
+                       "the tables (add it with --models; it trains with prefix only). "
                        "ML-20M raw data is not available here; its runs fail with a "
                        "dataset-not-found record until it is prepared.",
-        "models": ["FAME", "SASRec", "GRU4Rec", "BERT4Rec", "Caser"],
+        "models": ["FAME", "SASRec", "HyMoERec", "Mamba4Rec", "GRU4Rec", "BERT4Rec"],
         "datasets": ["beauty", "sports", "toys", "ml-20m"],
         "seeds": [0, 1, 2],
+        "prefix_fallback": True,
         "overrides": {**_COMMON_PROTOCOL, "topk": [5, 10, 20], "valid_metric": "NDCG@20",
                       "epochs": 300, "train_batch_size": 256},
         "dataset_overrides": {
@@ -168,6 +207,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
             "ml-20m": {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2,
                        "MAX_ITEM_LIST_LENGTH": 200, "train_batch_size": 1024},
         },
+        "model_overrides": {"Mamba4Rec": dict(_MAMBA4REC)},
+        "model_dataset_overrides": {"Mamba4Rec": copy.deepcopy(_MAMBA4REC_DROPOUT)},
         "report_metrics": ["hit@5", "ndcg@5", "hit@10", "ndcg@10", "hit@20", "ndcg@20"],
     },
 }
@@ -253,6 +294,7 @@ def build_plan(
         plan.models, plan.datasets = list(preset["models"]), list(preset["datasets"])
         plan.seeds = list(preset["seeds"])
         plan.report_metrics = list(preset.get("report_metrics", []))
+        plan.prefix_fallback = bool(preset.get("prefix_fallback", False))
         plan.layers.append(_layer(preset))
         descriptions.append(preset["description"])
     if scale:
@@ -284,6 +326,8 @@ def build_plan(
         plan.report_metrics = [m.lower() for m in data["report_metrics"]]
     if data.get("description"):
         descriptions.append(str(data["description"]))
+    if data.get("prefix_fallback") is not None:
+        plan.prefix_fallback = bool(data["prefix_fallback"])
 
     if models:
         plan.models = list(models)

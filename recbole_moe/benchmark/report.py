@@ -11,6 +11,11 @@
 
 Standard deviations are sample standard deviations (``ddof=1``); with one seed there is none.
 All metrics are treated as higher-is-better (HR, NDCG, MRR, Recall, Precision).
+
+Every title, table and CSV names the training regime (``train_objective``, ``prefix`` when a
+record does not set it): the report title and each dataset heading give the regime of most runs,
+and a model trained otherwise (NARM with ``prefix`` in a ``sequence`` benchmark) is labelled
+``Model (prefix)`` in every table.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import math
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -50,6 +56,42 @@ def metric_label(key: str) -> str:
     return f"{_METRIC_NAMES.get(name, name)}@{k}" if k else _METRIC_NAMES.get(name, name)
 
 
+def record_regime(record: dict) -> str:
+    """The training regime of a run: its resolved ``train_objective``, else the one in its
+    overrides, else RecBole's ``prefix``."""
+    return ((record.get("config") or {}).get("train_objective")
+            or (record.get("overrides") or {}).get("train_objective") or "prefix")
+
+
+def model_regimes(records: list[dict]) -> dict[str, str]:
+    """model -> its regime (``a/b`` when its runs differ), in first-seen order."""
+    regimes: dict[str, set] = {}
+    for record in records:
+        regimes.setdefault(record["model"], set()).add(record_regime(record))
+    return {model: "/".join(sorted(values)) for model, values in regimes.items()}
+
+
+def main_regime(records: list[dict]) -> str:
+    """The regime of most runs (``prefix`` when there are none; ties: alphabetical)."""
+    counts = Counter(record_regime(r) for r in records)
+    return max(sorted(counts), key=counts.get) if counts else "prefix"
+
+
+def _regime_text(main: str, regimes: dict[str, str]) -> str:
+    """``main``, then the models of ``regimes`` (model -> regime) trained otherwise."""
+    others: dict[str, list[str]] = {}
+    for model, regime in regimes.items():
+        if regime != main:
+            others.setdefault(regime, []).append(model)
+    return "; ".join([main] + [f"{', '.join(models)}: {regime}"
+                               for regime, models in others.items()])
+
+
+def regime_label(records: list[dict]) -> str:
+    """``"sequence"``, or ``"sequence; NARM: prefix"`` when some models ran otherwise."""
+    return _regime_text(main_regime(records), model_regimes(records))
+
+
 def _metric_sort_key(key: str) -> tuple:
     name, _, k = key.partition("@")
     rank = _METRIC_ORDER.index(name) if name in _METRIC_ORDER else len(_METRIC_ORDER)
@@ -68,6 +110,7 @@ class Cell:
     model: str
     seeds: list[int]
     values: dict[str, list[float]]  # metric -> value per seed (same order as seeds)
+    regime: str = "prefix"  # train_objective of its runs ("a/b" when they differ)
 
     def mean(self, metric: str) -> float:
         return float(np.mean(self.values[metric]))
@@ -99,6 +142,17 @@ class DatasetSummary:
     cells: list[Cell]
     ours: list[str]
     comparisons: list[Comparison] = field(default_factory=list)
+    regime: str = "prefix"  # train_objective of most runs; cells trained otherwise are labelled
+
+    @property
+    def regime_label(self) -> str:
+        """The main regime, then the models trained otherwise (``"sequence; NARM: prefix"``)."""
+        return _regime_text(self.regime, {cell.model: cell.regime for cell in self.cells})
+
+    def label(self, model: str) -> str:
+        """``model``, with its regime when it differs from the dataset's (``NARM (prefix)``)."""
+        cell = self.cell(model)
+        return model if cell is None or cell.regime == self.regime else f"{model} ({cell.regime})"
 
     def cell(self, model: str) -> Optional[Cell]:
         return next((c for c in self.cells if c.model == model), None)
@@ -151,11 +205,13 @@ def summarize(records: list[dict]) -> list[DatasetSummary]:
         metrics = _choose_metrics(rows)
         ours = rows[0].get("plan", {}).get("ours") or list(OUR_MODELS)
         cells = []
+        regimes = model_regimes(rows)
         for model in dict.fromkeys(r["model"] for r in rows):
             runs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["seed"])
             cells.append(Cell(model, [r["seed"] for r in runs],
-                              {m: [float(r["test_result"][m]) for r in runs] for m in metrics}))
-        summary = DatasetSummary(dataset, metrics, cells, ours)
+                              {m: [float(r["test_result"][m]) for r in runs] for m in metrics},
+                              regimes[model]))
+        summary = DatasetSummary(dataset, metrics, cells, ours, regime=main_regime(rows))
         baselines = [c for c in cells if c.model not in ours]
         for cell in cells:
             if cell.model not in ours or not baselines:
@@ -185,7 +241,8 @@ def efficiency_rows(records: list[dict]) -> list[dict]:
             return float(np.mean(vals)) if vals else None
 
         rows.append({
-            "dataset": dataset, "model": model, "n_runs": len(runs),
+            "dataset": dataset, "model": model,
+            "train_objective": model_regimes(runs)[model], "n_runs": len(runs),
             "n_params": runs[0].get("n_params"),
             "epochs_run": mean("epochs_run"),
             "train_s_per_epoch": mean("train_time_per_epoch"),
@@ -248,7 +305,7 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
     first = rows_ok[0]
     plan = first.get("plan", {})
     seeds = sorted({r["seed"] for r in rows_ok})
-    lines = [f"## {summary.dataset}", ""]
+    lines = [f"## {summary.dataset} (train_objective: {summary.regime_label})", ""]
     if plan.get("scale"):
         lines += [f"**Reduced run (`--scale {plan['scale']}`): not comparable with converged or "
                   "published numbers.**", ""]
@@ -265,8 +322,11 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
                      else f"- Config overrides: `{config}`")
     if plan.get("config_files"):
         lines.append(f"- Config files: {', '.join(plan['config_files'])}")
-    regimes = sorted({r.get("config", {}).get("train_objective") or "prefix" for r in rows_ok})
-    lines.append(f"- Training regime (`train_objective`): {', '.join(regimes)}")
+    lines.append(f"- Training regime (`train_objective`): {summary.regime_label}")
+    fallback = list(dict.fromkeys(r["model"] for r in rows_ok if r.get("prefix_fallback")))
+    if fallback:
+        lines.append(f"- {', '.join(fallback)}: `prefix` because the plan asked for `sequence`, "
+                     "which these models cannot train with.")
     commits = sorted({r.get("commit") or "not recorded" for r in rows_ok})
     lines.append(f"- Code commit: {', '.join(commits)}")
     lines += [
@@ -283,7 +343,8 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
     best = {m: summary.best(m) for m in summary.metrics}
     rows = []
     for cell in summary.cells:
-        name = f"{cell.model} (ours)" if cell.model in summary.ours else cell.model
+        name = summary.label(cell.model)
+        name = f"{name} (ours)" if cell.model in summary.ours else name
         row = [name, str(len(cell.seeds))]
         for metric in summary.metrics:
             text = _mean_std(cell, metric)
@@ -294,7 +355,8 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
         lines += ["Our models against the strongest baseline of each column (relative "
                   "improvement of the means; paired t-test across seeds, * p < 0.05; n/a: fewer than "
                   "2 common seeds, or the same difference on every seed):", ""]
-        rows = [[c.model, metric_label(c.metric), c.baseline, _fmt(c.ours), _fmt(c.base),
+        rows = [[summary.label(c.model), metric_label(c.metric), summary.label(c.baseline),
+                 _fmt(c.ours), _fmt(c.base),
                  f"{c.improvement:+.1f}%" if not math.isnan(c.improvement) else "–",
                  _p_text(c.p_value, c.n_pairs)] for c in summary.comparisons]
         lines += _table(["Ours", "Metric", "Strongest baseline", "Ours mean", "Baseline mean",
@@ -308,11 +370,13 @@ def efficiency_section(rows: list[dict]) -> list[str]:
              "evaluation (all users × all items, best checkpoint reload included); "
              "valid s/epoch: one full-sort validation pass; peak RSS: the process's peak "
              "resident memory during the run (includes Python, torch and the dataset).", ""]
-    table = [[r["dataset"], r["model"], f"{r['n_params']:,}" if r["n_params"] else "–",
+    table = [[r["dataset"], r["model"], r["train_objective"],
+              f"{r['n_params']:,}" if r["n_params"] else "–",
               _fmt(r["epochs_run"], 1), _fmt(r["train_s_per_epoch"], 2),
               _fmt(r["valid_s_per_epoch"], 2), _fmt(r["eval_s"], 2), _fmt(r["peak_rss_mib"], 0),
               _fmt(r["cuda_max_allocated_mib"], 0)] for r in rows]
-    return lines + _table(["Dataset", "Model", "Params", "Epochs", "Train s/epoch",
+    return lines + _table(["Dataset", "Model", "train_objective", "Params", "Epochs",
+                           "Train s/epoch",
                            "Valid s/epoch", "Eval s", "Peak RSS MiB", "CUDA max MiB"],
                           table) + [""]
 
@@ -338,14 +402,15 @@ def paper_section(summaries: list[DatasetSummary], published: list[dict],
                 ours = cell.mean(metric) if cell is not None and metric in cell.values else None
                 diff = ours - value if ours is not None else None
                 rel = f"{diff / value * 100:+.1f}%" if diff is not None and value else "–"
-                rows.append([summary.dataset, entry["model"], metric_label(metric),
+                rows.append([summary.dataset, entry["model"],
+                             cell.regime if cell is not None else "–", metric_label(metric),
                              _mean_std(cell, metric) if ours is not None else "not run",
                              _fmt(value), f"{diff:+.4f}" if diff is not None else "–", rel,
                              entry["source"], entry.get("protocol", "")])
     if not rows:
         return lines + ["No published numbers for these datasets.", ""]
-    return lines + _table(["Dataset", "Model", "Metric", "Ours", "Published", "Diff", "Rel.",
-                           "Source", "Protocol"], rows) + [""]
+    return lines + _table(["Dataset", "Model", "Ours: train_objective", "Metric", "Ours",
+                           "Published", "Diff", "Rel.", "Source", "Protocol"], rows) + [""]
 
 
 def status_section(latest: dict[str, dict], plan_cells: Optional[list]) -> list[str]:
@@ -358,7 +423,8 @@ def status_section(latest: dict[str, dict], plan_cells: Optional[list]) -> list[
     lines = ["## Failed and missing runs", ""]
     for r in failed:
         error = str(r.get("error", "")).splitlines()[0][:300] if r.get("error") else ""
-        lines.append(f"- failed: {r['model']} on {r['dataset']}, seed {r['seed']}: {error}")
+        lines.append(f"- failed: {r['model']} on {r['dataset']}, seed {r['seed']} "
+                     f"(train_objective {record_regime(r)}): {error}")
     lines += [f"- not run yet: {key.replace('|', ' / ')}" for key in missing]
     return lines + [""]
 
@@ -379,12 +445,12 @@ def _write_csv(path: str, header: list[str], rows: list[list[Any]]) -> None:
 
 def dataset_csv(path: str, summary: DatasetSummary) -> None:
     """One row per model: seeds, mean and std of every metric, best marked."""
-    header = ["model", "ours", "n_seeds", "seeds"]
+    header = ["model", "ours", "train_objective", "n_seeds", "seeds"]
     for metric in summary.metrics:
         header += [f"{metric}_mean", f"{metric}_std", f"{metric}_best"]
     rows = []
     for cell in summary.cells:
-        row: list[Any] = [cell.model, cell.model in summary.ours, len(cell.seeds),
+        row: list[Any] = [cell.model, cell.model in summary.ours, cell.regime, len(cell.seeds),
                           " ".join(map(str, cell.seeds))]
         for metric in summary.metrics:
             std = cell.std(metric)
@@ -415,10 +481,11 @@ def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]
             means = [cell.mean(m) for m in summary.metrics]
             stds = [0.0 if math.isnan(cell.std(m)) else cell.std(m) for m in summary.metrics]
             ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-                   label=cell.model, hatch="//" if cell.model in summary.ours else None)
+                   label=summary.label(cell.model),
+                   hatch="//" if cell.model in summary.ours else None)
         ax.set_xticks(x, [metric_label(m) for m in summary.metrics])
         ax.set_ylabel("test metric (mean ± std over seeds)")
-        ax.set_title(f"{summary.dataset}")
+        ax.set_title(f"{summary.dataset} (train_objective: {summary.regime_label})")
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
         path = os.path.join(out, f"{summary.dataset}_metrics.png")
@@ -437,11 +504,12 @@ def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]
                     continue
                 ax.scatter(eff["train_s_per_epoch"], cell.mean(metric),
                            marker="*" if cell.model in summary.ours else "o", s=80)
-                ax.annotate(cell.model, (eff["train_s_per_epoch"], cell.mean(metric)),
+                ax.annotate(summary.label(cell.model),
+                            (eff["train_s_per_epoch"], cell.mean(metric)),
                             fontsize=8, xytext=(4, 4), textcoords="offset points")
             ax.set_xlabel("train seconds per epoch")
             ax.set_ylabel(f"test {metric_label(metric)}")
-            ax.set_title(summary.dataset)
+            ax.set_title(f"{summary.dataset} (train_objective: {summary.regime})")
         fig.tight_layout()
         path = os.path.join(out, "time_vs_quality.png")
         fig.savefig(path, dpi=110)
@@ -474,7 +542,7 @@ def write_report(out: str, plots: bool = True,
     name = next((r.get("plan", {}).get("name") for r in records), None) or os.path.basename(
         os.path.normpath(out))
     reduced = any(r.get("plan", {}).get("scale") for r in records)
-    lines = [f"# Benchmark report: {name}", "",
+    lines = [f"# Benchmark report: {name} (train_objective: {regime_label(records)})", "",
              f"Generated by `python -m recbole_moe.benchmark report {out}` from `{RUNS_FILE}` "
              f"({sum(r.get('status') == 'ok' for r in records)} finished runs).", ""]
     for summary in summaries:
