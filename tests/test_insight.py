@@ -44,11 +44,25 @@ def test_section_shows_the_last_epoch_of_each_run():
 
 
 def test_plots_per_dataset_and_model(tmp_path):
-    matplotlib = pytest.importorskip("matplotlib", reason="the plots extra is not installed")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = insight_plots(str(tmp_path), RECORDS, plt)
+    pytest.importorskip("matplotlib", reason="the plots extra is not installed")
+    written = insight_plots(str(tmp_path), RECORDS)
     assert sorted(os.path.basename(p) for p in written) == [
         "beauty_FAME_insight.png", "beauty_HyMoERec_insight.png"]
     assert all(os.path.getsize(p) > 1000 for p in written)
+
+
+def test_report_has_the_insight_section_and_plots(tmp_path):
+    import json
+
+    from recbole_moe.benchmark.report import write_report
+
+    pytest.importorskip("matplotlib", reason="the plots extra is not installed")
+    record = dict(RECORDS[0], status="ok", key="HyMoERec/beauty/0",
+                  test_result={"ndcg@10": 0.05}, best_valid_result={"ndcg@10": 0.05},
+                  config={"train_objective": "sequence"})
+    with open(tmp_path / "runs.jsonl", "w", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    written = write_report(str(tmp_path))
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "## Model insight" in text and "![beauty_HyMoERec_insight.png]" in text
+    assert str(tmp_path / "beauty_HyMoERec_insight.png") in written

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Optional
 
 import numpy as np
 
@@ -41,6 +40,12 @@ def _runs(records: list[dict], model: str) -> list[dict]:
 
 def _fmt_list(values: list[float], digits: int = 3) -> str:
     return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
+
+
+def insight_files(records: list[dict]) -> list[str]:
+    """Names of the PNG files :func:`insight_plots` writes for ``records``."""
+    return [f"{dataset}_{model}_insight.png" for model in INSIGHT_MODELS
+            for dataset in sorted({r["dataset"] for r in _runs(records, model)})]
 
 
 def insight_section(records: list[dict]) -> list[str]:
@@ -85,9 +90,16 @@ def _series(stats: list[dict], get) -> tuple[list[int], np.ndarray]:
     return [s["epoch"] for s in stats], np.asarray([get(s) for s in stats], dtype=float)
 
 
-def insight_plots(out: str, records: list[dict], plt: Optional[Any] = None) -> list[str]:
-    """PNG plots over training per (dataset, model); ``plt`` is ``matplotlib.pyplot``."""
-    if plt is None:
+def insight_plots(out: str, records: list[dict]) -> list[str]:
+    """PNG plots over training per (dataset, model): ``<dataset>_<model>_insight.png``.
+
+    Returns the files written ([] without matplotlib, an optional dependency)."""
+    try:  # optional dependency (the plots extra), imported only when plotting
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
         return []
     written = []
     for model in INSIGHT_MODELS:
@@ -125,4 +137,4 @@ def insight_plots(out: str, records: list[dict], plt: Optional[Any] = None) -> l
     return written
 
 
-__all__ = ["INSIGHT_MODELS", "insight_plots", "insight_section"]
+__all__ = ["INSIGHT_MODELS", "insight_files", "insight_plots", "insight_section"]

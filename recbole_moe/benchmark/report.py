@@ -32,6 +32,7 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
+from recbole_moe.benchmark.insight import insight_files, insight_plots, insight_section
 from recbole_moe.benchmark.plans import OUR_MODELS
 from recbole_moe.environment import describe_hardware
 from recbole_moe.benchmark.runner import (
@@ -560,10 +561,16 @@ def write_report(out: str, plots: bool = True,
         keys = list(efficiency[0])
         _write_csv(path, keys, [[row[k] for k in keys] for row in efficiency])
         written.append(path)
+    ok_records = [r for r in records if r.get("status") == "ok"]
+    insight = insight_section(ok_records)
+    if insight:
+        lines += insight + [""]
+        if plots:
+            lines += [f"![{name}]({name})" for name in insight_files(ok_records)] + [""]
     lines += paper_section(summaries, load_published(published_file), reduced)
     lines += status_section(latest, plan_cells)
     if plots:
-        pngs = make_plots(out, summaries, efficiency)
+        pngs = make_plots(out, summaries, efficiency) + insight_plots(out, ok_records)
         if not pngs:
             lines = [line for line in lines if not line.startswith("![")]
         written += pngs
