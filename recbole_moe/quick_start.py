@@ -26,6 +26,7 @@ from recbole_moe.compat import load_recbole_checkpoint, thop_available
 from recbole_moe.config import Config
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.model import get_model
+from recbole_moe.layers.attention import attention_impl, use_attention_impl
 
 # Handlers ``init_logger`` attached to the root logger in an earlier run of this process.
 _RUN_HANDLERS: list[logging.Handler] = []
@@ -126,6 +127,14 @@ def load_dataset(config: Config):
         raise exc
 
 
+def build_model(config: Config, dataset) -> Any:
+    """``config``'s model on ``dataset``, on ``config``'s device, with its attention layers
+    computed as ``attention_impl`` says (RecBole's layers or the fused path, same parameters)."""
+    net = get_model(config["model"])(config, dataset).to(config["device"])
+    use_attention_impl(net, attention_impl(config))
+    return net
+
+
 def prepare_run(
     model: Any,
     dataset: str,
@@ -174,8 +183,7 @@ def prepare_run(
         )
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-        model_class = get_model(config["model"])
-        net = model_class(config, train_data._dataset).to(config["device"])
+        net = build_model(config, train_data._dataset)
         logger.info(net)
         if log:
             log_flops(net, data, config, logger)
@@ -312,7 +320,7 @@ def load_model(model_file: str, device: Optional[str] = None):
         config, load_dataset, data_preparation, train_loader_class(config)
     )
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()

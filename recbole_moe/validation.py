@@ -22,6 +22,7 @@ from recbole_moe.config import (
     model_property_file,
 )
 from recbole_moe.errors import ConfigError
+from recbole_moe.layers.attention import ATTENTION_IMPLS
 from recbole_moe.objective import is_sequence, objective_problems
 
 #: Integer settings that must be >= 1 when present.
@@ -134,6 +135,9 @@ def config_problems(config: Config) -> list[str]:
         problem = batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {source_of(config, 'train_batch_order')})")
+    if present("attention_impl") and config["attention_impl"] not in ATTENTION_IMPLS:
+        problems.append(_problem(config, "attention_impl",
+                                 f"allowed values are {', '.join(ATTENTION_IMPLS)}"))
     if present("eval_batch_order"):
         from recbole_moe.data.lean import eval_batch_order_problem
 

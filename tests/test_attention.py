@@ -1,0 +1,80 @@
+"""attention_impl: sdpa — the fused attention path equals RecBole's MultiHeadAttention."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from recbole.model.layers import MultiHeadAttention
+
+from recbole_moe.errors import ConfigError
+from recbole_moe.layers.attention import SdpaMultiHeadAttention, use_attention_impl
+from recbole_moe.testing import build
+
+
+def additive_mask(lengths: torch.Tensor, width: int, causal: bool) -> torch.Tensor:
+    """RecBole's mask by hand: 0 where a query may attend a key, -10000 elsewhere,
+    ``[B, 1, L, L]``; keys after a sequence's length are padding."""
+    keys = torch.arange(width)[None, :] < lengths[:, None]  # [B, L]
+    allowed = keys[:, None, None, :].expand(-1, 1, width, width)
+    if causal:
+        allowed = allowed & torch.ones(width, width, dtype=torch.bool).tril()
+    return torch.where(allowed, 0.0, -10000.0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_outputs_and_gradients_equal_recboles_layer(causal):
+    torch.manual_seed(0)
+    reference = MultiHeadAttention(4, 32, 0.0, 0.0, 1e-12)
+    fused = copy.deepcopy(reference)
+    assert use_attention_impl(fused, "sdpa") == 1
+    assert type(fused) is SdpaMultiHeadAttention
+    lengths = torch.tensor([9, 1, 5, 9, 3])  # a padded batch, one full-width row
+    mask = additive_mask(lengths, 9, causal)
+    outputs, grads = [], []
+    for layer in (reference, fused):
+        x = torch.randn(5, 9, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        out = layer(x, mask)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append(out.detach())
+        grads.append([x.grad] + [p.grad for p in layer.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    for new, ref in zip(grads[1], grads[0]):
+        torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_switching_keeps_parameters_and_goes_both_ways():
+    layer = MultiHeadAttention(2, 16, 0.1, 0.1, 1e-12)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    use_attention_impl(layer, "sdpa")
+    assert layer.state_dict().keys() == before.keys()
+    assert all(torch.equal(layer.state_dict()[k], v) for k, v in before.items())
+    assert use_attention_impl(layer, "recbole") == 1 and type(layer) is MultiHeadAttention
+    with pytest.raises(ValueError, match="attention_impl='flash': allowed values are recbole, sdpa"):
+        use_attention_impl(layer, "flash")
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "BERT4Rec", "HyMoERec", "FAME"])
+def test_models_score_the_same_with_either_implementation(synth, model_name):
+    scores, classes = {}, {}
+    for impl in ("recbole", "sdpa"):
+        _, _, _, _, test_data, model = build(model_name, synth.data_path, synth.dataset,
+                                             {"attention_impl": impl, "n_layers": 2})
+        classes[impl] = {type(m) for m in model.modules()
+                         if isinstance(m, MultiHeadAttention)}
+        model.eval()
+        batch = next(iter(test_data))[0]
+        with torch.no_grad():
+            scores[impl] = model.full_sort_predict(batch)
+        if impl == "sdpa":  # a checkpoint of either loads into the other
+            reference = build(model_name, synth.data_path, synth.dataset, {"n_layers": 2})[-1]
+            reference.load_state_dict(model.state_dict())
+    assert classes["recbole"] == {MultiHeadAttention}
+    assert classes["sdpa"] == {SdpaMultiHeadAttention}
+    torch.testing.assert_close(scores["sdpa"], scores["recbole"], rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_attention_impl_is_refused(synth):
+    with pytest.raises(ConfigError, match="attention_impl='flash'.*allowed values are recbole, sdpa"):
+        build("SASRec", synth.data_path, synth.dataset, {"attention_impl": "flash"})
