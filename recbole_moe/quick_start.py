@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from logging import getLogger
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import (
@@ -234,6 +234,7 @@ def run(
     config_file_list: Optional[list[str]] = None,
     saved: bool = True,
     override_source: str = "config_dict",
+    callback_fn: Optional[Callable[[int, float], None]] = None,
 ) -> dict:
     """Train ``model`` on ``dataset`` and evaluate it, like RecBole's ``run_recbole``.
 
@@ -245,6 +246,9 @@ def run(
         saved: keep the best checkpoint and evaluate the test set with it.
         override_source: how error messages name ``config_dict`` (the CLI passes
             "the command line").
+        callback_fn: passed to RecBole's ``Trainer.fit``: called as
+            ``callback_fn(epoch_idx, valid_score)`` after each validation (``recbole-moe tune``
+            reports the score to its pruner there).
 
     Returns:
         dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
@@ -262,7 +266,8 @@ def run(
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"],
+        callback_fn=callback_fn,
     )
     test_start = time.perf_counter()
     test_result = trainer.evaluate(
