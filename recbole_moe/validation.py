@@ -148,8 +148,9 @@ def config_problems(config: Config) -> list[str]:
 
 
 def validate_config(config: Config) -> None:
-    """Raise :class:`ConfigError` listing every out-of-range setting."""
-    problems = config_problems(config)
+    """Raise :class:`ConfigError` listing every out-of-range setting: RecBole's own (checked
+    when the config was built, :mod:`recbole_moe.recbole_settings`) and recbole-moe's."""
+    problems = list(getattr(config, "recbole_problems", None) or []) + config_problems(config)
     if problems:
         listing = "\n  - ".join(problems)
         raise ConfigError(f"invalid configuration for {config.model} on {config.dataset}:\n  - {listing}")
