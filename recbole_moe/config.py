@@ -156,3 +156,11 @@ class Config(RecBoleConfig):
         ):
             final["train_neg_sample_args"] = None
         return final
+
+    def _set_default_parameters(self) -> None:
+        # RecBole's own checks here raise tracebacks, and it reads other settings without any
+        # check; refuse every bad value first, each with its key, value and source.
+        from recbole_moe.recbole_settings import check_recbole_settings
+
+        check_recbole_settings(self)
+        super()._set_default_parameters()
