@@ -200,11 +200,140 @@ def unknown_key_messages(config: Config, keys: Optional[Iterable[str]] = None) -
     return messages
 
 
-def validate_atomic_file(path: str) -> None:
-    """Check a RecBole ``.inter`` file; raise a ``DataPreparationError`` naming file and line
-    (empty file, header column not ``name:type``, non-numeric float value, missing id)."""
-    from recbole_moe.data.prepare import _read_atomic
+def validate_atomic_file(path: str, config: Optional[Config] = None) -> None:
+    """Check a RecBole atomic file's header and values; raise a ``DataPreparationError`` naming
+    file, line, column, value and declared type (empty file, header column not ``name:type``,
+    a row with too many fields, a non-numeric float, an empty or ``NA`` id, ...).
 
-    with open(path, "rb") as f:
-        data = f.read()
-    _read_atomic(data, path)
+    With ``config``, only the columns RecBole will load are checked, with its separators and
+    encoding; without, every column, tab-separated, and the header must hold
+    ``user_id:token`` and ``item_id:token``.
+    """
+    from recbole_moe.data.atomic import check_atomic_file, read_header
+    from recbole_moe.data.prepare import DataPreparationError
+
+    if config is not None:
+        _validate_with_config(path, config)
+        return
+    header = read_header(path)
+    for required in ("user_id", "item_id"):
+        if (required, "token") not in header:
+            raise DataPreparationError(
+                f"{path}, line 1: the header has no '{required}:token' column: "
+                f"{[f'{n}:{t}' for n, t in header]}"
+            )
+    check_atomic_file(path)
+
+
+#: Atomic files RecBole's ``Dataset`` reads besides ``.inter``, with their id field's setting.
+ATOMIC_SOURCES = {"inter": None, "user": "USER_ID_FIELD", "item": "ITEM_ID_FIELD"}
+
+
+def _loaded_columns(config: Config, source: str, names: list[str]) -> Optional[list[str]]:
+    """The columns of ``source``'s file RecBole loads (None: the file is not read at all)."""
+    load_col, unload_col = config["load_col"], config["unload_col"]
+    if load_col is None or (isinstance(load_col, dict) and load_col.get(source) == "*"):
+        loaded = list(names)
+    elif source not in load_col:
+        return None
+    else:
+        loaded = [n for n in names if n in load_col[source]]
+    if unload_col and source in unload_col:
+        loaded = [n for n in loaded if n not in unload_col[source]]
+    return loaded
+
+
+def _validate_with_config(path: str, config: Config) -> None:
+    from recbole_moe.data.atomic import check_atomic_file, read_header
+    from recbole_moe.data.prepare import DataPreparationError
+
+    source = path.rsplit(".", 1)[-1]
+    source = source if source in ATOMIC_SOURCES else "inter"
+    separator = config["field_separator"] or "\t"
+    encoding = config["encoding"]
+    header = read_header(path, separator, encoding)
+    names = [name for name, _ in header]
+    types = dict(header)
+    loaded = _loaded_columns(config, source, names)
+    if loaded is None:
+        return
+    needed = {}  # field -> (setting, why)
+    if source == "inter":
+        needed[config["USER_ID_FIELD"]] = ("USER_ID_FIELD", "every interaction needs its user")
+        needed[config["ITEM_ID_FIELD"]] = ("ITEM_ID_FIELD", "every interaction needs its item")
+        time_reason = _time_field_reason(config)
+        if time_reason:
+            needed.setdefault(config["TIME_FIELD"], ("TIME_FIELD", time_reason))
+    else:
+        setting = ATOMIC_SOURCES[source]
+        needed[config[setting]] = (setting, f"it is the id of the .{source} file")
+    for field, (setting, why) in needed.items():
+        if field not in types:
+            raise DataPreparationError(
+                f"{path}, line 1: no '{field}' column ({setting}={field!r} from "
+                f"{source_of(config, setting)}), but {why}; the header has "
+                f"{', '.join(f'{n}:{t}' for n, t in header)}"
+            )
+        if field not in loaded:
+            listed = (config["load_col"] or {}).get(source)
+            key = "load_col" if listed is not None and listed != "*" and field not in listed \
+                else "unload_col"
+            raise ConfigError(
+                f"{key}={config[key]!r} (from {source_of(config, key)}) leaves column '{field}' "
+                f"of {path} unloaded, but {why} ({setting})"
+            )
+        expected = "float" if setting == "TIME_FIELD" else "token"
+        if types[field] != expected:
+            raise DataPreparationError(
+                f"{path}, line 1: column '{field}' is declared {field}:{types[field]}, but "
+                f"{setting} must be a {expected} column ({field}:{expected})"
+            )
+    ids = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
+    check_atomic_file(path, separator, config["seq_separator"] or " ", columns=loaded,
+                      id_columns=[i for i in ids if i], encoding=encoding)
+
+
+def _time_field_reason(config: Config) -> Optional[str]:
+    """Why ``config`` needs the time field (None: it does not)."""
+    from recbole.utils import ModelType
+
+    eval_args = config["eval_args"] or {}
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        return f"the sequential model {config['model']} orders each history by time"
+    if eval_args.get("order") == "TO":
+        return "eval_args order 'TO' sorts interactions by time"
+    if "TS" in (eval_args.get("split") or {}):
+        return "eval_args split 'TS' splits by time"
+    return None
+
+
+def atomic_files(config: Config) -> list[str]:
+    """The atomic files RecBole will read for ``config`` that exist."""
+    data_path, dataset = config["data_path"], config["dataset"]
+    if config["benchmark_filename"]:
+        inter = [os.path.join(data_path, f"{dataset}.{part}.inter")
+                 for part in config["benchmark_filename"]]
+    else:
+        inter = [os.path.join(data_path, f"{dataset}.inter")]
+    others = [os.path.join(data_path, f"{dataset}.{source}") for source in ("user", "item")]
+    return [path for path in inter + others if os.path.isfile(path)]
+
+
+def validate_dataset_files(config: Config) -> None:
+    """Check every atomic file RecBole will read for ``config``, before it reads them, and the
+    data path the settings resolve to (``data_path_mode``).
+
+    Raises:
+        DataPreparationError: a malformed file (file, line, column, value, type).
+        ConfigError: a setting that does not fit the files (a needed column not loaded).
+    """
+    for path in atomic_files(config):
+        validate_atomic_file(path, config)
+    from recbole_moe.data.lean import data_path_mode
+
+    try:
+        data_path_mode(config)
+    except ValueError as exc:
+        key = "data_path_mode" if config["data_path_mode"] not in (None, "auto") else (
+            "train_objective" if is_sequence(config) else "train_batch_order")
+        raise ConfigError(f"{exc} (from {source_of(config, key)})") from exc
