@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable, Optional
+import zipfile
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +40,95 @@ class NonFiniteLossError(RecBoleMoeError, FloatingPointError):
 
 class CheckpointMismatchError(RecBoleMoeError, ValueError):
     """A checkpoint made by a different model or dataset than the current run."""
+
+
+class CheckpointError(RecBoleMoeError, ValueError):
+    """A checkpoint file that is missing, truncated, foreign or incomplete."""
+
+
+#: Entries of every checkpoint RecBole's trainer and ours write, and those a resume reads.
+CHECKPOINT_KEYS = ("config", "state_dict")
+RESUME_KEYS = ("config", "epoch", "cur_step", "best_valid_score", "state_dict", "optimizer")
+
+
+def _file_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be a ``torch.save`` file, from its bytes alone (None: it may be)."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if os.path.isdir(path):
+        return "is a directory, not a checkpoint file (.pth)"
+    size = os.path.getsize(path)
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):  # torch's zip format since 1.6
+        if not zipfile.is_zipfile(path):
+            return (f"is truncated ({size:,} bytes, the end of its zip archive is missing): "
+                    "the write or copy was cut off; use an intact copy, or the run's other "
+                    "checkpoint (<name>.pth or <name>-last.pth)")
+        return None
+    if head[:1] == b"\x80":  # a pickle: torch's legacy format
+        return None
+    return ("is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
+            f"with {head!r})")
+
+
+def read_checkpoint(path: Any, map_location: Any = None,
+                    required: Sequence[str] = CHECKPOINT_KEYS) -> dict:
+    """Load a checkpoint RecBole's trainer (or ours) wrote, refusing anything else.
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong with it (missing,
+            truncated, not a torch file, not a RecBole checkpoint, lacking ``required`` keys).
+    """
+    path = str(path)
+    problem = _file_problem(path)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} {problem}")
+    try:
+        checkpoint = load_recbole_checkpoint(path, map_location=map_location)
+    except Exception as exc:  # torch reports damage in many ways
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read by torch.load ({type(exc).__name__}: {reason}); "
+            "the file is damaged or was not written by torch.save"
+        ) from exc
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(checkpoint).__name__}, not the dict of a "
+            "RecBole checkpoint (config, state_dict, ...)"
+        )
+    missing = [key for key in required if key not in checkpoint]
+    if missing:
+        held = ", ".join(map(str, list(checkpoint)[:6])) + (", ..." if len(checkpoint) > 6 else "")
+        raise CheckpointError(
+            f"checkpoint {path} is not a RecBole training checkpoint: it has no "
+            f"{', '.join(missing)} (it holds {held or 'nothing'})"
+        )
+    config = checkpoint.get("config")
+    if config is not None:
+        try:
+            config["model"], config["dataset"]
+        except Exception as exc:
+            raise CheckpointError(
+                f"checkpoint {path}: its 'config' entry is a {type(config).__name__}, not a "
+                "RecBole Config"
+            ) from exc
+    return checkpoint
+
+
+def load_state(target: Any, state: Any, path: str, what: str) -> None:
+    """``target.load_state_dict(state)``; a mismatch is one line naming the checkpoint."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = "; ".join(lines[1:3] if len(lines) > 1 else lines)[:300]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this {what}: {detail} (was it made with other "
+            "settings, e.g. hidden_size or n_layers?)"
+        ) from exc
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
@@ -251,7 +341,7 @@ class RecBoleMoeTrainer(Trainer):
             CheckpointMismatchError: the checkpoint belongs to another model or dataset.
         """
         resume_file = str(resume_file)
-        checkpoint = load_recbole_checkpoint(resume_file, map_location=self.device)
+        checkpoint = read_checkpoint(resume_file, map_location=self.device, required=RESUME_KEYS)
         check_checkpoint_matches(
             checkpoint, self.config["model"], self.config["dataset"], resume_file
         )
@@ -262,9 +352,11 @@ class RecBoleMoeTrainer(Trainer):
         self.epoch_stats = [
             s for s in checkpoint.get("epoch_stats") or [] if s["epoch"] < self.start_epoch
         ]
-        self.model.load_state_dict(checkpoint["state_dict"])
+        load_state(self.model, checkpoint["state_dict"], resume_file,
+                   f"model {self.config['model']}")
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        load_state(self.optimizer, checkpoint["optimizer"], resume_file,
+                   f"optimizer ({self.config['learner']})")
         self.saved_model_file = checkpoint.get("best_model_file") or resume_file
         self.last_model_file = last_checkpoint_path(self.saved_model_file)
         rng = checkpoint.get("rng")
