@@ -22,7 +22,7 @@ from recbole.utils import (
 )
 from recbole.data.transform import construct_transform
 
-from recbole_moe.compat import load_recbole_checkpoint, thop_available
+from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.model import get_model
@@ -120,11 +120,20 @@ def load_dataset(config: Config):
     try:
         return create_dataset(config)
     except Exception as exc:
-        inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
-        from recbole_moe.validation import validate_atomic_file
+        from recbole_moe.validation import validate_dataset_files
 
-        validate_atomic_file(inter_file)  # raises a DataPreparationError naming file and line
+        validate_dataset_files(config)  # raises a DataPreparationError naming file and line
         raise exc
+
+
+def check_resume_checkpoint(config: Config) -> None:
+    """Refuse ``resume`` before any data is loaded: the file must be an intact checkpoint of
+    this model on this dataset, with everything a resume reads."""
+    from recbole_moe.trainer import RESUME_KEYS, check_checkpoint_matches, read_checkpoint
+
+    path = str(config["resume"])
+    checkpoint = read_checkpoint(path, map_location="cpu", required=RESUME_KEYS)
+    check_checkpoint_matches(checkpoint, config["model"], config["dataset"], path)
 
 
 def build_model(config: Config, dataset) -> Any:
@@ -133,6 +142,41 @@ def build_model(config: Config, dataset) -> Any:
     net = get_model(config["model"])(config, dataset).to(config["device"])
     use_attention_impl(net, attention_impl(config))
     return net
+
+
+def check_run(
+    model: Any,
+    dataset: str,
+    config_dict: Optional[dict] = None,
+    config_file_list: Optional[list[str]] = None,
+    override_source: str = "config_dict",
+) -> Config:
+    """Every check of a run that needs no loaded data: the settings (RecBole's and ours), the
+    dataset's files (each value of each column RecBole will read) and a ``resume`` checkpoint.
+    Writes nothing.
+
+    Returns:
+        the resolved :class:`~recbole_moe.config.Config`.
+
+    Raises:
+        RecBoleMoeError: a :class:`ConfigError`, ``DatasetNotFoundError``,
+            ``DataPreparationError`` or ``CheckpointError`` naming the bad value.
+    """
+    from recbole_moe.validation import validate_config, validate_dataset_files
+
+    config = Config(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+        override_source=override_source,
+    )
+    validate_config(config)
+    check_dataset_files(config)
+    validate_dataset_files(config)  # every value of every file RecBole will read
+    if config["resume"]:
+        check_resume_checkpoint(config)
+    return config
 
 
 def prepare_run(
@@ -144,23 +188,15 @@ def prepare_run(
     override_source: str = "config_dict",
 ):
     """Resolve and check the config, load data and build the model (the first half of
-    :func:`run`). Bad settings and missing or malformed data fail here, before any training,
-    and leave no log file behind.
+    :func:`run`). Bad settings, missing or malformed data and a bad ``resume`` checkpoint fail
+    here (:func:`check_run`), before any training, and leave no log file behind.
 
     Returns:
         ``(config, train_data, valid_data, test_data, model, log_file)``.
     """
-    from recbole_moe.validation import unknown_key_messages, validate_config
+    from recbole_moe.validation import unknown_key_messages
 
-    config = Config(
-        model=model,
-        dataset=dataset,
-        config_file_list=config_file_list,
-        config_dict=config_dict,
-        override_source=override_source,
-    )
-    validate_config(config)
-    check_dataset_files(config)
+    config = check_run(model, dataset, config_dict, config_file_list, override_source)
     init_seed(config["seed"], config["reproducibility"])
     # In a data-parallel run only the first process writes a log file.
     first_process = config["local_rank"] == 0 and not config["offset"]
@@ -297,18 +333,27 @@ def run(
     }
 
 
-def load_model(model_file: str, device: Optional[str] = None):
+def load_model(model_file: str, device: Optional[str] = None, checkpoint: Optional[dict] = None):
     """Reload a checkpoint written by :func:`run` (works on torch >= 2.6).
 
     Rebuilds the dataset from the checkpoint's config, so the dataset files must still be where
-    they were at training time.
+    they were at training time. ``checkpoint``: the file's content, when already read with
+    :func:`recbole_moe.trainer.read_checkpoint`.
 
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, not a torch file or not a RecBole
+            checkpoint, or its weights do not fit the model its config builds.
     """
     import torch
 
-    checkpoint = load_recbole_checkpoint(model_file, map_location="cpu")
+    from recbole_moe.trainer import load_state, read_checkpoint
+    from recbole_moe.validation import validate_dataset_files
+
+    if checkpoint is None:
+        checkpoint = read_checkpoint(model_file, map_location="cpu")
     config = checkpoint["config"]
     if config["single_spec"] is False:  # saved by a data-parallel run: reload in one process
         from recbole_moe.distributed import as_single_process
@@ -321,12 +366,14 @@ def load_model(model_file: str, device: Optional[str] = None):
     init_seed(config["seed"], config["reproducibility"])
     from recbole_moe.data.lean import load_data
 
+    check_dataset_files(config)  # the dataset must still be where it was at training time
+    validate_dataset_files(config)
     data, train_data, valid_data, test_data = load_data(
         config, load_dataset, data_preparation, train_loader_class(config)
     )
     init_seed(config["seed"], config["reproducibility"])
     model = build_model(config, train_data._dataset)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_state(model, checkpoint["state_dict"], model_file, f"model {config['model']}")
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
     return config, model, data, train_data, valid_data, test_data

@@ -58,17 +58,25 @@ class Recommender:
              device: Optional[str] = None) -> "Recommender":
         """Load ``checkpoint``; with ``model``/``dataset`` given, refuse a checkpoint made by
         another model or on another dataset."""
-        from recbole_moe.compat import load_recbole_checkpoint
-        from recbole_moe.quick_start import load_model
-        from recbole_moe.trainer import check_checkpoint_matches
+        from recbole.utils import ModelType
 
+        from recbole_moe.quick_start import load_model
+        from recbole_moe.trainer import check_checkpoint_matches, read_checkpoint
+
+        made = read_checkpoint(checkpoint, map_location="cpu")
         if model is not None or dataset is not None:
-            made = load_recbole_checkpoint(checkpoint, map_location="cpu")
             check_checkpoint_matches(
                 made, model or made["config"]["model"], dataset or made["config"]["dataset"],
                 checkpoint,
             )
-        config, net, data, _, _, test_data = load_model(checkpoint, device=device)
+        if made["config"]["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            raise RecBoleMoeError(
+                f"checkpoint {checkpoint} holds {made['config']['model']}, which is not a "
+                "sequential model; recommend ranks next items from a history, which only "
+                "sequential models do"
+            )
+        config, net, data, _, _, test_data = load_model(checkpoint, device=device,
+                                                        checkpoint=made)
         return cls(config, net, data, test_data)
 
     def _full_histories(self, test_dataset) -> dict[int, np.ndarray]:
@@ -165,6 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dataset", help="refuse the checkpoint unless it was made on this dataset")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.topk < 1:
+        parser.error(f"argument --topk: {args.topk} is not a positive integer")
 
     rec = Recommender.load(args.checkpoint, model=args.model, dataset=args.dataset)
     exclude = not args.include_history
