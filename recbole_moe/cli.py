@@ -1,18 +1,23 @@
 """The ``recbole-moe`` command (also ``python run_recbole_moe.py``).
 
-    recbole-moe --model HyMoERec --dataset ml-100k --epochs=5 --n_experts=8
+    recbole-moe --model HyMoERec --dataset ml-100k --epochs=5 --n_experts 8
     recbole-moe train --model SASRec --dataset beauty --config_files a.yaml b.yaml
     recbole-moe prepare --dataset beauty --source ../shared/datasets/beauty/Beauty.txt
 
 Options follow RecBole's ``run_recbole.py``: ``--model``, ``--dataset``, ``--config_files``
-and any ``--key=value`` override, parsed the way RecBole parses its command line.
+and any setting as ``--key=value`` (RecBole's form) or ``--key value``, parsed the way RecBole
+parses its command line. ``--debug`` (any subcommand) prints the full traceback of an
+unexpected error; without it the error is one line and the traceback goes to a log file.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
+import time
 import traceback
 from typing import Optional, Sequence
 
@@ -21,31 +26,48 @@ SUBCOMMANDS = {
     "prepare": "recbole_moe.data.prepare",
     "benchmark": "recbole_moe.benchmark",
     "recommend": "recbole_moe.recommend",
+    "tune": "recbole_moe.tuning",
 }
 
 
 def parse_overrides(extra: Sequence[str]) -> dict:
-    """``["--epochs=2", "--topk=[5,10]"]`` -> ``{"epochs": "2", "topk": "[5,10]"}``.
+    """``["--epochs=2", "--topk", "[5,10]"]`` -> ``{"epochs": "2", "topk": "[5,10]"}``.
 
-    Values stay strings; RecBole's ``Config`` converts them exactly as it converts its own
-    command line (numbers, lists, dicts, booleans).
+    Each setting is ``--key=value`` (RecBole's form) or ``--key value``. Values stay strings;
+    RecBole's ``Config`` converts them exactly as it converts its own command line (numbers,
+    lists, dicts, booleans). A bare ``--key`` (followed by another ``--x`` or by nothing) has no
+    value and is refused, as before: switches are written ``--key=true`` / ``--key true``.
 
     Raises:
-        SystemExit: (through argparse-style error) for an argument not of the form --key=value.
+        ValueError: an argument that is not a setting, a setting without a value or with an
+            empty key, or one key given twice with different values.
     """
     overrides: dict = {}
-    for arg in extra:
-        if not arg.startswith("--") or "=" not in arg:
+    args = list(extra)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if not arg.startswith("--"):
             raise ValueError(
-                f"Unrecognised argument '{arg}': overrides must look like --key=value "
-                "(e.g. --epochs=10 or --topk=[5,10])."
+                f"Unrecognised argument '{arg}': settings look like --key=value or --key value "
+                "(e.g. --epochs=10 or --epochs 10; quote a list with spaces: --topk '[5, 10]')."
             )
-        key, value = arg[2:].split("=", 1)
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
+            key, value = arg[2:], args[index + 1]
+            index += 1
+        else:
+            raise ValueError(
+                f"Setting '{arg}' has no value: write {arg}=VALUE or {arg} VALUE "
+                "(switches take one too, e.g. --show_progress=false)."
+            )
         if not key:
             raise ValueError(f"Unrecognised argument '{arg}': the key is empty.")
         if key in overrides and overrides[key] != value:
             raise ValueError(f"Override --{key} given twice with different values.")
         overrides[key] = value
+        index += 1
     return overrides
 
 
@@ -59,9 +81,11 @@ def _split_files(values: Optional[Sequence[str]]) -> Optional[list[str]]:
 def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-moe",
+        allow_abbrev=False,  # a setting such as --data_path_mode is never taken for --dataset
         description="Train and evaluate a recbole-moe or RecBole model. Subcommands: "
         + ", ".join(["train (default)"] + list(SUBCOMMANDS))
-        + ". Any --key=value is a RecBole config override.",
+        + ". Any --key=value or --key value is a RecBole config override; --debug prints "
+        "the traceback of an unexpected error.",
     )
     parser.add_argument("--model", "-m", type=str, required=True, help="model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
@@ -81,6 +105,7 @@ def train_main(argv: Sequence[str]) -> int:
     from recbole_moe import distributed
 
     if distributed.wants_distributed(overrides):  # --nproc=N, --world_size=W or torchrun
+        _check_before_launch(args.model, args.dataset, overrides, _split_files(args.config_files))
         result = distributed.run_from_settings(
             args.model, args.dataset, overrides, _split_files(args.config_files)
         )
@@ -100,6 +125,25 @@ def train_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _check_before_launch(model: str, dataset: str, overrides: dict,
+                         config_files: Optional[list[str]]) -> None:
+    """The checks of a run (settings, data files, resume checkpoint) once, in this process,
+    before any worker process starts."""
+    from recbole_moe.quick_start import check_run
+
+    settings = {k: v for k, v in overrides.items()
+                if k not in ("nproc", "world_size", "ip", "port", "offset")}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config sets it from gpu_id
+    try:
+        check_run(model, dataset, config_dict=settings, config_file_list=config_files,
+                  override_source="the command line")
+    finally:
+        if visible is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
 def format_result(result: dict) -> str:
     """Human-readable summary of :func:`recbole_moe.run`'s result."""
 
@@ -117,29 +161,89 @@ def format_result(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the process exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from recbole_moe.errors import RecBoleMoeError
+def _what(argv: Sequence[str]) -> str:
+    """What the command was doing, for the one-line report of an unexpected error."""
+    if argv and argv[0] in SUBCOMMANDS:
+        return f"recbole-moe {argv[0]}"
+    model = None
+    for index, arg in enumerate(argv):
+        if arg in ("--model", "-m") and index + 1 < len(argv):
+            model = argv[index + 1]
+        elif arg.startswith("--model="):
+            model = arg.split("=", 1)[1]
+    return f"training {model}" if model else "training"
 
+
+def _run_log_file() -> Optional[str]:
+    """The log file of the run in progress (None before one is opened or once discarded)."""
+    quick_start = sys.modules.get("recbole_moe.quick_start")
+    for handler in getattr(quick_start, "_RUN_HANDLERS", []):
+        path = getattr(handler, "baseFilename", None)
+        if path and os.path.isfile(path):
+            return path
+    return None
+
+
+def _write_traceback(text: str) -> str:
+    """Append ``text`` to the run's log file, or write a new error log; returns its path."""
+    path = _run_log_file()
+    if path is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(tempfile.gettempdir(), f"recbole-moe-error-{stamp}-{os.getpid()}.log")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+def report_unexpected(exc: BaseException, argv: Sequence[str], debug: bool) -> int:
+    """The last line of defence: one line on the terminal, the traceback in a log file."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if debug:
+        sys.stderr.write(text)
     try:
-        if argv and argv[0] in SUBCOMMANDS:
-            module = importlib.import_module(SUBCOMMANDS[argv[0]])
-            return int(module.main(argv[1:]) or 0)
-        if argv and argv[0] == "train":
-            argv = argv[1:]
-        return train_main(argv)
-    except RecBoleMoeError as exc:
-        print(f"recbole-moe: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("recbole-moe: interrupted", file=sys.stderr)
-        return 130
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    except Exception:
-        traceback.print_exc()
-        return 1
+        where = f"the full traceback is in {_write_traceback(text)}"
+    except OSError as write_error:
+        where = f"the traceback could not be written ({write_error.strerror})"
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    reason = f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+    hint = "" if debug else "; run again with --debug to print it"
+    print(f"recbole-moe: error: {_what(argv)} failed with {reason} ({where}{hint})",
+          file=sys.stderr)
+    return 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the process exit code (0 done, 2 bad input, 1 unexpected error,
+    130 interrupted). No traceback reaches the terminal unless ``--debug`` is given."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    from recbole_moe.errors import RecBoleMoeError
+    from recbole_moe.quiet import internal_warnings_to_log
+
+    with internal_warnings_to_log():
+        try:
+            if argv and argv[0] in SUBCOMMANDS:
+                module = importlib.import_module(SUBCOMMANDS[argv[0]])
+                return int(module.main(argv[1:]) or 0)
+            if argv and argv[0] == "train":
+                argv = argv[1:]
+            return train_main(argv)
+        except RecBoleMoeError as exc:
+            if debug:
+                traceback.print_exc()
+            print(f"recbole-moe: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("recbole-moe: interrupted", file=sys.stderr)
+            return 130
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                return int(exc.code or 0)
+            print(exc.code, file=sys.stderr)
+            return 2
+        except Exception as exc:
+            return report_unexpected(exc, argv, debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -220,6 +220,7 @@ def test_cli_routes_to_launcher(monkeypatch):
         distributed, "run_from_settings",
         lambda model, dataset, settings, files: calls.append((model, dataset, settings)) or None,
     )
+    monkeypatch.setattr(cli, "_check_before_launch", lambda *args: None)  # no dataset 'x'
     assert cli.main(["--model", "SASRec", "--dataset", "x", "--nproc=2", "--epochs=1"]) == 0
     assert calls == [("SASRec", "x", {"nproc": "2", "epochs": "1"})]
     assert distributed.wants_distributed({"world_size": "4"})
