@@ -1,0 +1,353 @@
+"""A user's first mistake ends in one clear line, never in a traceback.
+
+Every bad input below (a setting, a data file, a checkpoint, a command-line form) must make the
+command exit non-zero before any data is loaded, print no traceback and name the bad value.
+The commands run in-process (``cli.main``) with captured output; one valid run is a real
+subprocess, to see the terminal exactly as a user does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from recbole_moe import cli
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
+GOOD_ROWS = "".join(f"{u}\t{i}\t{t}\n" for u in (1, 2, 3) for t, i in enumerate((1, 2, 3, 4)))
+LOAD_COL = "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}"
+
+
+def tiny(data_path: str, dataset: str = "synth", model: str = "SASRec") -> list[str]:
+    """A fast, valid command line on the synthetic data (``make_synthetic_dataset``, through
+    the ``synth`` fixture); each case appends its bad part."""
+    return ["--model", model, "--dataset", dataset, "--data_path", data_path, "--epochs=1",
+            "--hidden_size=16", "--inner_size=32", "--MAX_ITEM_LIST_LENGTH=20",
+            "--show_progress=false", "--state=WARNING", LOAD_COL]
+
+
+# (id, extra arguments, substrings the one-line error must contain)
+SETTINGS = [
+    ("metric-misspelt", ["--metrics=['Hit', 'NDGC']"], ["'NDGC'", "did you mean 'NDCG'"]),
+    ("metric-string", ["--metrics=Recal"], ["'Recal'", "'Recall'"]),
+    ("metrics-mixed", ["--metrics=['Hit', 'AUC']"], ["AUC", "cannot be computed in the same"]),
+    ("topk-zero", ["--topk=0"], ["topk=0", "positive integer"]),
+    ("topk-negative", ["--topk=[5, -1]"], ["topk=[5, -1]"]),
+    ("seed-text", ["--seed=abc"], ["seed='abc'", "integer"]),
+    ("seed-negative", ["--seed", "-3"], ["seed=-3"]),
+    ("split-mode", ["--eval_args={'split': {'XS': [0.8, 0.1, 0.1]}, 'order': 'TO'}"],
+     ["'XS'", "RS", "LS", "TS"]),
+    ("split-ratios", ["--eval_args={'split': {'RS': [0.8, 0.2]}, 'order': 'TO'}"],
+     ["[0.8, 0.2]", "three ratios"]),
+    ("split-leave-one", ["--eval_args={'split': {'LS': 'valid_test'}, 'order': 'TO'}"],
+     ["'valid_test'", "valid_and_test"]),
+    ("order", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TX'}"],
+     ["'TX'", "did you mean 'TO'"]),
+    ("group-by", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', "
+                  "'group_by': 'item'}"], ["'item'", "'user' or 'none'"]),
+    ("eval-mode", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', "
+                   "'mode': 'uni0'}"], ["'uni0'", "uniN"]),
+    ("eval-args-key", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'ordre': 'TO'}"],
+     ["'ordre'", "did you mean 'order'"]),
+    ("valid-metric-topk", ["--valid_metric", "NDCG@50"], ["valid_metric='NDCG@50'", "NDCG@10"]),
+    ("valid-metric-name", ["--valid_metric=NDGC@10"], ["valid_metric='NDGC@10'",
+                                                      "did you mean 'NDCG@10'"]),
+    ("learner", ["--learner", "adamm"], ["learner='adamm'", "did you mean 'adam'",
+                                         "silently train with Adam"]),
+    ("train-batch-size", ["--train_batch_size=0"], ["train_batch_size=0", ">= 1"]),
+    ("eval-batch-size", ["--eval_batch_size", "many"], ["eval_batch_size='many'"]),
+    ("epochs-float", ["--epochs=1.5"], ["epochs=1.5", "integer"]),
+    ("stopping-step", ["--stopping_step=0"], ["stopping_step=0"]),
+    ("gpu-id", ["--gpu_id=cuda:0"], ["gpu_id='cuda:0'", "'0,1'"]),
+    ("state", ["--state=verbose"], ["state='verbose'", "info, debug"]),
+    ("bool", ["--show_progress=maybe"], ["show_progress='maybe'", "true or false"]),
+    ("interval", ["--user_inter_num_interval=[5,inf"], ["'[5,inf'", "not an interval"]),
+    ("clip-grad-norm", ["--clip_grad_norm={'max_norm': -1}"], ["clip_grad_norm=", "max_norm"]),
+    ("neg-sampling", ["--train_neg_sample_args={'distribution': 'gaussian'}"],
+     ["'gaussian'", "uniform, popularity"]),
+    ("transform", ["--transform=mask"], ["transform='mask'", "mask_itemseq"]),
+    ("rm-dup", ["--rm_dup_inter=all"], ["rm_dup_inter='all'", "first, last"]),
+    ("encoding", ["--encoding=utf-9"], ["encoding='utf-9'"]),
+    ("checkpoint-dir", ["--checkpoint_dir={file}"], ["checkpoint_dir=", "not a directory"]),
+    ("data-path-mode", ["--data_path_mode=fast"], ["data_path_mode='fast'", "auto, recbole, lean"]),
+    ("top-k-ours", ["--model", "HyMoERec", "--top_k=9"], ["top_k=9", "n_experts=4"]),
+]
+
+# (id, .inter content or None for no file, extra arguments, substrings)
+FILES = [
+    ("non-numeric-float", HEADER + GOOD_ROWS + "3\t5\tyesterday\n", [],
+     ["line 14", "'yesterday'", "timestamp:float"]),
+    ("empty-user", HEADER + GOOD_ROWS + "\t5\t7\n", [], ["line 14", "user_id is empty"]),
+    ("na-item", HEADER + GOOD_ROWS + "3\tNA\t7\n", [], ["line 14", "'NA'", "item_id:token"]),
+    ("too-many-fields", HEADER + GOOD_ROWS + "3\t5\t7\t9\n", [], ["line 14", "4 fields"]),
+    ("header-type", HEADER.replace(":float", ":date") + GOOD_ROWS, [],
+     ["line 1", "'timestamp:date'"]),
+    ("empty-file", "", [], ["the file is empty"]),
+    ("header-only", HEADER, [], ["no rows after the header"]),
+    ("windows-line-ends", (HEADER + GOOD_ROWS).replace("\n", "\r\n"), [], ["Windows line ends"]),
+    ("wrong-separator", (HEADER + GOOD_ROWS).replace("\t", ","), [],
+     ["not separated by field_separator"]),
+    ("no-time-column", "user_id:token\titem_id:token\n"
+     + "".join(f"{u}\t{i}\n" for u in (1, 2) for i in (1, 2, 3)), [],
+     ["no 'timestamp' column", "TIME_FIELD", "sequential model SASRec"]),
+    ("time-not-loaded", HEADER + GOOD_ROWS, ["--load_col={'inter': ['user_id', 'item_id']}"],
+     ["load_col=", "'timestamp'", "unloaded"]),
+    ("float-seq", "user_id:token\titem_id:token\ttimestamp:float\tv:float_seq\n"
+     "1\t1\t0\t1 2\n1\t2\t1\t3 x\n", ["--load_col={'inter': ['user_id', 'item_id', "
+                                         "'timestamp', 'v']}"],
+     ["line 3", "element 'x'", "v:float_seq"]),
+    ("dataset-missing", None, [], ["Dataset 'broken' was not found", "prepare"]),
+]
+
+
+def _bad_checkpoints(root) -> dict[str, str]:
+    paths = {}
+    whole = root / "whole.pth"
+    torch.save({"config": {"model": "SASRec", "dataset": "synth"}, "state_dict": {},
+                "payload": torch.zeros(4096)}, whole)
+    data = whole.read_bytes()
+    (root / "truncated.pth").write_bytes(data[: len(data) // 2])
+    paths["truncated"] = str(root / "truncated.pth")
+    (root / "text.pth").write_text("not a checkpoint\n")
+    paths["text"] = str(root / "text.pth")
+    (root / "empty.pth").write_bytes(b"")
+    paths["empty"] = str(root / "empty.pth")
+    torch.save({"weight": torch.zeros(2)}, root / "weights.pth")
+    paths["weights"] = str(root / "weights.pth")
+    with zipfile.ZipFile(root / "foreign.pth", "w") as archive:
+        archive.writestr("readme.txt", "a zip, but no torch file")
+    paths["foreign"] = str(root / "foreign.pth")
+    paths["whole"] = str(whole)  # config and state_dict, but not what a resume reads
+    paths["missing"] = str(root / "nowhere.pth")
+    paths["directory"] = str(root)
+    return paths
+
+
+# (id, "recommend" or "resume", checkpoint key, substrings)
+CHECKPOINTS = [
+    ("recommend-truncated", "recommend", "truncated", ["truncated.pth is truncated"]),
+    ("recommend-text", "recommend", "text", ["text.pth is not a PyTorch checkpoint"]),
+    ("recommend-empty", "recommend", "empty", ["empty.pth is empty"]),
+    ("recommend-weights-only", "recommend", "weights", ["weights.pth is not a RecBole",
+                                                         "no config, state_dict"]),
+    ("recommend-foreign-zip", "recommend", "foreign", ["foreign.pth cannot be read by torch"]),
+    ("recommend-missing", "recommend", "missing", ["nowhere.pth does not exist"]),
+    ("recommend-directory", "recommend", "directory", ["is a directory"]),
+    ("resume-truncated", "resume", "truncated", ["truncated.pth is truncated"]),
+    ("resume-text", "resume", "text", ["text.pth is not a PyTorch checkpoint"]),
+    ("resume-incomplete", "resume", "whole", ["whole.pth is not a RecBole training",
+                                              "epoch", "optimizer"]),
+]
+
+# (id, the whole command line, substrings)
+CLI_FORMS = [
+    ("bare-flag-last", ["--epochs"], ["'--epochs' has no value"]),
+    ("bare-flag-then-flag", ["--reproducibility", "--seed=1"], ["'--reproducibility' has no"]),
+    ("no-dashes", ["epochs=2"], ["Unrecognised argument 'epochs=2'"]),
+    ("empty-key", ["--=5"], ["the key is empty"]),
+    ("given-twice", ["--seed=1", "--seed", "2"], ["--seed given twice"]),
+    ("list-split-by-shell", ["--topk", "[5,", "10]"], ["Unrecognised argument '10]'"]),
+    ("unknown-model", ["--model", "SASRecc"], ["Unknown model 'SASRecc'", "SASRec"]),
+    ("missing-config-file", ["--config_files", "{tmp}/nope.yaml"], ["cannot read config file",
+                                                                    "nope.yaml"]),
+    ("recommend-topk", ["recommend", "--checkpoint", "x.pth", "--user", "1", "--topk", "0"],
+     ["--topk: 0"]),
+    ("recommend-no-user", ["recommend", "--checkpoint", "x.pth"], ["--user", "--history"]),
+]
+
+
+@pytest.fixture
+def no_data_loaded(monkeypatch):
+    """Records any start of data loading: every bad input must be refused before it."""
+    import recbole_moe.data.lean as lean
+
+    calls = []
+    original = lean.load_data
+
+    def load_data(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lean, "load_data", load_data)
+    return calls
+
+
+def _with(base: list[str], extra: list[str]) -> list[str]:
+    """``base + extra``, without the settings of ``base`` that ``extra`` gives again."""
+    def key(arg: str) -> str:
+        return arg.split("=", 1)[0]
+
+    given = {key(arg) for arg in extra if arg.startswith("--")}
+    kept, index = [], 0
+    while index < len(base):
+        arg = base[index]
+        if key(arg) in given:
+            index += 1 if "=" in arg else 2
+            continue
+        kept.append(arg)
+        index += 1
+    return kept + extra
+
+
+def _assert_refused(code: int, captured, expected: list[str], loads: list) -> None:
+    output = captured.out + captured.err
+    assert code != 0, output
+    assert "Traceback" not in output, output
+    for part in expected:
+        assert part in captured.err, f"{part!r} not in:\n{captured.err}"
+    assert loads == [], "data loading started before the bad input was refused"
+
+
+@pytest.mark.parametrize("extra, expected", [c[1:] for c in SETTINGS], ids=[c[0] for c in SETTINGS])
+def test_bad_setting(extra, expected, synth, tmp_path, capsys, no_data_loaded):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    extra = [arg.replace("{file}", str(a_file)) for arg in extra]
+    code = cli.main(_with(tiny(synth.data_path), extra))
+    _assert_refused(code, capsys.readouterr(), expected, no_data_loaded)
+    assert not (tmp_path / "log").exists() and not (tmp_path / "saved").exists()
+
+
+def test_bad_setting_names_its_config_file(synth, tmp_path, capsys, no_data_loaded):
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("learner: adamw2\nmetrics: [Hit, NDCG]\n")
+    code = cli.main(tiny(synth.data_path) + ["--config_files", str(config_file)])
+    _assert_refused(code, capsys.readouterr(),
+                    [f"learner='adamw2' (from config file {config_file})", "'adamw'"],
+                    no_data_loaded)
+
+
+@pytest.mark.parametrize("content, extra, expected", [c[1:] for c in FILES],
+                         ids=[c[0] for c in FILES])
+def test_bad_data_file(content, extra, expected, tmp_path, capsys, no_data_loaded, monkeypatch):
+    monkeypatch.delenv("RECBOLE_MOE_RAW_DATA", raising=False)
+    folder = tmp_path / "data" / "broken"
+    folder.mkdir(parents=True)
+    inter = folder / "broken.inter"
+    if content is not None:
+        inter.write_bytes(content.encode())
+    code = cli.main(_with(tiny(str(tmp_path / "data"), dataset="broken"), extra))
+    captured = capsys.readouterr()
+    _assert_refused(code, captured, expected, no_data_loaded)
+    assert str(inter) in captured.err
+    assert not (tmp_path / "log").exists() and not (tmp_path / "saved").exists()
+
+
+@pytest.mark.parametrize("command, which, expected", [c[1:] for c in CHECKPOINTS],
+                         ids=[c[0] for c in CHECKPOINTS])
+def test_bad_checkpoint(command, which, expected, synth, tmp_path, capsys, no_data_loaded):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    path = _bad_checkpoints(checkpoints)[which]
+    if command == "recommend":
+        argv = ["recommend", "--checkpoint", path, "--user", "1"]
+    else:
+        argv = tiny(synth.data_path) + [f"--resume={path}"]
+    code = cli.main(argv)
+    _assert_refused(code, capsys.readouterr(), expected, no_data_loaded)
+
+
+@pytest.mark.parametrize("argv, expected", [c[1:] for c in CLI_FORMS],
+                         ids=[c[0] for c in CLI_FORMS])
+def test_bad_command_line(argv, expected, synth, tmp_path, capsys, no_data_loaded):
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    if argv[0] != "recommend":
+        argv = _with(tiny(synth.data_path), argv)
+    code = cli.main(argv)
+    _assert_refused(code, capsys.readouterr(), expected, no_data_loaded)
+
+
+def test_distributed_run_is_checked_before_any_worker_starts(synth, capsys, monkeypatch):
+    from recbole_moe import distributed
+
+    launched = []
+    monkeypatch.setattr(distributed, "run_from_settings", lambda *args: launched.append(args))
+    code = cli.main(tiny(synth.data_path) + ["--nproc=2", "--learner=adamm"])
+    _assert_refused(code, capsys.readouterr(), ["learner='adamm'"], [])
+    assert launched == []
+
+
+def test_enough_bad_inputs_are_covered():
+    assert len(SETTINGS) + 1 + len(FILES) + len(CHECKPOINTS) + len(CLI_FORMS) >= 30
+
+
+def test_key_value_and_key_equals_value_are_the_same():
+    assert cli.parse_overrides(["--data_path", "D", "--epochs", "2", "--lr=-1", "--x", "-0.5"]) \
+        == {"data_path": "D", "epochs": "2", "lr": "-1", "x": "-0.5"}
+    assert cli.parse_overrides(["--topk", "[5, 10]"]) == cli.parse_overrides(["--topk=[5, 10]"])
+
+
+def test_load_model_and_recommender_refuse_a_bad_checkpoint(tmp_path):
+    from recbole_moe.quick_start import load_model
+    from recbole_moe.recommend import Recommender
+    from recbole_moe.trainer import CheckpointError
+
+    paths = _bad_checkpoints(tmp_path)
+    with pytest.raises(CheckpointError, match="is truncated"):
+        load_model(paths["truncated"])
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        Recommender.load(paths["text"])
+
+
+def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(synth, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The last line of defence, for an error in training (the run's log keeps the
+    traceback) and before it (the run log is discarded; the traceback goes to an error log)."""
+    import recbole_moe.data.lean as lean
+    import recbole_moe.quick_start as quick_start
+
+    def broken_trainer(config, model):
+        raise RuntimeError("the trainer broke")
+
+    monkeypatch.setattr(quick_start, "get_trainer", broken_trainer)
+    code = cli.main(tiny(synth.data_path))
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("recbole-moe: error")]
+    assert "training SASRec failed with RuntimeError: the trainer broke" in line
+    assert "--debug" in line
+    log_file = re.search(r"the full traceback is in (\S+?)[;)]", line).group(1)
+    assert str(tmp_path / "log") in log_file
+    assert "Traceback" in open(log_file, encoding="utf-8").read()
+
+    def broken_loading(*args, **kwargs):
+        raise RuntimeError("loading broke")
+
+    monkeypatch.setattr(lean, "load_data", broken_loading)
+    for path in (tmp_path / "log").rglob("*.log"):
+        path.unlink()
+    code = cli.main(tiny(synth.data_path) + ["--debug"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" in err  # --debug shows it
+    error_log = re.search(r"the full traceback is in (\S+?)\)", err).group(1)
+    assert "loading broke" in open(error_log, encoding="utf-8").read()
+    os.remove(error_log)
+    assert list((tmp_path / "log").rglob("*.log")) == []  # the failed run's log is discarded
+
+
+def test_valid_run_prints_no_warning(synth, tmp_path):
+    """A real ``recbole-moe`` process, every setting as ``--key value``: RecBole's internal
+    warnings stay off the terminal and go to the run's log file."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "run_recbole_moe.py"), "--model", "SASRec",
+         "--dataset", "synth", "--data_path", synth.data_path, "--epochs", "1",
+         "--hidden_size", "16", "--inner_size", "32", "--MAX_ITEM_LIST_LENGTH", "20",
+         "--show_progress", "False",
+         "--load_col", "{'inter': ['user_id', 'item_id', 'timestamp']}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert [line for line in output.splitlines() if re.search("warning", line, re.I)] == []
+    log_file = next(line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
+                    if line.startswith("log"))
+    log = open(os.path.join(tmp_path, log_file), encoding="utf-8").read()
+    assert "not shown on the terminal" in log and "GradScaler" in log
