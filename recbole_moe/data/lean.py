@@ -576,27 +576,28 @@ class LeanTrainDataLoader(TrainDataLoader):
 class LeanFullSortEvalDataLoader(FullSortEvalDataLoader):
     """RecBole's full-sort evaluation loader over a lean split, optionally length-sorted.
 
-    With ``sort_by_length`` the split's rows are put in order of history length once (stable,
-    so users of equal length keep RecBole's order) and every batch is trimmed to its longest
-    history: a batch of short histories no longer carries ``MAX_ITEM_LIST_LENGTH`` columns of
-    padding. The metrics are means over users, so they do not depend on the order, and a
-    padding-invariant model (:data:`PADDING_INVARIANT_MODELS`) scores each user as at full
-    width. In data-parallel evaluation the distributed sampler splits the sorted rows, and the
-    per-user rows are gathered as before.
+    With ``sort_by_length`` the loader visits the split's rows in order of history length
+    (stable, so users of equal length keep RecBole's order; the split itself is not changed)
+    and trims every batch to its longest history: a batch of short histories no longer
+    carries ``MAX_ITEM_LIST_LENGTH`` columns of padding. The metrics are means over users, so
+    they do not depend on the order, and a padding-invariant model
+    (:data:`PADDING_INVARIANT_MODELS`) scores each user as at full width. In data-parallel
+    evaluation the distributed sampler splits the loader's positions as before.
     """
 
     def __init__(self, config, dataset, sampler, shuffle=False, sort_by_length: bool = False):
-        self.sort_by_length = bool(sort_by_length)
-        if self.sort_by_length and TARGET_FIELD in dataset.inter_feat:
+        self.sort_by_length = bool(sort_by_length) and TARGET_FIELD in dataset.inter_feat
+        self._order: Optional[torch.Tensor] = None
+        if self.sort_by_length:
             lengths = dataset.inter_feat[dataset.item_list_length_field]  # [n]
-            order = torch.sort(lengths, stable=True).indices
-            dataset.inter_feat = dataset.inter_feat[order]
+            self._order = torch.sort(lengths, stable=True).indices  # position -> row
         super().__init__(config, dataset, sampler, shuffle=shuffle)
 
     def collate_fn(self, index):
-        if not (self.sort_by_length and self.is_sequential):
+        if self._order is None or not self.is_sequential:
             return super().collate_fn(index)
-        interaction = self._dataset.rows(torch.as_tensor(np.asarray(index)), trim=True)
+        rows = self._order[torch.as_tensor(np.asarray(index), dtype=torch.long)]
+        interaction = self._dataset.rows(rows, trim=True)
         interaction = self.transform(self._dataset, interaction)
         positive_u = torch.arange(len(interaction))
         return interaction, None, positive_u, interaction[self.iid_field]
