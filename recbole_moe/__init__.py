@@ -24,4 +24,13 @@ from recbole_moe.config import Config  # noqa: E402
 from recbole_moe.model import available_models, get_model  # noqa: E402
 from recbole_moe.quick_start import load_model, run  # noqa: E402
 
-__all__ = ["Config", "available_models", "get_model", "load_model", "run", "__version__"]
+__all__ = ["Config", "available_models", "get_model", "load_model", "run", "tune", "__version__"]
+
+
+def __getattr__(name: str):
+    """``recbole_moe.tune`` (hyper-parameter search) is imported on first use."""
+    if name == "tune":
+        from recbole_moe.tuning import tune
+
+        return tune
+    raise AttributeError(f"module 'recbole_moe' has no attribute {name!r}")
