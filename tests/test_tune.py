@@ -298,6 +298,8 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
     assert retry.user_attrs.get("resumed_from")  # from its last checkpoint
     assert retry.user_attrs["epochs"] < 8  # so only the remaining epochs were trained
     assert len({t.user_attrs.get("retry_of", t.number) for t in after}) == 3
+    # the rerun's sampler does not replay the first run's draws (same --sampler_seed)
+    assert not any("duplicate_of" in t.user_attrs for t in after)
     trained = [t for t in after if t.params == first.params and "duplicate_of" not in t.user_attrs
                and t.state.name == "COMPLETE"]
     assert trained == [after[0]]

@@ -182,7 +182,8 @@ def tune(
         n_jobs: worker processes on this machine.
         config_dict, config_file_list: fixed settings, as for :func:`recbole_moe.run`.
         sampler: ``tpe`` (default), ``random`` or ``grid``.
-        sampler_seed: seed of the sampler (worker ``k`` of ``n_jobs`` uses ``seed + k``).
+        sampler_seed: seed of the sampler; each trial's draw uses it with the worker index
+            and the study's trial count (give each machine its own seed, or none).
         pruner: ``median`` (default) or ``none``.
         pruner_startup_trials: trials completed before the median pruner prunes.
         pruner_warmup_epochs: epochs of a trial before it may be pruned.

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                         help="tpe (default), random or grid")
     parser.add_argument("--sampler_seed", type=int, default=None, metavar="SEED",
-                        help="seed of the sampler (worker k uses SEED + k)")
+                        help="seed of the sampler (combined with the worker and the trial "
+                             "count, so reruns and workers draw differently)")
     parser.add_argument("--pruner", choices=PRUNERS, default="median",
                         help="median (default): stop a trial whose validation score after an "
                              "epoch is worse than the median of earlier trials; none")

@@ -582,9 +582,13 @@ def trial_line(spec: TuneSpec, trial) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def make_sampler(spec: TuneSpec, worker: int):
+def make_sampler(spec: TuneSpec, worker: int, trials_so_far: int = 0):
+    """The sampler of one trial. With ``sampler_seed`` its seed depends on the worker and on
+    how many trials the study has, so a resumed study or a second worker does not replay the
+    draws of the first."""
     optuna = require_optuna()
-    seed = None if spec.sampler_seed is None else spec.sampler_seed + worker
+    seed = None if spec.sampler_seed is None else \
+        spec.sampler_seed + 1000 * trials_so_far + worker
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler(spec.space.grid(), seed=seed)
     if spec.sampler == "random":
@@ -628,6 +632,7 @@ def work(spec: TuneSpec, worker: int = 0, log: Callable[[str], None] = print,
             if spec.deadline is not None and time.time() >= spec.deadline:
                 log("[tune] --timeout reached: this worker starts no new trial")
                 break
+            study.sampler = make_sampler(spec, worker, len(study.get_trials(deepcopy=False)))
             try:
                 study.optimize(objective, n_trials=1, catch=(Exception,),
                                callbacks=[finished], gc_after_trial=True)
