@@ -58,9 +58,14 @@ def trial_params(trial) -> dict:
     return dict(trial.user_attrs.get("params") or trial.params)
 
 
-def note(trial) -> str:
+def note(trial, retries: Optional[dict] = None) -> str:
+    """What the table says about a trial; ``retries``: slot -> numbers of its retries."""
     attrs = trial.user_attrs
     parts = []
+    retried = [n for n in (retries or {}).get(trial.number, []) if n > trial.number]
+    if attrs.get("worker_gone") or (trial.state.name == "FAIL" and retried
+                                    and not attrs.get("interrupted")):
+        parts.append("its worker died")
     if slot(trial) != trial.number:
         parts.append(f"retry of #{slot(trial)}")
     if attrs.get("resumed_from"):
@@ -73,7 +78,18 @@ def note(trial) -> str:
         parts.append("interrupted, queued again")
     elif attrs.get("error"):
         parts.append(attrs["error"][:160])
+    if retried and trial.state.name == "FAIL":
+        parts.append(f"retried as #{retried[0]}")
     return "; ".join(parts)
+
+
+def retries_of(trials) -> dict:
+    """slot -> trial numbers that retry it."""
+    found: dict = {}
+    for trial in trials:
+        if slot(trial) != trial.number:
+            found.setdefault(slot(trial), []).append(trial.number)
+    return found
 
 
 def _metric_names(trials, key: str) -> list[str]:
@@ -140,6 +156,7 @@ def rows(spec: TuneSpec, study) -> tuple[list[str], list[list[Any]]]:
               + [f"valid_{m}" for m in valid_names] + [f"test_{m}" for m in test_names]
               + ["epochs", "seconds", "worker", "started", "finished", "log_file", "note"])
     table = []
+    retries = retries_of(trials)
     for trial in trials:
         params = trial_params(trial)
         attrs = trial.user_attrs
@@ -154,7 +171,7 @@ def rows(spec: TuneSpec, study) -> tuple[list[str], list[list[Any]]]:
                trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else "",
                trial.datetime_complete.isoformat(timespec="seconds")
                if trial.datetime_complete else "",
-               attrs.get("log_file") or "", note(trial)])
+               attrs.get("log_file") or "", note(trial, retries)])
     return header, table
 
 
@@ -202,6 +219,7 @@ def markdown(spec: TuneSpec, study, info: dict, plots: list[str]) -> str:
         [f"test {spec.metric}", "epochs", "seconds", "note"]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     best_number = best["trial"] if best else None
+    retries = retries_of(trials)
     for trial in trials:
         params = trial_params(trial)
         test = trial.user_attrs.get("test") or {}
@@ -211,7 +229,8 @@ def markdown(spec: TuneSpec, study, info: dict, plots: list[str]) -> str:
         cells = ([number, trial.state.name.lower(), _fmt(trial.value)]
                  + [_param_text(params[n]) if n in params else "" for n in spec.space.names]
                  + [_fmt(test_value), _fmt(trial.user_attrs.get("epochs")),
-                    f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "", note(trial)])
+                    f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
+                    note(trial, retries)])
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     lines.append("")
     if plots:

@@ -392,6 +392,7 @@ def reap_dead_trials(study, log: Callable[[str], None]) -> None:
         if not _worker_is_gone(trial):
             continue
         try:
+            study._storage.set_trial_user_attr(trial._trial_id, "worker_gone", True)
             changed = study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
