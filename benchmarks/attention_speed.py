@@ -35,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401  (compatibility patches)
+    from recbole_moe.files import atomic_write_json
     from recbole_moe.environment import PeakRSS, code_version, describe_hardware, hardware
     from recbole_moe.model.sequence import SequenceObjective
     from recbole_moe.testing import build, make_synthetic_dataset
@@ -96,10 +97,8 @@ def main() -> None:
               f"{r['sdpa_ms']:>8} {r['speedup']:>8}x "
               f"{r['recbole_step_mib']:>10} / {r['sdpa_step_mib']}")
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine, "args": vars(args), "rows": rows}, f, indent=1)
-        os.replace(tmp, args.output)
+        atomic_write_json(args.output, {"machine": machine, "args": vars(args), "rows": rows},
+                          indent=1)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import psutil
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recbole_moe.environment import PeakRSS  # noqa: E402
+from recbole_moe.files import atomic_write_json  # noqa: E402
 
 GIB = 2**30
 
@@ -288,10 +289,7 @@ def main() -> None:
     info["phases"] = Phase.results
     print(json.dumps(info, indent=1))
     if args.output:
-        tmp = f"{args.output}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=1)
-        os.replace(tmp, args.output)
+        atomic_write_json(args.output, info, indent=1)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401
+    from recbole_moe.files import atomic_write_json
     from recbole_moe.environment import code_version, describe_hardware, hardware
 
     machine = f"{describe_hardware(hardware())}; commit {code_version()}"
@@ -115,11 +116,9 @@ def main() -> None:
         print(f"{s['dataset']:8} {s['model']:10} {s['part']:12} {s['baseline']:>10} "
               f"{s['new']:>14} {s['ratio']:>6.2f}x{same}")
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine, "args": vars(args), "rows": rows,
-                       "summary": summary}, f, indent=1)
-        os.replace(tmp, args.output)
+        atomic_write_json(args.output, {"machine": machine, "args": vars(args), "rows": rows,
+                                              "summary": summary},
+                          indent=1)
 
 
 if __name__ == "__main__":

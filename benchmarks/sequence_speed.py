@@ -71,6 +71,7 @@ def main() -> None:
     import torch
 
     import recbole_moe  # noqa: F401
+    from recbole_moe.files import atomic_write_json
 
     machine = (f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
                f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -93,11 +94,9 @@ def main() -> None:
             print(f"{dataset:8} {model:10} {pre['epoch_seconds']:>12.0f} s "
                   f"{seq['epoch_seconds']:>14.1f} s {ratio:>6.1f}x")
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine, "args": vars(args), "rows": rows,
-                       "summary": summary}, f, indent=1)
-        os.replace(tmp, args.output)
+        atomic_write_json(args.output, {"machine": machine, "args": vars(args), "rows": rows,
+                                              "summary": summary},
+                          indent=1)
 
 
 if __name__ == "__main__":

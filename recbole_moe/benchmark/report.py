@@ -21,6 +21,7 @@ and a model trained otherwise (NARM with ``prefix`` in a ``sequence`` benchmark)
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -35,6 +36,7 @@ import yaml
 from recbole_moe.benchmark.insight import insight_files, insight_plots, insight_section
 from recbole_moe.benchmark.plans import OUR_MODELS
 from recbole_moe.environment import describe_hardware
+from recbole_moe.files import atomic_write_text
 from recbole_moe.benchmark.runner import (
     PLAN_FILE,
     RUNS_FILE,
@@ -436,12 +438,11 @@ def status_section(latest: dict[str, dict], plan_cells: Optional[list]) -> list[
 
 
 def _write_csv(path: str, header: list[str], rows: list[list[Any]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def dataset_csv(path: str, summary: DatasetSummary) -> None:
@@ -575,8 +576,5 @@ def write_report(out: str, plots: bool = True,
             lines = [line for line in lines if not line.startswith("![")]
         written += pngs
     path = os.path.join(out, "report.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return [path] + written

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Optional
 
 
 from recbole_moe.benchmark.plans import Plan
+from recbole_moe.files import atomic_write_json
 from recbole_moe.environment import PeakRSS, code_version, hardware, package_versions
 
 RUNS_FILE = "runs.jsonl"
@@ -168,10 +169,7 @@ def resolved_config(config, out: Optional[str] = None) -> dict:
 
 def _write_plan(path: str, plan: Plan, cells: list) -> None:
     """``plan.json``: the plan's cells, so the report can list runs that are still missing."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({**plan.describe(), "cells": [list(c) for c in cells]}, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_json(path, {**plan.describe(), "cells": [list(c) for c in cells]}, indent=1)
 
 
 def _format_duration(seconds: float) -> str:

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 import zipfile
@@ -44,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from recbole_moe.errors import DatasetNotFoundError, RecBoleMoeError
+from recbole_moe.files import atomic_write, atomic_write_json
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -432,21 +432,6 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file in the same directory, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            write(handle)
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
-        raise
-
-
 def _compact_floats(values: np.ndarray) -> np.ndarray:
     """Integral floats as ints, few distinct values (ratings) as strings: pandas formats
     floats slowly, and ``4`` reads back like ``4.0``."""
@@ -548,11 +533,12 @@ def prepare_dataset(
     known = KNOWN_DATASETS.get(dataset)
     if known and known.item_min:
         stats["filtered"] = compute_stats(*_filter_items(table.user, table.item, known.item_min))
-    _atomic_write(output, write)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, write)
     record = {"dataset": dataset, "source": str(source.resolve()), "source_md5": source_md5,
               "format": fmt, "version": PREPARE_VERSION, "output_md5": _md5(output),
               "stats": stats}
-    _atomic_write(sidecar, lambda handle: handle.write(json.dumps(record, indent=2).encode()))
+    atomic_write_json(sidecar, record, indent=2)
 
     lines, mismatches = _stats_lines(dataset, stats)
     stats = dict(stats, path=str(output), format=fmt, source=str(source), skipped=False,

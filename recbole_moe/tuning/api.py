@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable, Mapping, Optional, Union
 
 from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.files import atomic_write_text
 from recbole_moe.tuning.space import Space, TuneError, load_space
 from recbole_moe.tuning.study import (
     DEFAULT_TRIALS, PRUNERS, RESERVED, SAMPLERS, TuneSpec, default_out,
@@ -230,11 +231,8 @@ def execute(spec: TuneSpec, log: Callable[[str], None] = print) -> dict:
         storage = open_storage(spec.storage)
         study = open_study(spec, storage)
     if spec.space_file is None:
-        path = os.path.join(spec.out, "space.hyper")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("\n".join(spec.space.describe()) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(os.path.join(spec.out, "space.hyper"),
+                          "\n".join(spec.space.describe()) + "\n")
     done = len(study.get_trials(deepcopy=False))
     target = f"{spec.n_trials}" if spec.n_trials is not None else "no limit"
     log(f"[tune] study {spec.study_name} in {spec.storage_label()}: {done} trials so far, "

@@ -21,6 +21,7 @@ import os
 import warnings
 from typing import Any, Optional
 
+from recbole_moe.files import atomic_write_text
 from recbole_moe.tuning.study import TuneSpec, display_url, slot  # noqa: F401
 
 TABLE_MD = "trials.md"
@@ -28,13 +29,6 @@ TABLE_CSV = "trials.csv"
 BEST_JSON = "best.json"
 PLOTS = {"history.png": "optimisation history", "importance.png": "parameter importances",
          "intermediate.png": "validation score per epoch"}
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -249,9 +243,9 @@ def write_tables(spec: TuneSpec, study, plots: Optional[list[str]] = None) -> li
                  if os.path.isfile(os.path.join(spec.out, name))]
     header, table = rows(spec, study)
     paths = [os.path.join(spec.out, name) for name in (TABLE_MD, TABLE_CSV, BEST_JSON)]
-    _atomic_write(paths[0], markdown(spec, study, info, plots))
-    _atomic_write(paths[1], _csv_text(header, table))
-    _atomic_write(paths[2], json.dumps(info, indent=1, sort_keys=False, default=str) + "\n")
+    atomic_write_text(paths[0], markdown(spec, study, info, plots))
+    atomic_write_text(paths[1], _csv_text(header, table))
+    atomic_write_text(paths[2], json.dumps(info, indent=1, sort_keys=False, default=str) + "\n")
     return paths
 
 
