@@ -15,22 +15,20 @@ over training (one figure per dataset and model).
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
+import torch
+
+from recbole_moe.layers.moe import normalized_entropy
 
 #: Models whose records carry per-epoch statistics, and what the report shows of them.
 INSIGHT_MODELS = ("HyMoERec", "FAME")
 
 
 def _entropy(weights: list[float]) -> float:
-    """Normalised entropy of a distribution (1: uniform, 0: one-hot)."""
-    p = np.asarray(weights, dtype=float)
-    p = p[p > 0] / max(p.sum(), 1e-12)
-    if len(weights) < 2:
-        return 1.0
-    return max(0.0, float(-(p * np.log(p)).sum() / math.log(len(weights))))
+    """Normalised entropy of a distribution (1: uniform, 0: one-hot), as the models log it."""
+    return max(0.0, float(normalized_entropy(torch.tensor(weights, dtype=torch.float64))))
 
 
 def _runs(records: list[dict], model: str) -> list[dict]:
