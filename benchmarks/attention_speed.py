@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401  (compatibility patches)
-    from recbole_moe.files import atomic_write_json
     from recbole_moe.environment import PeakRSS, code_version, describe_hardware, hardware
+    from recbole_moe.files import atomic_write_json
     from recbole_moe.model.sequence import SequenceObjective
     from recbole_moe.testing import build, make_synthetic_dataset
 
@@ -45,24 +45,42 @@ def main() -> None:
     rows = []
     for length in args.lengths:
         root = tempfile.mkdtemp(prefix="attention-")
-        make_synthetic_dataset(root, name="attn", n_users=args.batch * 2, n_items=args.n_items,
-                               min_len=length + 3, max_len=length + 10)
+        make_synthetic_dataset(
+            root,
+            name="attn",
+            n_users=args.batch * 2,
+            n_items=args.n_items,
+            min_len=length + 3,
+            max_len=length + 10,
+        )
         for model_name in args.models:
             for dropout in args.attn_dropout:
                 setups = {}
                 for impl in ("recbole", "sdpa"):
-                    config, _, train_data, _, _, model = build(model_name, root, "attn", {
-                        "attention_impl": impl, "train_objective": "sequence",
-                        "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2,
-                        "MAX_ITEM_LIST_LENGTH": length, "train_batch_size": args.batch,
-                        "attn_dropout_prob": dropout, "hidden_dropout_prob": 0.2,
-                        "train_batch_chunks": 1, "checkpoint_dir": os.path.join(root, "saved"),
-                    })
+                    config, _, train_data, _, _, model = build(
+                        model_name,
+                        root,
+                        "attn",
+                        {
+                            "attention_impl": impl,
+                            "train_objective": "sequence",
+                            "hidden_size": 64,
+                            "inner_size": 256,
+                            "n_layers": 2,
+                            "n_heads": 2,
+                            "MAX_ITEM_LIST_LENGTH": length,
+                            "train_batch_size": args.batch,
+                            "attn_dropout_prob": dropout,
+                            "hidden_dropout_prob": 0.2,
+                            "train_batch_chunks": 1,
+                            "checkpoint_dir": os.path.join(root, "saved"),
+                        },
+                    )
                     batch = next(iter(train_data))
                     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
                     setups[impl] = (model, optimizer, SequenceObjective(model), batch)
 
-                def step(impl: str) -> None:
+                def step(impl: str, setups: dict = setups) -> None:
                     model, optimizer, objective, batch = setups[impl]
                     model.train()
                     optimizer.zero_grad()
@@ -82,23 +100,32 @@ def main() -> None:
                     with PeakRSS(interval=0.0005) as peak:
                         step(impl)
                     memory[impl] = (peak.peak - peak.start) / 2**20
-                row = {"model": model_name, "length": length, "attn_dropout": dropout,
-                       "width": int(setups["recbole"][3]["item_id_list"].shape[1])}
+                row = {
+                    "model": model_name,
+                    "length": length,
+                    "attn_dropout": dropout,
+                    "width": int(setups["recbole"][3]["item_id_list"].shape[1]),
+                }
                 for impl in setups:
                     row[f"{impl}_ms"] = round(1000 * statistics.median(times[impl]), 1)
                     row[f"{impl}_step_mib"] = round(memory[impl], 1)
                 row["speedup"] = round(row["recbole_ms"] / row["sdpa_ms"], 2)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    print(f"\n{'model':10} {'length':>6} {'attn drop':>9} {'recbole ms':>11} {'sdpa ms':>8} "
-          f"{'speed-up':>9} {'step MiB recbole/sdpa':>22}")
+    print(
+        f"\n{'model':10} {'length':>6} {'attn drop':>9} {'recbole ms':>11} {'sdpa ms':>8} "
+        f"{'speed-up':>9} {'step MiB recbole/sdpa':>22}"
+    )
     for r in rows:
-        print(f"{r['model']:10} {r['length']:>6} {r['attn_dropout']:>9} {r['recbole_ms']:>11} "
-              f"{r['sdpa_ms']:>8} {r['speedup']:>8}x "
-              f"{r['recbole_step_mib']:>10} / {r['sdpa_step_mib']}")
+        print(
+            f"{r['model']:10} {r['length']:>6} {r['attn_dropout']:>9} {r['recbole_ms']:>11} "
+            f"{r['sdpa_ms']:>8} {r['speedup']:>8}x "
+            f"{r['recbole_step_mib']:>10} / {r['sdpa_step_mib']}"
+        )
     if args.output:
-        atomic_write_json(args.output, {"machine": machine, "args": vars(args), "rows": rows},
-                          indent=1)
+        atomic_write_json(
+            args.output, {"machine": machine, "args": vars(args), "rows": rows}, indent=1
+        )
 
 
 if __name__ == "__main__":

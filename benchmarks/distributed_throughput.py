@@ -41,7 +41,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec"])
     parser.add_argument("--dataset", default="synth")
-    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: synthetic)")
+    parser.add_argument(
+        "--data_path", default=None, help="folder holding <dataset>/ (default: synthetic)"
+    )
     parser.add_argument("--n_users", type=int, default=2000, help="synthetic dataset size")
     parser.add_argument("--nprocs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=int, default=2)
@@ -57,13 +59,19 @@ def main(argv=None) -> int:
         data_path = os.path.join(workdir, "data")
         make_synthetic_dataset(data_path, name=args.dataset, n_users=args.n_users, n_items=500)
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"dataset: {args.dataset} ({'synthetic' if args.data_path is None else data_path}), "
-          f"global batch {args.batch}, hidden {args.hidden}, max_len {args.max_len}, "
-          f"epochs {args.epochs} (mean epoch time)")
-    print(f"{'model':<10} {'procs':>5} {'backend':>7} {'seqs/epoch':>10} {'epoch s':>8} "
-          f"{'seqs/s':>9} {'speed-up':>8} {'test NDCG@10':>12}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
+    print(
+        f"dataset: {args.dataset} ({'synthetic' if args.data_path is None else data_path}), "
+        f"global batch {args.batch}, hidden {args.hidden}, max_len {args.max_len}, "
+        f"epochs {args.epochs} (mean epoch time)"
+    )
+    print(
+        f"{'model':<10} {'procs':>5} {'backend':>7} {'seqs/epoch':>10} {'epoch s':>8} "
+        f"{'seqs/s':>9} {'speed-up':>8} {'test NDCG@10':>12}"
+    )
     for model in args.models:
         settings = tiny_config(
             data_path,
@@ -81,16 +89,21 @@ def main(argv=None) -> int:
         base = None
         for nproc in args.nprocs:
             if nproc == 1:
-                result, backend = recbole_moe.run(model, args.dataset, config_dict=dict(settings)), "-"
+                result, backend = (
+                    recbole_moe.run(model, args.dataset, config_dict=dict(settings)),
+                    "-",
+                )
             else:
                 result = run_distributed(model, args.dataset, dict(settings), nproc=nproc)
                 backend = result["config"]["dist_backend"] if "config" in result else "?"
             seconds = result["train_time_per_epoch"]
             rate = n_seqs / seconds
             base = base or rate
-            print(f"{model:<10} {nproc:>5} {backend:>7} {n_seqs:>10} {seconds:>8.2f} {rate:>9.0f} "
-                  f"{rate / base:>7.2f}x {result['test_result'].get('ndcg@10', float('nan')):>12.4f}",
-                  flush=True)
+            print(
+                f"{model:<10} {nproc:>5} {backend:>7} {n_seqs:>10} {seconds:>8.2f} {rate:>9.0f} "
+                f"{rate / base:>7.2f}x {result['test_result'].get('ndcg@10', float('nan')):>12.4f}",
+                flush=True,
+            )
     return 0
 
 

@@ -18,11 +18,10 @@ import statistics
 import time
 
 import torch
+from recbole.model.sequential_recommender.sasrec import SASRec
 from torch.profiler import ProfilerActivity, profile
 
 import recbole_moe  # noqa: F401  (compatibility patches before RecBole is used)
-from recbole.model.sequential_recommender.sasrec import SASRec
-
 from recbole_moe.model.fame import FAME
 
 
@@ -81,7 +80,9 @@ def eval_peak_mib(model: torch.nn.Module, batch: dict) -> float:
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model.full_sort_predict(batch)
     events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]"
     )
     live = peak = 0
     for _, nbytes in events:
@@ -91,18 +92,27 @@ def eval_peak_mib(model: torch.nn.Module, batch: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--experts", type=int, default=4)
-    parser.add_argument("--items", type=int, default=12102, help="items incl. padding (Beauty: 12102)")
+    parser.add_argument(
+        "--items", type=int, default=12102, help="items incl. padding (Beauty: 12102)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--variants", nargs="+", default=["logits"], help="FAME fusion variants to time: logits, probs")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["logits"],
+        help="FAME fusion variants to time: logits, probs",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -141,7 +151,10 @@ def main() -> None:
         f"B={args.batch} L={args.length} d={args.hidden} layers={args.layers} heads={args.heads} "
         f"experts={args.experts} items={args.items} threads={args.threads}"
     )
-    print(f"{'model':<14}{'params':>9}{'train ms':>10}{'x':>6}{'eval ms':>9}{'x':>6}{'eval MiB':>10}{'x':>6}")
+    print(
+        f"{'model':<14}{'params':>9}{'train ms':>10}{'x':>6}"
+        f"{'eval ms':>9}{'x':>6}{'eval MiB':>10}{'x':>6}"
+    )
     ref = None
     for name, model in models.items():
         train = statistics.median(times[name]["train"])

@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,10 +43,18 @@ def child(args) -> dict:
     if args.dataset == "ml-100k" and not os.path.isdir(os.path.join(data_path, "ml-100k")):
         data_path = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
     config_dict = {
-        "data_path": data_path, "data_path_mode": args.mode.split("+")[0],
-        "MAX_ITEM_LIST_LENGTH": args.max_len, "hidden_size": 64, "inner_size": 256,
-        "n_layers": 2, "n_heads": 2, "train_batch_size": args.batch, "state": "ERROR",
-        "show_progress": False, "log_wandb": False, "seed": args.seed,
+        "data_path": data_path,
+        "data_path_mode": args.mode.split("+")[0],
+        "MAX_ITEM_LIST_LENGTH": args.max_len,
+        "hidden_size": 64,
+        "inner_size": 256,
+        "n_layers": 2,
+        "n_heads": 2,
+        "train_batch_size": args.batch,
+        "state": "ERROR",
+        "show_progress": False,
+        "log_wandb": False,
+        "seed": args.seed,
         "checkpoint_dir": os.path.join(tempfile.gettempdir(), "lean_speed_saved"),
         "train_batch_order": "length_grouped" if args.mode == "lean+grouped" else "random",
     }
@@ -59,14 +67,22 @@ def child(args) -> dict:
     n_batches = sum(1 for _ in train_data)
     loader_epoch = time.perf_counter() - start
     trainer = get_trainer(config, model)
-    result = {"dataset": args.dataset, "mode": args.mode, "loader": type(train_data).__name__,
-              "samples": len(train_data._dataset), "batches": n_batches,
-              "prepare_s": round(prepare, 2), "loader_epoch_s": round(loader_epoch, 2)}
+    result = {
+        "dataset": args.dataset,
+        "mode": args.mode,
+        "loader": type(train_data).__name__,
+        "samples": len(train_data._dataset),
+        "batches": n_batches,
+        "prepare_s": round(prepare, 2),
+        "loader_epoch_s": round(loader_epoch, 2),
+    }
     if args.max_batches:
         model.train()
         # One warm-up step, then --max_batches steps spread evenly over the epoch.
-        timed = {0} | {1 + round(k * (n_batches - 2) / max(args.max_batches - 1, 1))
-                       for k in range(args.max_batches)}
+        timed = {0} | {
+            1 + round(k * (n_batches - 2) / max(args.max_batches - 1, 1))
+            for k in range(args.max_batches)
+        }
         times, widths = [], []
         for i, batch in enumerate(train_data):
             if i not in timed:
@@ -88,10 +104,14 @@ def child(args) -> dict:
         t = time.perf_counter()
         trainer._train_epoch(train_data, 0)
         result["epoch_s"] = round(time.perf_counter() - t, 1)
-    hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status")
-           if line.startswith("VmHWM")]
-    result["peak_rss_gib"] = round((hwm[0] if hwm else psutil.Process().memory_info().rss)
-                                   / 2**30, 2)
+    hwm = [
+        int(line.split()[1]) * 1024
+        for line in open("/proc/self/status")
+        if line.startswith("VmHWM")
+    ]
+    result["peak_rss_gib"] = round(
+        (hwm[0] if hwm else psutil.Process().memory_info().rss) / 2**30, 2
+    )
     result["torch_threads"] = torch.get_num_threads()
     return result
 
@@ -103,8 +123,9 @@ def main() -> None:
     parser.add_argument("--model", default="SASRec")
     parser.add_argument("--max_len", type=int, default=200)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--max_batches", type=int, default=10,
-                        help="training steps timed (0: train the full epoch)")
+    parser.add_argument(
+        "--max_batches", type=int, default=10, help="training steps timed (0: train the full epoch)"
+    )
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -117,10 +138,27 @@ def main() -> None:
     rows = []
     for dataset in args.datasets:
         for mode in args.modes:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", "--dataset", dataset,
-                   "--mode", mode, "--data_path", args.data_path, "--model", args.model,
-                   "--max_len", str(args.max_len), "--batch", str(args.batch),
-                   "--max_batches", str(args.max_batches), "--seed", str(args.seed)]
+            cmd = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                "--dataset",
+                dataset,
+                "--mode",
+                mode,
+                "--data_path",
+                args.data_path,
+                "--model",
+                args.model,
+                "--max_len",
+                str(args.max_len),
+                "--batch",
+                str(args.batch),
+                "--max_batches",
+                str(args.max_batches),
+                "--seed",
+                str(args.seed),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-3000:], file=sys.stderr)
@@ -133,14 +171,18 @@ def main() -> None:
         done = {r["mode"]: r for r in rows if r["dataset"] == dataset}
         ref = done.get("recbole") or next(iter(done.values()))
         for mode, row in done.items():
-            print(f"{dataset} {mode:>13}: prepare {row['prepare_s']:7.2f} s "
-                  f"({ref['prepare_s'] / row['prepare_s']:4.1f}x)  loader epoch "
-                  f"{row['loader_epoch_s']:6.2f} s ({ref['loader_epoch_s'] / row['loader_epoch_s']:4.1f}x)  "
-                  f"{epoch_key} {row[epoch_key]:8.1f} s ({ref[epoch_key] / row[epoch_key]:5.2f}x)  "
-                  f"with prepare {ref[epoch_key] + ref['prepare_s']:.0f} -> "
-                  f"{row[epoch_key] + row['prepare_s']:.0f} s "
-                  f"({(ref[epoch_key] + ref['prepare_s']) / (row[epoch_key] + row['prepare_s']):5.2f}x)  "
-                  f"peak RSS {row['peak_rss_gib']} GiB")
+            with_prepare = (ref[epoch_key] + ref["prepare_s"]) / (row[epoch_key] + row["prepare_s"])
+            print(
+                f"{dataset} {mode:>13}: prepare {row['prepare_s']:7.2f} s "
+                f"({ref['prepare_s'] / row['prepare_s']:4.1f}x)  loader epoch "
+                f"{row['loader_epoch_s']:6.2f} s "
+                f"({ref['loader_epoch_s'] / row['loader_epoch_s']:4.1f}x)  "
+                f"{epoch_key} {row[epoch_key]:8.1f} s ({ref[epoch_key] / row[epoch_key]:5.2f}x)  "
+                f"with prepare {ref[epoch_key] + ref['prepare_s']:.0f} -> "
+                f"{row[epoch_key] + row['prepare_s']:.0f} s "
+                f"({with_prepare:5.2f}x)  "
+                f"peak RSS {row['peak_rss_gib']} GiB"
+            )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class Phase(PeakRSS):
         super().__init__(interval=0.05)
         self.name = name
 
-    def __enter__(self) -> "Phase":
+    def __enter__(self) -> Phase:
         super().__enter__()
         self.start_time = time.perf_counter()
         return self
@@ -62,9 +62,12 @@ class Phase(PeakRSS):
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start_time
         super().__exit__(*exc)
-        row = {"phase": self.name, "seconds": round(self.seconds, 1),
-               "peak_rss_gib": round(self.peak / GIB, 2),
-               "end_rss_gib": round(self.process.memory_info().rss / GIB, 2)}
+        row = {
+            "phase": self.name,
+            "seconds": round(self.seconds, 1),
+            "peak_rss_gib": round(self.peak / GIB, 2),
+            "end_rss_gib": round(self.process.memory_info().rss / GIB, 2),
+        }
         row.update(getattr(self, "extra", {}))
         Phase.results.append(row)
         print(json.dumps(row), flush=True)
@@ -108,21 +111,28 @@ def generate(path: str, n_users: int, n_items: int, n_inter: int, seed: int = 0)
             times = np.repeat(starts[users], counts) + seconds
             ratings = rng.integers(1, 11, size=n) / 2.0
             lines = np.char.add(
-                np.char.add(np.char.add(user_col.astype("U7"), ","),
-                            np.char.add(movie_ids[ranks].astype("U6"), ",")),
-                np.char.add(np.char.add(np.char.mod("%.1f", ratings), ","),
-                            times.astype("U10")),
+                np.char.add(
+                    np.char.add(user_col.astype("U7"), ","),
+                    np.char.add(movie_ids[ranks].astype("U6"), ","),
+                ),
+                np.char.add(np.char.add(np.char.mod("%.1f", ratings), ","), times.astype("U10")),
             )
             f.write("\n".join(lines.tolist()))
             f.write("\n")
     os.replace(tmp, path)
-    return {"users": n_users, "items": n_items, "interactions": int(lengths.sum()),
-            "min_length": int(lengths.min()), "median_length": float(np.median(lengths)),
-            "max_length": int(lengths.max())}
+    return {
+        "users": n_users,
+        "items": n_items,
+        "interactions": int(lengths.sum()),
+        "min_length": int(lengths.min()),
+        "median_length": float(np.median(lengths)),
+        "max_length": int(lengths.max()),
+    }
 
 
-def measure_recbole_fraction(data_path: str, dataset: str, fraction: float, max_len: int,
-                             out: str) -> dict:
+def measure_recbole_fraction(
+    data_path: str, dataset: str, fraction: float, max_len: int, out: str
+) -> dict:
     """Peak RSS of RecBole's default path on the first ``fraction`` of users (subprocess)."""
     inter = os.path.join(data_path, dataset, f"{dataset}.inter")
     sub = f"{dataset}-frac"
@@ -152,15 +162,17 @@ data = create_dataset(config); parts = data_preparation(config, data)
 peak = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(json.dumps({{"seconds": time.perf_counter() - t, "peak_rss": peak, "base_rss": base}}))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     measured["rows"] = rows
     return measured
 
 
-def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches: int,
-                  eval_batches: int) -> None:
+def train_batches(
+    model_name: str, config_dict: dict, dataset: str, max_batches: int, eval_batches: int
+) -> None:
     """Build ``model_name`` on the lean data, build every training batch of one epoch and time
     a training step on ``max_batches`` of them, spread evenly over the epoch."""
     import torch
@@ -175,26 +187,36 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
         config, train_data, valid_data, _, model, _ = prepare_run(
             model_name, dataset, config_dict=config_dict, log=False
         )
-        phase.extra = {"train_samples": train_data.sample_size,
-                       "batches_per_epoch": len(train_data),
-                       "data_path": type(train_data).__name__}
+        phase.extra = {
+            "train_samples": train_data.sample_size,
+            "batches_per_epoch": len(train_data),
+            "data_path": type(train_data).__name__,
+        }
     trainer = get_trainer(config, model)
-    with Phase(f"{model_name}, {order} batches: full loader epoch, "
-               f"{len(timed_steps(len(train_data), max_batches))} steps") as phase:
+    with Phase(
+        f"{model_name}, {order} batches: full loader epoch, "
+        f"{len(timed_steps(len(train_data), max_batches))} steps"
+    ) as phase:
         timing = time_epoch(trainer, train_data, max_batches)
         hours = round(timing["epoch_seconds"] / 3600, 3)
         phase.extra = {**timing, f"{timing['epoch']}_epoch_hours": hours}
     if eval_batches < 0:
-        with Phase(f"evaluate {model_name}: full validation pass ({len(valid_data)} "
-                   "full-sort batches, RecBole's evaluator)") as phase:
+        with Phase(
+            f"evaluate {model_name}: full validation pass ({len(valid_data)} "
+            "full-sort batches, RecBole's evaluator)"
+        ) as phase:
             result = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
-            phase.extra = {"users": len(valid_data._dataset),
-                           "metrics": {k: round(float(v), 4) for k, v in result.items()}}
+            phase.extra = {
+                "users": len(valid_data._dataset),
+                "metrics": {k: round(float(v), 4) for k, v in result.items()},
+            }
     elif eval_batches:
         model.eval()
         trainer.tot_item_num = valid_data._dataset.item_num
-        with Phase(f"evaluate {model_name} ({eval_batches} full-sort batches)") as phase, \
-                torch.no_grad():
+        with (
+            Phase(f"evaluate {model_name} ({eval_batches} full-sort batches)") as phase,
+            torch.no_grad(),
+        ):
             times = []
             for i, batch in enumerate(valid_data):
                 if i >= eval_batches:
@@ -203,8 +225,10 @@ def train_batches(model_name: str, config_dict: dict, dataset: str, max_batches:
                 trainer._full_sort_batch_eval(batch)
                 times.append(time.perf_counter() - start)
             mean = float(np.mean(times))
-            phase.extra = {"seconds_per_batch": round(mean, 3),
-                           "EXTRAPOLATED_valid_hours": round(mean * len(valid_data) / 3600, 2)}
+            phase.extra = {
+                "seconds_per_batch": round(mean, 3),
+                "EXTRAPOLATED_valid_hours": round(mean * len(valid_data) / 3600, 2),
+            }
     del train_data, valid_data, model, trainer
     gc.collect()
 
@@ -218,21 +242,45 @@ def main() -> None:
     parser.add_argument("--max_len", type=int, default=200)
     parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
     parser.add_argument("--eval_batch", type=int, default=256, help="eval_batch_size")
-    parser.add_argument("--max_batches", type=int, default=20,
-                        help="training steps per model, spread over the epoch (the epoch "
-                             "time is extrapolated)")
-    parser.add_argument("--orders", nargs="+", default=["random"],
-                        choices=["random", "length_grouped"], help="train_batch_order values")
-    parser.add_argument("--eval_batches", type=int, default=2,
-                        help="full-sort validation batches timed (-1: the whole validation set)")
+    parser.add_argument(
+        "--max_batches",
+        type=int,
+        default=20,
+        help="training steps per model, spread over the epoch (the epoch time is extrapolated)",
+    )
+    parser.add_argument(
+        "--orders",
+        nargs="+",
+        default=["random"],
+        choices=["random", "length_grouped"],
+        help="train_batch_order values",
+    )
+    parser.add_argument(
+        "--eval_batches",
+        type=int,
+        default=2,
+        help="full-sort validation batches timed (-1: the whole validation set)",
+    )
     parser.add_argument("--models", nargs="+", default=["SASRec", "FAME"])
-    parser.add_argument("--objective", default="prefix", choices=["prefix", "sequence"],
-                        help="train_objective (sequence: one sample per user, loss at every "
-                             "position; --max_batches >= batches trains the whole epoch)")
-    parser.add_argument("--train_negatives", type=int, default=0,
-                        help="sampled-softmax negatives under --objective sequence (0: all items)")
-    parser.add_argument("--fraction", type=float, default=0.01,
-                        help="share of users for measuring RecBole's path (0: skip)")
+    parser.add_argument(
+        "--objective",
+        default="prefix",
+        choices=["prefix", "sequence"],
+        help="train_objective (sequence: one sample per user, loss at every "
+        "position; --max_batches >= batches trains the whole epoch)",
+    )
+    parser.add_argument(
+        "--train_negatives",
+        type=int,
+        default=0,
+        help="sampled-softmax negatives under --objective sequence (0: all items)",
+    )
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=0.01,
+        help="share of users for measuring RecBole's path (0: skip)",
+    )
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args()
 
@@ -244,10 +292,13 @@ def main() -> None:
     raw = os.path.join(args.workdir, "ratings.csv")
     data_path = os.path.join(args.workdir, "dataset")
     dataset = "ml-20m"  # uses recbole-moe's ML-20m property file (length 200, leave-one-out)
-    info = {"machine": f"{platform.processor() or platform.machine()}, "
-                       f"{psutil.cpu_count()} CPU cores, "
-                       f"{psutil.virtual_memory().total / GIB:.0f} GiB",
-            "torch_threads": __import__("torch").get_num_threads(), "args": vars(args)}
+    info = {
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{psutil.cpu_count()} CPU cores, "
+        f"{psutil.virtual_memory().total / GIB:.0f} GiB",
+        "torch_threads": __import__("torch").get_num_threads(),
+        "args": vars(args),
+    }
     if not os.path.isfile(raw):
         with Phase("generate ratings.csv") as phase:
             phase.extra = generate(raw, args.users, args.items, args.interactions)
@@ -255,37 +306,56 @@ def main() -> None:
         prepare_dataset(dataset, raw, data_path, verbose=False)
 
     config_dict = {
-        "data_path": data_path, "data_path_mode": "lean", "MAX_ITEM_LIST_LENGTH": args.max_len,
-        "hidden_size": 64, "train_batch_size": args.batch, "eval_batch_size": args.eval_batch,
-        "state": "WARNING", "show_progress": False, "checkpoint_dir": args.workdir,
-        "log_wandb": False, "train_objective": args.objective,
+        "data_path": data_path,
+        "data_path_mode": "lean",
+        "MAX_ITEM_LIST_LENGTH": args.max_len,
+        "hidden_size": 64,
+        "train_batch_size": args.batch,
+        "eval_batch_size": args.eval_batch,
+        "state": "WARNING",
+        "show_progress": False,
+        "checkpoint_dir": args.workdir,
+        "log_wandb": False,
+        "train_objective": args.objective,
         "train_negatives": args.train_negatives,
     }
     for model in args.models:
         for order in args.orders:
-            train_batches(model, dict(config_dict, train_batch_order=order), dataset,
-                          args.max_batches, args.eval_batches)
+            train_batches(
+                model,
+                dict(config_dict, train_batch_order=order),
+                dataset,
+                args.max_batches,
+                args.eval_batches,
+            )
 
     n_rows = args.interactions
     info["recbole_estimate_gib"] = round(
-        estimate_recbole_bytes(n_rows, args.max_len, 8 + 4) / GIB, 1)
+        estimate_recbole_bytes(n_rows, args.max_len, 8 + 4) / GIB, 1
+    )
     if args.fraction:
-        measured = measure_recbole_fraction(data_path, dataset, args.fraction, args.max_len,
-                                            args.workdir)
+        measured = measure_recbole_fraction(
+            data_path, dataset, args.fraction, args.max_len, args.workdir
+        )
         scale = n_rows / measured["rows"]
         info["recbole_fraction"] = {
-            "rows": measured["rows"], "seconds": round(measured["seconds"], 1),
+            "rows": measured["rows"],
+            "seconds": round(measured["seconds"], 1),
             "peak_rss_gib": round(measured["peak_rss"] / GIB, 2),
             "EXTRAPOLATED_peak_gib_full": round(
                 ((measured["peak_rss"] - measured["base_rss"]) * scale + measured["base_rss"])
-                / GIB, 1),
+                / GIB,
+                1,
+            ),
             "estimate_gib_same_rows": round(
-                estimate_recbole_bytes(measured["rows"], args.max_len, 12) / GIB, 2),
+                estimate_recbole_bytes(measured["rows"], args.max_len, 12) / GIB, 2
+            ),
         }
     import resource
 
     info["process_peak_rss_gib"] = round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2)
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 2
+    )
     info["phases"] = Phase.results
     print(json.dumps(info, indent=1))
     if args.output:

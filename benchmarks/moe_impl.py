@@ -57,7 +57,9 @@ def time_impl(impl: str, args: argparse.Namespace) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--hidden", type=int, default=64)
@@ -73,8 +75,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"B={args.batch} L={args.length} D={args.hidden} inner={args.inner} E={args.experts} "
-          f"K={args.top_k} fill={args.fill} device={args.device} threads={torch.get_num_threads()}")
+    print(
+        f"B={args.batch} L={args.length} D={args.hidden} inner={args.inner} E={args.experts} "
+        f"K={args.top_k} fill={args.fill} device={args.device} threads={torch.get_num_threads()}"
+    )
     print(f"{'impl':<6} {'fwd ms':>9} {'fwd+bwd ms':>11}")
     for impl in ("loop", "dense"):
         f, fb = time_impl(impl, args)

@@ -54,12 +54,17 @@ def main() -> None:
             repeats += int(seen.gather(1, positive_i.unsqueeze(1)).sum())
             users += len(positive_i)
             seen.scatter_(1, positive_i.unsqueeze(1), False)  # the target itself always stays
-            ranks["seen items removed"].append((scores.masked_fill(seen, -torch.inf) > target)
-                                               .sum(1))
-    result = {"checkpoint": args.checkpoint, "model": config["model"],
-              "dataset": config["dataset"], "users": users,
-              "targets_in_history": repeats,
-              **{name: metrics(torch.cat(r), args.topk) for name, r in ranks.items()}}
+            ranks["seen items removed"].append(
+                (scores.masked_fill(seen, -torch.inf) > target).sum(1)
+            )
+    result = {
+        "checkpoint": args.checkpoint,
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "users": users,
+        "targets_in_history": repeats,
+        **{name: metrics(torch.cat(r), args.topk) for name, r in ranks.items()},
+    }
     print(json.dumps(result, indent=1))
 
 

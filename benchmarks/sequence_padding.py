@@ -32,9 +32,14 @@ def build(model_name: str, dataset: str, args, **overrides):
     from recbole_moe.quick_start import get_trainer, prepare_run
 
     config_dict = {
-        "data_path": args.data_path, "train_objective": "sequence", "hidden_size": 64,
-        "n_layers": 2, "train_batch_size": args.batch, "state": "ERROR",
-        "show_progress": False, "seed": args.seed,
+        "data_path": args.data_path,
+        "train_objective": "sequence",
+        "hidden_size": 64,
+        "n_layers": 2,
+        "train_batch_size": args.batch,
+        "state": "ERROR",
+        "show_progress": False,
+        "seed": args.seed,
         "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_padding_saved"),
         **overrides,
     }
@@ -48,8 +53,13 @@ def train_row(model_name: str, dataset: str, chunks: int, args) -> dict:
     from recbole_moe.benchmark.timing import time_epoch
 
     trainer, train_data, _ = build(model_name, dataset, args, train_batch_chunks=chunks)
-    row = {"dataset": dataset, "model": model_name, "part": "train", "chunks": chunks,
-           **time_epoch(trainer, train_data, args.steps)}
+    row = {
+        "dataset": dataset,
+        "model": model_name,
+        "part": "train",
+        "chunks": chunks,
+        **time_epoch(trainer, train_data, args.steps),
+    }
     del trainer, train_data
     gc.collect()
     return row
@@ -60,9 +70,14 @@ def eval_row(model_name: str, dataset: str, order: str, args) -> dict:
     start = time.perf_counter()
     result = trainer.evaluate(valid_data, load_best_model=False)
     seconds = time.perf_counter() - start
-    row = {"dataset": dataset, "model": model_name, "part": "eval", "order": order,
-           "seconds": round(seconds, 2),
-           "metrics": {k: round(float(v), 6) for k, v in result.items()}}
+    row = {
+        "dataset": dataset,
+        "model": model_name,
+        "part": "eval",
+        "order": order,
+        "seconds": round(seconds, 2),
+        "metrics": {k: round(float(v), 6) for k, v in result.items()},
+    }
     del trainer, valid_data
     gc.collect()
     return row
@@ -71,20 +86,24 @@ def eval_row(model_name: str, dataset: str, order: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["beauty"])
-    parser.add_argument("--models", nargs="+",
-                        default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
+    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
     parser.add_argument("--data_path", default="dataset")
     parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
-    parser.add_argument("--chunks", nargs="+", type=int, default=[4, 8],
-                        help="train_batch_chunks values compared with 1")
+    parser.add_argument(
+        "--chunks",
+        nargs="+",
+        type=int,
+        default=[4, 8],
+        help="train_batch_chunks values compared with 1",
+    )
     parser.add_argument("--steps", type=int, default=12, help="timed steps per epoch")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401
-    from recbole_moe.files import atomic_write_json
     from recbole_moe.environment import code_version, describe_hardware, hardware
+    from recbole_moe.files import atomic_write_json
 
     machine = f"{describe_hardware(hardware())}; commit {code_version()}"
     print(f"# {machine}", flush=True)
@@ -98,27 +117,46 @@ def main() -> None:
                 row = train_row(model, dataset, chunks, args)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-                summary.append({"dataset": dataset, "model": model, "part": "train epoch",
-                                "baseline": "chunks 1", "new": f"chunks {chunks}",
-                                "ratio": round(base["epoch_seconds"] / row["epoch_seconds"], 2)})
-            full, trimmed = (eval_row(model, dataset, o, args)
-                             for o in ("dataset", "length_sorted"))
+                summary.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "part": "train epoch",
+                        "baseline": "chunks 1",
+                        "new": f"chunks {chunks}",
+                        "ratio": round(base["epoch_seconds"] / row["epoch_seconds"], 2),
+                    }
+                )
+            full, trimmed = (
+                eval_row(model, dataset, o, args) for o in ("dataset", "length_sorted")
+            )
             for row in (full, trimmed):
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-            summary.append({"dataset": dataset, "model": model, "part": "validation",
-                            "baseline": "dataset", "new": "length_sorted",
-                            "ratio": round(full["seconds"] / trimmed["seconds"], 2),
-                            "same_metrics": full["metrics"] == trimmed["metrics"]})
+            summary.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "part": "validation",
+                    "baseline": "dataset",
+                    "new": "length_sorted",
+                    "ratio": round(full["seconds"] / trimmed["seconds"], 2),
+                    "same_metrics": full["metrics"] == trimmed["metrics"],
+                }
+            )
     print(f"\n{'dataset':8} {'model':10} {'part':12} {'baseline':>10} {'new':>14} {'ratio':>7}")
     for s in summary:
         same = "" if "same_metrics" not in s else f"  same metrics: {s['same_metrics']}"
-        print(f"{s['dataset']:8} {s['model']:10} {s['part']:12} {s['baseline']:>10} "
-              f"{s['new']:>14} {s['ratio']:>6.2f}x{same}")
+        print(
+            f"{s['dataset']:8} {s['model']:10} {s['part']:12} {s['baseline']:>10} "
+            f"{s['new']:>14} {s['ratio']:>6.2f}x{same}"
+        )
     if args.output:
-        atomic_write_json(args.output, {"machine": machine, "args": vars(args), "rows": rows,
-                                              "summary": summary},
-                          indent=1)
+        atomic_write_json(
+            args.output,
+            {"machine": machine, "args": vars(args), "rows": rows, "summary": summary},
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

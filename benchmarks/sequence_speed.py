@@ -37,19 +37,32 @@ def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
     from recbole_moe.quick_start import get_trainer, prepare_run
 
     config_dict = {
-        "data_path": args.data_path, "data_path_mode": "lean", "train_objective": objective,
-        "train_negatives": args.train_negatives, "hidden_size": 64, "n_layers": 2,
-        "train_batch_size": args.batch, "state": "ERROR", "show_progress": False,
-        "log_wandb": False, "seed": args.seed,
+        "data_path": args.data_path,
+        "data_path_mode": "lean",
+        "train_objective": objective,
+        "train_negatives": args.train_negatives,
+        "hidden_size": 64,
+        "n_layers": 2,
+        "train_batch_size": args.batch,
+        "state": "ERROR",
+        "show_progress": False,
+        "log_wandb": False,
+        "seed": args.seed,
         "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_speed_saved"),
     }
     start = time.perf_counter()
     config, train_data, _, _, model, _ = prepare_run(model_name, dataset, config_dict, log=False)
     prepare = time.perf_counter() - start
     timing = time_epoch(get_trainer(config, model), train_data, args.steps)
-    row = {"dataset": dataset, "model": model_name, "objective": objective,
-           "max_len": config["MAX_ITEM_LIST_LENGTH"], "samples": train_data.sample_size,
-           "prepare_seconds": round(prepare, 1), **timing}
+    row = {
+        "dataset": dataset,
+        "model": model_name,
+        "objective": objective,
+        "max_len": config["MAX_ITEM_LIST_LENGTH"],
+        "samples": train_data.sample_size,
+        "prepare_seconds": round(prepare, 1),
+        **timing,
+    }
     del train_data, model
     gc.collect()
     return row
@@ -58,8 +71,7 @@ def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["ml-1m", "beauty"])
-    parser.add_argument("--models", nargs="+",
-                        default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
+    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
     parser.add_argument("--data_path", default="dataset")
     parser.add_argument("--batch", type=int, default=256, help="train_batch_size (both)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per epoch")
@@ -73,8 +85,10 @@ def main() -> None:
     import recbole_moe  # noqa: F401
     from recbole_moe.files import atomic_write_json
 
-    machine = (f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"# {machine}", flush=True)
     rows = []
     for dataset in args.datasets:
@@ -87,16 +101,26 @@ def main() -> None:
     summary = []
     for dataset in args.datasets:
         for model in args.models:
-            pre, seq = (next(r for r in rows if (r["dataset"], r["model"], r["objective"])
-                             == (dataset, model, o)) for o in ("prefix", "sequence"))
+            pre, seq = (
+                next(
+                    r
+                    for r in rows
+                    if (r["dataset"], r["model"], r["objective"]) == (dataset, model, o)
+                )
+                for o in ("prefix", "sequence")
+            )
             ratio = pre["epoch_seconds"] / seq["epoch_seconds"]
             summary.append({"dataset": dataset, "model": model, "ratio": round(ratio, 1)})
-            print(f"{dataset:8} {model:10} {pre['epoch_seconds']:>12.0f} s "
-                  f"{seq['epoch_seconds']:>14.1f} s {ratio:>6.1f}x")
+            print(
+                f"{dataset:8} {model:10} {pre['epoch_seconds']:>12.0f} s "
+                f"{seq['epoch_seconds']:>14.1f} s {ratio:>6.1f}x"
+            )
     if args.output:
-        atomic_write_json(args.output, {"machine": machine, "args": vars(args), "rows": rows,
-                                              "summary": summary},
-                          indent=1)
+        atomic_write_json(
+            args.output,
+            {"machine": machine, "args": vars(args), "rows": rows, "summary": summary},
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

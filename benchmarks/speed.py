@@ -27,7 +27,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import recbole_moe  # noqa: E402
 from recbole_moe.environment import PeakRSS  # noqa: E402
 from recbole_moe.testing import build, make_synthetic_dataset  # noqa: E402
 
@@ -156,7 +155,8 @@ def main(argv=None) -> int:
         print(
             f"{name:<12} {setups[name][4]:>10,} {med[name]['train'] * 1e3:>9.1f} "
             f"{med[name]['train'] / med[ref]['train']:>12.2f} {med[name]['eval'] * 1e3:>9.1f} "
-            f"{med[name]['eval'] / med[ref]['eval']:>12.2f} {memory[name]:>10.1f} {mem_ratio:>12.2f}"
+            f"{med[name]['eval'] / med[ref]['eval']:>12.2f} "
+            f"{memory[name]:>10.1f} {mem_ratio:>12.2f}"
         )
     return 0
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 #: Subcommands other than ``train``: name -> module with a ``main(argv) -> int``.
 SUBCOMMANDS = {
@@ -71,7 +71,7 @@ def parse_overrides(extra: Sequence[str]) -> dict:
     return overrides
 
 
-def _split_files(values: Optional[Sequence[str]]) -> Optional[list[str]]:
+def _split_files(values: Sequence[str] | None) -> list[str] | None:
     """Accept ``--config_files a.yaml b.yaml`` and RecBole's ``--config_files "a.yaml b.yaml"``."""
     if not values:
         return None
@@ -125,18 +125,27 @@ def train_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _check_before_launch(model: str, dataset: str, overrides: dict,
-                         config_files: Optional[list[str]]) -> None:
+def _check_before_launch(
+    model: str, dataset: str, overrides: dict, config_files: list[str] | None
+) -> None:
     """The checks of a run (settings, data files, resume checkpoint) once, in this process,
     before any worker process starts."""
     from recbole_moe.quick_start import check_run
 
-    settings = {k: v for k, v in overrides.items()
-                if k not in ("nproc", "world_size", "ip", "port", "offset")}
+    settings = {
+        k: v
+        for k, v in overrides.items()
+        if k not in ("nproc", "world_size", "ip", "port", "offset")
+    }
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config sets it from gpu_id
     try:
-        check_run(model, dataset, config_dict=settings, config_file_list=config_files,
-                  override_source="the command line")
+        check_run(
+            model,
+            dataset,
+            config_dict=settings,
+            config_file_list=config_files,
+            override_source="the command line",
+        )
     finally:
         if visible is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -174,7 +183,7 @@ def _what(argv: Sequence[str]) -> str:
     return f"training {model}" if model else "training"
 
 
-def _run_log_file() -> Optional[str]:
+def _run_log_file() -> str | None:
     """The log file of the run in progress (None before one is opened or once discarded)."""
     quick_start = sys.modules.get("recbole_moe.quick_start")
     for handler in getattr(quick_start, "_RUN_HANDLERS", []):
@@ -207,12 +216,13 @@ def report_unexpected(exc: BaseException, argv: Sequence[str], debug: bool) -> i
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     reason = f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
     hint = "" if debug else "; run again with --debug to print it"
-    print(f"recbole-moe: error: {_what(argv)} failed with {reason} ({where}{hint})",
-          file=sys.stderr)
+    print(
+        f"recbole-moe: error: {_what(argv)} failed with {reason} ({where}{hint})", file=sys.stderr
+    )
     return 1
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 done, 2 bad input, 1 unexpected error,
     130 interrupted). No traceback reaches the terminal unless ``--debug`` is given."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -88,7 +88,7 @@ def _fill_nan(self) -> None:
             else:
                 dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
                 feat[field] = feat[field].apply(
-                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                    lambda x, dtype=dtype: np.array([], dtype=dtype) if isinstance(x, float) else x
                 )
 
 
@@ -111,7 +111,7 @@ def _remap(self, remap_list) -> None:
     mp = np.array(["[PAD]"] + list(mp))
     token_id = {t: i for i, t in enumerate(mp)}
 
-    for (feat, field, ftype), new_ids in zip(remap_list, new_ids_list):
+    for (feat, field, ftype), new_ids in zip(remap_list, new_ids_list, strict=False):
         if field not in self.field2id_token:
             self.field2id_token[field] = mp
             self.field2token_id[field] = token_id

@@ -16,7 +16,7 @@ setting itself.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from recbole.config import Config as RecBoleConfig
@@ -71,9 +71,9 @@ class Config(RecBoleConfig):
     def __init__(
         self,
         model: Any = None,
-        dataset: Optional[str] = None,
-        config_file_list: Optional[list[str]] = None,
-        config_dict: Optional[dict] = None,
+        dataset: str | None = None,
+        config_file_list: list[str] | None = None,
+        config_dict: dict | None = None,
         override_source: str = "config_dict",
     ) -> None:
         #: Where ``config_dict`` came from, for error messages (e.g. "the command line").
@@ -86,7 +86,7 @@ class Config(RecBoleConfig):
         file_config_dict: dict = {}
         for file in file_list or []:
             try:
-                with open(file, "r", encoding="utf-8") as f:
+                with open(file, encoding="utf-8") as f:
                     loaded = yaml.load(f.read(), Loader=self.yaml_loader)
             except OSError as exc:
                 raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc

@@ -42,7 +42,8 @@ import errno
 import functools
 import os
 import socket
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,7 +64,7 @@ class DistributedError(RecBoleMoeError):
 
 
 # ---------------------------------------------------------------------------- settings
-def torchrun_env(environ: Optional[dict] = None) -> Optional[dict]:
+def torchrun_env(environ: dict | None = None) -> dict | None:
     """``{rank, local_rank, world_size, master_addr, master_port}`` when launched by torchrun."""
     env = os.environ if environ is None else environ
     if not all(name in env for name in TORCHRUN_VARS):
@@ -78,7 +79,7 @@ def torchrun_env(environ: Optional[dict] = None) -> Optional[dict]:
     }
 
 
-def _int_setting(settings: dict, key: str, default: Optional[int]) -> Optional[int]:
+def _int_setting(settings: dict, key: str, default: int | None) -> int | None:
     value = settings.get(key)
     if value is None or value == "" or value == "None":
         return default
@@ -88,7 +89,7 @@ def _int_setting(settings: dict, key: str, default: Optional[int]) -> Optional[i
         raise DistributedError(f"--{key} must be an integer, got {value!r}") from exc
 
 
-def wants_distributed(settings: dict, environ: Optional[dict] = None) -> bool:
+def wants_distributed(settings: dict, environ: dict | None = None) -> bool:
     """True for ``nproc > 1``, an explicit ``world_size``, or a torchrun launch."""
     return (
         (_int_setting(settings, "nproc", 1) or 1) > 1
@@ -97,7 +98,7 @@ def wants_distributed(settings: dict, environ: Optional[dict] = None) -> bool:
     )
 
 
-def resolve_backend(name: Optional[str]) -> str:
+def resolve_backend(name: str | None) -> str:
     """``auto`` -> ``nccl`` when CUDA is available, else ``gloo``; validates the name."""
     name = (name or "auto").lower()
     if name not in BACKENDS:
@@ -137,7 +138,8 @@ def free_port(ip: str = "localhost") -> int:
 
 # ---------------------------------------------------------------------------- Config
 def init_device(config) -> None:
-    """``Config._init_device`` for a process with ``local_rank`` set: join the group, pick the device.
+    """``Config._init_device`` for a process with ``local_rank`` set: join the group, pick the
+    device.
 
     Global rank = ``local_rank + offset``. gloo runs on the CPU; nccl on ``cuda:local_rank``
     (with ``gpu_id`` listing at least ``nproc`` GPUs it becomes ``CUDA_VISIBLE_DEVICES``, as in
@@ -158,8 +160,11 @@ def init_device(config) -> None:
     offset = _int_setting(cfg, "offset", 0) or 0
     rank = local_rank + offset
     requested = str(cfg.get("dist_backend") or "auto").lower()
-    if requested in ("auto", "nccl") and gpu_id and len(gpu_id.split(",")) >= nproc and (
-        cfg.get("dist_init_method") != "env://"
+    if (
+        requested in ("auto", "nccl")
+        and gpu_id
+        and len(gpu_id.split(",")) >= nproc
+        and (cfg.get("dist_init_method") != "env://")
     ):
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id  # before CUDA is first queried, as RecBole
     backend = resolve_backend(requested)
@@ -168,7 +173,9 @@ def init_device(config) -> None:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    init_method = cfg.get("dist_init_method") or f"tcp://{cfg.get('ip') or 'localhost'}:{cfg.get('port')}"
+    init_method = (
+        cfg.get("dist_init_method") or f"tcp://{cfg.get('ip') or 'localhost'}:{cfg.get('port')}"
+    )
     timeout = float(cfg.get("dist_timeout") or DEFAULT_TIMEOUT)
     if dist.is_initialized():  # a second Config in the same worker reuses the group
         if dist.get_rank() != rank or dist.get_world_size() != world_size:
@@ -254,11 +261,14 @@ def _routing_buffer_names(module: torch.nn.Module) -> list[str]:
     names = []
     for prefix, sub in module.named_modules():
         if isinstance(sub, RoutingStats):
-            names += [f"{prefix}.{name}" if prefix else name for name, _ in sub.named_buffers(recurse=False)]
+            names += [
+                f"{prefix}.{name}" if prefix else name
+                for name, _ in sub.named_buffers(recurse=False)
+            ]
     return names
 
 
-def make_ddp(module: torch.nn.Module, device_ids: Optional[Sequence[int]] = None, **kwargs):
+def make_ddp(module: torch.nn.Module, device_ids: Sequence[int] | None = None, **kwargs):
     """``DistributedDataParallel`` for RecBole's trainer: no ``device_ids`` on CPU, routing
     statistics excluded from the buffer broadcast (they are rank-local until the epoch's
     all-reduce). Other buffers, e.g. HyMoERec's ``train_step``, are broadcast from rank 0."""
@@ -352,7 +362,9 @@ def _distributed_evaluate(original: Callable) -> Callable:
         collector.get_data_struct = get_data_struct
         # metrics computed from the gathered rows are already global: skip RecBole's average
         self._map_reduce = lambda result, num_sample: (
-            result if gathered and gathered[-1] else type(self)._map_reduce(self, result, num_sample)
+            result
+            if gathered and gathered[-1]
+            else type(self)._map_reduce(self, result, num_sample)
         )
         try:
             return original(self, eval_data, False, None, show_progress)
@@ -366,7 +378,9 @@ def _distributed_evaluate(original: Callable) -> Callable:
 def _averaged_train_epoch(original: Callable) -> Callable:
     @functools.wraps(original)
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        total = original(self, train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        total = original(
+            self, train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+        )
         if self.config["single_spec"]:
             return total
         all_reduce_routing_stats(self.model)  # before a subclass's per-epoch hook logs them
@@ -389,15 +403,19 @@ def ensure_dir(dir_path: str) -> None:
 
 #: Modules that bound RecBole's ``ensure_dir`` by name.
 _ENSURE_DIR_USERS = (
-    "recbole.utils", "recbole.utils.utils", "recbole.utils.logger", "recbole.trainer.trainer",
-    "recbole.data.utils", "recbole.data.dataset.dataset",
+    "recbole.utils",
+    "recbole.utils.utils",
+    "recbole.utils.logger",
+    "recbole.trainer.trainer",
+    "recbole.data.utils",
+    "recbole.data.dataset.dataset",
 )
 
 _PATCHED = False
 
 
 def apply_patches() -> None:
-    """Install the fixes listed in the module docstring (idempotent; inert for single-process runs)."""
+    """Install the fixes listed in the module docstring (idempotent; inert in one process)."""
     global _PATCHED
     if _PATCHED:
         return
@@ -417,8 +435,16 @@ def apply_patches() -> None:
 
 
 # ---------------------------------------------------------------------------- launching
-def _run_worker(local_rank: int, model: Any, dataset: str, config_dict: dict,
-                config_file_list: Optional[list], saved: bool, queue, nproc: int) -> None:
+def _run_worker(
+    local_rank: int,
+    model: Any,
+    dataset: str,
+    config_dict: dict,
+    config_file_list: list | None,
+    saved: bool,
+    queue,
+    nproc: int,
+) -> None:
     """One spawned worker: ``recbole_moe.run`` with ``local_rank`` set; rank 0 reports back."""
     if "OMP_NUM_THREADS" not in os.environ:  # share the CPU cores instead of oversubscribing
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
@@ -426,7 +452,9 @@ def _run_worker(local_rank: int, model: Any, dataset: str, config_dict: dict,
 
     config_dict = dict(config_dict, local_rank=local_rank)
     try:
-        result = run(model, dataset, config_dict=config_dict, config_file_list=config_file_list, saved=saved)
+        result = run(
+            model, dataset, config_dict=config_dict, config_file_list=config_file_list, saved=saved
+        )
         if local_rank == 0:  # global rank 0 on the machine that hosts it
             queue.put(_picklable(result))
     finally:
@@ -467,11 +495,14 @@ def launch(fn: Callable, nproc: int, args: tuple = (), queue=None, poll: float =
     except mp.ProcessRaisedException as exc:
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         raise DistributedError(
-            f"worker {exc.error_index} failed, so the run was stopped: {lines[-1] if lines else exc}"
+            f"worker {exc.error_index} failed, so the run was stopped: "
+            f"{lines[-1] if lines else exc}"
         ) from exc
     except mp.ProcessExitedException as exc:
         how = f"signal {exc.signal_name}" if exc.signal_name else f"exit code {exc.exit_code}"
-        raise DistributedError(f"worker {exc.error_index} died ({how}), so the run was stopped") from exc
+        raise DistributedError(
+            f"worker {exc.error_index} died ({how}), so the run was stopped"
+        ) from exc
     except BaseException:  # e.g. Ctrl-C in the launcher: take the workers down too
         for process in context.processes:
             if process.is_alive():
@@ -484,15 +515,15 @@ def launch(fn: Callable, nproc: int, args: tuple = (), queue=None, poll: float =
 def run_distributed(
     model: Any,
     dataset: str,
-    config_dict: Optional[dict] = None,
-    config_file_list: Optional[list[str]] = None,
+    config_dict: dict | None = None,
+    config_file_list: list[str] | None = None,
     saved: bool = True,
     nproc: int = 1,
-    world_size: Optional[int] = None,
+    world_size: int | None = None,
     ip: str = "localhost",
-    port: Optional[int] = None,
+    port: int | None = None,
     offset: int = 0,
-) -> Optional[dict]:
+) -> dict | None:
     """Train data-parallel in ``nproc`` processes on this machine, like RecBole's ``--nproc``.
 
     Several machines: run this on each with the same ``world_size`` (total processes), ``ip``
@@ -524,7 +555,10 @@ def run_distributed(
 
     queue = mp.get_context("spawn").SimpleQueue()
     results = launch(
-        _run_worker, nproc, (model, dataset, config_dict, config_file_list, saved, queue, nproc), queue
+        _run_worker,
+        nproc,
+        (model, dataset, config_dict, config_file_list, saved, queue, nproc),
+        queue,
     )
     return results[0] if results else None
 
@@ -532,8 +566,8 @@ def run_distributed(
 def run_torchrun(
     model: Any,
     dataset: str,
-    config_dict: Optional[dict] = None,
-    config_file_list: Optional[list[str]] = None,
+    config_dict: dict | None = None,
+    config_file_list: list[str] | None = None,
     saved: bool = True,
 ) -> dict:
     """This process's part of a ``torchrun`` launch (reads ``RANK``, ``LOCAL_RANK``, ...).
@@ -557,15 +591,18 @@ def run_torchrun(
         dist_init_method="env://",
     )
     try:
-        result = run(model, dataset, config_dict=config_dict, config_file_list=config_file_list, saved=saved)
+        result = run(
+            model, dataset, config_dict=config_dict, config_file_list=config_file_list, saved=saved
+        )
         return result if env["rank"] == 0 else None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def run_from_settings(model: Any, dataset: str, settings: dict,
-                      config_file_list: Optional[list[str]] = None) -> Optional[dict]:
+def run_from_settings(
+    model: Any, dataset: str, settings: dict, config_file_list: list[str] | None = None
+) -> dict | None:
     """The command line's distributed path: torchrun when its variables are set, else spawn.
 
     ``settings`` are the ``--key=value`` overrides; ``nproc``, ``world_size``, ``ip``, ``port``
@@ -582,8 +619,15 @@ def run_from_settings(model: Any, dataset: str, settings: dict,
     for key in ("nproc", "world_size", "ip", "port", "offset"):
         settings.pop(key, None)
     return run_distributed(
-        model, dataset, settings, config_file_list, nproc=nproc, world_size=world_size,
-        ip=ip, port=port, offset=offset,
+        model,
+        dataset,
+        settings,
+        config_file_list,
+        nproc=nproc,
+        world_size=world_size,
+        ip=ip,
+        port=port,
+        offset=offset,
     )
 
 

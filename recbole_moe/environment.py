@@ -6,16 +6,16 @@ import gc
 import os
 import platform
 import threading
-from typing import Any, Optional
+from typing import Any
 
 import psutil
 
 
-def package_versions() -> dict[str, Optional[str]]:
+def package_versions() -> dict[str, str | None]:
     """Versions of the packages that decide the numbers."""
     from importlib import metadata
 
-    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("recbole-moe", "recbole", "torch", "numpy", "pandas", "scipy", "mamba-ssm"):
         try:
             versions[name] = metadata.version(name)
@@ -28,17 +28,27 @@ def package_versions() -> dict[str, Optional[str]]:
     return versions
 
 
-def code_version() -> Optional[str]:
+def code_version() -> str | None:
     """The git commit of the recbole-moe checkout running this code (``+dirty`` when tracked
     files differ from it), or ``None`` for an installed copy outside a checkout."""
     import subprocess
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10, check=True)
-        status = subprocess.run(["git", "-C", root, "status", "--porcelain", "-uno"],
-                                capture_output=True, text=True, timeout=10, check=True)
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        status = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "-uno"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
@@ -55,7 +65,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def hardware(device: Optional[str] = None) -> dict[str, Any]:
+def hardware(device: str | None = None) -> dict[str, Any]:
     """The machine a run used: CPU model and cores, torch threads, memory, GPU."""
     import torch
 
@@ -94,7 +104,7 @@ class PeakRSS:
         self.process = psutil.Process()
         self.start = self.peak = 0
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         gc.collect()
         self.start = self.peak = self.process.memory_info().rss
         self._stop = threading.Event()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import IO, Any, Callable, Union
+from collections.abc import Callable
+from typing import IO, Any, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -24,7 +25,8 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
     handle = tempfile.NamedTemporaryFile(
-        "wb", dir=directory, prefix=f".{name}.", suffix=".tmp", delete=False)
+        "wb", dir=directory, prefix=f".{name}.", suffix=".tmp", delete=False
+    )
     try:
         with handle:
             write(handle)

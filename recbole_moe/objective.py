@@ -16,7 +16,6 @@ This module holds the names and the checks every layer shares; the loss lives in
 
 from __future__ import annotations
 
-
 import numpy as np
 
 TRAIN_OBJECTIVES = ("prefix", "sequence")
@@ -54,18 +53,23 @@ def objective_problems(config) -> list[str]:
     """
     objective = train_objective(config)
     if objective not in TRAIN_OBJECTIVES:
-        return [f"train_objective={objective!r}: allowed values are "
-                f"{', '.join(TRAIN_OBJECTIVES)}"]
+        return [f"train_objective={objective!r}: allowed values are {', '.join(TRAIN_OBJECTIVES)}"]
     negatives = config["train_negatives"]
     if negatives is not None and (
         isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 0
     ):
-        return [f"train_negatives={negatives!r}: must be an integer >= 0 "
-                "(0: cross-entropy over all items)"]
+        return [
+            f"train_negatives={negatives!r}: must be an integer >= 0 "
+            "(0: cross-entropy over all items)"
+        ]
     chunks = config["train_batch_chunks"]
-    if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
-        return [f"train_batch_chunks={chunks!r}: must be an integer >= 1 "
-                "(1: each batch computed at once)"]
+    if chunks is not None and (
+        isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1
+    ):
+        return [
+            f"train_batch_chunks={chunks!r}: must be an integer >= 1 "
+            "(1: each batch computed at once)"
+        ]
     if objective == "prefix":
         return []
     model = config["model"]

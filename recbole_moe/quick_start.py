@@ -8,31 +8,34 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from logging import getLogger
-from typing import Any, Callable, Optional
+from typing import Any
 
 from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
 from recbole.utils import (
     get_environment,
     get_flops,
-    get_trainer as recbole_get_trainer,
     init_logger,
     init_seed,
     set_color,
 )
-from recbole.data.transform import construct_transform
+from recbole.utils import (
+    get_trainer as recbole_get_trainer,
+)
 
 from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
 from recbole_moe.data.sequence import train_loader_class
-from recbole_moe.model import get_model
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
+from recbole_moe.model import get_model
 
 # Handlers ``init_logger`` attached to the root logger in an earlier run of this process.
 _RUN_HANDLERS: list[logging.Handler] = []
 
 
-def _init_run_logger(config: Config) -> Optional[str]:
+def _init_run_logger(config: Config) -> str | None:
     """RecBole's ``init_logger`` for one run; returns the log file path.
 
     ``init_logger`` relies on ``logging.basicConfig``, which is a no-op once the root logger has
@@ -104,7 +107,7 @@ def log_flops(model, dataset, config: Config, logger: logging.Logger) -> None:
         logger.info(f"FLOPs not counted: {type(exc).__name__}: {exc}")
 
 
-def _discard_run_log(log_file: Optional[str]) -> None:
+def _discard_run_log(log_file: str | None) -> None:
     """Close and delete the log of a run that failed before training (no partial output)."""
     root = logging.getLogger()
     for handler in list(_RUN_HANDLERS):
@@ -147,8 +150,8 @@ def build_model(config: Config, dataset) -> Any:
 def check_run(
     model: Any,
     dataset: str,
-    config_dict: Optional[dict] = None,
-    config_file_list: Optional[list[str]] = None,
+    config_dict: dict | None = None,
+    config_file_list: list[str] | None = None,
     override_source: str = "config_dict",
 ) -> Config:
     """Every check of a run that needs no loaded data: the settings (RecBole's and ours), the
@@ -182,8 +185,8 @@ def check_run(
 def prepare_run(
     model: Any,
     dataset: str,
-    config_dict: Optional[dict] = None,
-    config_file_list: Optional[list[str]] = None,
+    config_dict: dict | None = None,
+    config_file_list: list[str] | None = None,
     log: bool = True,
     override_source: str = "config_dict",
 ):
@@ -259,18 +262,18 @@ class _EpochTimer:
         return timed
 
 
-def _mean(values: list) -> Optional[float]:
+def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
 def run(
     model: Any,
     dataset: str,
-    config_dict: Optional[dict] = None,
-    config_file_list: Optional[list[str]] = None,
+    config_dict: dict | None = None,
+    config_file_list: list[str] | None = None,
     saved: bool = True,
     override_source: str = "config_dict",
-    callback_fn: Optional[Callable[[int, float], None]] = None,
+    callback_fn: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Train ``model`` on ``dataset`` and evaluate it, like RecBole's ``run_recbole``.
 
@@ -302,7 +305,10 @@ def run(
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"],
+        train_data,
+        valid_data,
+        saved=saved,
+        show_progress=config["show_progress"],
         callback_fn=callback_fn,
     )
     test_start = time.perf_counter()
@@ -311,9 +317,7 @@ def run(
     )
     test_time = time.perf_counter() - test_start
     environment_tb = get_environment(config)
-    logger.info(
-        "The running environment of this training is as follows:\n" + environment_tb.draw()
-    )
+    logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     return {
@@ -333,7 +337,7 @@ def run(
     }
 
 
-def load_model(model_file: str, device: Optional[str] = None, checkpoint: Optional[dict] = None):
+def load_model(model_file: str, device: str | None = None, checkpoint: dict | None = None):
     """Reload a checkpoint written by :func:`run` (works on torch >= 2.6).
 
     Rebuilds the dataset from the checkpoint's config, so the dataset files must still be where

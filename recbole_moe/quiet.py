@@ -15,17 +15,17 @@ import logging
 import os
 import re
 import warnings
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 #: (category, message pattern) of torch warnings about RecBole's use of torch.
-INTERNAL_MESSAGES: tuple[tuple[type[Warning], "re.Pattern[str]"], ...] = (
+INTERNAL_MESSAGES: tuple[tuple[type[Warning], re.Pattern[str]], ...] = (
     (UserWarning, re.compile(r"The given NumPy array is not writable")),
     (FutureWarning, re.compile(r"`torch\.cuda\.amp\.\w+\(args\.\.\.\)` is deprecated")),
     (UserWarning, re.compile(r"enable_nested_tensor is True, but self\.use_nested_tensor")),
 )
 
 
-def _recbole_dir() -> Optional[str]:
+def _recbole_dir() -> str | None:
     try:
         import recbole
     except ImportError:  # pragma: no cover
@@ -39,8 +39,9 @@ def is_internal(message: Warning | str, category: type[Warning], filename: str) 
     if recbole_dir and os.path.abspath(filename).startswith(recbole_dir):
         return True
     text = str(message)
-    return any(issubclass(category, kind) and pattern.search(text)
-               for kind, pattern in INTERNAL_MESSAGES)
+    return any(
+        issubclass(category, kind) and pattern.search(text) for kind, pattern in INTERNAL_MESSAGES
+    )
 
 
 def _to_log_files(text: str) -> None:
@@ -61,8 +62,9 @@ def internal_warnings_to_log() -> Iterator[None]:
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         if is_internal(message, category, filename):
-            _to_log_files(f"{category.__name__} (not shown on the terminal): {message} "
-                          f"[{filename}:{lineno}]")
+            _to_log_files(
+                f"{category.__name__} (not shown on the terminal): {message} [{filename}:{lineno}]"
+            )
             return
         original(message, category, filename, lineno, file, line)
 

@@ -22,21 +22,38 @@ import inspect
 import math
 import os
 import re
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from recbole_moe.errors import ConfigError
 
 #: Settings that are switches (``True``/``False``; 0 and 1 are accepted like Python does).
 BOOL_KEYS = (
-    "use_gpu", "reproducibility", "show_progress", "save_dataset", "save_dataloaders",
-    "log_wandb", "shuffle", "repeatable", "enable_amp", "enable_scaler", "require_pow",
-    "filter_inter_by_user_or_item", "kg_reverse_r",
+    "use_gpu",
+    "reproducibility",
+    "show_progress",
+    "save_dataset",
+    "save_dataloaders",
+    "log_wandb",
+    "shuffle",
+    "repeatable",
+    "enable_amp",
+    "enable_scaler",
+    "require_pow",
+    "filter_inter_by_user_or_item",
+    "kg_reverse_r",
 )
 #: Integer settings and their smallest allowed value.
 INT_KEYS = {
-    "epochs": 1, "train_batch_size": 1, "eval_batch_size": 1, "eval_step": 1,
-    "stopping_step": 1, "worker": 0, "loss_decimal_place": 0, "metric_decimal_place": 0,
+    "epochs": 1,
+    "train_batch_size": 1,
+    "eval_batch_size": 1,
+    "eval_step": 1,
+    "stopping_step": 1,
+    "worker": 0,
+    "loss_decimal_place": 0,
+    "metric_decimal_place": 0,
 }
 #: Settings that hold a path (a non-empty string).
 PATH_KEYS = ("data_path", "checkpoint_dir")
@@ -46,8 +63,11 @@ FIELD_KEYS = ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD", "RATING_FIELD")
 LOG_LEVELS = ("info", "debug", "warning", "error", "critical")
 #: ``eval_args`` keys and values (``recbole/data/dataset/dataset.py::Dataset.build``).
 EVAL_ARGS_KEYS = ("split", "order", "group_by", "mode")
-SPLIT_MODES = {"RS": "ratios [train, valid, test]", "LS": "leave-one-out",
-               "TS": "time ratios [train, valid, test]"}
+SPLIT_MODES = {
+    "RS": "ratios [train, valid, test]",
+    "LS": "leave-one-out",
+    "TS": "time ratios [train, valid, test]",
+}
 LEAVE_ONE_MODES = ("valid_and_test", "valid_only", "test_only")
 ORDERS = ("RO", "TO")
 GROUP_BY = ("user", "none")
@@ -60,8 +80,7 @@ _INTERVAL = re.compile(
 )
 #: Fallbacks, should RecBole's source not be readable (e.g. a bytecode-only install).
 _LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
-_TRANSFORMS = ("mask_itemseq", "inverse_itemseq", "crop_itemseq", "reorder_itemseq",
-               "user_defined")
+_TRANSFORMS = ("mask_itemseq", "inverse_itemseq", "crop_itemseq", "reorder_itemseq", "user_defined")
 
 
 def _is_int(value: Any) -> bool:
@@ -123,20 +142,22 @@ def recbole_transforms() -> tuple[str, ...]:
     return tuple(re.findall(r"[\"'](\w+)[\"']\s*:\s*\w+", source)) or _TRANSFORMS
 
 
-def _interval_problem(text: Any, single: bool) -> Optional[str]:
+def _interval_problem(text: Any, single: bool) -> str | None:
     """Why ``text`` is not a RecBole interval string such as ``"[5,inf)"`` (None: fine)."""
     if text is None:
         return None
     if not isinstance(text, str):
-        return "must be an interval string such as \"[5,inf)\" or \"(0,100]\""
+        return 'must be an interval string such as "[5,inf)" or "(0,100]"'
     parts = [p for p in text.split(";")]
     if single and len(parts) > 1:
-        return "must be one interval such as \"[5,inf)\" (RecBole refuses several here)"
+        return 'must be one interval such as "[5,inf)" (RecBole refuses several here)'
     for part in parts:
         match = _INTERVAL.fullmatch(part)
         if not match:
-            return (f"'{part.strip()}' is not an interval: write [a,b], [a,b), (a,b] or (a,b) "
-                    "with numbers or inf, e.g. \"[5,inf)\" (RecBole would ignore it)")
+            return (
+                f"'{part.strip()}' is not an interval: write [a,b], [a,b), (a,b] or (a,b) "
+                'with numbers or inf, e.g. "[5,inf)" (RecBole would ignore it)'
+            )
         if float(match.group(1)) > float(match.group(2)):
             return f"'{part.strip()}' is empty: its lower end is above its upper end"
     return None
@@ -173,8 +194,11 @@ class _Checker:
     # -- groups of settings --------------------------------------------------------------------
     def general(self) -> None:
         for key in BOOL_KEYS:
-            self.check(key, lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)),
-                       "must be true or false")
+            self.check(
+                key,
+                lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)),
+                "must be true or false",
+            )
         # RecBole reads these unconditionally: ~ (None) is refused too.
         for key, low in INT_KEYS.items():
             if key in self.values and not (_is_int(self.values[key]) and self.values[key] >= low):
@@ -183,23 +207,39 @@ class _Checker:
         if "seed" in self.values and not (_is_int(seed) and 0 <= seed < 2**32):
             self.add("seed", "must be an integer between 0 and 4294967295 (numpy's seed range)")
         for key in PATH_KEYS:
-            self.check(key, lambda v: isinstance(v, str) and v.strip() != "",
-                       "must be a path (a non-empty string)")
-        self.check("state", lambda v: isinstance(v, str) and v.lower() in LOG_LEVELS,
-                   f"allowed logging levels are {', '.join(LOG_LEVELS)}"
-                   + _closest(self.values.get("state"), LOG_LEVELS))
+            self.check(
+                key,
+                lambda v: isinstance(v, str) and v.strip() != "",
+                "must be a path (a non-empty string)",
+            )
+        self.check(
+            "state",
+            lambda v: isinstance(v, str) and v.lower() in LOG_LEVELS,
+            f"allowed logging levels are {', '.join(LOG_LEVELS)}"
+            + _closest(self.values.get("state"), LOG_LEVELS),
+        )
         self.check(
             "gpu_id",
-            lambda v: (_is_int(v) and v >= 0)
-            or (isinstance(v, str) and re.fullmatch(r"\s*(\d+\s*(,\s*\d+\s*)*)?", v) is not None)
-            or (isinstance(v, tuple) and all(_is_int(i) and i >= 0 for i in v)),
+            lambda v: (
+                (_is_int(v) and v >= 0)
+                or (
+                    isinstance(v, str) and re.fullmatch(r"\s*(\d+\s*(,\s*\d+\s*)*)?", v) is not None
+                )
+                or (isinstance(v, tuple) and all(_is_int(i) and i >= 0 for i in v))
+            ),
             "must be a GPU index or comma-separated indices, e.g. 0 or '0,1' ('' for the CPU)",
         )
-        self.check("encoding", lambda v: isinstance(v, str) and _known_codec(v),
-                   "is not a text encoding Python knows (e.g. utf-8, latin-1)")
+        self.check(
+            "encoding",
+            lambda v: isinstance(v, str) and _known_codec(v),
+            "is not a text encoding Python knows (e.g. utf-8, latin-1)",
+        )
         if self.values.get("log_wandb") is True and importlib.util.find_spec("wandb") is None:
-            self.add("log_wandb", "Weights & Biases logging needs the wandb package, which is "
-                     "not installed (pip install wandb, or set log_wandb=false)")
+            self.add(
+                "log_wandb",
+                "Weights & Biases logging needs the wandb package, which is "
+                "not installed (pip install wandb, or set log_wandb=false)",
+            )
         checkpoint_dir = self.values.get("checkpoint_dir")
         if isinstance(checkpoint_dir, str) and checkpoint_dir.strip():
             problem = _directory_problem(checkpoint_dir)
@@ -208,14 +248,20 @@ class _Checker:
 
     def training(self) -> None:
         learners = recbole_learners()
-        self.check("learner", lambda v: isinstance(v, str) and v.lower() in learners,
-                   f"RecBole's optimizers are {', '.join(learners)}"
-                   + _closest(self.values.get("learner"), learners)
-                   + " (RecBole would silently train with Adam instead)")
+        self.check(
+            "learner",
+            lambda v: isinstance(v, str) and v.lower() in learners,
+            f"RecBole's optimizers are {', '.join(learners)}"
+            + _closest(self.values.get("learner"), learners)
+            + " (RecBole would silently train with Adam instead)",
+        )
         transforms = recbole_transforms()
-        self.check("transform", lambda v: isinstance(v, str) and v in transforms,
-                   f"RecBole's transforms are {', '.join(transforms)}"
-                   + _closest(self.values.get("transform"), transforms))
+        self.check(
+            "transform",
+            lambda v: isinstance(v, str) and v in transforms,
+            f"RecBole's transforms are {', '.join(transforms)}"
+            + _closest(self.values.get("transform"), transforms),
+        )
         self.clip_grad_norm()
         self.train_neg_sample_args()
 
@@ -225,18 +271,24 @@ class _Checker:
             return
         example = " (e.g. {'max_norm': 5, 'norm_type': 2})"
         if not isinstance(value, dict):
-            self.add("clip_grad_norm", "must be a mapping of torch's clip_grad_norm_ arguments"
-                     + example)
+            self.add(
+                "clip_grad_norm", "must be a mapping of torch's clip_grad_norm_ arguments" + example
+            )
             return
         import torch
 
-        accepted = [p for p in inspect.signature(torch.nn.utils.clip_grad_norm_).parameters
-                    if p != "parameters"]
+        accepted = [
+            p
+            for p in inspect.signature(torch.nn.utils.clip_grad_norm_).parameters
+            if p != "parameters"
+        ]
         unknown = [k for k in value if k not in accepted]
         if unknown:
-            self.add("clip_grad_norm", f"unknown argument '{unknown[0]}'; torch's "
-                     f"clip_grad_norm_ takes {', '.join(accepted)}"
-                     + _closest(unknown[0], accepted))
+            self.add(
+                "clip_grad_norm",
+                f"unknown argument '{unknown[0]}'; torch's "
+                f"clip_grad_norm_ takes {', '.join(accepted)}" + _closest(unknown[0], accepted),
+            )
         elif "max_norm" not in value or not _is_number(value["max_norm"]) or value["max_norm"] <= 0:
             self.add("clip_grad_norm", "needs max_norm, a number > 0" + example)
         elif "norm_type" in value and not (
@@ -249,15 +301,21 @@ class _Checker:
         if value is None or value == "None":
             return
         if not isinstance(value, dict):
-            self.add("train_neg_sample_args", "must be a mapping such as {'distribution': "
-                     "'uniform', 'sample_num': 1}, or ~ (None) for no training negatives",
-                     fatal=True)
+            self.add(
+                "train_neg_sample_args",
+                "must be a mapping such as {'distribution': "
+                "'uniform', 'sample_num': 1}, or ~ (None) for no training negatives",
+                fatal=True,
+            )
             return
         distribution = value.get("distribution", "uniform")
         if distribution is not None and str(distribution).lower() not in NEG_DISTRIBUTIONS:
-            self.add("train_neg_sample_args", f"distribution {distribution!r} is not one of "
-                     "uniform, popularity" + _closest(distribution, ("uniform", "popularity")),
-                     fatal=True)
+            self.add(
+                "train_neg_sample_args",
+                f"distribution {distribution!r} is not one of "
+                "uniform, popularity" + _closest(distribution, ("uniform", "popularity")),
+                fatal=True,
+            )
             return
         sample_num = value.get("sample_num", 1)
         if str(distribution).lower() in ("uniform", "popularity") and not (
@@ -271,8 +329,10 @@ class _Checker:
         if "candidate_num" in value and not (
             _is_int(value["candidate_num"]) and value["candidate_num"] >= 0
         ):
-            self.add("train_neg_sample_args",
-                     f"candidate_num {value['candidate_num']!r} must be an integer >= 0")
+            self.add(
+                "train_neg_sample_args",
+                f"candidate_num {value['candidate_num']!r} must be an integer >= 0",
+            )
             return
         from recbole.utils import ModelType
 
@@ -282,9 +342,13 @@ class _Checker:
             and not hasattr(self.config.model_class, "input_type")
             and distribution not in (None, "None", "none")
         ):
-            self.add("train_neg_sample_args", "a sequential model with loss_type='CE' scores "
-                     "every item and samples no training negatives; set "
-                     "train_neg_sample_args to ~ (None), or use loss_type='BPR'", fatal=True)
+            self.add(
+                "train_neg_sample_args",
+                "a sequential model with loss_type='CE' scores "
+                "every item and samples no training negatives; set "
+                "train_neg_sample_args to ~ (None), or use loss_type='BPR'",
+                fatal=True,
+            )
 
     def evaluation(self) -> None:
         metrics_ok = self.metrics()
@@ -298,8 +362,12 @@ class _Checker:
             self.values.get("MODEL_TYPE") == ModelType.SEQUENTIAL
             and self.values.get("repeatable") is False
         ):
-            self.add("repeatable", "RecBole's sequential models only support repeatable "
-                     "recommendation; set repeatable=true", fatal=True)
+            self.add(
+                "repeatable",
+                "RecBole's sequential models only support repeatable "
+                "recommendation; set repeatable=true",
+                fatal=True,
+            )
 
     def metric_list(self) -> list:
         metrics = self.values.get("metrics")
@@ -310,13 +378,21 @@ class _Checker:
         registry = recbole_metrics()
         names = metric_display_names()
         if not isinstance(metrics, (str, list, tuple)) or not metrics:
-            self.add("metrics", f"must be a metric name or a list of them, from {', '.join(names)}",
-                     fatal=True)
+            self.add(
+                "metrics",
+                f"must be a metric name or a list of them, from {', '.join(names)}",
+                fatal=True,
+            )
             return False
         for metric in self.metric_list():
             if not isinstance(metric, str) or metric.lower() not in registry:
-                self.add("metrics", f"'{metric}' is not a RecBole metric"
-                         + _closest(metric, names) + f" (allowed: {', '.join(names)})", fatal=True)
+                self.add(
+                    "metrics",
+                    f"'{metric}' is not a RecBole metric"
+                    + _closest(metric, names)
+                    + f" (allowed: {', '.join(names)})",
+                    fatal=True,
+                )
                 return False
         from recbole.evaluator.register import metric_types
 
@@ -324,10 +400,15 @@ class _Checker:
         if len(kinds) > 1:
             from recbole.utils import EvaluatorType
 
-            value_metrics = [m for m in self.metric_list()
-                             if metric_types[m.lower()] == EvaluatorType.VALUE]
-            self.add("metrics", "ranking metrics and value metrics (here "
-                     f"{', '.join(value_metrics)}) cannot be computed in the same run", fatal=True)
+            value_metrics = [
+                m for m in self.metric_list() if metric_types[m.lower()] == EvaluatorType.VALUE
+            ]
+            self.add(
+                "metrics",
+                "ranking metrics and value metrics (here "
+                f"{', '.join(value_metrics)}) cannot be computed in the same run",
+                fatal=True,
+            )
             return False
         return True
 
@@ -335,8 +416,11 @@ class _Checker:
         topk = self.values.get("topk")
         ks = [topk] if not isinstance(topk, (list, tuple)) else list(topk)
         if not ks or not all(_is_int(k) and k >= 1 for k in ks):
-            self.add("topk", "must be a positive integer or a list of them, e.g. 10 or [5, 10, 20]",
-                     fatal=True)
+            self.add(
+                "topk",
+                "must be a positive integer or a list of them, e.g. 10 or [5, 10, 20]",
+                fatal=True,
+            )
             return False
         return True
 
@@ -353,16 +437,23 @@ class _Checker:
         if not isinstance(valid_metric, str) or valid_metric.lower() not in {
             c.lower() for c in computed
         }:
-            self.add("valid_metric", "must be one of the metrics this run computes (metrics at "
-                     f"each topk): {', '.join(computed)}" + _closest(valid_metric, computed, 0.5),
-                     fatal=not isinstance(valid_metric, str))
+            self.add(
+                "valid_metric",
+                "must be one of the metrics this run computes (metrics at "
+                f"each topk): {', '.join(computed)}" + _closest(valid_metric, computed, 0.5),
+                fatal=not isinstance(valid_metric, str),
+            )
 
     def eval_args(self, metrics_ok: bool) -> None:
         value = self.values.get("eval_args")
         if not isinstance(value, dict):
-            self.add("eval_args", "must be a mapping with split, order, group_by and mode, e.g. "
-                     "{'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'group_by': 'user', "
-                     "'mode': 'full'}", fatal=True)
+            self.add(
+                "eval_args",
+                "must be a mapping with split, order, group_by and mode, e.g. "
+                "{'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'group_by': 'user', "
+                "'mode': 'full'}",
+                fatal=True,
+            )
             return
 
         def bad(message: str, fatal: bool = False) -> None:
@@ -370,71 +461,107 @@ class _Checker:
 
         unknown = [k for k in value if k not in EVAL_ARGS_KEYS]
         if unknown:
-            return bad(f"unknown key '{unknown[0]}'; eval_args takes {', '.join(EVAL_ARGS_KEYS)}"
-                       + _closest(unknown[0], EVAL_ARGS_KEYS))
+            return bad(
+                f"unknown key '{unknown[0]}'; eval_args takes {', '.join(EVAL_ARGS_KEYS)}"
+                + _closest(unknown[0], EVAL_ARGS_KEYS)
+            )
         split = value.get("split", {"RS": [0.8, 0.1, 0.1]})
         if not isinstance(split, dict) or len(split) != 1:
-            return bad("split must be a mapping with one of RS, LS, TS, e.g. "
-                       "{'LS': 'valid_and_test'} or {'RS': [0.8, 0.1, 0.1]}")
+            return bad(
+                "split must be a mapping with one of RS, LS, TS, e.g. "
+                "{'LS': 'valid_and_test'} or {'RS': [0.8, 0.1, 0.1]}"
+            )
         ((mode, arg),) = split.items()
         if mode not in SPLIT_MODES:
-            return bad(f"split mode '{mode}' is not one of "
-                       + ", ".join(f"{k} ({v})" for k, v in SPLIT_MODES.items())
-                       + _closest(mode, SPLIT_MODES))
+            return bad(
+                f"split mode '{mode}' is not one of "
+                + ", ".join(f"{k} ({v})" for k, v in SPLIT_MODES.items())
+                + _closest(mode, SPLIT_MODES)
+            )
         if mode == "LS" and arg not in LEAVE_ONE_MODES:
-            return bad(f"split LS takes one of {', '.join(LEAVE_ONE_MODES)}, not {arg!r}"
-                       + _closest(arg, LEAVE_ONE_MODES))
+            return bad(
+                f"split LS takes one of {', '.join(LEAVE_ONE_MODES)}, not {arg!r}"
+                + _closest(arg, LEAVE_ONE_MODES)
+            )
         if mode in ("RS", "TS") and not (
-            isinstance(arg, (list, tuple)) and len(arg) == 3
-            and all(_is_number(r) and r >= 0 for r in arg) and sum(arg) > 0
+            isinstance(arg, (list, tuple))
+            and len(arg) == 3
+            and all(_is_number(r) and r >= 0 for r in arg)
+            and sum(arg) > 0
         ):
-            return bad(f"split {mode} takes three ratios >= 0 for train, valid and test, e.g. "
-                       f"[0.8, 0.1, 0.1], not {arg!r}")
+            return bad(
+                f"split {mode} takes three ratios >= 0 for train, valid and test, e.g. "
+                f"[0.8, 0.1, 0.1], not {arg!r}"
+            )
         order = value.get("order", "RO")
         if order not in ORDERS:
-            return bad(f"order {order!r} is not RO (random) or TO (by time)"
-                       + _closest(order, ORDERS))
+            return bad(
+                f"order {order!r} is not RO (random) or TO (by time)" + _closest(order, ORDERS)
+            )
         group_by = value.get("group_by", "user")
         if group_by is not None and str(group_by).lower() not in GROUP_BY:
-            return bad(f"group_by {group_by!r} is not 'user' or 'none'"
-                       + _closest(group_by, GROUP_BY))
+            return bad(
+                f"group_by {group_by!r} is not 'user' or 'none'" + _closest(group_by, GROUP_BY)
+            )
         modes = value.get("mode", "full")
         if isinstance(modes, str):
             modes = {"valid": modes, "test": modes}
         if not isinstance(modes, dict) or any(k not in ("valid", "test") for k in modes):
-            return bad("mode must be full, labeled, uniN or popN (e.g. uni100), or a mapping "
-                       "{'valid': ..., 'test': ...} of them", fatal=True)
+            return bad(
+                "mode must be full, labeled, uniN or popN (e.g. uni100), or a mapping "
+                "{'valid': ..., 'test': ...} of them",
+                fatal=True,
+            )
         for phase, phase_mode in modes.items():
             if not isinstance(phase_mode, str) or not EVAL_MODE.fullmatch(phase_mode):
-                return bad(f"mode {phase_mode!r} ({phase}) is not full, labeled, uniN or popN "
-                           "with N >= 1 sampled negatives (e.g. uni100)", fatal=True)
+                return bad(
+                    f"mode {phase_mode!r} ({phase}) is not full, labeled, uniN or popN "
+                    "with N >= 1 sampled negatives (e.g. uni100)",
+                    fatal=True,
+                )
         if metrics_ok and "full" in modes.values():
             from recbole.evaluator.register import metric_types
             from recbole.utils import EvaluatorType
 
-            value_metrics = [m for m in self.metric_list()
-                             if metric_types[m.lower()] == EvaluatorType.VALUE]
+            value_metrics = [
+                m for m in self.metric_list() if metric_types[m.lower()] == EvaluatorType.VALUE
+            ]
             if value_metrics:
-                bad(f"mode 'full' ranks all items, which value metrics ({', '.join(value_metrics)}"
-                    ") cannot score; use mode 'labeled' or uniN, or ranking metrics", fatal=True)
+                bad(
+                    f"mode 'full' ranks all items, which value metrics ({', '.join(value_metrics)}"
+                    ") cannot score; use mode 'labeled' or uniN, or ranking metrics",
+                    fatal=True,
+                )
 
     def dataset(self) -> None:
         for key in ("field_separator", "seq_separator"):
-            self.check(key, lambda v: isinstance(v, str) and v != "",
-                       "must be a non-empty string, e.g. '\\t'")
+            self.check(
+                key,
+                lambda v: isinstance(v, str) and v != "",
+                "must be a non-empty string, e.g. '\\t'",
+            )
         for key in FIELD_KEYS:
-            self.check(key, lambda v: isinstance(v, str) and v.strip() != "",
-                       "must be a field name of the atomic files")
+            self.check(
+                key,
+                lambda v: isinstance(v, str) and v.strip() != "",
+                "must be a field name of the atomic files",
+            )
         for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
             if key in self.values and self.values[key] is None:
                 self.add(key, "must be a field name of the atomic files")
         for key in ("load_col", "unload_col", "unused_col"):
             self.check(
                 key,
-                lambda v: isinstance(v, dict) and all(
-                    isinstance(s, str) and (c == "*" or (
-                        isinstance(c, (list, tuple)) and all(isinstance(f, str) for f in c)))
-                    for s, c in v.items()
+                lambda v: (
+                    isinstance(v, dict)
+                    and all(
+                        isinstance(s, str)
+                        and (
+                            c == "*"
+                            or (isinstance(c, (list, tuple)) and all(isinstance(f, str) for f in c))
+                        )
+                        for s, c in v.items()
+                    )
                 ),
                 "must map atomic-file suffixes to lists of field names, e.g. "
                 "{'inter': ['user_id', 'item_id', 'timestamp']}",
@@ -446,40 +573,66 @@ class _Checker:
         val_interval = self.values.get("val_interval")
         if val_interval is not None:
             if not isinstance(val_interval, dict):
-                self.add("val_interval", "must map field names to intervals, e.g. "
-                         "{'rating': '[3,inf)'}")
+                self.add(
+                    "val_interval", "must map field names to intervals, e.g. {'rating': '[3,inf)'}"
+                )
             else:
                 for field, interval in val_interval.items():
                     problem = _interval_problem(interval, single=False)
                     if problem:
                         self.add("val_interval", f"{field}: {problem}")
                         break
-        self.check("rm_dup_inter", lambda v: v in RM_DUP,
-                   "allowed values are first, last, or ~ (keep duplicates)"
-                   + _closest(self.values.get("rm_dup_inter"), RM_DUP))
-        self.check("seq_len", lambda v: isinstance(v, dict) and all(
-            _is_int(n) and n >= 1 for n in v.values()),
-            "must map sequence fields to maximum lengths (integers >= 1)")
-        self.check("normalize_field", lambda v: isinstance(v, (list, tuple)) and all(
-            isinstance(f, str) for f in v), "must be a list of field names")
-        self.check("benchmark_filename", lambda v: isinstance(v, (list, tuple)) and all(
-            isinstance(f, str) for f in v) and len(v) == 3,
-            "must list the three suffixes of pre-split files, e.g. ['train', 'valid', 'test']")
-        self.check("threshold", lambda v: isinstance(v, dict) and all(
-            _is_number(t) for t in v.values()), "must map a field to a number, e.g. {'rating': 4}")
+        self.check(
+            "rm_dup_inter",
+            lambda v: v in RM_DUP,
+            "allowed values are first, last, or ~ (keep duplicates)"
+            + _closest(self.values.get("rm_dup_inter"), RM_DUP),
+        )
+        self.check(
+            "seq_len",
+            lambda v: isinstance(v, dict) and all(_is_int(n) and n >= 1 for n in v.values()),
+            "must map sequence fields to maximum lengths (integers >= 1)",
+        )
+        self.check(
+            "normalize_field",
+            lambda v: isinstance(v, (list, tuple)) and all(isinstance(f, str) for f in v),
+            "must be a list of field names",
+        )
+        self.check(
+            "benchmark_filename",
+            lambda v: (
+                isinstance(v, (list, tuple)) and all(isinstance(f, str) for f in v) and len(v) == 3
+            ),
+            "must list the three suffixes of pre-split files, e.g. ['train', 'valid', 'test']",
+        )
+        self.check(
+            "threshold",
+            lambda v: isinstance(v, dict) and all(_is_number(t) for t in v.values()),
+            "must map a field to a number, e.g. {'rating': 4}",
+        )
 
     def recbole_moe(self) -> None:
         """Our settings that otherwise fail only once data loading starts."""
         from recbole_moe.data.lean import MODES
 
-        self.check("data_path_mode", lambda v: v in MODES, f"allowed values are {', '.join(MODES)}"
-                   + _closest(self.values.get("data_path_mode"), MODES))
+        self.check(
+            "data_path_mode",
+            lambda v: v in MODES,
+            f"allowed values are {', '.join(MODES)}"
+            + _closest(self.values.get("data_path_mode"), MODES),
+        )
         for key in ("lean_memory_threshold_gb", "eval_memory_budget_mb"):
-            self.check(key, lambda v: _is_number(v) and v >= 0 and not math.isnan(v),
-                       "must be a number >= 0" + (" (~ or 0: no bound)"
-                                                  if key == "eval_memory_budget_mb" else ""))
-        self.check("resume", lambda v: v is False or isinstance(v, (str, os.PathLike)),
-                   "must be the path of a checkpoint (.pth) to continue from")
+            self.check(
+                key,
+                lambda v: _is_number(v) and v >= 0 and not math.isnan(v),
+                "must be a number >= 0"
+                + (" (~ or 0: no bound)" if key == "eval_memory_budget_mb" else ""),
+            )
+        self.check(
+            "resume",
+            lambda v: v is False or isinstance(v, (str, os.PathLike)),
+            "must be the path of a checkpoint (.pth) to continue from",
+        )
 
 
 def _known_codec(name: str) -> bool:
@@ -490,7 +643,7 @@ def _known_codec(name: str) -> bool:
     return True
 
 
-def _directory_problem(path: str) -> Optional[str]:
+def _directory_problem(path: str) -> str | None:
     """Why checkpoints cannot be written under ``path`` (None: they can)."""
     if os.path.exists(path):
         if not os.path.isdir(path):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -54,8 +54,13 @@ class Recommender:
         self.histories = self._full_histories(test_data._dataset)
 
     @classmethod
-    def load(cls, checkpoint: str, model: Optional[str] = None, dataset: Optional[str] = None,
-             device: Optional[str] = None) -> "Recommender":
+    def load(
+        cls,
+        checkpoint: str,
+        model: str | None = None,
+        dataset: str | None = None,
+        device: str | None = None,
+    ) -> Recommender:
         """Load ``checkpoint``; with ``model``/``dataset`` given, refuse a checkpoint made by
         another model or on another dataset."""
         from recbole.utils import ModelType
@@ -66,7 +71,9 @@ class Recommender:
         made = read_checkpoint(checkpoint, map_location="cpu")
         if model is not None or dataset is not None:
             check_checkpoint_matches(
-                made, model or made["config"]["model"], dataset or made["config"]["dataset"],
+                made,
+                model or made["config"]["model"],
+                dataset or made["config"]["dataset"],
                 checkpoint,
             )
         if made["config"]["MODEL_TYPE"] != ModelType.SEQUENTIAL:
@@ -75,8 +82,7 @@ class Recommender:
                 "sequential model; recommend ranks next items from a history, which only "
                 "sequential models do"
             )
-        config, net, data, _, _, test_data = load_model(checkpoint, device=device,
-                                                        checkpoint=made)
+        config, net, data, _, _, test_data = load_model(checkpoint, device=device, checkpoint=made)
         return cls(config, net, data, test_data)
 
     def _full_histories(self, test_dataset) -> dict[int, np.ndarray]:
@@ -91,7 +97,8 @@ class Recommender:
         lengths = inter[self.item_len_field].numpy()
         targets = inter[self.iid_field].numpy()
         return {
-            int(u): np.append(seq[:n], t) for u, seq, n, t in zip(users, seqs, lengths, targets)
+            int(u): np.append(seq[:n], t)
+            for u, seq, n, t in zip(users, seqs, lengths, targets, strict=False)
         }
 
     def _user_index(self, user: str) -> int:
@@ -116,22 +123,25 @@ class Recommender:
         return np.array([token2id[str(i)] for i in items], dtype=np.int64)
 
     @torch.no_grad()
-    def _recommend(self, histories: list[np.ndarray], users: list[int], topk: int,
-                   exclude_history: bool) -> list[Recommendation]:
+    def _recommend(
+        self, histories: list[np.ndarray], users: list[int], topk: int, exclude_history: bool
+    ) -> list[Recommendation]:
         if topk < 1:
             raise RecBoleMoeError(f"topk={topk} must be an integer >= 1")
         batch = len(histories)
         seq = torch.zeros(batch, self.max_len, dtype=torch.long)
         lengths = torch.zeros(batch, dtype=torch.long)
         for row, history in enumerate(histories):
-            recent = history[-self.max_len:]
+            recent = history[-self.max_len :]
             seq[row, : len(recent)] = torch.as_tensor(recent)
             lengths[row] = len(recent)
-        interaction = Interaction({
-            self.uid_field: torch.as_tensor(users, dtype=torch.long),
-            self.item_seq_field: seq,
-            self.item_len_field: lengths,
-        }).to(self.config["device"])
+        interaction = Interaction(
+            {
+                self.uid_field: torch.as_tensor(users, dtype=torch.long),
+                self.item_seq_field: seq,
+                self.item_len_field: lengths,
+            }
+        ).to(self.config["device"])
         self.model.eval()
         scores = self.model.full_sort_predict(interaction).view(batch, -1).float().cpu()
         scores[:, 0] = -torch.inf  # padding id
@@ -146,19 +156,21 @@ class Recommender:
             results.append(Recommendation([str(t) for t in tokens], top_scores[row].tolist()))
         return results
 
-    def recommend(self, user_ids: Sequence[str], topk: int = 10,
-                  exclude_history: bool = True) -> list[Recommendation]:
+    def recommend(
+        self, user_ids: Sequence[str], topk: int = 10, exclude_history: bool = True
+    ) -> list[Recommendation]:
         """Top-k next items for each user (original ids), from the user's full known history."""
         users = [self._user_index(u) for u in user_ids]
         return self._recommend([self.histories[u] for u in users], users, topk, exclude_history)
 
-    def recommend_for_history(self, item_ids: Sequence[str], topk: int = 10,
-                              exclude_history: bool = True) -> Recommendation:
+    def recommend_for_history(
+        self, item_ids: Sequence[str], topk: int = 10, exclude_history: bool = True
+    ) -> Recommendation:
         """Top-k next items after a raw item-id history (oldest first)."""
         return self._recommend([self._item_indices(item_ids)], [0], topk, exclude_history)[0]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="recbole-moe recommend", description="Top-k recommendations from a checkpoint."
     )
@@ -167,10 +179,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     who.add_argument("--user", nargs="+", help="original user id(s)")
     who.add_argument("--history", nargs="+", help="original item ids, oldest first")
     parser.add_argument("--topk", type=int, default=10)
-    parser.add_argument("--include_history", action="store_true",
-                        help="allow items already in the history")
+    parser.add_argument(
+        "--include_history", action="store_true", help="allow items already in the history"
+    )
     parser.add_argument("--model", help="refuse the checkpoint unless it was made by this model")
-    parser.add_argument("--dataset", help="refuse the checkpoint unless it was made on this dataset")
+    parser.add_argument(
+        "--dataset", help="refuse the checkpoint unless it was made on this dataset"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.topk < 1:
@@ -179,7 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rec = Recommender.load(args.checkpoint, model=args.model, dataset=args.dataset)
     exclude = not args.include_history
     if args.user:
-        named = list(zip(args.user, rec.recommend(args.user, args.topk, exclude)))
+        named = list(zip(args.user, rec.recommend(args.user, args.topk, exclude), strict=False))
     else:
         named = [("history", rec.recommend_for_history(args.history, args.topk, exclude))]
     if args.json:
@@ -187,6 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         for who, result in named:
             print(f"user {who}:" if args.user else "history:")
-            for rank, (item, score) in enumerate(zip(result.items, result.scores), start=1):
+            for rank, (item, score) in enumerate(
+                zip(result.items, result.scores, strict=False), start=1
+            ):
                 print(f"  {rank:>3}. item {item:<12} score {score:.4f}")
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +96,7 @@ def build(
     model_name: str,
     data_path: str,
     dataset: str,
-    config_dict: Optional[dict] = None,
+    config_dict: dict | None = None,
 ):
     """Build config, data and an untrained model without training or logging to files.
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import random
 import zipfile
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ CHECKPOINT_KEYS = ("config", "state_dict")
 RESUME_KEYS = ("config", "epoch", "cur_step", "best_valid_score", "state_dict", "optimizer")
 
 
-def _file_problem(path: str) -> Optional[str]:
+def _file_problem(path: str) -> str | None:
     """Why ``path`` cannot be a ``torch.save`` file, from its bytes alone (None: it may be)."""
     if not os.path.exists(path):
         return "does not exist"
@@ -64,18 +65,23 @@ def _file_problem(path: str) -> Optional[str]:
         head = f.read(4)
     if head.startswith(b"PK"):  # torch's zip format since 1.6
         if not zipfile.is_zipfile(path):
-            return (f"is truncated ({size:,} bytes, the end of its zip archive is missing): "
-                    "the write or copy was cut off; use an intact copy, or the run's other "
-                    "checkpoint (<name>.pth or <name>-last.pth)")
+            return (
+                f"is truncated ({size:,} bytes, the end of its zip archive is missing): "
+                "the write or copy was cut off; use an intact copy, or the run's other "
+                "checkpoint (<name>.pth or <name>-last.pth)"
+            )
         return None
     if head[:1] == b"\x80":  # a pickle: torch's legacy format
         return None
-    return ("is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
-            f"with {head!r})")
+    return (
+        "is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
+        f"with {head!r})"
+    )
 
 
-def read_checkpoint(path: Any, map_location: Any = None,
-                    required: Sequence[str] = CHECKPOINT_KEYS) -> dict:
+def read_checkpoint(
+    path: Any, map_location: Any = None, required: Sequence[str] = CHECKPOINT_KEYS
+) -> dict:
     """Load a checkpoint RecBole's trainer (or ours) wrote, refusing anything else.
 
     Raises:
@@ -185,21 +191,34 @@ class RecBoleMoeTrainer(Trainer):
         self.best_valid_result = None
         self.last_model_file = last_checkpoint_path(self.saved_model_file)
         self._train_data = None
-        self._pending_generator_state: Optional[torch.Tensor] = None
+        self._pending_generator_state: torch.Tensor | None = None
         #: The model's per-epoch statistics (``log_epoch_stats``' return value, as plain lists
         #: and numbers), one entry per training epoch, kept across a resume.
         self.epoch_stats: list[dict[str, Any]] = []
 
     # -- training ------------------------------------------------------------------------------
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False,
-            callback_fn=None):
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn=None,
+    ):
         self._train_data = train_data
         if self._pending_generator_state is not None:
             train_data.generator.set_state(self._pending_generator_state)
             self._pending_generator_state = None
         self._saved = saved
-        return super().fit(train_data, valid_data, verbose=verbose, saved=saved,
-                           show_progress=show_progress, callback_fn=callback_fn)
+        return super().fit(
+            train_data,
+            valid_data,
+            verbose=verbose,
+            saved=saved,
+            show_progress=show_progress,
+            callback_fn=callback_fn,
+        )
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if getattr(self, "_saved", False) and epoch_idx > 0:
@@ -251,7 +270,7 @@ class RecBoleMoeTrainer(Trainer):
     #: int32 positive-item matrix.
     EVAL_BYTES_PER_SCORE = 8
 
-    def _eval_chunk_rows(self) -> Optional[int]:
+    def _eval_chunk_rows(self) -> int | None:
         """Rows scored at once so ``rows * n_items * 8`` bytes stay within
         ``eval_memory_budget_mb`` (``None``: no bound)."""
         budget = self.config["eval_memory_budget_mb"]
@@ -330,7 +349,8 @@ class RecBoleMoeTrainer(Trainer):
             "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "train_generator": self._train_data.generator.get_state()
-            if self._train_data is not None else None,
+            if self._train_data is not None
+            else None,
         }
         atomic_torch_save(state, self.last_model_file)
 
@@ -352,11 +372,16 @@ class RecBoleMoeTrainer(Trainer):
         self.epoch_stats = [
             s for s in checkpoint.get("epoch_stats") or [] if s["epoch"] < self.start_epoch
         ]
-        load_state(self.model, checkpoint["state_dict"], resume_file,
-                   f"model {self.config['model']}")
+        load_state(
+            self.model, checkpoint["state_dict"], resume_file, f"model {self.config['model']}"
+        )
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        load_state(self.optimizer, checkpoint["optimizer"], resume_file,
-                   f"optimizer ({self.config['learner']})")
+        load_state(
+            self.optimizer,
+            checkpoint["optimizer"],
+            resume_file,
+            f"optimizer ({self.config['learner']})",
+        )
         self.saved_model_file = checkpoint.get("best_model_file") or resume_file
         self.last_model_file = last_checkpoint_path(self.saved_model_file)
         rng = checkpoint.get("rng")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import yaml
 
@@ -27,9 +28,24 @@ from recbole_moe.objective import is_sequence, objective_problems
 
 #: Integer settings that must be >= 1 when present.
 POSITIVE_INT_KEYS = (
-    "hidden_size", "embedding_size", "inner_size", "expert_inner_size", "n_layers", "num_layers",
-    "n_heads", "n_experts", "top_k", "train_batch_size", "eval_batch_size", "epochs",
-    "d_state", "d_conv", "expand", "stopping_step", "eval_step", "length_group_size",
+    "hidden_size",
+    "embedding_size",
+    "inner_size",
+    "expert_inner_size",
+    "n_layers",
+    "num_layers",
+    "n_heads",
+    "n_experts",
+    "top_k",
+    "train_batch_size",
+    "eval_batch_size",
+    "epochs",
+    "d_state",
+    "d_conv",
+    "expand",
+    "stopping_step",
+    "eval_step",
+    "length_group_size",
 )
 #: Integer or float settings that must be >= 0 when present.
 NON_NEGATIVE_KEYS = ("warmup_steps", "warmup_epochs", "lb_weight", "weight_decay")
@@ -38,10 +54,30 @@ POSITIVE_FLOAT_KEYS = ("learning_rate",)
 
 #: Settings recbole-moe's own tools read that no property file lists.
 EXTRA_KEYS = {
-    "model", "dataset", "config_files", "local_rank", "nproc", "world_size", "ip", "port",
-    "offset", "dist_backend", "dist_timeout", "dist_init_method", "resume", "resume_checkpoint", "MODEL_TYPE",
-    "MODEL_INPUT_TYPE", "device", "single_spec", "eval_type", "valid_metric_bigger",
-    "config_file", "benchmark_filename", "data_path_mode", "eval_memory_budget_mb",
+    "model",
+    "dataset",
+    "config_files",
+    "local_rank",
+    "nproc",
+    "world_size",
+    "ip",
+    "port",
+    "offset",
+    "dist_backend",
+    "dist_timeout",
+    "dist_init_method",
+    "resume",
+    "resume_checkpoint",
+    "MODEL_TYPE",
+    "MODEL_INPUT_TYPE",
+    "device",
+    "single_spec",
+    "eval_type",
+    "valid_metric_bigger",
+    "config_file",
+    "benchmark_filename",
+    "data_path_mode",
+    "eval_memory_budget_mb",
 }
 
 
@@ -67,8 +103,8 @@ def source_of(config: Config, key: str) -> str:
     return "RecBole's defaults"
 
 
-def _read_yaml(path: str) -> Optional[dict]:
-    with open(path, "r", encoding="utf-8") as f:
+def _read_yaml(path: str) -> dict | None:
+    with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
 
 
@@ -91,7 +127,8 @@ def config_problems(config: Config) -> list[str]:
             problems.append(_problem(config, key, "must be a number >= 0"))
     for key in POSITIVE_FLOAT_KEYS:
         if present(key) and not (
-            isinstance(config[key], (int, float)) and not isinstance(config[key], bool)
+            isinstance(config[key], (int, float))
+            and not isinstance(config[key], bool)
             and config[key] > 0
         ):
             problems.append(_problem(config, key, "must be a number > 0"))
@@ -106,20 +143,31 @@ def config_problems(config: Config) -> list[str]:
         value = config["MAX_ITEM_LIST_LENGTH"]
         if not (_is_int(value) and value >= 2):
             problems.append(
-                _problem(config, "MAX_ITEM_LIST_LENGTH", "must be an integer >= 2 (a history "
-                         "needs at least one item before the target)")
+                _problem(
+                    config,
+                    "MAX_ITEM_LIST_LENGTH",
+                    "must be an integer >= 2 (a history needs at least one item before the target)",
+                )
             )
-    if present("top_k") and present("n_experts") and _is_int(config["top_k"]) and _is_int(
-        config["n_experts"]
+    if (
+        present("top_k")
+        and present("n_experts")
+        and _is_int(config["top_k"])
+        and _is_int(config["n_experts"])
     ):
         if not 1 <= config["top_k"] <= config["n_experts"]:
             problems.append(
                 f"top_k={config['top_k']} (from {source_of(config, 'top_k')}) must be between 1 "
                 f"and n_experts={config['n_experts']} (from {source_of(config, 'n_experts')})"
             )
-    if present("hidden_size") and present("n_heads") and _is_int(config["hidden_size"]) and _is_int(
-        config["n_heads"]
-    ) and config["n_heads"] >= 1 and config["hidden_size"] % config["n_heads"]:
+    if (
+        present("hidden_size")
+        and present("n_heads")
+        and _is_int(config["hidden_size"])
+        and _is_int(config["n_heads"])
+        and config["n_heads"] >= 1
+        and config["hidden_size"] % config["n_heads"]
+    ):
         problems.append(
             f"hidden_size={config['hidden_size']} (from {source_of(config, 'hidden_size')}) is "
             f"not divisible by n_heads={config['n_heads']} (from {source_of(config, 'n_heads')}); "
@@ -136,8 +184,9 @@ def config_problems(config: Config) -> list[str]:
         if problem:
             problems.append(f"{problem} (from {source_of(config, 'train_batch_order')})")
     if present("attention_impl") and config["attention_impl"] not in ATTENTION_IMPLS:
-        problems.append(_problem(config, "attention_impl",
-                                 f"allowed values are {', '.join(ATTENTION_IMPLS)}"))
+        problems.append(
+            _problem(config, "attention_impl", f"allowed values are {', '.join(ATTENTION_IMPLS)}")
+        )
     if present("eval_batch_order"):
         from recbole_moe.data.lean import eval_batch_order_problem
 
@@ -153,7 +202,9 @@ def validate_config(config: Config) -> None:
     problems = list(getattr(config, "recbole_problems", None) or []) + config_problems(config)
     if problems:
         listing = "\n  - ".join(problems)
-        raise ConfigError(f"invalid configuration for {config.model} on {config.dataset}:\n  - {listing}")
+        raise ConfigError(
+            f"invalid configuration for {config.model} on {config.dataset}:\n  - {listing}"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -176,14 +227,17 @@ def known_keys() -> frozenset:
                 keys.update(data)
     keys.discard(DATASET_OVERRIDES_KEY)  # a section of our model files, not a setting
     from recbole.utils.argument_list import (
-        dataset_arguments, evaluation_arguments, general_arguments, training_arguments,
+        dataset_arguments,
+        evaluation_arguments,
+        general_arguments,
+        training_arguments,
     )
 
     keys.update(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
     return frozenset(keys)
 
 
-def unknown_key_messages(config: Config, keys: Optional[Iterable[str]] = None) -> list[str]:
+def unknown_key_messages(config: Config, keys: Iterable[str] | None = None) -> list[str]:
     """Warnings for user-given keys that no model, dataset or RecBole setting knows."""
     keys = list(config.external_config_dict) if keys is None else list(keys)
     known = known_keys()
@@ -200,7 +254,7 @@ def unknown_key_messages(config: Config, keys: Optional[Iterable[str]] = None) -
     return messages
 
 
-def validate_atomic_file(path: str, config: Optional[Config] = None) -> None:
+def validate_atomic_file(path: str, config: Config | None = None) -> None:
     """Check a RecBole atomic file's header and values; raise a ``DataPreparationError`` naming
     file, line, column, value and declared type (empty file, header column not ``name:type``,
     a row with too many fields, a non-numeric float, an empty or ``NA`` id, ...).
@@ -229,7 +283,7 @@ def validate_atomic_file(path: str, config: Optional[Config] = None) -> None:
 ATOMIC_SOURCES = {"inter": None, "user": "USER_ID_FIELD", "item": "ITEM_ID_FIELD"}
 
 
-def _loaded_columns(config: Config, source: str, names: list[str]) -> Optional[list[str]]:
+def _loaded_columns(config: Config, source: str, names: list[str]) -> list[str] | None:
     """The columns of ``source``'s file RecBole loads (None: the file is not read at all)."""
     load_col, unload_col = config["load_col"], config["unload_col"]
     if load_col is None or (isinstance(load_col, dict) and load_col.get(source) == "*"):
@@ -276,8 +330,11 @@ def _validate_with_config(path: str, config: Config) -> None:
             )
         if field not in loaded:
             listed = (config["load_col"] or {}).get(source)
-            key = "load_col" if listed is not None and listed != "*" and field not in listed \
+            key = (
+                "load_col"
+                if listed is not None and listed != "*" and field not in listed
                 else "unload_col"
+            )
             raise ConfigError(
                 f"{key}={config[key]!r} (from {source_of(config, key)}) leaves column '{field}' "
                 f"of {path} unloaded, but {why} ({setting})"
@@ -289,11 +346,17 @@ def _validate_with_config(path: str, config: Config) -> None:
                 f"{setting} must be a {expected} column ({field}:{expected})"
             )
     ids = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]]
-    check_atomic_file(path, separator, config["seq_separator"] or " ", columns=loaded,
-                      id_columns=[i for i in ids if i], encoding=encoding)
+    check_atomic_file(
+        path,
+        separator,
+        config["seq_separator"] or " ",
+        columns=loaded,
+        id_columns=[i for i in ids if i],
+        encoding=encoding,
+    )
 
 
-def _time_field_reason(config: Config) -> Optional[str]:
+def _time_field_reason(config: Config) -> str | None:
     """Why ``config`` needs the time field (None: it does not)."""
     from recbole.utils import ModelType
 
@@ -311,8 +374,10 @@ def atomic_files(config: Config) -> list[str]:
     """The atomic files RecBole will read for ``config`` that exist."""
     data_path, dataset = config["data_path"], config["dataset"]
     if config["benchmark_filename"]:
-        inter = [os.path.join(data_path, f"{dataset}.{part}.inter")
-                 for part in config["benchmark_filename"]]
+        inter = [
+            os.path.join(data_path, f"{dataset}.{part}.inter")
+            for part in config["benchmark_filename"]
+        ]
     else:
         inter = [os.path.join(data_path, f"{dataset}.inter")]
     others = [os.path.join(data_path, f"{dataset}.{source}") for source in ("user", "item")]
@@ -334,6 +399,9 @@ def validate_dataset_files(config: Config) -> None:
     try:
         data_path_mode(config)
     except ValueError as exc:
-        key = "data_path_mode" if config["data_path_mode"] not in (None, "auto") else (
-            "train_objective" if is_sequence(config) else "train_batch_order")
+        key = (
+            "data_path_mode"
+            if config["data_path_mode"] not in (None, "auto")
+            else ("train_objective" if is_sequence(config) else "train_batch_order")
+        )
         raise ConfigError(f"{exc} (from {source_of(config, key)})") from exc

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import recbole_moe  # noqa: F401  (applies the compatibility patches)
-from recbole_moe.testing import make_synthetic_dataset, tiny_config as _tiny_config
+from recbole_moe.testing import make_synthetic_dataset
+from recbole_moe.testing import tiny_config as _tiny_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"

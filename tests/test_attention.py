@@ -40,7 +40,7 @@ def test_outputs_and_gradients_equal_recboles_layer(causal):
         outputs.append(out.detach())
         grads.append([x.grad] + [p.grad for p in layer.parameters()])
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
-    for new, ref in zip(grads[1], grads[0]):
+    for new, ref in zip(grads[1], grads[0], strict=False):
         torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -51,7 +51,9 @@ def test_switching_keeps_parameters_and_goes_both_ways():
     assert layer.state_dict().keys() == before.keys()
     assert all(torch.equal(layer.state_dict()[k], v) for k, v in before.items())
     assert use_attention_impl(layer, "recbole") == 1 and type(layer) is MultiHeadAttention
-    with pytest.raises(ValueError, match="attention_impl='flash': allowed values are recbole, sdpa"):
+    with pytest.raises(
+        ValueError, match="attention_impl='flash': allowed values are recbole, sdpa"
+    ):
         use_attention_impl(layer, "flash")
 
 
@@ -59,10 +61,10 @@ def test_switching_keeps_parameters_and_goes_both_ways():
 def test_models_score_the_same_with_either_implementation(synth, model_name):
     scores, classes = {}, {}
     for impl in ("recbole", "sdpa"):
-        _, _, _, _, test_data, model = build(model_name, synth.data_path, synth.dataset,
-                                             {"attention_impl": impl, "n_layers": 2})
-        classes[impl] = {type(m) for m in model.modules()
-                         if isinstance(m, MultiHeadAttention)}
+        _, _, _, _, test_data, model = build(
+            model_name, synth.data_path, synth.dataset, {"attention_impl": impl, "n_layers": 2}
+        )
+        classes[impl] = {type(m) for m in model.modules() if isinstance(m, MultiHeadAttention)}
         model.eval()
         batch = next(iter(test_data))[0]
         with torch.no_grad():
@@ -76,5 +78,7 @@ def test_models_score_the_same_with_either_implementation(synth, model_name):
 
 
 def test_unknown_attention_impl_is_refused(synth):
-    with pytest.raises(ConfigError, match="attention_impl='flash'.*allowed values are recbole, sdpa"):
+    with pytest.raises(
+        ConfigError, match="attention_impl='flash'.*allowed values are recbole, sdpa"
+    ):
         build("SASRec", synth.data_path, synth.dataset, {"attention_impl": "flash"})

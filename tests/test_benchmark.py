@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import os
+import re
 import sys
 import types
 
 import numpy as np
 import pytest
-
 from recbole.model.sequential_recommender import SASRec
 
 from recbole_moe import benchmark
@@ -21,8 +20,15 @@ from recbole_moe.benchmark.report import write_report
 from recbole_moe.benchmark.runner import RUNS_FILE, append_record, execute, read_runs
 from recbole_moe.model import MODEL_MODULES
 
-SMALL = {"hidden_size": 16, "inner_size": 32, "expert_inner_size": 32, "n_layers": 1,
-         "MAX_ITEM_LIST_LENGTH": 10, "epochs": 1, "train_batch_size": 256}
+SMALL = {
+    "hidden_size": 16,
+    "inner_size": 32,
+    "expert_inner_size": 32,
+    "n_layers": 1,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "epochs": 1,
+    "train_batch_size": 256,
+}
 MODELS = ["HyMoERec", "SASRec"]
 SEEDS = [0, 1]
 
@@ -30,8 +36,9 @@ SEEDS = [0, 1]
 def make_plan(tiny_config: dict, models=MODELS) -> Plan:
     overrides = {**tiny_config, **SMALL}
     overrides.pop("seed")
-    return build_plan(models=list(models), datasets=["synth"], seeds=SEEDS,
-                      overrides=overrides, name="test")
+    return build_plan(
+        models=list(models), datasets=["synth"], seeds=SEEDS, overrides=overrides, name="test"
+    )
 
 
 def quiet(_message: str) -> None:
@@ -123,7 +130,7 @@ def test_report_rows_and_mean_std_match_hand_computation(finished):
     hy = next(r for r in rows if r["model"] == "HyMoERec")
     sas = next(r for r in rows if r["model"] == "SASRec")
     improvement = (float(hy["hit@10_mean"]) - float(sas["hit@10_mean"])) / float(sas["hit@10_mean"])
-    assert f"| HyMoERec | HR@10 | SASRec |" in markdown
+    assert "| HyMoERec | HR@10 | SASRec |" in markdown
     assert f"{improvement * 100:+.1f}%" in markdown
     assert "(n=2)" in markdown
     with open(os.path.join(finished.out, "efficiency.csv"), encoding="utf-8") as f:
@@ -215,8 +222,9 @@ def test_failing_model_is_recorded_and_the_others_go_on(tiny_config, tmp_path, m
 
 
 def test_presets_and_layering():
-    plan = build_plan(protocol="hymoerec", scale="cpu-smoke", datasets=["beauty"],
-                      overrides={"epochs": "1"})
+    plan = build_plan(
+        protocol="hymoerec", scale="cpu-smoke", datasets=["beauty"], overrides={"epochs": "1"}
+    )
     assert plan.models[0] == "HyMoERec" and "Mamba4Rec" in plan.models
     config = plan.config_dict("Mamba4Rec", "beauty", 3)
     # The scale beats the protocol's per-dataset value; the command line beats both.
@@ -229,8 +237,10 @@ def test_presets_and_layering():
 
 def test_plan_file_and_cli_dry_run(tmp_path, capsys):
     plan_file = tmp_path / "plan.yaml"
-    plan_file.write_text("models: {SASRec: {n_layers: 1}, GRU4Rec: ~}\ndatasets: [synth]\n"
-                         "seeds: [4]\noverrides: {epochs: 2}\n")
+    plan_file.write_text(
+        "models: {SASRec: {n_layers: 1}, GRU4Rec: ~}\ndatasets: [synth]\n"
+        "seeds: [4]\noverrides: {epochs: 2}\n"
+    )
     assert benchmark.main(["--plan", str(plan_file), "--dry-run", "--hidden_size=8"]) == 0
     out = capsys.readouterr().out
     assert "SASRec     synth        seed 4" in out and "'n_layers': 1" in out
@@ -254,8 +264,9 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, m
 
     config = {**tiny_config, **SMALL, "epochs": 3, "train_objective": "sequence"}
     config.pop("seed")
-    plan = build_plan(models=["SASRec"], datasets=["synth"], seeds=[0], overrides=config,
-                      name="resume")
+    plan = build_plan(
+        models=["SASRec"], datasets=["synth"], seeds=[0], overrides=config, name="resume"
+    )
     original = RecBoleMoeTrainer._add_train_loss_to_tensorboard
 
     def killed_after_epoch_1(self, epoch_idx, losses, tag="Loss/Train"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -63,7 +65,10 @@ def test_missing_values_are_filled(tmp_path):
         "gaps",
         config_dict={
             "data_path": str(root),
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "price", "tags"]},
+            "load_col": {
+                "inter": ["user_id", "item_id", "timestamp"],
+                "item": ["item_id", "price", "tags"],
+            },
             "normalize_field": [],
             "normalize_all": False,
             "state": "WARNING",
@@ -93,7 +98,7 @@ def test_checkpoint_written_by_training_reloads(tiny_config):
     result = recbole_moe.run("SASRec", "synth", config_dict=tiny_config)
     checkpoint = compat.load_recbole_checkpoint(result["model_file"])
     assert "state_dict" in checkpoint and "config" in checkpoint
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
         torch.load(result["model_file"])  # the safe default is left in place elsewhere
 
     from recbole_moe.quick_start import get_trainer, prepare_run
@@ -113,7 +118,9 @@ def test_importing_recbole_models_leaves_autograd_anomaly_mode_off():
     import subprocess
     import sys
 
-    code = ("import torch, recbole_moe; from recbole_moe.model import get_model; "
-            "get_model('SINE'); get_model('SASRec'); print(torch.is_anomaly_enabled())")
+    code = (
+        "import torch, recbole_moe; from recbole_moe.model import get_model; "
+        "get_model('SINE'); get_model('SASRec'); print(torch.is_anomaly_enabled())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"

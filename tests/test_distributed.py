@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 
 pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="needs torch.distributed with gloo",
 )
 
 DATASET = "dsynth"
@@ -61,8 +62,15 @@ def _train_loss(model_file: str) -> float:
     return total / count
 
 
-def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, ports: list, queue,
-                  extra: dict = None) -> None:
+def _train_worker(
+    local_rank: int,
+    models: list,
+    data_path: str,
+    out_dir: str,
+    ports: list,
+    queue,
+    extra: dict = None,
+) -> None:
     """Each rank runs ``recbole_moe.run`` for every model (one epoch) and saves its state after
     training, before the test evaluation reloads the best checkpoint."""
     torch.set_num_threads(1)
@@ -97,9 +105,19 @@ def _train_worker(local_rank: int, models: list, data_path: str, out_dir: str, p
 
     Trainer.fit = fit_and_snapshot  # this worker process only
     distributed.all_reduce_routing_stats = reduce_and_record
-    for model_name, port in zip(models, ports):  # a fresh rendezvous port for each group
-        settings = _settings(data_path, os.path.join(out_dir, model_name), nproc=2, world_size=2,
-                             ip="localhost", port=port, dist_timeout=90, **(extra or {}))
+    for model_name, port in zip(
+        models, ports, strict=False
+    ):  # a fresh rendezvous port for each group
+        settings = _settings(
+            data_path,
+            os.path.join(out_dir, model_name),
+            nproc=2,
+            world_size=2,
+            ip="localhost",
+            port=port,
+            dist_timeout=90,
+            **(extra or {}),
+        )
         if model_name == "HyMoERec" and local_rank == 1:
             settings["alpha_init"] = 0.5  # rank 1 starts elsewhere: DDP broadcasts rank 0's state
         routed_tokens.clear()
@@ -145,11 +163,15 @@ def test_two_processes_match_one_process(data_path, tmp_path):
     ports = _free_ports(len(models))
     results = launch(_train_worker, 2, (models, data_path, str(tmp_path), ports, queue), queue)
     assert [r["config"]["model"] for r in results] == models  # rank 0 reports, once per model
-    for model_name, result in zip(models, results):
-        rank0, rank1 = (torch.load(tmp_path / f"{model_name}-rank{r}.pt", weights_only=False) for r in (0, 1))
+    for model_name, result in zip(models, results, strict=False):
+        rank0, rank1 = (
+            torch.load(tmp_path / f"{model_name}-rank{r}.pt", weights_only=False) for r in (0, 1)
+        )
         assert rank0["state"].keys() == rank1["state"].keys()
         for key, value in rank0["state"].items():
-            assert torch.equal(value, rank1["state"][key]), f"{model_name}: {key} differs across ranks"
+            assert torch.equal(value, rank1["state"][key]), (
+                f"{model_name}: {key} differs across ranks"
+            )
         # the best (= only) checkpoint was written after epoch 0 by rank 0 alone
         assert os.listdir(tmp_path / model_name) == [os.path.basename(result["model_file"])]
         assert result["best_valid_result"] == _single_process_eval(result["model_file"], "valid")
@@ -159,8 +181,8 @@ def test_two_processes_match_one_process(data_path, tmp_path):
     assert int(hymoe[0]["state"]["train_step"]) == hymoe[0]["steps"]
     # routing statistics: each rank counted its own shard (not overwritten by DDP's buffer
     # broadcast) and the logged ones are the sum over ranks
-    (local0, total0), = hymoe[0]["routed_tokens"]
-    (local1, total1), = hymoe[1]["routed_tokens"]
+    ((local0, total0),) = hymoe[0]["routed_tokens"]
+    ((local1, total1),) = hymoe[1]["routed_tokens"]
     assert (local0, local1) == (hymoe[0]["shard_tokens"], hymoe[1]["shard_tokens"])
     assert total0 == total1 == local0 + local1
 
@@ -178,8 +200,12 @@ def test_length_grouped_batches_in_two_processes(data_path, tmp_path):
 
     queue = mp.get_context("spawn").SimpleQueue()
     extra = {"train_batch_order": "length_grouped", "length_group_size": 2}
-    (result,) = launch(_train_worker, 2, (["SASRec"], data_path, str(tmp_path), _free_ports(1),
-                                          queue, extra), queue)
+    (result,) = launch(
+        _train_worker,
+        2,
+        (["SASRec"], data_path, str(tmp_path), _free_ports(1), queue, extra),
+        queue,
+    )
     assert result["config"]["train_batch_order"] == "length_grouped"
     rank0, rank1 = (torch.load(tmp_path / f"SASRec-rank{r}.pt", weights_only=False) for r in (0, 1))
     for key, value in rank0["state"].items():
@@ -199,7 +225,9 @@ def test_occupied_port_fails_fast_with_clear_error(data_path, tmp_path):
         port = holder.getsockname()[1]
         start = time.monotonic()
         with pytest.raises(DistributedError, match=f"port {port}.*already in use"):
-            run_distributed("SASRec", DATASET, _settings(data_path, str(tmp_path)), nproc=2, port=port)
+            run_distributed(
+                "SASRec", DATASET, _settings(data_path, str(tmp_path)), nproc=2, port=port
+            )
         assert time.monotonic() - start < 30
 
 
@@ -217,7 +245,8 @@ def test_cli_routes_to_launcher(monkeypatch):
 
     calls = []
     monkeypatch.setattr(
-        distributed, "run_from_settings",
+        distributed,
+        "run_from_settings",
         lambda model, dataset, settings, files: calls.append((model, dataset, settings)) or None,
     )
     monkeypatch.setattr(cli, "_check_before_launch", lambda *args: None)  # no dataset 'x'
@@ -225,7 +254,13 @@ def test_cli_routes_to_launcher(monkeypatch):
     assert calls == [("SASRec", "x", {"nproc": "2", "epochs": "1"})]
     assert distributed.wants_distributed({"world_size": "4"})
     assert not distributed.wants_distributed({"nproc": "1"}, environ={})
-    env = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "29500"}
+    env = {
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "h",
+        "MASTER_PORT": "29500",
+    }
     assert distributed.wants_distributed({}, environ=env)
     assert distributed.torchrun_env(env)["master_port"] == 29500
 

@@ -7,11 +7,10 @@ import copy
 
 import pytest
 import torch
+from recbole.model.sequential_recommender.sasrec import SASRec
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import recbole_moe  # noqa: F401  (applies the compatibility patches before RecBole is used)
-from recbole.model.sequential_recommender.sasrec import SASRec
-
 from recbole_moe.model.fame import FAME, sasrec_state_dict_to_fame
 from recbole_moe.quick_start import get_trainer, load_model, run
 from recbole_moe.testing import build, tiny_config
@@ -84,7 +83,9 @@ def full_scores(model, batch):
 def test_shapes_and_finite_gradients(env, overrides):
     model = make(env, **overrides)
     model.train()
-    batch = with_negatives(model, env["batch"]) if overrides.get("loss_type") == "BPR" else env["batch"]
+    batch = (
+        with_negatives(model, env["batch"]) if overrides.get("loss_type") == "BPR" else env["batch"]
+    )
     loss = model.calculate_loss(batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert model._stat_count == len(batch)  # one encoder pass per training batch (BPR included)
@@ -130,9 +131,11 @@ def test_gate_and_router_are_distributions(env):
 def test_head_score_depends_only_on_its_own_representation(env, item_subemb):
     model = make(env, item_subemb=item_subemb)
     model.eval()
-    H, dh = model.n_heads, model.hidden_size // model.n_heads
+    _H, dh = model.n_heads, model.hidden_size // model.n_heads
     with torch.no_grad():
-        head_repr, _, _ = model.encode(env["batch"][model.ITEM_SEQ], env["batch"][model.ITEM_SEQ_LEN])
+        head_repr, _, _ = model.encode(
+            env["batch"][model.ITEM_SEQ], env["batch"][model.ITEM_SEQ_LEN]
+        )
         base = model.head_scores(head_repr)  # [B, H, n_items]
         perturbed = head_repr.clone()
         perturbed[:, 1] += torch.randn_like(perturbed[:, 1])
@@ -203,8 +206,12 @@ def test_moe_attention_off_is_one_expert(env):
     on.load_state_dict(state)
     torch.testing.assert_close(full_scores(on, env["batch"]), full_scores(off, env["batch"]))
     with torch.no_grad():
-        on.last_layer.multi_head_attention.query.weight.add_(0.2 * torch.randn_like(state["last_layer.multi_head_attention.query.weight"]))
-    assert not torch.allclose(full_scores(on, env["batch"]), full_scores(off, env["batch"]), atol=1e-4)
+        on.last_layer.multi_head_attention.query.weight.add_(
+            0.2 * torch.randn_like(state["last_layer.multi_head_attention.query.weight"])
+        )
+    assert not torch.allclose(
+        full_scores(on, env["batch"]), full_scores(off, env["batch"]), atol=1e-4
+    )
 
 
 def test_learned_gate_vs_uniform(env):
@@ -213,10 +220,14 @@ def test_learned_gate_vs_uniform(env):
         learned.gate.weight.zero_()
         learned.gate.bias.zero_()
     copy_shared(learned, uniform)
-    torch.testing.assert_close(full_scores(learned, env["batch"]), full_scores(uniform, env["batch"]))
+    torch.testing.assert_close(
+        full_scores(learned, env["batch"]), full_scores(uniform, env["batch"])
+    )
     with torch.no_grad():
         learned.gate.bias.copy_(torch.tensor([2.0, -2.0]))
-    assert not torch.allclose(full_scores(learned, env["batch"]), full_scores(uniform, env["batch"]), atol=1e-4)
+    assert not torch.allclose(
+        full_scores(learned, env["batch"]), full_scores(uniform, env["batch"]), atol=1e-4
+    )
 
 
 def test_item_subemb_proj_vs_split(env):
@@ -227,7 +238,9 @@ def test_item_subemb_proj_vs_split(env):
     torch.testing.assert_close(full_scores(proj, env["batch"]), full_scores(split, env["batch"]))
     with torch.no_grad():
         proj.item_proj.weight.normal_(0, 0.3)
-    assert not torch.allclose(full_scores(proj, env["batch"]), full_scores(split, env["batch"]), atol=1e-4)
+    assert not torch.allclose(
+        full_scores(proj, env["batch"]), full_scores(split, env["batch"]), atol=1e-4
+    )
 
 
 def test_fusion_logits_vs_probs(env):
@@ -243,7 +256,9 @@ def test_fusion_logits_vs_probs(env):
 def test_head_prediction_switch_changes_scores(env):
     on, off = make(env), make(env, head_prediction=False)
     copy_shared(on, off)  # shared embeddings / lower layers / Q, K, V
-    assert not torch.allclose(full_scores(on, env["batch"]), full_scores(off, env["batch"]), atol=1e-4)
+    assert not torch.allclose(
+        full_scores(on, env["batch"]), full_scores(off, env["batch"]), atol=1e-4
+    )
     assert off.gate is None and off.item_proj is None
     with pytest.raises(ValueError):
         off.explain(env["batch"])
@@ -276,7 +291,10 @@ def test_full_sort_predict_agrees_with_predict(env, overrides):
             torch.testing.assert_close(out["scores"], full, rtol=1e-5, atol=1e-5)
             some = torch.stack([items, items.flip(0)], dim=1)  # [B, 2]
             sub = model.explain(batch, some)
-            torch.testing.assert_close(sub["per_head_scores"], out["per_head_scores"].gather(2, some[:, None].expand(-1, model.n_heads, -1)))
+            torch.testing.assert_close(
+                sub["per_head_scores"],
+                out["per_head_scores"].gather(2, some[:, None].expand(-1, model.n_heads, -1)),
+            )
             torch.testing.assert_close(sub["scores"], full.gather(1, some), rtol=1e-5, atol=1e-5)
 
 
@@ -341,7 +359,9 @@ def test_epoch_stats_are_logged_and_reset(env):
 @pytest.fixture(scope="module")
 def trained(env, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("fame_run")
-    config = tiny_config(env["root"], epochs=1, checkpoint_dir=str(workdir / "saved"), **E2E_SETTINGS)
+    config = tiny_config(
+        env["root"], epochs=1, checkpoint_dir=str(workdir / "saved"), **E2E_SETTINGS
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(workdir)  # RecBole writes log/ and log_tensorboard/ under the working directory
         first = run("FAME", "synth", config_dict=dict(config, state="INFO"), saved=True)
@@ -386,4 +406,6 @@ def test_save_load_identical_scores(env, trained, tmp_path):
     torch.save(fresh.state_dict(), path)
     reloaded = make(env, seed=6)
     reloaded.load_state_dict(torch.load(path))
-    torch.testing.assert_close(full_scores(reloaded, env["batch"]), full_scores(fresh, env["batch"]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        full_scores(reloaded, env["batch"]), full_scores(fresh, env["batch"]), rtol=0, atol=0
+    )

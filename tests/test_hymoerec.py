@@ -1,4 +1,4 @@
-"""Tests for HyMoERec: model behaviour (fast, no data loading) and short runs on the synthetic data."""
+"""Tests for HyMoERec: model behaviour (fast, no data loading) and short runs on synthetic data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import types
 
 import pytest
 import torch
-
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_moe.config import Config
@@ -35,10 +34,19 @@ def base_config(tmp_path_factory):
     """HyMoERec's resolved property file (through our Config) with small sizes."""
     root = tmp_path_factory.mktemp("cfg")
     (root / "synth").mkdir()
-    config = Config("HyMoERec", "synth", config_dict={
-        "data_path": str(root), "hidden_size": 16, "inner_size": 32, "expert_inner_size": 24,
-        "MAX_ITEM_LIST_LENGTH": L, "train_batch_size": 100, "n_heads": 2,
-    })
+    config = Config(
+        "HyMoERec",
+        "synth",
+        config_dict={
+            "data_path": str(root),
+            "hidden_size": 16,
+            "inner_size": 32,
+            "expert_inner_size": 24,
+            "MAX_ITEM_LIST_LENGTH": L,
+            "train_batch_size": 100,
+            "n_heads": 2,
+        },
+    )
     return config
 
 
@@ -75,7 +83,10 @@ def test_paper_defaults_in_property_file(base_config):
     assert base_config["lb_weight"] == pytest.approx(0.01) and base_config["lb_type"] == "entropy"
     assert base_config["fusion"] == "adaptive" and base_config["alpha_init"] == 0.0
     assert base_config["warmup_epochs"] == 5 and base_config["warmup_steps"] is None
-    assert base_config["loss_type"] == "CE" and base_config["train_neg_sample_args"]["distribution"] == "none"
+    assert (
+        base_config["loss_type"] == "CE"
+        and base_config["train_neg_sample_args"]["distribution"] == "none"
+    )
     assert base_config["shared_expert"] is True and base_config["routed_experts"] is True
 
 
@@ -172,21 +183,28 @@ def test_schedule_restored_after_reload(base_config):
     assert int(fresh.train_step) == 3 and int(fresh.warmup_length) == 10
     assert fresh.warmup_factor().item() == pytest.approx(0.3)
     model.eval(), fresh.eval()
-    assert torch.equal(model.full_sort_predict(make_batch(1)), fresh.full_sort_predict(make_batch(1)))
+    assert torch.equal(
+        model.full_sort_predict(make_batch(1)), fresh.full_sort_predict(make_batch(1))
+    )
 
 
 @pytest.mark.parametrize("last_position_only", [False, True])
 def test_without_routed_experts_equals_sasrec(base_config, last_position_only):
     sasrec = make_model(base_config, cls=SASRec, seed=3)
-    hymoe = make_model(base_config, seed=4, routed_experts=False, last_position_only=last_position_only)
+    hymoe = make_model(
+        base_config, seed=4, routed_experts=False, last_position_only=last_position_only
+    )
     missing, unexpected = hymoe.load_state_dict(sasrec.state_dict(), strict=False)
     assert set(missing) == {"train_step", "warmup_length"} and not unexpected
     assert set(hymoe.state_dict()) - set(sasrec.state_dict()) == {"train_step", "warmup_length"}
     batch = make_batch()
     sasrec.eval(), hymoe.eval()
     # computing only the read position of the last layer may round differently: allow 1 ulp-ish
-    same = torch.equal if not last_position_only else (
-        lambda a, b: torch.allclose(a, b, rtol=1e-6, atol=1e-6))
+    same = (
+        torch.equal
+        if not last_position_only
+        else (lambda a, b: torch.allclose(a, b, rtol=1e-6, atol=1e-6))
+    )
     assert same(sasrec.full_sort_predict(batch), hymoe.full_sort_predict(batch))
     assert same(sasrec.predict(batch), hymoe.predict(batch))
     assert same(sasrec.calculate_loss(batch), hymoe.calculate_loss(batch))
@@ -220,8 +238,11 @@ def test_each_ablation_switch_changes_the_computation(base_config, name):
     default = make_model(base_config).eval()
     variant = make_model(base_config, **ABLATIONS[name]).eval()
     # share every weight the two models have in common (not the schedule), then put both mid-warm-up
-    shared = {k: v for k, v in default.named_parameters()
-              if k in variant.state_dict() and variant.state_dict()[k].shape == v.shape}
+    shared = {
+        k: v
+        for k, v in default.named_parameters()
+        if k in variant.state_dict() and variant.state_dict()[k].shape == v.shape
+    }
     variant.load_state_dict(shared, strict=False)
     for m in (default, variant):
         m.train_step.fill_(12)  # default warm-up: 50 steps, so w(t) = 0.24
@@ -230,14 +251,21 @@ def test_each_ablation_switch_changes_the_computation(base_config, name):
         a, b = default.calculate_loss(batch), variant.calculate_loss(batch)
     a_parts = a if isinstance(a, tuple) else (a,)
     b_parts = b if isinstance(b, tuple) else (b,)
-    differs = len(a_parts) != len(b_parts) or any(not torch.equal(x, y) for x, y in zip(a_parts, b_parts))
+    differs = len(a_parts) != len(b_parts) or any(
+        not torch.equal(x, y) for x, y in zip(a_parts, b_parts, strict=False)
+    )
     assert differs, f"switch {name} did not change the loss"
 
 
 def test_invalid_switches_raise(base_config):
     with pytest.raises(ValueError):
         make_model(base_config, shared_expert=False, routed_experts=False)
-    for key, value in [("fusion", "max"), ("lb_type", "z"), ("warmup_type", "step"), ("moe_impl", "x")]:
+    for key, value in [
+        ("fusion", "max"),
+        ("lb_type", "z"),
+        ("warmup_type", "step"),
+        ("moe_impl", "x"),
+    ]:
         with pytest.raises(ValueError):
             make_model(base_config, **{key: value})
 
@@ -253,8 +281,11 @@ def test_implementation_choices_give_the_same_scores(base_config):
     ref = make_model(base_config, moe_impl="loop", last_position_only=False).eval()
     ref.train_step.fill_(30)
     expected = ref.full_sort_predict(batch)
-    for overrides in ({"moe_impl": "dense"}, {"moe_impl": "loop", "last_position_only": True},
-                      {"moe_impl": "dense", "last_position_only": True}):
+    for overrides in (
+        {"moe_impl": "dense"},
+        {"moe_impl": "loop", "last_position_only": True},
+        {"moe_impl": "dense", "last_position_only": True},
+    ):
         other = make_model(base_config, **overrides).eval()
         other.load_state_dict(ref.state_dict())
         torch.testing.assert_close(other.full_sort_predict(batch), expected, rtol=1e-5, atol=1e-6)
@@ -262,8 +293,10 @@ def test_implementation_choices_give_the_same_scores(base_config):
         for model in (ref, other):
             model.zero_grad()
             total(model.calculate_loss(batch)).backward()
-        torch.testing.assert_close(total(other.calculate_loss(batch)), total(ref.calculate_loss(batch)))
-        for (name, p), q in zip(other.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(
+            total(other.calculate_loss(batch)), total(ref.calculate_loss(batch))
+        )
+        for (name, p), q in zip(other.named_parameters(), ref.parameters(), strict=False):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7, msg=name)
 
 
@@ -273,7 +306,9 @@ def test_log_epoch_stats_reports_alpha_warmup_and_load(base_config):
     model.calculate_loss(make_batch())
     lines, scalars = [], {}
     logger = types.SimpleNamespace(info=lines.append)
-    tensorboard = types.SimpleNamespace(add_scalar=lambda tag, value, step: scalars.__setitem__(tag, value))
+    tensorboard = types.SimpleNamespace(
+        add_scalar=lambda tag, value, step: scalars.__setitem__(tag, value)
+    )
     summary = model.log_epoch_stats(logger, tensorboard, epoch_idx=0)
     assert summary["warmup"] == pytest.approx(0.1)
     assert summary["alpha"] == pytest.approx([0.05, 0.05])
@@ -300,11 +335,15 @@ def _fast(tiny_config, **overrides):
 
 def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config, monkeypatch):
     config, _, train_data, valid_data, test_data, model = build(
-        "HyMoERec", synth.data_path, synth.dataset, _fast(tiny_config, epochs=2))
+        "HyMoERec", synth.data_path, synth.dataset, _fast(tiny_config, epochs=2)
+    )
     calls = []
     original = HyMoERec.log_epoch_stats
-    monkeypatch.setattr(HyMoERec, "log_epoch_stats",
-                        lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k))
+    monkeypatch.setattr(
+        HyMoERec,
+        "log_epoch_stats",
+        lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k),
+    )
     trainer = get_trainer(config, model)
     assert isinstance(trainer, MoETrainer)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)

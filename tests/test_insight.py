@@ -10,19 +10,41 @@ from recbole_moe.benchmark.insight import _entropy, insight_plots, insight_secti
 
 
 def hymoe_stats(epoch: int, alpha: list[float], loads: list[list[float]]) -> dict:
-    return {"epoch": epoch, "train_step": 10 * (epoch + 1), "warmup": 1.0, "alpha": alpha,
-            "layers": [{"token_fraction": load, "load_entropy": _entropy(load),
-                        "mean_prob": load, "tokens": 100.0} for load in loads]}
+    return {
+        "epoch": epoch,
+        "train_step": 10 * (epoch + 1),
+        "warmup": 1.0,
+        "alpha": alpha,
+        "layers": [
+            {
+                "token_fraction": load,
+                "load_entropy": _entropy(load),
+                "mean_prob": load,
+                "tokens": 100.0,
+            }
+            for load in loads
+        ],
+    }
 
 
 RECORDS = [
-    {"model": "HyMoERec", "dataset": "beauty", "seed": 0, "epoch_stats": [
-        hymoe_stats(0, [0.1, 0.2], [[0.25] * 4, [0.25] * 4]),
-        hymoe_stats(1, [0.3, 0.4], [[1.0, 0.0, 0.0, 0.0], [0.4, 0.3, 0.2, 0.1]]),
-    ]},
-    {"model": "FAME", "dataset": "beauty", "seed": 1, "epoch_stats": [
-        {"epoch": 0, "gate": [0.5, 0.5], "router": [[0.5, 0.5], [0.9, 0.1]]},
-    ]},
+    {
+        "model": "HyMoERec",
+        "dataset": "beauty",
+        "seed": 0,
+        "epoch_stats": [
+            hymoe_stats(0, [0.1, 0.2], [[0.25] * 4, [0.25] * 4]),
+            hymoe_stats(1, [0.3, 0.4], [[1.0, 0.0, 0.0, 0.0], [0.4, 0.3, 0.2, 0.1]]),
+        ],
+    },
+    {
+        "model": "FAME",
+        "dataset": "beauty",
+        "seed": 1,
+        "epoch_stats": [
+            {"epoch": 0, "gate": [0.5, 0.5], "router": [[0.5, 0.5], [0.9, 0.1]]},
+        ],
+    },
     {"model": "SASRec", "dataset": "beauty", "seed": 0},
 ]
 
@@ -35,8 +57,10 @@ def test_entropy_is_one_when_balanced_and_zero_when_collapsed():
 
 def test_section_shows_the_last_epoch_of_each_run():
     text = "\n".join(insight_section(RECORDS))
-    assert "| beauty | 0 | 2 | [0.300, 0.400] | [1.00, 0.00, 0.00, 0.00]; [0.40, 0.30, 0.20, 0.10]" \
+    assert (
+        "| beauty | 0 | 2 | [0.300, 0.400] | [1.00, 0.00, 0.00, 0.00]; [0.40, 0.30, 0.20, 0.10]"
         in text
+    )
     assert "[0.000, 0.923]" in text  # collapsed layer 0, nearly balanced layer 1
     assert "| beauty | 1 | 1 | [0.500, 0.500] | 1.000 | [1.000, 0.469] |" in text
     assert "SASRec" not in text
@@ -47,7 +71,9 @@ def test_plots_per_dataset_and_model(tmp_path):
     pytest.importorskip("matplotlib", reason="the plots extra is not installed")
     written = insight_plots(str(tmp_path), RECORDS)
     assert sorted(os.path.basename(p) for p in written) == [
-        "beauty_FAME_insight.png", "beauty_HyMoERec_insight.png"]
+        "beauty_FAME_insight.png",
+        "beauty_HyMoERec_insight.png",
+    ]
     assert all(os.path.getsize(p) > 1000 for p in written)
 
 
@@ -57,9 +83,14 @@ def test_report_has_the_insight_section_and_plots(tmp_path):
     from recbole_moe.benchmark.report import write_report
 
     pytest.importorskip("matplotlib", reason="the plots extra is not installed")
-    record = dict(RECORDS[0], status="ok", key="HyMoERec/beauty/0",
-                  test_result={"ndcg@10": 0.05}, best_valid_result={"ndcg@10": 0.05},
-                  config={"train_objective": "sequence"})
+    record = dict(
+        RECORDS[0],
+        status="ok",
+        key="HyMoERec/beauty/0",
+        test_result={"ndcg@10": 0.05},
+        best_valid_result={"ndcg@10": 0.05},
+        config={"train_objective": "sequence"},
+    )
     with open(tmp_path / "runs.jsonl", "w", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     written = write_report(str(tmp_path))

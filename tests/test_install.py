@@ -19,9 +19,22 @@ def installed_venv(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("install")
     wheel_dir = root / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(wheel_dir), str(REPO_ROOT)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheel_dir),
+            str(REPO_ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     env_dir = root / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
@@ -29,7 +42,10 @@ def installed_venv(tmp_path_factory) -> Path:
     wheel = next(wheel_dir.glob("recbole_moe-*.whl"))
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return env_dir
 
@@ -43,7 +59,11 @@ def test_property_files_come_from_the_installed_package(installed_venv, tmp_path
     )
     out = subprocess.run(
         [str(installed_venv / "bin" / "python"), "-c", code],
-        cwd=tmp_path, check=True, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout.split("\n")
     assert out[0].startswith(str(installed_venv)), out[0]
     assert out[1].startswith(str(installed_venv)), out[1]
@@ -55,11 +75,23 @@ def test_console_script_trains_from_another_directory(installed_venv, synth, tmp
     proc = subprocess.run(
         [
             str(installed_venv / "bin" / "recbole-moe"),
-            "--model", "SASRec", "--dataset", "synth", f"--data_path={synth.data_path}",
-            "--epochs=1", "--MAX_ITEM_LIST_LENGTH=20", "--hidden_size=16", "--inner_size=32",
-            "--show_progress=False", "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
+            "--model",
+            "SASRec",
+            "--dataset",
+            "synth",
+            f"--data_path={synth.data_path}",
+            "--epochs=1",
+            "--MAX_ITEM_LIST_LENGTH=20",
+            "--hidden_size=16",
+            "--inner_size=32",
+            "--show_progress=False",
+            "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
         ],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test      :" in proc.stdout and "ndcg@10:" in proc.stdout

@@ -19,7 +19,12 @@ from recbole_moe.data.lean import (
     lean_data_preparation,
 )
 from recbole_moe.quick_start import get_trainer, run
-from recbole_moe.testing import build, make_synthetic_dataset, tiny_config, train_twice_and_untrained
+from recbole_moe.testing import (
+    build,
+    make_synthetic_dataset,
+    tiny_config,
+    train_twice_and_untrained,
+)
 
 RECBOLE_EXAMPLES = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
 
@@ -45,7 +50,7 @@ def assert_same_interaction(a, b, what: str) -> None:
 
 
 def assert_same_splits(reference, lean) -> None:
-    for name, ref, new in zip(("train", "valid", "test"), reference, lean):
+    for name, ref, new in zip(("train", "valid", "test"), reference, lean, strict=False):
         a, b = all_rows(ref), all_rows(new)
         assert len(a) == len(b), name
         assert_same_interaction(a, b, name)
@@ -77,10 +82,9 @@ def test_samples_and_splits_match_recbole_on_synthetic(synth):
 def test_leave_one_out_corner_cases_match_recbole(short_histories, mode):
     eval_args = dict(tiny_config("")["eval_args"], split={"LS": mode})
     _, reference, lean = both_paths(
-        "SASRec", "short", tiny_config(short_histories, MAX_ITEM_LIST_LENGTH=3,
-                                       eval_args=eval_args)
+        "SASRec", "short", tiny_config(short_histories, MAX_ITEM_LIST_LENGTH=3, eval_args=eval_args)
     )
-    for name, ref, new in zip(("train", "valid", "test"), reference, lean):
+    for name, ref, new in zip(("train", "valid", "test"), reference, lean, strict=False):
         assert len(ref._dataset) == len(new._dataset), name
         if len(ref._dataset):
             assert_same_interaction(all_rows(ref), all_rows(new), name)
@@ -91,7 +95,7 @@ def test_shuffled_batches_match_recbole_over_epochs(synth):
     for _ in range(2):  # the second epoch checks the generator is used the same way
         ref_batches, lean_batches = list(reference[0]), list(lean[0])
         assert len(ref_batches) == len(lean_batches) == len(lean[0])
-        for a, b in zip(ref_batches, lean_batches):
+        for a, b in zip(ref_batches, lean_batches, strict=False):
             assert_same_interaction(a, b, "batch")
 
 
@@ -107,7 +111,9 @@ def test_same_trained_metrics_as_recbole(synth, tmp_path):
     results = {}
     for mode in ("recbole", "lean"):
         config_dict = tiny_config(
-            synth.data_path, data_path_mode=mode, shuffle=False,
+            synth.data_path,
+            data_path_mode=mode,
+            shuffle=False,
             checkpoint_dir=str(tmp_path / mode),
         )
         result = run("SASRec", synth.dataset, config_dict=config_dict, saved=False)
@@ -118,8 +124,9 @@ def test_same_trained_metrics_as_recbole(synth, tmp_path):
 
 def test_data_path_mode_selection(synth, tmp_path):
     def mode(**overrides):
-        config = Config("SASRec", synth.dataset,
-                        config_dict=dict(tiny_config(synth.data_path), **overrides))
+        config = Config(
+            "SASRec", synth.dataset, config_dict=dict(tiny_config(synth.data_path), **overrides)
+        )
         return data_path_mode(config)
 
     assert mode() == "recbole"  # a tiny dataset is far below the default threshold
@@ -127,20 +134,27 @@ def test_data_path_mode_selection(synth, tmp_path):
     assert mode(data_path_mode="lean") == "lean"
     assert mode(data_path_mode="recbole", lean_memory_threshold_gb=0) == "recbole"
     assert mode(train_batch_order="length_grouped") == "lean"  # grouped batches need lean
-    random_split = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user",
-                    "mode": "full"}
+    random_split = {
+        "split": {"RS": [0.8, 0.1, 0.1]},
+        "order": "TO",
+        "group_by": "user",
+        "mode": "full",
+    }
     assert mode(lean_memory_threshold_gb=0, eval_args=random_split) == "recbole"
     with pytest.raises(ValueError, match="leave-one-out"):
         mode(data_path_mode="lean", eval_args=random_split)
     # prepare_run takes the lean path when asked.
-    *_, train_data, _, _, _ = build("SASRec", synth.data_path, synth.dataset,
-                                    {"data_path_mode": "lean"})
+    *_, train_data, _, _, _ = build(
+        "SASRec", synth.data_path, synth.dataset, {"data_path_mode": "lean"}
+    )
     assert isinstance(train_data, LeanTrainDataLoader)
 
 
 def test_eval_memory_budget_keeps_metrics(synth, tmp_path):
     config, _, train_data, valid_data, _, model = build(
-        "SASRec", synth.data_path, synth.dataset,
+        "SASRec",
+        synth.data_path,
+        synth.dataset,
         {"checkpoint_dir": str(tmp_path), "eval_memory_budget_mb": None},
     )
     trainer = get_trainer(config, model)
@@ -169,7 +183,9 @@ def eval_batches(loader) -> list:
 
 def test_length_sorted_evaluation_visits_every_user_once_by_length_trimmed(synth):
     _, dataset, _, valid_data, test_data, _ = build(
-        "SASRec", synth.data_path, synth.dataset,
+        "SASRec",
+        synth.data_path,
+        synth.dataset,
         {"data_path_mode": "lean", "eval_batch_size": 16},
     )
     max_len = dataset.config["MAX_ITEM_LIST_LENGTH"]
@@ -187,12 +203,15 @@ def test_length_sorted_evaluation_visits_every_user_once_by_length_trimmed(synth
 def test_length_sorted_evaluation_keeps_recbole_order_for_other_models(synth):
     for model_name, overrides in (("BERT4Rec", {}), ("SASRec", {"eval_batch_order": "dataset"})):
         _, dataset, _, valid_data, _, _ = build(
-            model_name, synth.data_path, synth.dataset,
+            model_name,
+            synth.data_path,
+            synth.dataset,
             dict(overrides, data_path_mode="lean", eval_batch_size=16),
         )
         batches = eval_batches(valid_data)
         assert {b["item_id_list"].shape[1] for b in batches} == {
-            dataset.config["MAX_ITEM_LIST_LENGTH"]}
+            dataset.config["MAX_ITEM_LIST_LENGTH"]
+        }
         users = torch.cat([b["user_id"] for b in batches])
         assert torch.equal(users, torch.sort(users).values)  # RecBole's order (by user)
 
@@ -202,15 +221,22 @@ def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_
     results = {}
     for order in ("dataset", "length_sorted"):
         config, _, train_data, valid_data, test_data, model = build(
-            model_name, synth.data_path, synth.dataset,
-            {"data_path_mode": "lean", "eval_batch_order": order, "eval_batch_size": 32,
-             "checkpoint_dir": str(tmp_path / order)},
+            model_name,
+            synth.data_path,
+            synth.dataset,
+            {
+                "data_path_mode": "lean",
+                "eval_batch_order": order,
+                "eval_batch_size": 32,
+                "checkpoint_dir": str(tmp_path / order),
+            },
         )
         trainer = get_trainer(config, model)
         trainer._train_epoch(train_data, 0)
-        results[order] = [trainer.evaluate(data, load_best_model=False)
-                          for data in (valid_data, test_data)]
-    for sorted_result, reference in zip(results["length_sorted"], results["dataset"]):
+        results[order] = [
+            trainer.evaluate(data, load_best_model=False) for data in (valid_data, test_data)
+        ]
+    for sorted_result, reference in zip(results["length_sorted"], results["dataset"], strict=False):
         assert sorted_result.keys() == reference.keys()
         for key, value in reference.items():
             assert sorted_result[key] == pytest.approx(value, abs=1e-4), key
@@ -226,16 +252,25 @@ def test_unknown_eval_batch_order_is_refused(synth):
 
 # -- length-grouped batches --------------------------------------------------------------------
 def grouped_loader(synth, **overrides):
-    config_dict = dict(tiny_config(synth.data_path), train_batch_order="length_grouped",
-                       length_group_size=3, **overrides)
+    config_dict = dict(
+        tiny_config(synth.data_path),
+        train_batch_order="length_grouped",
+        length_group_size=3,
+        **overrides,
+    )
     *_, train_data, _, _, _ = build("SASRec", synth.data_path, synth.dataset, config_dict)
     return train_data
 
 
 def sample_keys(batch) -> list[tuple]:
     """One hashable row per sample: user, target, length and the unpadded history."""
-    rows = zip(batch["user_id"].tolist(), batch["item_id"].tolist(),
-               batch["item_length"].tolist(), batch["item_id_list"].tolist())
+    rows = zip(
+        batch["user_id"].tolist(),
+        batch["item_id"].tolist(),
+        batch["item_length"].tolist(),
+        batch["item_id_list"].tolist(),
+        strict=False,
+    )
     return [(u, i, n, tuple(h[:n])) for u, i, n, h in rows]
 
 
@@ -261,7 +296,7 @@ def test_length_grouped_batches_cover_every_sample_once_with_less_padding(synth)
         epochs.append([b["item_id_list"].tolist() for b in batches])
         assert sorted(k for b in batches for k in sample_keys(b)) == expected
         padded = 0
-        for batch, index in zip(batches, indices):
+        for batch, index in zip(batches, indices, strict=False):
             width = batch["item_id_list"].shape[1]
             assert width == int(batch["item_length"].max())  # trimmed to the longest history
             padded += width * len(batch)
@@ -285,10 +320,12 @@ def test_length_grouped_windows_are_sorted_by_length(synth):
     order = torch.cat(batches)
     assert torch.equal(torch.sort(order).values, torch.arange(len(lengths)))
     for start in range(0, len(order), window):
-        part = lengths[order[start:start + window]]
+        part = lengths[order[start : start + window]]
         assert torch.equal(part, torch.sort(part).values)
-        assert torch.equal(torch.sort(order[start:start + window]).values,
-                           torch.arange(start, min(start + window, len(order))))
+        assert torch.equal(
+            torch.sort(order[start : start + window]).values,
+            torch.arange(start, min(start + window, len(order))),
+        )
 
 
 @pytest.mark.parametrize("model_name", PADDING_INVARIANT_MODELS)
@@ -309,8 +346,9 @@ def test_trimmed_batches_give_the_same_loss_and_scores(synth, model_name):
 
 
 def test_length_grouped_training_learns_and_is_reproducible(synth, tmp_path):
-    config_dict = tiny_config(synth.data_path, train_batch_order="length_grouped",
-                              epochs=3, checkpoint_dir=str(tmp_path))
+    config_dict = tiny_config(
+        synth.data_path, train_batch_order="length_grouped", epochs=3, checkpoint_dir=str(tmp_path)
+    )
     first, second, untrained = train_twice_and_untrained(
         "SASRec", synth.data_path, synth.dataset, config_dict
     )
@@ -330,7 +368,7 @@ def test_length_grouped_ranks_split_every_global_batch(synth, world):
         per_rank.append(train_data.grouped_order(order, rank, world))
     counts = {len(batches) for batches in per_rank}
     assert counts == {int(np.ceil(np.ceil(n / world) / train_data.step))}
-    for batches in zip(*per_rank):
+    for batches in zip(*per_rank, strict=False):
         assert len({len(b) for b in batches}) == 1  # equal shard sizes: DDP steps in lockstep
     served = torch.cat([b for batches in per_rank for b in batches])
     padding = (-n) % world

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from recbole_moe.config import Config
 from recbole_moe.layers.selective_scan import selective_scan
-from recbole_moe.model.mamba4rec import MambaBlock, Mamba4Rec, load_mamba_ssm_scan, resolve_backend
+from recbole_moe.model.mamba4rec import Mamba4Rec, MambaBlock, load_mamba_ssm_scan, resolve_backend
 from recbole_moe.quick_start import get_trainer, load_model
 from recbole_moe.testing import build, train_twice_and_untrained
 
@@ -30,10 +30,18 @@ def base_config(tmp_path_factory):
     """Mamba4Rec's resolved property file (through our Config) with small sizes."""
     root = tmp_path_factory.mktemp("cfg")
     (root / "synth").mkdir()
-    return Config("Mamba4Rec", "synth", config_dict={
-        "data_path": str(root), "hidden_size": 16, "d_state": 8, "MAX_ITEM_LIST_LENGTH": L,
-        "scan_chunk_size": 5, "scan_batch_block": 3,  # several chunks and batch blocks
-    })
+    return Config(
+        "Mamba4Rec",
+        "synth",
+        config_dict={
+            "data_path": str(root),
+            "hidden_size": 16,
+            "d_state": 8,
+            "MAX_ITEM_LIST_LENGTH": L,
+            "scan_chunk_size": 5,
+            "scan_batch_block": 3,  # several chunks and batch blocks
+        },
+    )
 
 
 def make_model(base_config, seed: int = 0, **overrides) -> Mamba4Rec:
@@ -50,7 +58,11 @@ def make_batch(seed: int = 0, length: int = L) -> dict:
     lengths[0] = length
     seq = torch.randint(1, N_ITEMS, (B, length), generator=g)
     seq[torch.arange(length).unsqueeze(0) >= lengths.unsqueeze(1)] = 0  # right padding, as RecBole
-    return {"item_id_list": seq, "item_length": lengths, "item_id": torch.randint(1, N_ITEMS, (B,), generator=g)}
+    return {
+        "item_id_list": seq,
+        "item_length": lengths,
+        "item_id": torch.randint(1, N_ITEMS, (B,), generator=g),
+    }
 
 
 # ----------------------------------------------------------------------------- the scan
@@ -61,7 +73,10 @@ def naive_scan(u, delta, A, Bm, C):
     h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
     ys = []
     for t in range(u.shape[1]):
-        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[:, :, None] * Bm[:, t, None, :]
+        h = (
+            torch.exp(delta[:, t, :, None] * A) * h
+            + (delta[:, t] * u[:, t])[:, :, None] * Bm[:, t, None, :]
+        )
         ys.append((h * C[:, t, None, :]).sum(-1))
     return torch.stack(ys, dim=1)
 
@@ -70,11 +85,14 @@ def naive_block(block: MambaBlock, x):
     """``mamba_ssm.Mamba``'s computation written out, with a loop over time for the conv too."""
     Lx = x.shape[1]
     xz = x @ block.in_proj.weight.t()
-    u, z = xz[..., : block.d_inner], xz[..., block.d_inner:]
+    u, z = xz[..., : block.d_inner], xz[..., block.d_inner :]
     w = block.conv1d.weight[:, 0, :]  # [E, K]
     K = w.shape[1]
     padded = torch.cat([u.new_zeros(u.shape[0], K - 1, u.shape[2]), u], dim=1)
-    u = torch.stack([(padded[:, t:t + K] * w.t()).sum(1) for t in range(Lx)], 1) + block.conv1d.bias
+    u = (
+        torch.stack([(padded[:, t : t + K] * w.t()).sum(1) for t in range(Lx)], 1)
+        + block.conv1d.bias
+    )
     u = F.silu(u)
     proj = u @ block.x_proj.weight.t()
     dt, Bm, C = proj.split([block.dt_rank, block.d_state, block.d_state], dim=-1)
@@ -98,7 +116,9 @@ def test_scan_and_gradients_match_naive_recurrence(chunk_size, batch_block):
     assert y.shape == (n, Lx, D)
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(y)
-    for got, want in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(ref, inputs, g)):
+    for got, want in zip(
+        torch.autograd.grad(y, inputs, g), torch.autograd.grad(ref, inputs, g), strict=False
+    ):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
@@ -113,7 +133,9 @@ def test_scan_gradcheck_float64():
         torch.randn(n, Lx, N, dtype=torch.float64),
     )
     inputs = tuple(t.requires_grad_() for t in inputs)
-    assert torch.autograd.gradcheck(lambda *a: selective_scan(*a, chunk_size=4, batch_block=2), inputs)
+    assert torch.autograd.gradcheck(
+        lambda *a: selective_scan(*a, chunk_size=4, batch_block=2), inputs
+    )
 
 
 def test_torch_block_matches_naive_step_by_step_block():
@@ -130,9 +152,15 @@ def test_parameter_names_and_shapes_are_mamba_ssm_s():
     block = MambaBlock(d_model=64, d_state=32, d_conv=4, expand=2)
     shapes = {k: tuple(v.shape) for k, v in block.state_dict().items()}
     assert shapes == {
-        "A_log": (128, 32), "D": (128,), "in_proj.weight": (256, 64),
-        "conv1d.weight": (128, 1, 4), "conv1d.bias": (128,), "x_proj.weight": (68, 128),
-        "dt_proj.weight": (128, 4), "dt_proj.bias": (128,), "out_proj.weight": (64, 128),
+        "A_log": (128, 32),
+        "D": (128,),
+        "in_proj.weight": (256, 64),
+        "conv1d.weight": (128, 1, 4),
+        "conv1d.bias": (128,),
+        "x_proj.weight": (68, 128),
+        "dt_proj.weight": (128, 4),
+        "dt_proj.bias": (128,),
+        "out_proj.weight": (64, 128),
     }
 
 
@@ -179,8 +207,9 @@ def test_padding_after_the_last_item_does_not_change_scores(base_config):
     batch = make_batch(length=L)
     longer = dict(batch, item_id_list=F.pad(batch["item_id_list"], (0, 9)))  # 9 more padding items
     with torch.no_grad():
-        torch.testing.assert_close(model.full_sort_predict(batch), model.full_sort_predict(longer),
-                                   atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            model.full_sort_predict(batch), model.full_sort_predict(longer), atol=1e-6, rtol=1e-6
+        )
 
 
 def test_residual_only_with_several_layers(base_config):
@@ -210,9 +239,19 @@ def test_backend_resolution(caplog):
 
 def test_published_defaults_in_property_file(base_config):
     cfg = Config("Mamba4Rec", "synth", config_dict={"data_path": base_config["data_path"]})
-    expected = {"hidden_size": 64, "num_layers": 1, "d_state": 32, "d_conv": 4, "expand": 2,
-                "dropout_prob": 0.2, "train_batch_size": 2048, "learning_rate": 0.001,
-                "loss_type": "CE", "mamba_backend": "auto", "mamba_dt_init": "recbole"}
+    expected = {
+        "hidden_size": 64,
+        "num_layers": 1,
+        "d_state": 32,
+        "d_conv": 4,
+        "expand": 2,
+        "dropout_prob": 0.2,
+        "train_batch_size": 2048,
+        "learning_rate": 0.001,
+        "loss_type": "CE",
+        "mamba_backend": "auto",
+        "mamba_dt_init": "recbole",
+    }
     assert {k: cfg[k] for k in expected} == expected
     assert cfg["train_neg_sample_args"]["distribution"] == "none"
 
@@ -230,7 +269,8 @@ def _fast(tiny_config, **overrides):
 
 def test_save_load_identical_full_sort_predict(synth, tiny_config):
     config, _, train_data, valid_data, test_data, model = build(
-        "Mamba4Rec", synth.data_path, synth.dataset, _fast(tiny_config))
+        "Mamba4Rec", synth.data_path, synth.dataset, _fast(tiny_config)
+    )
     trainer = get_trainer(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
@@ -276,5 +316,5 @@ def test_cuda_mamba_ssm_backend_matches_torch_backend():
     torch.testing.assert_close(y_ref, y_torch, atol=1e-3, rtol=1e-3)
     y_kernel.square().sum().backward()
     y_torch.square().sum().backward()
-    for (name, a), b in zip(ours.named_parameters(), torch_out.parameters()):
+    for (name, a), b in zip(ours.named_parameters(), torch_out.parameters(), strict=False):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-3, rtol=1e-2, msg=name)

@@ -83,7 +83,9 @@ def test_expert_bank_matches_reference(routed, impl):
     r = router(x)
     y = bank(x, r.weights, r.indices, mask)
     assert y.shape == x.shape
-    torch.testing.assert_close(y, _reference_mixture(bank, x, r.weights, r.indices, mask), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        y, _reference_mixture(bank, x, r.weights, r.indices, mask), rtol=1e-5, atol=1e-6
+    )
     assert torch.count_nonzero(y[~mask]) == 0  # masked tokens are not computed
 
 
@@ -99,7 +101,7 @@ def test_loop_and_dense_agree_in_values_and_gradients(routed):
         results.append((y, grads))
     (y_loop, g_loop), (y_dense, g_dense) = results
     torch.testing.assert_close(y_loop, y_dense, rtol=1e-5, atol=1e-6)
-    for a, b in zip(g_loop, g_dense):
+    for a, b in zip(g_loop, g_dense, strict=False):
         assert torch.isfinite(a).all()
         assert a.abs().sum() > 0
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
@@ -131,7 +133,9 @@ def test_entropy_balance_loss_hand_computed_and_padding_excluded():
     gbar = [0.4, 0.4, 0.2]
     expected = sum(g * math.log(g) for g in gbar)  # + Σ ḡ log ḡ (spec §3, sign kept)
     assert entropy_balance_loss(probs, mask).item() == pytest.approx(expected, rel=1e-6)
-    assert load_balance_loss("entropy", probs, None, mask).item() == pytest.approx(expected, rel=1e-6)
+    assert load_balance_loss("entropy", probs, None, mask).item() == pytest.approx(
+        expected, rel=1e-6
+    )
     torch.testing.assert_close(mean_gate_prob(probs, mask), torch.tensor(gbar))
 
 
@@ -157,7 +161,7 @@ def test_switch_balance_loss_hand_computed():
     mask = torch.tensor([True, True, False])
     f = [1 / 4, 2 / 4, 1 / 4]  # assignments of the two valid tokens
     p = [0.35, 0.4, 0.25]
-    expected = 3 * sum(a * b for a, b in zip(f, p))
+    expected = 3 * sum(a * b for a, b in zip(f, p, strict=False))
     assert switch_balance_loss(probs, indices, mask).item() == pytest.approx(expected, rel=1e-6)
     torch.testing.assert_close(token_fraction(indices, 3, mask), torch.tensor(f))
     uniform = torch.full((6, 3), 1 / 3)
@@ -178,7 +182,9 @@ def test_routing_stats_and_normalized_entropy():
     s = stats.summary()
     assert s["tokens"] == 3
     assert s["token_fraction"] == pytest.approx([2 / 3, 1 / 3, 0.0])
-    assert s["mean_prob"] == pytest.approx([(0.6 + 0.2 + 0.6) / 3, (0.3 + 0.5 + 0.3) / 3, (0.1 + 0.3 + 0.1) / 3])
+    assert s["mean_prob"] == pytest.approx(
+        [(0.6 + 0.2 + 0.6) / 3, (0.3 + 0.5 + 0.3) / 3, (0.1 + 0.3 + 0.1) / 3]
+    )
     h = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)) / math.log(3)
     assert s["load_entropy"] == pytest.approx(h, rel=1e-5)
     stats.reset()

@@ -42,15 +42,22 @@ def family_dropout(dataset: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model, valid_metric, epochs, batch", [
-    ("FAME", "NDCG@20", 300, 256), ("HyMoERec", "NDCG@10", 200, 256),
-    ("Mamba4Rec", "NDCG@10", 300, 2048),
-])
+@pytest.mark.parametrize(
+    "model, valid_metric, epochs, batch",
+    [
+        ("FAME", "NDCG@20", 300, 256),
+        ("HyMoERec", "NDCG@10", 200, 256),
+        ("Mamba4Rec", "NDCG@10", 300, 2048),
+    ],
+)
 def test_model_files_give_the_papers_run_settings(model, valid_metric, epochs, batch):
     config = resolved(model, "beauty")
     assert config["valid_metric"] == valid_metric  # the dataset file no longer overrides it
     assert (config["epochs"], config["train_batch_size"], config["stopping_step"]) == (
-        epochs, batch, 10)
+        epochs,
+        batch,
+        10,
+    )
     assert DATASET_OVERRIDES_KEY not in config.final_config_dict
 
 
@@ -94,8 +101,9 @@ def test_a_dataset_without_property_file_gets_the_shared_valid_metric():
 
 def test_malformed_dataset_overrides_section_is_a_config_error(tmp_path, monkeypatch):
     bad = tmp_path / "HyMoERec.yaml"
-    bad.write_text("loss_type: CE\nn_layers: 1\ndataset_overrides:\n  beauty: 0.4\n",
-                   encoding="utf-8")
+    bad.write_text(
+        "loss_type: CE\nn_layers: 1\ndataset_overrides:\n  beauty: 0.4\n", encoding="utf-8"
+    )
     monkeypatch.setattr("recbole_moe.config.model_property_file", lambda model: str(bad))
     with pytest.raises(ConfigError, match="'dataset_overrides' must map dataset names"):
         Config("HyMoERec", "beauty")
@@ -109,19 +117,36 @@ def test_malformed_dataset_overrides_section_is_a_config_error(tmp_path, monkeyp
 #: The resolved settings of SASRec on beauty under ``--protocol hymoerec
 #: --train_objective=sequence``; runs recorded with these must stay comparable.
 HYMOEREC_SASREC_BEAUTY = {
-    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
-                  "mode": "full"},
-    "metrics": ["Hit", "NDCG", "MRR"], "learning_rate": 0.001, "stopping_step": 10,
-    "eval_batch_size": 4096, "show_progress": False, "topk": [5, 10, 20],
-    "valid_metric": "NDCG@10", "epochs": 200, "train_batch_size": 256,
-    "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "MAX_ITEM_LIST_LENGTH": 50,
+    "eval_args": {
+        "split": {"LS": "valid_and_test"},
+        "order": "TO",
+        "group_by": "user",
+        "mode": "full",
+    },
+    "metrics": ["Hit", "NDCG", "MRR"],
+    "learning_rate": 0.001,
+    "stopping_step": 10,
+    "eval_batch_size": 4096,
+    "show_progress": False,
+    "topk": [5, 10, 20],
+    "valid_metric": "NDCG@10",
+    "epochs": 200,
+    "train_batch_size": 256,
+    "hidden_dropout_prob": 0.5,
+    "attn_dropout_prob": 0.5,
+    "MAX_ITEM_LIST_LENGTH": 50,
     "train_objective": "sequence",
 }
 
 
 def test_hymoerec_protocol_sasrec_on_beauty_is_unchanged():
-    plan = build_plan(protocol="hymoerec", datasets=["beauty"], models=["SASRec"], seeds=[0],
-                      overrides=dict(SEQUENCE))
+    plan = build_plan(
+        protocol="hymoerec",
+        datasets=["beauty"],
+        models=["SASRec"],
+        seeds=[0],
+        overrides=dict(SEQUENCE),
+    )
     assert plan.config_dict("SASRec", "beauty", 0) == {**HYMOEREC_SASREC_BEAUTY, "seed": 0}
     config = resolved("SASRec", "beauty", plan)
     for key, value in HYMOEREC_SASREC_BEAUTY.items():
@@ -142,10 +167,17 @@ def test_hymoerec_protocol_uses_ml_1m_5core_with_movielens_settings():
         assert config["valid_metric"] == "NDCG@10"
 
 
-@pytest.mark.parametrize("protocol, dataset", [
-    ("hymoerec", "ml-1m-5core"), ("hymoerec", "beauty"), ("hymoerec", "sports"),
-    ("fame", "beauty"), ("fame", "toys"), ("fame", "ml-20m"),
-])
+@pytest.mark.parametrize(
+    "protocol, dataset",
+    [
+        ("hymoerec", "ml-1m-5core"),
+        ("hymoerec", "beauty"),
+        ("hymoerec", "sports"),
+        ("fame", "beauty"),
+        ("fame", "toys"),
+        ("fame", "ml-20m"),
+    ],
+)
 def test_mamba4rec_keeps_its_published_settings_inside_a_protocol(protocol, dataset):
     plan = build_plan(protocol=protocol, datasets=[dataset])
     config = resolved("Mamba4Rec", dataset, plan)
@@ -169,7 +201,13 @@ def test_cpu_smoke_still_shrinks_every_model():
 
 def test_fame_protocol_models():
     assert PROTOCOLS["fame"]["models"] == [
-        "FAME", "SASRec", "HyMoERec", "Mamba4Rec", "GRU4Rec", "BERT4Rec"]
+        "FAME",
+        "SASRec",
+        "HyMoERec",
+        "Mamba4Rec",
+        "GRU4Rec",
+        "BERT4Rec",
+    ]
     plan = build_plan(protocol="fame")
     config = resolved("HyMoERec", "beauty", plan)
     assert config["valid_metric"] == "NDCG@20" and config["epochs"] == 300
@@ -178,8 +216,9 @@ def test_fame_protocol_models():
 @pytest.mark.parametrize("protocol, model", [("hymoerec", "NARM"), ("fame", "Caser")])
 def test_models_without_sequence_training_run_with_prefix(protocol, model):
     assert model not in SEQUENCE_MODELS
-    plan = build_plan(protocol=protocol, datasets=["beauty"], overrides=dict(SEQUENCE),
-                      models=[model, "SASRec"])
+    plan = build_plan(
+        protocol=protocol, datasets=["beauty"], overrides=dict(SEQUENCE), models=[model, "SASRec"]
+    )
     assert plan.falls_back_to_prefix(model, "beauty")
     assert not plan.falls_back_to_prefix("SASRec", "beauty")
     config = resolved(model, "beauty", plan)
@@ -197,8 +236,11 @@ def test_models_without_sequence_training_run_with_prefix(protocol, model):
 
 def test_plan_file_can_ask_for_the_prefix_fallback(tmp_path):
     plan_file = tmp_path / "plan.yaml"
-    plan_file.write_text("models: [NARM, SASRec]\ndatasets: [beauty]\nprefix_fallback: true\n"
-                         "overrides: {train_objective: sequence}\n", encoding="utf-8")
+    plan_file.write_text(
+        "models: [NARM, SASRec]\ndatasets: [beauty]\nprefix_fallback: true\n"
+        "overrides: {train_objective: sequence}\n",
+        encoding="utf-8",
+    )
     plan = build_plan(plan_file=str(plan_file))
     assert plan.config_dict("NARM", "beauty", 0)["train_objective"] == "prefix"
     assert plan.describe()["prefix_fallback"] is True
@@ -212,12 +254,19 @@ def test_plan_file_can_ask_for_the_prefix_fallback(tmp_path):
 def _record(model: str, seed: int, regime: str, ndcg: float, fallback: bool = False) -> dict:
     plan = build_plan(protocol="hymoerec", datasets=["beauty"], overrides=dict(SEQUENCE))
     return {
-        "key": run_key(model, "beauty", seed), "model": model, "dataset": "beauty",
-        "seed": seed, "status": "ok", "prefix_fallback": fallback,
-        "plan": plan.describe(), "overrides": plan.config_dict(model, "beauty", seed),
+        "key": run_key(model, "beauty", seed),
+        "model": model,
+        "dataset": "beauty",
+        "seed": seed,
+        "status": "ok",
+        "prefix_fallback": fallback,
+        "plan": plan.describe(),
+        "overrides": plan.config_dict(model, "beauty", seed),
         "config": {"train_objective": regime, "valid_metric": "NDCG@10"},
         "test_result": {"hit@10": ndcg * 2, "ndcg@10": ndcg},
-        "epochs_run": 3, "train_time_per_epoch": 1.0, "n_params": 1000,
+        "epochs_run": 3,
+        "train_time_per_epoch": 1.0,
+        "n_params": 1000,
     }
 
 
@@ -227,8 +276,10 @@ def test_report_names_the_regime_of_every_table(tmp_path):
     for seed in (0, 1):
         append_record(os.path.join(out, RUNS_FILE), _record("HyMoERec", seed, "sequence", 0.05))
         append_record(os.path.join(out, RUNS_FILE), _record("SASRec", seed, "sequence", 0.04))
-        append_record(os.path.join(out, RUNS_FILE),
-                      _record("NARM", seed, "prefix", 0.06 + seed / 100, fallback=True))
+        append_record(
+            os.path.join(out, RUNS_FILE),
+            _record("NARM", seed, "prefix", 0.06 + seed / 100, fallback=True),
+        )
     write_report(out, plots=False)
     markdown = open(os.path.join(out, "report.md"), encoding="utf-8").read()
     label = "train_objective: sequence; NARM: prefix"

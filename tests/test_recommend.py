@@ -12,7 +12,6 @@ from recbole_moe import cli
 from recbole_moe.recommend import Recommender, UnknownIdError
 from recbole_moe.trainer import CheckpointMismatchError
 
-
 DATA_PATHS = {
     "recbole": {"data_path_mode": "recbole"},
     "lean-grouped": {"data_path_mode": "lean", "train_batch_order": "length_grouped"},
@@ -25,8 +24,11 @@ def checkpoint(request, synth, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("rec")
     result = recbole_moe.run(
-        "SASRec", "synth", config_dict=tiny_config(synth.data_path, epochs=2, checkpoint_dir=str(out),
-                                                   **DATA_PATHS[request.param])
+        "SASRec",
+        "synth",
+        config_dict=tiny_config(
+            synth.data_path, epochs=2, checkpoint_dir=str(out), **DATA_PATHS[request.param]
+        ),
     )
     return result["model_file"]
 
@@ -45,23 +47,28 @@ def test_histories_are_each_users_latest_items_in_time_order(checkpoint, synth):
         items = [str(i) for i in rec.dataset.id2token(rec.iid_field, rec.histories[uid])]
         expected = [item for _, item in sorted(rows[user])]
         # the test input (the latest MAX_ITEM_LIST_LENGTH items before it) + the test item
-        assert items == expected[-(rec.max_len + 1):]
+        assert items == expected[-(rec.max_len + 1) :]
 
 
 def test_recommendations_are_the_top_k_of_full_sort_predict(checkpoint):
     rec = Recommender.load(checkpoint)
     users = ["1", "7", "42"]
     results = rec.recommend(users, topk=5)
-    for user, result in zip(users, results):
+    for user, result in zip(users, results, strict=False):
         uid = rec.dataset.field2token_id[rec.uid_field][user]
         history = rec.histories[uid]
         seq = torch.zeros(1, rec.max_len, dtype=torch.long)
-        recent = torch.as_tensor(history[-rec.max_len:])
+        recent = torch.as_tensor(history[-rec.max_len :])
         seq[0, : len(recent)] = recent
         from recbole.data.interaction import Interaction
 
-        inter = Interaction({rec.uid_field: torch.tensor([uid]), rec.item_seq_field: seq,
-                             rec.item_len_field: torch.tensor([len(recent)])})
+        inter = Interaction(
+            {
+                rec.uid_field: torch.tensor([uid]),
+                rec.item_seq_field: seq,
+                rec.item_len_field: torch.tensor([len(recent)]),
+            }
+        )
         with torch.no_grad():
             scores = rec.model.full_sort_predict(inter).view(-1)
         scores[0] = -torch.inf
@@ -78,7 +85,9 @@ def test_history_variant_follows_the_planted_pattern(checkpoint):
     result = rec.recommend_for_history(["10", "11", "12", "13"], topk=10)
     assert "14" in result.items
     assert not {"10", "11", "12", "13"} & set(result.items)
-    with_history = rec.recommend_for_history(["10", "11", "12", "13"], topk=10, exclude_history=False)
+    with_history = rec.recommend_for_history(
+        ["10", "11", "12", "13"], topk=10, exclude_history=False
+    )
     assert len(with_history.items) == 10
 
 
@@ -96,7 +105,10 @@ def test_refuses_a_checkpoint_of_another_model(checkpoint):
 
 
 def test_cli_recommend(checkpoint, capsys):
-    assert cli.main(["recommend", "--checkpoint", checkpoint, "--user", "3", "--topk", "4", "--json"]) == 0
+    assert (
+        cli.main(["recommend", "--checkpoint", checkpoint, "--user", "3", "--topk", "4", "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(out["3"]["items"]) == 4
     assert cli.main(["recommend", "--checkpoint", checkpoint, "--user", "nobody"]) == 2

@@ -21,14 +21,18 @@ class Interrupted(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("model, extra", [
-    ("SASRec", {}),
-    ("HyMoERec", {}),
-    ("SASRec", {"train_batch_order": "length_grouped"}),  # lean loader's own batch shuffling
-    ("HyMoERec", {"train_objective": "sequence"}),  # one sequence per user, user order restored
-])
-def test_resume_after_crash_reaches_the_same_metrics(model, extra, tiny_config, tmp_path,
-                                                     monkeypatch):
+@pytest.mark.parametrize(
+    "model, extra",
+    [
+        ("SASRec", {}),
+        ("HyMoERec", {}),
+        ("SASRec", {"train_batch_order": "length_grouped"}),  # lean loader's own batch shuffling
+        ("HyMoERec", {"train_objective": "sequence"}),  # one sequence per user, user order restored
+    ],
+)
+def test_resume_after_crash_reaches_the_same_metrics(
+    model, extra, tiny_config, tmp_path, monkeypatch
+):
     tiny_config.update(epochs=4, warmup_steps=20, **extra)  # HyMoERec's warm-up spans the crash
     full = recbole_moe.run(model, "synth", config_dict=dict(tiny_config))
 
@@ -63,7 +67,9 @@ def test_resume_after_crash_reaches_the_same_metrics(model, extra, tiny_config, 
 def test_resume_refuses_another_models_checkpoint(tiny_config):
     result = recbole_moe.run("SASRec", "synth", config_dict=dict(tiny_config))
     with pytest.raises(CheckpointMismatchError, match="made by model SASRec on dataset synth"):
-        recbole_moe.run("GRU4Rec", "synth", config_dict=dict(tiny_config, resume=result["model_file"]))
+        recbole_moe.run(
+            "GRU4Rec", "synth", config_dict=dict(tiny_config, resume=result["model_file"])
+        )
 
 
 def test_non_finite_loss_stops_training_with_epoch_batch_and_model(tiny_config, monkeypatch):

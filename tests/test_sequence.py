@@ -46,7 +46,7 @@ def test_one_sample_per_user_with_the_most_recent_training_window(synth):
             seen.add(int(user))
             n = int(lengths[row])
             train_items = histories[int(user)][:-2]  # validation and test items held out
-            window = train_items[-(L + 1):]
+            window = train_items[-(L + 1) :]
             got_in = dataset.id2token(iid_field, inputs[row, :n].numpy()).astype(int).tolist()
             got_out = dataset.id2token(iid_field, targets[row, :n].numpy()).astype(int).tolist()
             assert got_in == window[:-1]
@@ -72,40 +72,63 @@ def test_validation_and_test_items_never_reach_training(synth):
     _, dataset, train_data, valid_data, _, _ = build(
         "SASRec", root, "held", {"train_objective": "sequence", "MAX_ITEM_LIST_LENGTH": 50}
     )
-    held = {dataset.token2id(dataset.iid_field, str(t)) for t in
-            df.loc[last_two, "item_id:token"].tolist()}
+    held = {
+        dataset.token2id(dataset.iid_field, str(t))
+        for t in df.loc[last_two, "item_id:token"].tolist()
+    }
     for batch in train_data:
         used = set(batch["item_id_list"].unique().tolist()) | set(
-            batch[TARGET_LIST_FIELD].unique().tolist())
+            batch[TARGET_LIST_FIELD].unique().tolist()
+        )
         assert not used & held
     # ... while the validation targets are exactly such items
     valid_targets = set(valid_data._dataset.inter_feat[dataset.iid_field].tolist())
     assert valid_targets and valid_targets <= held
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"train_objective": "sequences"},
-     "train_objective='sequences': allowed values are prefix, sequence"),
-    ({"train_objective": "sequence", "train_negatives": -3}, "train_negatives=-3"),
-    ({"train_objective": "sequence", "train_batch_chunks": 0},
-     "train_batch_chunks=0: must be an integer >= 1"),
-    ({"train_objective": "sequence", "loss_type": "BPR"},
-     "loss_type='BPR' with train_objective='sequence'"),
-    ({"train_objective": "sequence", "data_path_mode": "recbole"}, "data_path_mode is 'recbole'"),
-    ({"train_objective": "sequence", "train_batch_order": "length_grouped"},
-     "train_batch_order='length_grouped' applies to train_objective='prefix'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"train_objective": "sequences"},
+            "train_objective='sequences': allowed values are prefix, sequence",
+        ),
+        ({"train_objective": "sequence", "train_negatives": -3}, "train_negatives=-3"),
+        (
+            {"train_objective": "sequence", "train_batch_chunks": 0},
+            "train_batch_chunks=0: must be an integer >= 1",
+        ),
+        (
+            {"train_objective": "sequence", "loss_type": "BPR"},
+            "loss_type='BPR' with train_objective='sequence'",
+        ),
+        (
+            {"train_objective": "sequence", "data_path_mode": "recbole"},
+            "data_path_mode is 'recbole'",
+        ),
+        (
+            {"train_objective": "sequence", "train_batch_order": "length_grouped"},
+            "train_batch_order='length_grouped' applies to train_objective='prefix'",
+        ),
+    ],
+)
 def test_bad_settings_are_refused_before_training(synth, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        recbole_moe.run("SASRec", "synth", config_dict=dict(
-            data_path=synth.data_path, state="WARNING", **overrides))
+        recbole_moe.run(
+            "SASRec",
+            "synth",
+            config_dict=dict(data_path=synth.data_path, state="WARNING", **overrides),
+        )
 
 
 def test_a_model_without_per_position_outputs_is_refused_before_any_data_is_loaded(tmp_path):
     # the data path does not even exist: the objective is checked first
     with pytest.raises(ConfigError, match="not available for model NARM.*train_objective='prefix'"):
-        recbole_moe.run("NARM", "nowhere", config_dict={
-            "data_path": str(tmp_path / "missing"), "train_objective": "sequence"})
+        recbole_moe.run(
+            "NARM",
+            "nowhere",
+            config_dict={"data_path": str(tmp_path / "missing"), "train_objective": "sequence"},
+        )
 
 
 def test_sampled_softmax_never_counts_the_positive_as_a_negative():
@@ -123,8 +146,12 @@ def test_sampled_softmax_never_counts_the_positive_as_a_negative():
         expected.append(-torch.log_softmax(logits, 0)[0])
     assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-6)
     full = position_cross_entropy(states, targets, weight)
-    manual = torch.stack([-torch.log_softmax(states[b, t] @ weight.t(), 0)[targets[b, t]]
-                          for b, t in [(0, 0), (0, 1), (1, 0)]]).mean()
+    manual = torch.stack(
+        [
+            -torch.log_softmax(states[b, t] @ weight.t(), 0)[targets[b, t]]
+            for b, t in [(0, 0), (0, 1), (1, 0)]
+        ]
+    ).mean()
     assert torch.allclose(full, manual, atol=1e-6)
 
 
@@ -138,14 +165,18 @@ def test_sequence_training_learns_and_is_reproducible(model, tiny_config, synth)
 
 
 def test_sampled_softmax_trains_too(tiny_config, synth):
-    result = recbole_moe.run("SASRec", "synth", config_dict=dict(
-        tiny_config, train_objective="sequence", train_negatives=16, epochs=4))
+    result = recbole_moe.run(
+        "SASRec",
+        "synth",
+        config_dict=dict(tiny_config, train_objective="sequence", train_negatives=16, epochs=4),
+    )
     assert result["test_result"]["hit@10"] > 3 * 10 / synth.n_items
 
 
 def test_recbole_sasrec_trained_on_sequences_stays_recboles_class(tiny_config):
-    result = recbole_moe.run("SASRec", "synth", config_dict=dict(
-        tiny_config, train_objective="sequence", epochs=1))
+    result = recbole_moe.run(
+        "SASRec", "synth", config_dict=dict(tiny_config, train_objective="sequence", epochs=1)
+    )
     _, model, *_ = recbole_moe.quick_start.load_model(result["model_file"])
     assert type(model) is SASRec
     checkpoint = torch.load(result["model_file"], map_location="cpu", weights_only=False)
@@ -154,7 +185,11 @@ def test_recbole_sasrec_trained_on_sequences_stays_recboles_class(tiny_config):
 
 def test_bert4rec_cloze_training_on_whole_sequences(tiny_config, synth):
     # one sample per user: 300 users need small batches to get enough steps in few epochs
-    result = recbole_moe.run("BERT4Rec", "synth", config_dict=dict(
-        tiny_config, train_objective="sequence", epochs=10, mask_ratio=0.3,
-        train_batch_size=16))
+    result = recbole_moe.run(
+        "BERT4Rec",
+        "synth",
+        config_dict=dict(
+            tiny_config, train_objective="sequence", epochs=10, mask_ratio=0.3, train_batch_size=16
+        ),
+    )
     assert result["test_result"]["hit@10"] > 2 * 10 / synth.n_items

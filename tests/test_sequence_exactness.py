@@ -406,8 +406,14 @@ def test_balance_loss_step_raises_router_entropy(cfg_root):
 
 # ------------------------------------------------------------ 6. batches computed in length groups
 HISTORIES = [
-    HISTORY_A, HISTORY_B, [5, 6], [7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19],
-    [20, 21, 22], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [14, 15],
+    HISTORY_A,
+    HISTORY_B,
+    [5, 6],
+    [7, 8, 9, 10],
+    [11, 12, 13, 14, 15, 16, 17, 18, 19],
+    [20, 21, 22],
+    [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+    [14, 15],
 ]
 
 
@@ -438,8 +444,9 @@ def test_chunked_batch_gives_the_batch_loss_and_gradient(cfg_root, name):
         loss = rec_part(SequenceObjective(model, 0, chunks)(sequence_batch(HISTORIES)))
         torch.testing.assert_close(loss, expected.detach(), rtol=1e-9, atol=1e-9)
         loss.backward()
-        grads[chunks] = {n: p.grad.clone() for n, p in model.named_parameters()
-                         if p.grad is not None}
+        grads[chunks] = {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        }
     assert grads[1].keys() == grads[3].keys() and grads[1]
     for key, value in grads[1].items():
         torch.testing.assert_close(grads[3][key], value, rtol=1e-7, atol=1e-10)

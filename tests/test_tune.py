@@ -74,11 +74,26 @@ def _hyperopt_quniform_support(low: float, high: float, q: float) -> set:
 def test_recbole_format_space_file_is_parsed_exactly(tmp_path):
     space = load_space(write(tmp_path / "space.hyper", RECBOLE_SPACE))
     params = {p.name: p for p in space}
-    assert list(params) == ["learning_rate", "embedding_size", "train_batch_size",
-                            "mlp_hidden_size", "dropout_prob", "n_experts",
-                            "hidden_dropout_prob", "topk"]
-    assert [p.kind for p in space] == ["loguniform", "choice", "choice", "choice", "uniform",
-                                       "quniform", "quniform", "choice"]
+    assert list(params) == [
+        "learning_rate",
+        "embedding_size",
+        "train_batch_size",
+        "mlp_hidden_size",
+        "dropout_prob",
+        "n_experts",
+        "hidden_dropout_prob",
+        "topk",
+    ]
+    assert [p.kind for p in space] == [
+        "loguniform",
+        "choice",
+        "choice",
+        "choice",
+        "uniform",
+        "quniform",
+        "quniform",
+        "choice",
+    ]
     assert params["learning_rate"].args == (-8.0, 0.0)  # log-space bounds, as hp.loguniform
     assert params["embedding_size"].args == (64, 96, 128)
     assert params["train_batch_size"].args == (512, 1024, 2048)
@@ -90,8 +105,9 @@ def test_recbole_format_space_file_is_parsed_exactly(tmp_path):
     assert params["n_experts"].grid_values() == [0, 3, 6, 9]
     assert set(params["n_experts"].grid_values()) == _hyperopt_quniform_support(1, 10, 3)
     assert params["hidden_dropout_prob"].grid_values() == [0.1, 0.2, 0.3, 0.4, 0.5]
-    assert {round(v, 9) for v in params["hidden_dropout_prob"].grid_values()} == \
-        _hyperopt_quniform_support(0.1, 0.5, 0.1)
+    assert {
+        round(v, 9) for v in params["hidden_dropout_prob"].grid_values()
+    } == _hyperopt_quniform_support(0.1, 0.5, 0.1)
     assert all(isinstance(v, int) for v in params["n_experts"].grid_values())
 
     # What trials receive: 300 random draws stay inside each distribution's support.
@@ -111,36 +127,58 @@ def test_recbole_format_space_file_is_parsed_exactly(tmp_path):
     assert {d["hidden_dropout_prob"] for d in drawn} == {0.1, 0.2, 0.3, 0.4, 0.5}
 
     # The YAML forms (RecBole's params_dict, and one entry per parameter) read the same.
-    grouped = load_space(write(tmp_path / "grouped.yaml", """\
+    grouped = load_space(
+        write(
+            tmp_path / "grouped.yaml",
+            """\
 loguniform: {learning_rate: [-8, 0]}
 choice: {embedding_size: [64, 96, 128]}
 quniform: {n_experts: [1, 10, 3]}
-"""))
-    per_param = load_space(write(tmp_path / "per_param.yml", """\
+""",
+        )
+    )
+    per_param = load_space(
+        write(
+            tmp_path / "per_param.yml",
+            """\
 learning_rate: {loguniform: [-8, 0]}
 embedding_size: choice [64,96,128]
 n_experts: {quniform: [1, 10, 3]}
-"""))
+""",
+        )
+    )
     expected = [params[n].describe() for n in ("learning_rate", "embedding_size", "n_experts")]
     assert grouped.describe() == expected
     assert per_param.describe() == expected
 
 
-@pytest.mark.parametrize("text, message", [
-    ("n_experts choice\n", "space.hyper:1: expected 'name type values'"),
-    ("n_experts choise [2,4]\n", "space.hyper:1: unknown type 'choise' for 'n_experts' (did you "
-                                 "mean 'choice'?)"),
-    ("# ok\n\nlearning_rate loguniform -8\n", "space.hyper:3: loguniform needs low and high"),
-    ("dropout_prob uniform 0.5,0.1\n", "space.hyper:1: empty range: uniform for 'dropout_prob'"),
-    ("learning_rate loguniform -2,-8\n", "empty range: loguniform for 'learning_rate' has log "
-                                         "bounds low -2 above high -8"),
-    ("n_experts choice []\n", "space.hyper:1: empty range: choice for 'n_experts'"),
-    ("n_experts quniform 2,8,0\n", "quniform step q for 'n_experts' must be > 0"),
-    ("n_experts choice [2,\n", "space.hyper:1: choice values for 'n_experts' must be a list"),
-    ("top_k choice [1]\ntop_k choice [2]\n", "space.hyper:2: 'top_k' is defined twice (also at "
-                                             "space.hyper:1)"),
-    ("\n# nothing\n", "no parameter to search"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("n_experts choice\n", "space.hyper:1: expected 'name type values'"),
+        (
+            "n_experts choise [2,4]\n",
+            "space.hyper:1: unknown type 'choise' for 'n_experts' (did you mean 'choice'?)",
+        ),
+        ("# ok\n\nlearning_rate loguniform -8\n", "space.hyper:3: loguniform needs low and high"),
+        (
+            "dropout_prob uniform 0.5,0.1\n",
+            "space.hyper:1: empty range: uniform for 'dropout_prob'",
+        ),
+        (
+            "learning_rate loguniform -2,-8\n",
+            "empty range: loguniform for 'learning_rate' has log bounds low -2 above high -8",
+        ),
+        ("n_experts choice []\n", "space.hyper:1: empty range: choice for 'n_experts'"),
+        ("n_experts quniform 2,8,0\n", "quniform step q for 'n_experts' must be > 0"),
+        ("n_experts choice [2,\n", "space.hyper:1: choice values for 'n_experts' must be a list"),
+        (
+            "top_k choice [1]\ntop_k choice [2]\n",
+            "space.hyper:2: 'top_k' is defined twice (also at space.hyper:1)",
+        ),
+        ("\n# nothing\n", "no parameter to search"),
+    ],
+)
 def test_malformed_space_names_file_and_line(tmp_path, text, message):
     with pytest.raises(SpaceError) as info:
         load_space(write(tmp_path / "space.hyper", text))
@@ -159,36 +197,70 @@ def test_loguniform_with_real_bounds_is_flagged(tmp_path):
 
 
 def _bad_storage_urls():
-    urls = [("sqlite:////no/such/folder/study.db", "is unreachable: folder /no/such/folder "
-                                                   "does not exist")]
+    urls = [
+        (
+            "sqlite:////no/such/folder/study.db",
+            "is unreachable: folder /no/such/folder does not exist",
+        )
+    ]
     try:
         import psycopg2  # noqa: F401
 
-        urls.append(("postgresql://tune:secret@127.0.0.1:1/tune",
-                     "storage postgresql://tune:***@127.0.0.1:1/tune is unreachable"))
+        urls.append(
+            (
+                "postgresql://tune:secret@127.0.0.1:1/tune",
+                "storage postgresql://tune:***@127.0.0.1:1/tune is unreachable",
+            )
+        )
     except ImportError:
         pass
     return urls
 
 
-@pytest.mark.parametrize("space, extra, message", [
-    ("n_expert choice [2,4]\n", [],
-     "unknown parameter 'n_expert': HyMoERec's resolved config has no such setting; did you "
-     "mean 'n_experts'?"),
-    ("n_experts choice [2,4]\nlearning_rate loguniform -8\n", [],
-     "space.hyper:2: loguniform needs low and high, found '-8'"),
-    ("hidden_dropout_prob uniform 0.4,0.2\n", [], "space.hyper:1: empty range"),
-    ("n_experts choice [2,4]\n", ["--n_experts=4"], "'n_experts' is searched and also fixed"),
-    ("learning_rate loguniform -8,-4\n", ["--sampler", "grid"],
-     "grid search needs a finite set of values, but 'learning_rate' is loguniform"),
-] + [("n_experts choice [2,4]\n", ["--storage", url], message)
-     for url, message in _bad_storage_urls()])
-def test_bad_input_is_one_line_and_writes_nothing(synth, tmp_path, capsys, space, extra,
-                                                  message):
+@pytest.mark.parametrize(
+    "space, extra, message",
+    [
+        (
+            "n_expert choice [2,4]\n",
+            [],
+            "unknown parameter 'n_expert': HyMoERec's resolved config has no such setting; did you "
+            "mean 'n_experts'?",
+        ),
+        (
+            "n_experts choice [2,4]\nlearning_rate loguniform -8\n",
+            [],
+            "space.hyper:2: loguniform needs low and high, found '-8'",
+        ),
+        ("hidden_dropout_prob uniform 0.4,0.2\n", [], "space.hyper:1: empty range"),
+        ("n_experts choice [2,4]\n", ["--n_experts=4"], "'n_experts' is searched and also fixed"),
+        (
+            "learning_rate loguniform -8,-4\n",
+            ["--sampler", "grid"],
+            "grid search needs a finite set of values, but 'learning_rate' is loguniform",
+        ),
+    ]
+    + [
+        ("n_experts choice [2,4]\n", ["--storage", url], message)
+        for url, message in _bad_storage_urls()
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(synth, tmp_path, capsys, space, extra, message):
     path = write(tmp_path / "space.hyper", space)
     before = set(os.listdir(tmp_path))
-    code = main(["--model", "HyMoERec", "--dataset", "synth", "--params", path, "--out",
-                 str(tmp_path / "out"), *extra, *as_argv(fixed_settings(synth.data_path))])
+    code = main(
+        [
+            "--model",
+            "HyMoERec",
+            "--dataset",
+            "synth",
+            "--params",
+            path,
+            "--out",
+            str(tmp_path / "out"),
+            *extra,
+            *as_argv(fixed_settings(synth.data_path)),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("recbole-moe tune: error: ")
@@ -210,9 +282,16 @@ n_experts choice [2,4]
 
 def test_three_trial_study_writes_tables_plots_and_a_rerun_command(synth, tmp_path):
     path = write(tmp_path / "space.hyper", SPACE)
-    info = recbole_moe.tune("HyMoERec", "synth", path, trials=3, sampler="random",
-                            sampler_seed=0, config_dict=fixed_settings(synth.data_path),
-                            out=str(tmp_path / "study"))
+    info = recbole_moe.tune(
+        "HyMoERec",
+        "synth",
+        path,
+        trials=3,
+        sampler="random",
+        sampler_seed=0,
+        config_dict=fixed_settings(synth.data_path),
+        out=str(tmp_path / "study"),
+    )
     assert info["states"] == {"complete": 3}
     assert info["n_trials"] == 3
     best = info["best"]
@@ -225,12 +304,15 @@ def test_three_trial_study_writes_tables_plots_and_a_rerun_command(synth, tmp_pa
     with open(out / "trials.csv", newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     assert [row["trial"] for row in table] == ["0", "1", "2"]
-    assert {"NDCG@10", "learning_rate", "n_experts", "valid_ndcg@10", "test_ndcg@10"} <= \
-        set(table[0])
+    assert {"NDCG@10", "learning_rate", "n_experts", "valid_ndcg@10", "test_ndcg@10"} <= set(
+        table[0]
+    )
     markdown = (out / "trials.md").read_text(encoding="utf-8")
     assert f"## Best trial: #{best['trial']}" in markdown and best["command"] in markdown
-    assert json.loads((out / "best.json").read_text(encoding="utf-8"))["best"]["trial"] == \
-        best["trial"]
+    assert (
+        json.loads((out / "best.json").read_text(encoding="utf-8"))["best"]["trial"]
+        == best["trial"]
+    )
     pytest.importorskip("matplotlib")
     assert (out / "history.png").is_file() and (out / "importance.png").is_file()
     assert not list(out.glob("*.tmp-*"))  # atomic writes leave no temporary file
@@ -241,14 +323,22 @@ def test_three_trial_study_writes_tables_plots_and_a_rerun_command(synth, tmp_pa
 
     words = shlex.split(best["command"])
     assert words[:5] == ["recbole-moe", "--model", "HyMoERec", "--dataset", "synth"]
-    rerun = recbole_moe.run("HyMoERec", "synth", config_dict=parse_overrides(words[5:]),
-                            saved=False)
+    rerun = recbole_moe.run(
+        "HyMoERec", "synth", config_dict=parse_overrides(words[5:]), saved=False
+    )
     assert rerun["best_valid_score"] == pytest.approx(best["value"])
 
     # A second call with the same settings has nothing left to do.
-    again = recbole_moe.tune("HyMoERec", "synth", path, trials=3, sampler="random",
-                             sampler_seed=0, config_dict=fixed_settings(synth.data_path),
-                             out=str(tmp_path / "study"))
+    again = recbole_moe.tune(
+        "HyMoERec",
+        "synth",
+        path,
+        trials=3,
+        sampler="random",
+        sampler_seed=0,
+        config_dict=fixed_settings(synth.data_path),
+        out=str(tmp_path / "study"),
+    )
     assert again["n_trials"] == 3 and again["best"] == info["best"]
 
 
@@ -256,13 +346,34 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
     path = write(tmp_path / "space.hyper", SPACE)
     out = tmp_path / "study"
     storage = f"sqlite:///{out / 'study.db'}"
-    argv = ["--model", "HyMoERec", "--dataset", "synth", "--params", path, "--trials", "3",
-            "--sampler", "random", "--sampler_seed", "1", "--pruner", "none", "--out", str(out),
-            "--no_plots", *as_argv(fixed_settings(synth.data_path, epochs=8))]
+    argv = [
+        "--model",
+        "HyMoERec",
+        "--dataset",
+        "synth",
+        "--params",
+        path,
+        "--trials",
+        "3",
+        "--sampler",
+        "random",
+        "--sampler_seed",
+        "1",
+        "--pruner",
+        "none",
+        "--out",
+        str(out),
+        "--no_plots",
+        *as_argv(fixed_settings(synth.data_path, epochs=8)),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    worker = subprocess.Popen([sys.executable, "-m", "recbole_moe.tuning", *argv], env=env,
-                              cwd=str(tmp_path), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "recbole_moe.tuning", *argv],
+        env=env,
+        cwd=str(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     try:
         # Kill the worker once trial 0 is finished and trial 1 has validated two epochs.
@@ -276,8 +387,11 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
                 trials = load(storage, "HyMoERec-synth").get_trials()
             except Exception:  # noqa: BLE001 - the study may not exist yet
                 continue
-            if len(trials) >= 2 and trials[0].state.name == "COMPLETE" and \
-                    len(trials[1].intermediate_values) >= 2:
+            if (
+                len(trials) >= 2
+                and trials[0].state.name == "COMPLETE"
+                and len(trials[1].intermediate_values) >= 2
+            ):
                 break
     finally:
         worker.send_signal(signal.SIGKILL)
@@ -300,17 +414,31 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
     assert len({t.user_attrs.get("retry_of", t.number) for t in after}) == 3
     # the rerun's sampler does not replay the first run's draws (same --sampler_seed)
     assert not any("duplicate_of" in t.user_attrs for t in after)
-    trained = [t for t in after if t.params == first.params and "duplicate_of" not in t.user_attrs
-               and t.state.name == "COMPLETE"]
+    trained = [
+        t
+        for t in after
+        if t.params == first.params
+        and "duplicate_of" not in t.user_attrs
+        and t.state.name == "COMPLETE"
+    ]
     assert trained == [after[0]]
 
 
 def test_two_worker_processes_share_one_study(synth, tmp_path):
     path = write(tmp_path / "space.hyper", SPACE)
-    info = recbole_moe.tune("HyMoERec", "synth", path, trials=4, n_jobs=2, sampler="random",
-                            sampler_seed=0, pruner="none", plots=False,
-                            config_dict=fixed_settings(synth.data_path),
-                            out=str(tmp_path / "study"))
+    info = recbole_moe.tune(
+        "HyMoERec",
+        "synth",
+        path,
+        trials=4,
+        n_jobs=2,
+        sampler="random",
+        sampler_seed=0,
+        pruner="none",
+        plots=False,
+        config_dict=fixed_settings(synth.data_path),
+        out=str(tmp_path / "study"),
+    )
     assert info["worker_exit_codes"] == [0, 0]
     trials = load(f"sqlite:///{tmp_path / 'study' / 'study.db'}", "HyMoERec-synth").get_trials()
     assert all(t.state.name == "COMPLETE" for t in trials)
@@ -336,9 +464,18 @@ def test_a_trial_reporting_a_bad_value_is_pruned(synth, tmp_path, monkeypatch):
     for lr in (0.001, 0.002, 0.003, 0.001):
         study.enqueue_trial({"learning_rate": lr})
     path = write(tmp_path / "space.hyper", "learning_rate choice [0.001, 0.002, 0.003]\n")
-    info = recbole_moe.tune("SASRec", "synth", path, trials=4, study="prune", storage=storage,
-                            pruner_startup_trials=1, plots=False, out=str(tmp_path / "out"),
-                            config_dict=fixed_settings(synth.data_path, epochs=3))
+    info = recbole_moe.tune(
+        "SASRec",
+        "synth",
+        path,
+        trials=4,
+        study="prune",
+        storage=storage,
+        pruner_startup_trials=1,
+        plots=False,
+        out=str(tmp_path / "out"),
+        config_dict=fixed_settings(synth.data_path, epochs=3),
+    )
     trials = load(storage, "prune").get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "PRUNED", "COMPLETE"]
     assert trials[0].value == 0.5 and trials[0].user_attrs["epochs"] == 3

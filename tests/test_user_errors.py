@@ -28,9 +28,21 @@ LOAD_COL = "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}"
 def tiny(data_path: str, dataset: str = "synth", model: str = "SASRec") -> list[str]:
     """A fast, valid command line on the synthetic data (``make_synthetic_dataset``, through
     the ``synth`` fixture); each case appends its bad part."""
-    return ["--model", model, "--dataset", dataset, "--data_path", data_path, "--epochs=1",
-            "--hidden_size=16", "--inner_size=32", "--MAX_ITEM_LIST_LENGTH=20",
-            "--show_progress=false", "--state=WARNING", LOAD_COL]
+    return [
+        "--model",
+        model,
+        "--dataset",
+        dataset,
+        "--data_path",
+        data_path,
+        "--epochs=1",
+        "--hidden_size=16",
+        "--inner_size=32",
+        "--MAX_ITEM_LIST_LENGTH=20",
+        "--show_progress=false",
+        "--state=WARNING",
+        LOAD_COL,
+    ]
 
 
 # (id, extra arguments, substrings the one-line error must contain)
@@ -42,25 +54,52 @@ SETTINGS = [
     ("topk-negative", ["--topk=[5, -1]"], ["topk=[5, -1]"]),
     ("seed-text", ["--seed=abc"], ["seed='abc'", "integer"]),
     ("seed-negative", ["--seed", "-3"], ["seed=-3"]),
-    ("split-mode", ["--eval_args={'split': {'XS': [0.8, 0.1, 0.1]}, 'order': 'TO'}"],
-     ["'XS'", "RS", "LS", "TS"]),
-    ("split-ratios", ["--eval_args={'split': {'RS': [0.8, 0.2]}, 'order': 'TO'}"],
-     ["[0.8, 0.2]", "three ratios"]),
-    ("split-leave-one", ["--eval_args={'split': {'LS': 'valid_test'}, 'order': 'TO'}"],
-     ["'valid_test'", "valid_and_test"]),
-    ("order", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TX'}"],
-     ["'TX'", "did you mean 'TO'"]),
-    ("group-by", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', "
-                  "'group_by': 'item'}"], ["'item'", "'user' or 'none'"]),
-    ("eval-mode", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', "
-                   "'mode': 'uni0'}"], ["'uni0'", "uniN"]),
-    ("eval-args-key", ["--eval_args={'split': {'LS': 'valid_and_test'}, 'ordre': 'TO'}"],
-     ["'ordre'", "did you mean 'order'"]),
+    (
+        "split-mode",
+        ["--eval_args={'split': {'XS': [0.8, 0.1, 0.1]}, 'order': 'TO'}"],
+        ["'XS'", "RS", "LS", "TS"],
+    ),
+    (
+        "split-ratios",
+        ["--eval_args={'split': {'RS': [0.8, 0.2]}, 'order': 'TO'}"],
+        ["[0.8, 0.2]", "three ratios"],
+    ),
+    (
+        "split-leave-one",
+        ["--eval_args={'split': {'LS': 'valid_test'}, 'order': 'TO'}"],
+        ["'valid_test'", "valid_and_test"],
+    ),
+    (
+        "order",
+        ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TX'}"],
+        ["'TX'", "did you mean 'TO'"],
+    ),
+    (
+        "group-by",
+        ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'group_by': 'item'}"],
+        ["'item'", "'user' or 'none'"],
+    ),
+    (
+        "eval-mode",
+        ["--eval_args={'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'mode': 'uni0'}"],
+        ["'uni0'", "uniN"],
+    ),
+    (
+        "eval-args-key",
+        ["--eval_args={'split': {'LS': 'valid_and_test'}, 'ordre': 'TO'}"],
+        ["'ordre'", "did you mean 'order'"],
+    ),
     ("valid-metric-topk", ["--valid_metric", "NDCG@50"], ["valid_metric='NDCG@50'", "NDCG@10"]),
-    ("valid-metric-name", ["--valid_metric=NDGC@10"], ["valid_metric='NDGC@10'",
-                                                      "did you mean 'NDCG@10'"]),
-    ("learner", ["--learner", "adamm"], ["learner='adamm'", "did you mean 'adam'",
-                                         "silently train with Adam"]),
+    (
+        "valid-metric-name",
+        ["--valid_metric=NDGC@10"],
+        ["valid_metric='NDGC@10'", "did you mean 'NDCG@10'"],
+    ),
+    (
+        "learner",
+        ["--learner", "adamm"],
+        ["learner='adamm'", "did you mean 'adam'", "silently train with Adam"],
+    ),
     ("train-batch-size", ["--train_batch_size=0"], ["train_batch_size=0", ">= 1"]),
     ("eval-batch-size", ["--eval_batch_size", "many"], ["eval_batch_size='many'"]),
     ("epochs-float", ["--epochs=1.5"], ["epochs=1.5", "integer"]),
@@ -70,8 +109,11 @@ SETTINGS = [
     ("bool", ["--show_progress=maybe"], ["show_progress='maybe'", "true or false"]),
     ("interval", ["--user_inter_num_interval=[5,inf"], ["'[5,inf'", "not an interval"]),
     ("clip-grad-norm", ["--clip_grad_norm={'max_norm': -1}"], ["clip_grad_norm=", "max_norm"]),
-    ("neg-sampling", ["--train_neg_sample_args={'distribution': 'gaussian'}"],
-     ["'gaussian'", "uniform, popularity"]),
+    (
+        "neg-sampling",
+        ["--train_neg_sample_args={'distribution': 'gaussian'}"],
+        ["'gaussian'", "uniform, popularity"],
+    ),
     ("transform", ["--transform=mask"], ["transform='mask'", "mask_itemseq"]),
     ("rm-dup", ["--rm_dup_inter=all"], ["rm_dup_inter='all'", "first, last"]),
     ("encoding", ["--encoding=utf-9"], ["encoding='utf-9'"]),
@@ -82,27 +124,49 @@ SETTINGS = [
 
 # (id, .inter content or None for no file, extra arguments, substrings)
 FILES = [
-    ("non-numeric-float", HEADER + GOOD_ROWS + "3\t5\tyesterday\n", [],
-     ["line 14", "'yesterday'", "timestamp:float"]),
+    (
+        "non-numeric-float",
+        HEADER + GOOD_ROWS + "3\t5\tyesterday\n",
+        [],
+        ["line 14", "'yesterday'", "timestamp:float"],
+    ),
     ("empty-user", HEADER + GOOD_ROWS + "\t5\t7\n", [], ["line 14", "user_id is empty"]),
     ("na-item", HEADER + GOOD_ROWS + "3\tNA\t7\n", [], ["line 14", "'NA'", "item_id:token"]),
     ("too-many-fields", HEADER + GOOD_ROWS + "3\t5\t7\t9\n", [], ["line 14", "4 fields"]),
-    ("header-type", HEADER.replace(":float", ":date") + GOOD_ROWS, [],
-     ["line 1", "'timestamp:date'"]),
+    (
+        "header-type",
+        HEADER.replace(":float", ":date") + GOOD_ROWS,
+        [],
+        ["line 1", "'timestamp:date'"],
+    ),
     ("empty-file", "", [], ["the file is empty"]),
     ("header-only", HEADER, [], ["no rows after the header"]),
     ("windows-line-ends", (HEADER + GOOD_ROWS).replace("\n", "\r\n"), [], ["Windows line ends"]),
-    ("wrong-separator", (HEADER + GOOD_ROWS).replace("\t", ","), [],
-     ["not separated by field_separator"]),
-    ("no-time-column", "user_id:token\titem_id:token\n"
-     + "".join(f"{u}\t{i}\n" for u in (1, 2) for i in (1, 2, 3)), [],
-     ["no 'timestamp' column", "TIME_FIELD", "sequential model SASRec"]),
-    ("time-not-loaded", HEADER + GOOD_ROWS, ["--load_col={'inter': ['user_id', 'item_id']}"],
-     ["load_col=", "'timestamp'", "unloaded"]),
-    ("float-seq", "user_id:token\titem_id:token\ttimestamp:float\tv:float_seq\n"
-     "1\t1\t0\t1 2\n1\t2\t1\t3 x\n", ["--load_col={'inter': ['user_id', 'item_id', "
-                                         "'timestamp', 'v']}"],
-     ["line 3", "element 'x'", "v:float_seq"]),
+    (
+        "wrong-separator",
+        (HEADER + GOOD_ROWS).replace("\t", ","),
+        [],
+        ["not separated by field_separator"],
+    ),
+    (
+        "no-time-column",
+        "user_id:token\titem_id:token\n"
+        + "".join(f"{u}\t{i}\n" for u in (1, 2) for i in (1, 2, 3)),
+        [],
+        ["no 'timestamp' column", "TIME_FIELD", "sequential model SASRec"],
+    ),
+    (
+        "time-not-loaded",
+        HEADER + GOOD_ROWS,
+        ["--load_col={'inter': ['user_id', 'item_id']}"],
+        ["load_col=", "'timestamp'", "unloaded"],
+    ),
+    (
+        "float-seq",
+        "user_id:token\titem_id:token\ttimestamp:float\tv:float_seq\n1\t1\t0\t1 2\n1\t2\t1\t3 x\n",
+        ["--load_col={'inter': ['user_id', 'item_id', 'timestamp', 'v']}"],
+        ["line 3", "element 'x'", "v:float_seq"],
+    ),
     ("dataset-missing", None, [], ["Dataset 'broken' was not found", "prepare"]),
 ]
 
@@ -110,8 +174,14 @@ FILES = [
 def _bad_checkpoints(root) -> dict[str, str]:
     paths = {}
     whole = root / "whole.pth"
-    torch.save({"config": {"model": "SASRec", "dataset": "synth"}, "state_dict": {},
-                "payload": torch.zeros(4096)}, whole)
+    torch.save(
+        {
+            "config": {"model": "SASRec", "dataset": "synth"},
+            "state_dict": {},
+            "payload": torch.zeros(4096),
+        },
+        whole,
+    )
     data = whole.read_bytes()
     (root / "truncated.pth").write_bytes(data[: len(data) // 2])
     paths["truncated"] = str(root / "truncated.pth")
@@ -135,15 +205,23 @@ CHECKPOINTS = [
     ("recommend-truncated", "recommend", "truncated", ["truncated.pth is truncated"]),
     ("recommend-text", "recommend", "text", ["text.pth is not a PyTorch checkpoint"]),
     ("recommend-empty", "recommend", "empty", ["empty.pth is empty"]),
-    ("recommend-weights-only", "recommend", "weights", ["weights.pth is not a RecBole",
-                                                         "no config, state_dict"]),
+    (
+        "recommend-weights-only",
+        "recommend",
+        "weights",
+        ["weights.pth is not a RecBole", "no config, state_dict"],
+    ),
     ("recommend-foreign-zip", "recommend", "foreign", ["foreign.pth cannot be read by torch"]),
     ("recommend-missing", "recommend", "missing", ["nowhere.pth does not exist"]),
     ("recommend-directory", "recommend", "directory", ["is a directory"]),
     ("resume-truncated", "resume", "truncated", ["truncated.pth is truncated"]),
     ("resume-text", "resume", "text", ["text.pth is not a PyTorch checkpoint"]),
-    ("resume-incomplete", "resume", "whole", ["whole.pth is not a RecBole training",
-                                              "epoch", "optimizer"]),
+    (
+        "resume-incomplete",
+        "resume",
+        "whole",
+        ["whole.pth is not a RecBole training", "epoch", "optimizer"],
+    ),
 ]
 
 # (id, the whole command line, substrings)
@@ -155,10 +233,16 @@ CLI_FORMS = [
     ("given-twice", ["--seed=1", "--seed", "2"], ["--seed given twice"]),
     ("list-split-by-shell", ["--topk", "[5,", "10]"], ["Unrecognised argument '10]'"]),
     ("unknown-model", ["--model", "SASRecc"], ["Unknown model 'SASRecc'", "SASRec"]),
-    ("missing-config-file", ["--config_files", "{tmp}/nope.yaml"], ["cannot read config file",
-                                                                    "nope.yaml"]),
-    ("recommend-topk", ["recommend", "--checkpoint", "x.pth", "--user", "1", "--topk", "0"],
-     ["--topk: 0"]),
+    (
+        "missing-config-file",
+        ["--config_files", "{tmp}/nope.yaml"],
+        ["cannot read config file", "nope.yaml"],
+    ),
+    (
+        "recommend-topk",
+        ["recommend", "--checkpoint", "x.pth", "--user", "1", "--topk", "0"],
+        ["--topk: 0"],
+    ),
     ("recommend-no-user", ["recommend", "--checkpoint", "x.pth"], ["--user", "--history"]),
 ]
 
@@ -181,6 +265,7 @@ def no_data_loaded(monkeypatch):
 
 def _with(base: list[str], extra: list[str]) -> list[str]:
     """``base + extra``, without the settings of ``base`` that ``extra`` gives again."""
+
     def key(arg: str) -> str:
         return arg.split("=", 1)[0]
 
@@ -219,13 +304,17 @@ def test_bad_setting_names_its_config_file(synth, tmp_path, capsys, no_data_load
     config_file = tmp_path / "mine.yaml"
     config_file.write_text("learner: adamw2\nmetrics: [Hit, NDCG]\n")
     code = cli.main(tiny(synth.data_path) + ["--config_files", str(config_file)])
-    _assert_refused(code, capsys.readouterr(),
-                    [f"learner='adamw2' (from config file {config_file})", "'adamw'"],
-                    no_data_loaded)
+    _assert_refused(
+        code,
+        capsys.readouterr(),
+        [f"learner='adamw2' (from config file {config_file})", "'adamw'"],
+        no_data_loaded,
+    )
 
 
-@pytest.mark.parametrize("content, extra, expected", [c[1:] for c in FILES],
-                         ids=[c[0] for c in FILES])
+@pytest.mark.parametrize(
+    "content, extra, expected", [c[1:] for c in FILES], ids=[c[0] for c in FILES]
+)
 def test_bad_data_file(content, extra, expected, tmp_path, capsys, no_data_loaded, monkeypatch):
     monkeypatch.delenv("RECBOLE_MOE_RAW_DATA", raising=False)
     folder = tmp_path / "data" / "broken"
@@ -240,8 +329,9 @@ def test_bad_data_file(content, extra, expected, tmp_path, capsys, no_data_loade
     assert not (tmp_path / "log").exists() and not (tmp_path / "saved").exists()
 
 
-@pytest.mark.parametrize("command, which, expected", [c[1:] for c in CHECKPOINTS],
-                         ids=[c[0] for c in CHECKPOINTS])
+@pytest.mark.parametrize(
+    "command, which, expected", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS]
+)
 def test_bad_checkpoint(command, which, expected, synth, tmp_path, capsys, no_data_loaded):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
@@ -254,8 +344,9 @@ def test_bad_checkpoint(command, which, expected, synth, tmp_path, capsys, no_da
     _assert_refused(code, capsys.readouterr(), expected, no_data_loaded)
 
 
-@pytest.mark.parametrize("argv, expected", [c[1:] for c in CLI_FORMS],
-                         ids=[c[0] for c in CLI_FORMS])
+@pytest.mark.parametrize(
+    "argv, expected", [c[1:] for c in CLI_FORMS], ids=[c[0] for c in CLI_FORMS]
+)
 def test_bad_command_line(argv, expected, synth, tmp_path, capsys, no_data_loaded):
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     if argv[0] != "recommend":
@@ -279,8 +370,12 @@ def test_enough_bad_inputs_are_covered():
 
 
 def test_key_value_and_key_equals_value_are_the_same():
-    assert cli.parse_overrides(["--data_path", "D", "--epochs", "2", "--lr=-1", "--x", "-0.5"]) \
-        == {"data_path": "D", "epochs": "2", "lr": "-1", "x": "-0.5"}
+    assert cli.parse_overrides(["--data_path", "D", "--epochs", "2", "--lr=-1", "--x", "-0.5"]) == {
+        "data_path": "D",
+        "epochs": "2",
+        "lr": "-1",
+        "x": "-0.5",
+    }
     assert cli.parse_overrides(["--topk", "[5, 10]"]) == cli.parse_overrides(["--topk=[5, 10]"])
 
 
@@ -296,8 +391,9 @@ def test_load_model_and_recommender_refuse_a_bad_checkpoint(tmp_path):
         Recommender.load(paths["text"])
 
 
-def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(synth, tmp_path, capsys,
-                                                                  monkeypatch):
+def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(
+    synth, tmp_path, capsys, monkeypatch
+):
     """The last line of defence, for an error in training (the run's log keeps the
     traceback) and before it (the run log is discarded; the traceback goes to an error log)."""
     import recbole_moe.data.lean as lean
@@ -336,18 +432,39 @@ def test_valid_run_prints_no_warning(synth, tmp_path):
     """A real ``recbole-moe`` process, every setting as ``--key value``: RecBole's internal
     warnings stay off the terminal and go to the run's log file."""
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "run_recbole_moe.py"), "--model", "SASRec",
-         "--dataset", "synth", "--data_path", synth.data_path, "--epochs", "1",
-         "--hidden_size", "16", "--inner_size", "32", "--MAX_ITEM_LIST_LENGTH", "20",
-         "--show_progress", "False",
-         "--load_col", "{'inter': ['user_id', 'item_id', 'timestamp']}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "run_recbole_moe.py"),
+            "--model",
+            "SASRec",
+            "--dataset",
+            "synth",
+            "--data_path",
+            synth.data_path,
+            "--epochs",
+            "1",
+            "--hidden_size",
+            "16",
+            "--inner_size",
+            "32",
+            "--MAX_ITEM_LIST_LENGTH",
+            "20",
+            "--show_progress",
+            "False",
+            "--load_col",
+            "{'inter': ['user_id', 'item_id', 'timestamp']}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert [line for line in output.splitlines() if re.search("warning", line, re.I)] == []
-    log_file = next(line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
-                    if line.startswith("log"))
+    log_file = next(
+        line.split(":", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("log")
+    )
     log = open(os.path.join(tmp_path, log_file), encoding="utf-8").read()
     assert "not shown on the terminal" in log and "GradScaler" in log

@@ -26,12 +26,21 @@ BAD_VALUES = [
     ({"attn_dropout_prob": -0.1}, "SASRec", r"attn_dropout_prob=-0.1 .*\[0, 1\)"),
     ({"MAX_ITEM_LIST_LENGTH": 1}, "SASRec", r"MAX_ITEM_LIST_LENGTH=1 .*>= 2"),
     ({"loss_type": "MSE"}, "SASRec", r"loss_type='MSE' .*'CE' and 'BPR'"),
-    ({"train_batch_order": "sorted"}, "SASRec",
-     r"train_batch_order='sorted': allowed values are random, length_grouped"),
-    ({"train_batch_order": "length_grouped"}, "BERT4Rec",
-     r"length_grouped.*model BERT4Rec is not one of them"),
-    ({"train_batch_order": "length_grouped", "data_path_mode": "recbole"}, "SASRec",
-     r"length_grouped' needs the lean data path; data_path_mode is 'recbole'"),
+    (
+        {"train_batch_order": "sorted"},
+        "SASRec",
+        r"train_batch_order='sorted': allowed values are random, length_grouped",
+    ),
+    (
+        {"train_batch_order": "length_grouped"},
+        "BERT4Rec",
+        r"length_grouped.*model BERT4Rec is not one of them",
+    ),
+    (
+        {"train_batch_order": "length_grouped", "data_path_mode": "recbole"},
+        "SASRec",
+        r"length_grouped' needs the lean data path; data_path_mode is 'recbole'",
+    ),
     ({"length_group_size": 0}, "SASRec", r"length_group_size=0 .*>= 1"),
 ]
 
@@ -49,23 +58,26 @@ def test_source_is_a_config_file_or_property_file(tiny_config, tmp_path):
     yaml_file.write_text("n_experts: 2\n")
     tiny_config["top_k"] = 3
     with pytest.raises(ConfigError) as info:
-        recbole_moe.run("HyMoERec", "synth", config_dict=tiny_config,
-                        config_file_list=[str(yaml_file)])
+        recbole_moe.run(
+            "HyMoERec", "synth", config_dict=tiny_config, config_file_list=[str(yaml_file)]
+        )
     assert f"n_experts=2 (from config file {yaml_file})" in str(info.value)
 
     del tiny_config["top_k"]
     yaml_file.write_text("top_k: 9\n")
     with pytest.raises(ConfigError) as info:
-        recbole_moe.run("HyMoERec", "synth", config_dict=tiny_config,
-                        config_file_list=[str(yaml_file)])
+        recbole_moe.run(
+            "HyMoERec", "synth", config_dict=tiny_config, config_file_list=[str(yaml_file)]
+        )
     message = str(info.value)
     assert f"top_k=9 (from config file {yaml_file})" in message
     assert "n_experts=4 (from property file" in message and "HyMoERec.yaml" in message
 
 
 def test_cli_names_the_command_line_and_exits_non_zero(synth, capsys):
-    code = cli.main(["--model", "HyMoERec", "--dataset", "synth", f"--data_path={synth.data_path}",
-                     "--top_k=7"])
+    code = cli.main(
+        ["--model", "HyMoERec", "--dataset", "synth", f"--data_path={synth.data_path}", "--top_k=7"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "top_k=7 (from the command line) must be between 1 and n_experts=4" in err
@@ -102,7 +114,10 @@ def test_unknown_key_warns_with_close_match(tiny_config, caplog):
     "content, pattern",
     [
         ("", r"the file is empty"),
-        ("user_id:token\titem_id:token\ttimestamp:date\n1\t1\t0\n", r"line 1: header column 'timestamp:date'"),
+        (
+            "user_id:token\titem_id:token\ttimestamp:date\n1\t1\t0\n",
+            r"line 1: header column 'timestamp:date'",
+        ),
         (
             "user_id:token\titem_id:token\ttimestamp:float\n1\t1\t0\n1\t2\tyesterday\n",
             r"line 3: non-numeric timestamp 'yesterday'",
@@ -119,5 +134,9 @@ def test_malformed_atomic_file(content, pattern, tiny_config, tmp_path):
         recbole_moe.run("SASRec", "broken", config_dict=tiny_config)
     assert str(inter) in str(info.value)
     assert not (tmp_path / "saved").exists()
-    leftover = [f for _, _, files in os.walk(tmp_path / "log") for f in files] if (tmp_path / "log").exists() else []
+    leftover = (
+        [f for _, _, files in os.walk(tmp_path / "log") for f in files]
+        if (tmp_path / "log").exists()
+        else []
+    )
     assert leftover == []

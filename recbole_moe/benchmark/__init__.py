@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from recbole_moe.benchmark.plans import PROTOCOLS, SCALES, Plan, build_plan
 from recbole_moe.benchmark.report import write_report
@@ -27,14 +27,20 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recbole-moe benchmark [run]",
         description="Train every (model, dataset, seed) of a plan with recbole_moe.run, append "
-                    "one JSON line per run to <out>/runs.jsonl (finished runs are skipped on "
-                    "rerun) and write the report. Any --key=value is a RecBole config override "
-                    "applied to every run.",
+        "one JSON line per run to <out>/runs.jsonl (finished runs are skipped on "
+        "rerun) and write the report. Any --key=value is a RecBole config override "
+        "applied to every run.",
     )
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS),
-                        help="paper preset: datasets, models, metrics and settings")
-    parser.add_argument("--scale", choices=sorted(SCALES),
-                        help="shrink the plan (cpu-smoke: few epochs, small models; labelled)")
+    parser.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        help="paper preset: datasets, models, metrics and settings",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        help="shrink the plan (cpu-smoke: few epochs, small models; labelled)",
+    )
     parser.add_argument("--plan", dest="plan_file", help="YAML plan file")
     parser.add_argument("--models", nargs="+", help="models (replace the preset's)")
     parser.add_argument("--datasets", nargs="+", help="datasets (replace the preset's)")
@@ -42,11 +48,15 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config_files", nargs="+", help="YAML config files for every run")
     parser.add_argument("--name", help="plan name (default: protocol-scale)")
     parser.add_argument("--out", help="output folder (default: benchmarks/results/<name>)")
-    parser.add_argument("--keep-checkpoints", action="store_true",
-                        help="keep each run's best checkpoint under <out>/saved")
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each run's best checkpoint under <out>/saved",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write the report")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the runs and their overrides, run nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the runs and their overrides, run nothing"
+    )
     return parser
 
 
@@ -59,9 +69,15 @@ def run_main(argv: Sequence[str]) -> int:
     try:
         overrides = parse_overrides(extra)
         plan = build_plan(
-            protocol=args.protocol, scale=args.scale, plan_file=args.plan_file,
-            models=args.models, datasets=args.datasets, seeds=args.seeds,
-            config_files=_split_files(args.config_files), overrides=overrides, name=args.name,
+            protocol=args.protocol,
+            scale=args.scale,
+            plan_file=args.plan_file,
+            models=args.models,
+            datasets=args.datasets,
+            seeds=args.seeds,
+            config_files=_split_files(args.config_files),
+            overrides=overrides,
+            name=args.name,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -69,10 +85,15 @@ def run_main(argv: Sequence[str]) -> int:
     if args.dry_run:
         print(f"plan {plan.name}: {plan.description}")
         for model, dataset, seed in plan.runs():
-            note = " (prefix: cannot train with sequence)" if plan.falls_back_to_prefix(
-                model, dataset) else ""
-            print(f"  {model:<10} {dataset:<12} seed {seed}: "
-                  f"{plan.config_dict(model, dataset, seed)}{note}")
+            note = (
+                " (prefix: cannot train with sequence)"
+                if plan.falls_back_to_prefix(model, dataset)
+                else ""
+            )
+            print(
+                f"  {model:<10} {dataset:<12} seed {seed}: "
+                f"{plan.config_dict(model, dataset, seed)}{note}"
+            )
         return 0
     try:
         command = " ".join(["python -m recbole_moe.benchmark"] + list(argv))
@@ -80,8 +101,10 @@ def run_main(argv: Sequence[str]) -> int:
     except ValueError as exc:
         print(f"recbole-moe benchmark: error: {exc}", file=sys.stderr)
         return 2
-    print(f"[benchmark] done: {counts['ok']} ok, {counts['failed']} failed, "
-          f"{counts['skipped']} skipped of {counts['total']}")
+    print(
+        f"[benchmark] done: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped of {counts['total']}"
+    )
     if not args.no_report:
         for path in write_report(out):
             print(f"[benchmark] wrote {path}")
@@ -93,7 +116,8 @@ def report_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="recbole-moe benchmark report",
         description="Write report.md, <dataset>.csv, efficiency.csv and PNG plots from "
-                    "<out>/runs.jsonl.")
+        "<out>/runs.jsonl.",
+    )
     parser.add_argument("out", help="benchmark output folder (holds runs.jsonl)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(list(argv))
@@ -107,7 +131,7 @@ def report_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m recbole_moe.benchmark`` and ``recbole-moe benchmark``."""
     import recbole_moe  # noqa: F401  (applies the compatibility patches)
 

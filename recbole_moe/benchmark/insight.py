@@ -32,8 +32,10 @@ def _entropy(weights: list[float]) -> float:
 
 
 def _runs(records: list[dict], model: str) -> list[dict]:
-    return sorted((r for r in records if r.get("model") == model and r.get("epoch_stats")),
-                  key=lambda r: (r["dataset"], r["seed"]))
+    return sorted(
+        (r for r in records if r.get("model") == model and r.get("epoch_stats")),
+        key=lambda r: (r["dataset"], r["seed"]),
+    )
 
 
 def _fmt_list(values: list[float], digits: int = 3) -> str:
@@ -42,8 +44,11 @@ def _fmt_list(values: list[float], digits: int = 3) -> str:
 
 def insight_files(records: list[dict]) -> list[str]:
     """Names of the PNG files :func:`insight_plots` writes for ``records``."""
-    return [f"{dataset}_{model}_insight.png" for model in INSIGHT_MODELS
-            for dataset in sorted({r["dataset"] for r in _runs(records, model)})]
+    return [
+        f"{dataset}_{model}_insight.png"
+        for model in INSIGHT_MODELS
+        for dataset in sorted({r["dataset"] for r in _runs(records, model)})
+    ]
 
 
 def insight_section(records: list[dict]) -> list[str]:
@@ -52,34 +57,50 @@ def insight_section(records: list[dict]) -> list[str]:
     hymoe, fame = _runs(records, "HyMoERec"), _runs(records, "FAME")
     if not hymoe and not fame:
         return lines
-    lines += ["## Model insight", "",
-              "Statistics of the last trained epoch of each run (plots over training: "
-              "`<dataset>_<model>_insight.png`)."]
+    lines += [
+        "## Model insight",
+        "",
+        "Statistics of the last trained epoch of each run (plots over training: "
+        "`<dataset>_<model>_insight.png`).",
+    ]
     if hymoe:
-        lines += ["", "HyMoERec: α = σ(a)·w(t) per layer (the weight of the routed experts "
-                  "beside the dense branch), and per layer the share of routed tokens per "
-                  "expert with its normalised entropy (1: balanced, 0: collapsed onto one "
-                  "expert).", "",
-                  "| dataset | seed | epochs | α per layer | expert load per layer | "
-                  "load entropy per layer |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "HyMoERec: α = σ(a)·w(t) per layer (the weight of the routed experts "
+            "beside the dense branch), and per layer the share of routed tokens per "
+            "expert with its normalised entropy (1: balanced, 0: collapsed onto one "
+            "expert).",
+            "",
+            "| dataset | seed | epochs | α per layer | expert load per layer | "
+            "load entropy per layer |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in hymoe:
             last = r["epoch_stats"][-1]
             loads = "; ".join(_fmt_list(layer["token_fraction"], 2) for layer in last["layers"])
             entropy = _fmt_list([layer["load_entropy"] for layer in last["layers"]])
-            lines.append(f"| {r['dataset']} | {r['seed']} | {len(r['epoch_stats'])} | "
-                         f"{_fmt_list(last['alpha'])} | {loads or '–'} | {entropy} |")
+            lines.append(
+                f"| {r['dataset']} | {r['seed']} | {len(r['epoch_stats'])} | "
+                f"{_fmt_list(last['alpha'])} | {loads or '–'} | {entropy} |"
+            )
     if fame:
-        lines += ["", "FAME: mean gate weight per head (facet) and the normalised entropy of "
-                  "each head's mean router distribution over its query experts (1: the "
-                  "experts are mixed evenly, 0: one expert per head).", "",
-                  "| dataset | seed | epochs | gate per head | gate entropy | "
-                  "router entropy per head |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "FAME: mean gate weight per head (facet) and the normalised entropy of "
+            "each head's mean router distribution over its query experts (1: the "
+            "experts are mixed evenly, 0: one expert per head).",
+            "",
+            "| dataset | seed | epochs | gate per head | gate entropy | router entropy per head |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in fame:
             last = r["epoch_stats"][-1]
             router = _fmt_list([_entropy(head) for head in last["router"]])
-            lines.append(f"| {r['dataset']} | {r['seed']} | {len(r['epoch_stats'])} | "
-                         f"{_fmt_list(last['gate'])} | {_entropy(last['gate']):.3f} | "
-                         f"{router} |")
+            lines.append(
+                f"| {r['dataset']} | {r['seed']} | {len(r['epoch_stats'])} | "
+                f"{_fmt_list(last['gate'])} | {_entropy(last['gate']):.3f} | "
+                f"{router} |"
+            )
     return lines
 
 
@@ -105,25 +126,35 @@ def insight_plots(out: str, records: list[dict]) -> list[str]:
         for dataset in sorted({r["dataset"] for r in runs}):
             subset = [r for r in runs if r["dataset"] == dataset]
             if model == "HyMoERec":
-                panels = [("α per layer", lambda s: s["alpha"]),
-                          ("expert-load entropy per layer",
-                           lambda s: [layer["load_entropy"] for layer in s["layers"]])]
+                panels = [
+                    ("α per layer", lambda s: s["alpha"]),
+                    (
+                        "expert-load entropy per layer",
+                        lambda s: [layer["load_entropy"] for layer in s["layers"]],
+                    ),
+                ]
                 series_name = "layer"
             else:
-                panels = [("gate weight per head", lambda s: s["gate"]),
-                          ("router entropy per head",
-                           lambda s: [_entropy(head) for head in s["router"]])]
+                panels = [
+                    ("gate weight per head", lambda s: s["gate"]),
+                    ("router entropy per head", lambda s: [_entropy(head) for head in s["router"]]),
+                ]
                 series_name = "head"
-            fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8),
-                                     squeeze=False)
-            for ax, (title, get) in zip(axes[0], panels):
+            fig, axes = plt.subplots(
+                1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False
+            )
+            for ax, (title, get) in zip(axes[0], panels, strict=False):
                 for run in subset:
                     epochs, values = _series(run["epoch_stats"], get)
                     if values.ndim != 2 or not values.size:
                         continue
                     for k in range(values.shape[1]):
-                        ax.plot(epochs, values[:, k], linewidth=1,
-                                label=f"{series_name} {k}, seed {run['seed']}")
+                        ax.plot(
+                            epochs,
+                            values[:, k],
+                            linewidth=1,
+                            label=f"{series_name} {k}, seed {run['seed']}",
+                        )
                 ax.set_xlabel("epoch")
                 ax.set_title(f"{dataset} {model}: {title}")
                 ax.legend(fontsize=6, ncol=2)

@@ -40,7 +40,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -61,8 +61,8 @@ class Plan:
     seeds: list[int]
     name: str = "benchmark"
     description: str = ""
-    protocol: Optional[str] = None
-    scale: Optional[str] = None
+    protocol: str | None = None
+    scale: str | None = None
     config_files: list[str] = field(default_factory=list)
     #: Preset / plan-file layers, lowest priority first; each may hold the keys
     #: ``overrides``, ``dataset_overrides``, ``model_overrides``, ``model_dataset_overrides``.
@@ -141,8 +141,12 @@ class Plan:
 _COMMON_PROTOCOL: Overrides = {
     # Leave-one-out, full ranking (both specs, section 6); the dataset property files set the
     # split too, repeated here so a preset is self-contained.
-    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
-                  "mode": "full"},
+    "eval_args": {
+        "split": {"LS": "valid_and_test"},
+        "order": "TO",
+        "group_by": "user",
+        "mode": "full",
+    },
     "metrics": ["Hit", "NDCG", "MRR"],
     "learning_rate": 0.001,
     "stopping_step": 10,
@@ -165,23 +169,37 @@ _MAMBA4REC_DROPOUT: dict[str, Overrides] = {
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "hymoerec": {
         "description": "HyMoERec paper protocol (spec sections 4-6): ML-1M (ml-1m-5core, "
-                       "3,416 items, as Mamba4Rec's official configuration) and Beauty, "
-                       "leave-one-out full ranking, HR/NDCG@5 headline (also @10, MRR@10), "
-                       "NARM/GRU4Rec/BERT4Rec/Mamba4Rec (+SASRec) baselines, model selection "
-                       "on validation NDCG@10, up to 200 epochs with early stopping (10); "
-                       "Mamba4Rec with its own settings (batch 2048, up to 300 epochs).",
+        "3,416 items, as Mamba4Rec's official configuration) and Beauty, "
+        "leave-one-out full ranking, HR/NDCG@5 headline (also @10, MRR@10), "
+        "NARM/GRU4Rec/BERT4Rec/Mamba4Rec (+SASRec) baselines, model selection "
+        "on validation NDCG@10, up to 200 epochs with early stopping (10); "
+        "Mamba4Rec with its own settings (batch 2048, up to 300 epochs).",
         "models": ["HyMoERec", "SASRec", "NARM", "GRU4Rec", "BERT4Rec", "Mamba4Rec"],
         "datasets": ["ml-1m-5core", "beauty"],
         "seeds": [0, 1, 2],
         "prefix_fallback": True,
-        "overrides": {**_COMMON_PROTOCOL, "topk": [5, 10, 20], "valid_metric": "NDCG@10",
-                      "epochs": 200, "train_batch_size": 256},
+        "overrides": {
+            **_COMMON_PROTOCOL,
+            "topk": [5, 10, 20],
+            "valid_metric": "NDCG@10",
+            "epochs": 200,
+            "train_batch_size": 256,
+        },
         "dataset_overrides": {
             # MovieLens settings for ML-1M, also used for the small ml-100k.
-            **{d: {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2,
-                   "MAX_ITEM_LIST_LENGTH": 200} for d in ("ml-1m", "ml-1m-5core", "ml-100k")},
-            "beauty": {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5,
-                       "MAX_ITEM_LIST_LENGTH": 50},
+            **{
+                d: {
+                    "hidden_dropout_prob": 0.2,
+                    "attn_dropout_prob": 0.2,
+                    "MAX_ITEM_LIST_LENGTH": 200,
+                }
+                for d in ("ml-1m", "ml-1m-5core", "ml-100k")
+            },
+            "beauty": {
+                "hidden_dropout_prob": 0.5,
+                "attn_dropout_prob": 0.5,
+                "MAX_ITEM_LIST_LENGTH": 50,
+            },
         },
         "model_overrides": {"Mamba4Rec": dict(_MAMBA4REC)},
         "model_dataset_overrides": {"Mamba4Rec": copy.deepcopy(_MAMBA4REC_DROPOUT)},
@@ -189,23 +207,38 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     },
     "fame": {
         "description": "FAME paper protocol (spec sections 4-6): Beauty, Sports, Toys and "
-                       "ML-20M, leave-one-out full ranking, HR/NDCG@{5,10,20}, model selection "
-                       "on validation NDCG@20, up to 300 epochs with early stopping (10); "
-                       "Mamba4Rec with its own batch size (2048) and dropout. Caser is not in "
-                       "the tables (add it with --models; it trains with prefix only). "
-                       "ML-20M raw data is not available here; its runs fail with a "
-                       "dataset-not-found record until it is prepared.",
+        "ML-20M, leave-one-out full ranking, HR/NDCG@{5,10,20}, model selection "
+        "on validation NDCG@20, up to 300 epochs with early stopping (10); "
+        "Mamba4Rec with its own batch size (2048) and dropout. Caser is not in "
+        "the tables (add it with --models; it trains with prefix only). "
+        "ML-20M raw data is not available here; its runs fail with a "
+        "dataset-not-found record until it is prepared.",
         "models": ["FAME", "SASRec", "HyMoERec", "Mamba4Rec", "GRU4Rec", "BERT4Rec"],
         "datasets": ["beauty", "sports", "toys", "ml-20m"],
         "seeds": [0, 1, 2],
         "prefix_fallback": True,
-        "overrides": {**_COMMON_PROTOCOL, "topk": [5, 10, 20], "valid_metric": "NDCG@20",
-                      "epochs": 300, "train_batch_size": 256},
+        "overrides": {
+            **_COMMON_PROTOCOL,
+            "topk": [5, 10, 20],
+            "valid_metric": "NDCG@20",
+            "epochs": 300,
+            "train_batch_size": 256,
+        },
         "dataset_overrides": {
-            **{d: {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5,
-                   "MAX_ITEM_LIST_LENGTH": 50} for d in ("beauty", "sports", "toys")},
-            "ml-20m": {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2,
-                       "MAX_ITEM_LIST_LENGTH": 200, "train_batch_size": 1024},
+            **{
+                d: {
+                    "hidden_dropout_prob": 0.5,
+                    "attn_dropout_prob": 0.5,
+                    "MAX_ITEM_LIST_LENGTH": 50,
+                }
+                for d in ("beauty", "sports", "toys")
+            },
+            "ml-20m": {
+                "hidden_dropout_prob": 0.2,
+                "attn_dropout_prob": 0.2,
+                "MAX_ITEM_LIST_LENGTH": 200,
+                "train_batch_size": 1024,
+            },
         },
         "model_overrides": {"Mamba4Rec": dict(_MAMBA4REC)},
         "model_dataset_overrides": {"Mamba4Rec": copy.deepcopy(_MAMBA4REC_DROPOUT)},
@@ -219,12 +252,16 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 SCALES: dict[str, dict[str, Any]] = {
     "cpu-smoke": {
         "description": "REDUCED (cpu-smoke): 2 epochs, hidden/embedding size 32, inner size 64, "
-                       "MAX_ITEM_LIST_LENGTH 20, 2 seeds; numbers are far below converged "
-                       "values and only show relative trends.",
+        "MAX_ITEM_LIST_LENGTH 20, 2 seeds; numbers are far below converged "
+        "values and only show relative trends.",
         "seeds": [0, 1],
         "overrides": {
-            "epochs": 2, "hidden_size": 32, "embedding_size": 32, "inner_size": 64,
-            "MAX_ITEM_LIST_LENGTH": 20, "train_batch_size": 512,
+            "epochs": 2,
+            "hidden_size": 32,
+            "embedding_size": 32,
+            "inner_size": 64,
+            "MAX_ITEM_LIST_LENGTH": 20,
+            "train_batch_size": 512,
             "stopping_step": 2,
         },
         "dataset_overrides": {},
@@ -258,15 +295,15 @@ def _layer(source: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_plan(
-    protocol: Optional[str] = None,
-    scale: Optional[str] = None,
-    plan_file: Optional[str] = None,
-    models: Optional[list[str]] = None,
-    datasets: Optional[list[str]] = None,
-    seeds: Optional[list[int]] = None,
-    config_files: Optional[list[str]] = None,
-    overrides: Optional[Overrides] = None,
-    name: Optional[str] = None,
+    protocol: str | None = None,
+    scale: str | None = None,
+    plan_file: str | None = None,
+    models: list[str] | None = None,
+    datasets: list[str] | None = None,
+    seeds: list[int] | None = None,
+    config_files: list[str] | None = None,
+    overrides: Overrides | None = None,
+    name: str | None = None,
 ) -> Plan:
     """Combine a preset, a YAML plan file and flags into one :class:`Plan`.
 
@@ -311,12 +348,16 @@ def build_plan(
         plan.models = list(model_map)
     if dataset_map:
         plan.datasets = list(dataset_map)
-    plan.layers.append(_layer({
-        "overrides": data.get("overrides") or {},
-        "model_overrides": {k: v for k, v in model_map.items() if v},
-        "dataset_overrides": {k: v for k, v in dataset_map.items() if v},
-        "model_dataset_overrides": data.get("model_dataset_overrides") or {},
-    }))
+    plan.layers.append(
+        _layer(
+            {
+                "overrides": data.get("overrides") or {},
+                "model_overrides": {k: v for k, v in model_map.items() if v},
+                "dataset_overrides": {k: v for k, v in dataset_map.items() if v},
+                "model_dataset_overrides": data.get("model_dataset_overrides") or {},
+            }
+        )
+    )
     if data.get("seeds") is not None:
         plan.seeds = [int(s) for s in data["seeds"]]
     plan.config_files = list(data.get("config_files") or [])
@@ -338,13 +379,16 @@ def build_plan(
     if config_files:
         plan.config_files = list(config_files)
     plan.overrides.update(overrides or {})
-    plan.name = name or data.get("name") or "-".join(
-        p for p in (protocol, scale) if p) or "benchmark"
+    plan.name = (
+        name or data.get("name") or "-".join(p for p in (protocol, scale) if p) or "benchmark"
+    )
     plan.description = " ".join(descriptions)
 
     if not plan.models or not plan.datasets:
-        raise ValueError("The plan needs models and datasets: pass --models and --datasets, "
-                         "a plan file, or --protocol.")
+        raise ValueError(
+            "The plan needs models and datasets: pass --models and --datasets, "
+            "a plan file, or --protocol."
+        )
     missing = [f for f in plan.config_files if not os.path.isfile(f)]
     if missing:
         raise ValueError(f"Config file(s) not found: {', '.join(missing)}.")

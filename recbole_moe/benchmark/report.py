@@ -28,15 +28,13 @@ import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import yaml
 
 from recbole_moe.benchmark.insight import insight_files, insight_plots, insight_section
 from recbole_moe.benchmark.plans import OUR_MODELS
-from recbole_moe.environment import describe_hardware
-from recbole_moe.files import atomic_write_text
 from recbole_moe.benchmark.runner import (
     PLAN_FILE,
     RUNS_FILE,
@@ -44,12 +42,21 @@ from recbole_moe.benchmark.runner import (
     read_runs,
     run_key,
 )
+from recbole_moe.environment import describe_hardware
+from recbole_moe.files import atomic_write_text
 
-PUBLISHED_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "reference", "published.yaml")
+PUBLISHED_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference", "published.yaml"
+)
 
-_METRIC_NAMES = {"hit": "HR", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall",
-                 "precision": "Precision", "map": "MAP"}
+_METRIC_NAMES = {
+    "hit": "HR",
+    "ndcg": "NDCG",
+    "mrr": "MRR",
+    "recall": "Recall",
+    "precision": "Precision",
+    "map": "MAP",
+}
 _METRIC_ORDER = ["hit", "ndcg", "mrr", "recall", "precision", "map"]
 
 
@@ -62,8 +69,11 @@ def metric_label(key: str) -> str:
 def record_regime(record: dict) -> str:
     """The training regime of a run: its resolved ``train_objective``, else the one in its
     overrides, else RecBole's ``prefix``."""
-    return ((record.get("config") or {}).get("train_objective")
-            or (record.get("overrides") or {}).get("train_objective") or "prefix")
+    return (
+        (record.get("config") or {}).get("train_objective")
+        or (record.get("overrides") or {}).get("train_objective")
+        or "prefix"
+    )
 
 
 def model_regimes(records: list[dict]) -> dict[str, str]:
@@ -86,8 +96,9 @@ def _regime_text(main: str, regimes: dict[str, str]) -> str:
     for model, regime in regimes.items():
         if regime != main:
             others.setdefault(regime, []).append(model)
-    return "; ".join([main] + [f"{', '.join(models)}: {regime}"
-                               for regime, models in others.items()])
+    return "; ".join(
+        [main] + [f"{', '.join(models)}: {regime}" for regime, models in others.items()]
+    )
 
 
 def regime_label(records: list[dict]) -> str:
@@ -157,10 +168,10 @@ class DatasetSummary:
         cell = self.cell(model)
         return model if cell is None or cell.regime == self.regime else f"{model} ({cell.regime})"
 
-    def cell(self, model: str) -> Optional[Cell]:
+    def cell(self, model: str) -> Cell | None:
         return next((c for c in self.cells if c.model == model), None)
 
-    def best(self, metric: str) -> Optional[str]:
+    def best(self, metric: str) -> str | None:
         """The model with the highest mean on ``metric``."""
         cells = [c for c in self.cells if metric in c.values]
         return max(cells, key=lambda c: c.mean(metric)).model if cells else None
@@ -211,9 +222,14 @@ def summarize(records: list[dict]) -> list[DatasetSummary]:
         regimes = model_regimes(rows)
         for model in dict.fromkeys(r["model"] for r in rows):
             runs = sorted((r for r in rows if r["model"] == model), key=lambda r: r["seed"])
-            cells.append(Cell(model, [r["seed"] for r in runs],
-                              {m: [float(r["test_result"][m]) for r in runs] for m in metrics},
-                              regimes[model]))
+            cells.append(
+                Cell(
+                    model,
+                    [r["seed"] for r in runs],
+                    {m: [float(r["test_result"][m]) for r in runs] for m in metrics},
+                    regimes[model],
+                )
+            )
         summary = DatasetSummary(dataset, metrics, cells, ours, regime=main_regime(rows))
         baselines = [c for c in cells if c.model not in ours]
         for cell in cells:
@@ -222,11 +238,23 @@ def summarize(records: list[dict]) -> list[DatasetSummary]:
             for metric in metrics:
                 base = max(baselines, key=lambda c: c.mean(metric))
                 p_value, n_pairs = paired_test(cell, base, metric)
-                improvement = ((cell.mean(metric) - base.mean(metric)) / base.mean(metric) * 100
-                               if base.mean(metric) else math.nan)
-                summary.comparisons.append(Comparison(
-                    cell.model, metric, base.model, cell.mean(metric), base.mean(metric),
-                    improvement, p_value, n_pairs))
+                improvement = (
+                    (cell.mean(metric) - base.mean(metric)) / base.mean(metric) * 100
+                    if base.mean(metric)
+                    else math.nan
+                )
+                summary.comparisons.append(
+                    Comparison(
+                        cell.model,
+                        metric,
+                        base.model,
+                        cell.mean(metric),
+                        base.mean(metric),
+                        improvement,
+                        p_value,
+                        n_pairs,
+                    )
+                )
         summaries.append(summary)
     return summaries
 
@@ -239,22 +267,26 @@ def efficiency_rows(records: list[dict]) -> list[dict]:
     for dataset, model in pairs:
         runs = [r for r in ok if r["dataset"] == dataset and r["model"] == model]
 
-        def mean(field_name: str) -> Optional[float]:
+        def mean(field_name: str, runs: list = runs) -> float | None:
             vals = [r.get(field_name) for r in runs if r.get(field_name) is not None]
             return float(np.mean(vals)) if vals else None
 
-        rows.append({
-            "dataset": dataset, "model": model,
-            "train_objective": model_regimes(runs)[model], "n_runs": len(runs),
-            "n_params": runs[0].get("n_params"),
-            "epochs_run": mean("epochs_run"),
-            "train_s_per_epoch": mean("train_time_per_epoch"),
-            "valid_s_per_epoch": mean("valid_time_per_epoch"),
-            "eval_s": mean("eval_time"),
-            "peak_rss_mib": mean("peak_rss_mib"),
-            "cuda_max_allocated_mib": mean("cuda_max_allocated_mib"),
-            "device": (runs[0].get("hardware") or {}).get("device"),
-        })
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "train_objective": model_regimes(runs)[model],
+                "n_runs": len(runs),
+                "n_params": runs[0].get("n_params"),
+                "epochs_run": mean("epochs_run"),
+                "train_s_per_epoch": mean("train_time_per_epoch"),
+                "valid_s_per_epoch": mean("valid_time_per_epoch"),
+                "eval_s": mean("eval_time"),
+                "peak_rss_mib": mean("peak_rss_mib"),
+                "cuda_max_allocated_mib": mean("cuda_max_allocated_mib"),
+                "device": (runs[0].get("hardware") or {}).get("device"),
+            }
+        )
     return rows
 
 
@@ -273,7 +305,7 @@ def load_published(path: str = PUBLISHED_FILE) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(value: Optional[float], digits: int = 4) -> str:
+def _fmt(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}"
@@ -297,8 +329,9 @@ def _p_text(p_value: float, n_pairs: int) -> str:
 
 
 def _config_summary(record: dict) -> str:
-    overrides = {k: v for k, v in record.get("overrides", {}).items()
-                 if k not in ("seed", "checkpoint_dir")}
+    overrides = {
+        k: v for k, v in record.get("overrides", {}).items() if k not in ("seed", "checkpoint_dir")
+    }
     return json.dumps(overrides, sort_keys=True)
 
 
@@ -310,8 +343,11 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
     seeds = sorted({r["seed"] for r in rows_ok})
     lines = [f"## {summary.dataset} (train_objective: {summary.regime_label})", ""]
     if plan.get("scale"):
-        lines += [f"**Reduced run (`--scale {plan['scale']}`): not comparable with converged or "
-                  "published numbers.**", ""]
+        lines += [
+            f"**Reduced run (`--scale {plan['scale']}`): not comparable with converged or "
+            "published numbers.**",
+            "",
+        ]
     if plan.get("description"):
         lines += [plan["description"], ""]
     commands = sorted({r.get("command", "") for r in rows_ok})
@@ -321,15 +357,20 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
         per_model.setdefault(_config_summary(r), []).append(r["model"])
     for config, models in per_model.items():
         names = ", ".join(dict.fromkeys(models))
-        lines.append(f"- Config overrides ({names}): `{config}`" if len(per_model) > 1
-                     else f"- Config overrides: `{config}`")
+        lines.append(
+            f"- Config overrides ({names}): `{config}`"
+            if len(per_model) > 1
+            else f"- Config overrides: `{config}`"
+        )
     if plan.get("config_files"):
         lines.append(f"- Config files: {', '.join(plan['config_files'])}")
     lines.append(f"- Training regime (`train_objective`): {summary.regime_label}")
     fallback = list(dict.fromkeys(r["model"] for r in rows_ok if r.get("prefix_fallback")))
     if fallback:
-        lines.append(f"- {', '.join(fallback)}: `prefix` because the plan asked for `sequence`, "
-                     "which these models cannot train with.")
+        lines.append(
+            f"- {', '.join(fallback)}: `prefix` because the plan asked for `sequence`, "
+            "which these models cannot train with."
+        )
     commits = sorted({r.get("commit") or "not recorded" for r in rows_ok})
     lines.append(f"- Code commit: {', '.join(commits)}")
     lines += [
@@ -355,46 +396,103 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
         rows.append(row)
     lines += _table(header, rows) + [""]
     if summary.comparisons:
-        lines += ["Our models against the strongest baseline of each column (relative "
-                  "improvement of the means; paired t-test across seeds, * p < 0.05; n/a: fewer than "
-                  "2 common seeds, or the same difference on every seed):", ""]
-        rows = [[summary.label(c.model), metric_label(c.metric), summary.label(c.baseline),
-                 _fmt(c.ours), _fmt(c.base),
-                 f"{c.improvement:+.1f}%" if not math.isnan(c.improvement) else "–",
-                 _p_text(c.p_value, c.n_pairs)] for c in summary.comparisons]
-        lines += _table(["Ours", "Metric", "Strongest baseline", "Ours mean", "Baseline mean",
-                         "Improv.", "p (paired t)"], rows) + [""]
+        lines += [
+            "Our models against the strongest baseline of each column (relative "
+            "improvement of the means; paired t-test across seeds, * p < 0.05; n/a: fewer than "
+            "2 common seeds, or the same difference on every seed):",
+            "",
+        ]
+        rows = [
+            [
+                summary.label(c.model),
+                metric_label(c.metric),
+                summary.label(c.baseline),
+                _fmt(c.ours),
+                _fmt(c.base),
+                f"{c.improvement:+.1f}%" if not math.isnan(c.improvement) else "–",
+                _p_text(c.p_value, c.n_pairs),
+            ]
+            for c in summary.comparisons
+        ]
+        lines += _table(
+            [
+                "Ours",
+                "Metric",
+                "Strongest baseline",
+                "Ours mean",
+                "Baseline mean",
+                "Improv.",
+                "p (paired t)",
+            ],
+            rows,
+        ) + [""]
     return lines
 
 
 def efficiency_section(rows: list[dict]) -> list[str]:
-    lines = ["## Efficiency", "",
-             "Means over seeds. Train s/epoch: one training epoch; eval s: the full-sort test "
-             "evaluation (all users × all items, best checkpoint reload included); "
-             "valid s/epoch: one full-sort validation pass; peak RSS: the process's peak "
-             "resident memory during the run (includes Python, torch and the dataset).", ""]
-    table = [[r["dataset"], r["model"], r["train_objective"],
-              f"{r['n_params']:,}" if r["n_params"] else "–",
-              _fmt(r["epochs_run"], 1), _fmt(r["train_s_per_epoch"], 2),
-              _fmt(r["valid_s_per_epoch"], 2), _fmt(r["eval_s"], 2), _fmt(r["peak_rss_mib"], 0),
-              _fmt(r["cuda_max_allocated_mib"], 0)] for r in rows]
-    return lines + _table(["Dataset", "Model", "train_objective", "Params", "Epochs",
-                           "Train s/epoch",
-                           "Valid s/epoch", "Eval s", "Peak RSS MiB", "CUDA max MiB"],
-                          table) + [""]
+    lines = [
+        "## Efficiency",
+        "",
+        "Means over seeds. Train s/epoch: one training epoch; eval s: the full-sort test "
+        "evaluation (all users × all items, best checkpoint reload included); "
+        "valid s/epoch: one full-sort validation pass; peak RSS: the process's peak "
+        "resident memory during the run (includes Python, torch and the dataset).",
+        "",
+    ]
+    table = [
+        [
+            r["dataset"],
+            r["model"],
+            r["train_objective"],
+            f"{r['n_params']:,}" if r["n_params"] else "–",
+            _fmt(r["epochs_run"], 1),
+            _fmt(r["train_s_per_epoch"], 2),
+            _fmt(r["valid_s_per_epoch"], 2),
+            _fmt(r["eval_s"], 2),
+            _fmt(r["peak_rss_mib"], 0),
+            _fmt(r["cuda_max_allocated_mib"], 0),
+        ]
+        for r in rows
+    ]
+    return (
+        lines
+        + _table(
+            [
+                "Dataset",
+                "Model",
+                "train_objective",
+                "Params",
+                "Epochs",
+                "Train s/epoch",
+                "Valid s/epoch",
+                "Eval s",
+                "Peak RSS MiB",
+                "CUDA max MiB",
+            ],
+            table,
+        )
+        + [""]
+    )
 
 
-def paper_section(summaries: list[DatasetSummary], published: list[dict],
-                  reduced: bool) -> list[str]:
+def paper_section(
+    summaries: list[DatasetSummary], published: list[dict], reduced: bool
+) -> list[str]:
     """Our means next to the published numbers for every dataset a reference reports."""
     lines = ["## Comparison with published numbers", ""]
     if reduced:
-        lines += ["**These runs are reduced (few epochs, small models): the differences below "
-                  "show how far a smoke run is from converged numbers, not a reproduction "
-                  "result.**", ""]
-    lines += ["Published values from `recbole_moe/reference/published.yaml` (copied from the "
-              "sources it names). Check the protocol column: sampled-negative or BCE-trained "
-              "numbers are not directly comparable with our full-ranking CE runs.", ""]
+        lines += [
+            "**These runs are reduced (few epochs, small models): the differences below "
+            "show how far a smoke run is from converged numbers, not a reproduction "
+            "result.**",
+            "",
+        ]
+    lines += [
+        "Published values from `recbole_moe/reference/published.yaml` (copied from the "
+        "sources it names). Check the protocol column: sampled-negative or BCE-trained "
+        "numbers are not directly comparable with our full-ranking CE runs.",
+        "",
+    ]
     rows = []
     for summary in summaries:
         for entry in published:
@@ -405,18 +503,44 @@ def paper_section(summaries: list[DatasetSummary], published: list[dict],
                 ours = cell.mean(metric) if cell is not None and metric in cell.values else None
                 diff = ours - value if ours is not None else None
                 rel = f"{diff / value * 100:+.1f}%" if diff is not None and value else "–"
-                rows.append([summary.dataset, entry["model"],
-                             cell.regime if cell is not None else "–", metric_label(metric),
-                             _mean_std(cell, metric) if ours is not None else "not run",
-                             _fmt(value), f"{diff:+.4f}" if diff is not None else "–", rel,
-                             entry["source"], entry.get("protocol", "")])
+                rows.append(
+                    [
+                        summary.dataset,
+                        entry["model"],
+                        cell.regime if cell is not None else "–",
+                        metric_label(metric),
+                        _mean_std(cell, metric) if ours is not None else "not run",
+                        _fmt(value),
+                        f"{diff:+.4f}" if diff is not None else "–",
+                        rel,
+                        entry["source"],
+                        entry.get("protocol", ""),
+                    ]
+                )
     if not rows:
         return lines + ["No published numbers for these datasets.", ""]
-    return lines + _table(["Dataset", "Model", "Ours: train_objective", "Metric", "Ours",
-                           "Published", "Diff", "Rel.", "Source", "Protocol"], rows) + [""]
+    return (
+        lines
+        + _table(
+            [
+                "Dataset",
+                "Model",
+                "Ours: train_objective",
+                "Metric",
+                "Ours",
+                "Published",
+                "Diff",
+                "Rel.",
+                "Source",
+                "Protocol",
+            ],
+            rows,
+        )
+        + [""]
+    )
 
 
-def status_section(latest: dict[str, dict], plan_cells: Optional[list]) -> list[str]:
+def status_section(latest: dict[str, dict], plan_cells: list | None) -> list[str]:
     failed = [r for r in latest.values() if r.get("status") != "ok"]
     missing = []
     if plan_cells:
@@ -426,8 +550,10 @@ def status_section(latest: dict[str, dict], plan_cells: Optional[list]) -> list[
     lines = ["## Failed and missing runs", ""]
     for r in failed:
         error = str(r.get("error", "")).splitlines()[0][:300] if r.get("error") else ""
-        lines.append(f"- failed: {r['model']} on {r['dataset']}, seed {r['seed']} "
-                     f"(train_objective {record_regime(r)}): {error}")
+        lines.append(
+            f"- failed: {r['model']} on {r['dataset']}, seed {r['seed']} "
+            f"(train_objective {record_regime(r)}): {error}"
+        )
     lines += [f"- not run yet: {key.replace('|', ' / ')}" for key in missing]
     return lines + [""]
 
@@ -452,12 +578,20 @@ def dataset_csv(path: str, summary: DatasetSummary) -> None:
         header += [f"{metric}_mean", f"{metric}_std", f"{metric}_best"]
     rows = []
     for cell in summary.cells:
-        row: list[Any] = [cell.model, cell.model in summary.ours, cell.regime, len(cell.seeds),
-                          " ".join(map(str, cell.seeds))]
+        row: list[Any] = [
+            cell.model,
+            cell.model in summary.ours,
+            cell.regime,
+            len(cell.seeds),
+            " ".join(map(str, cell.seeds)),
+        ]
         for metric in summary.metrics:
             std = cell.std(metric)
-            row += [repr(cell.mean(metric)), "" if math.isnan(std) else repr(std),
-                    summary.best(metric) == cell.model]
+            row += [
+                repr(cell.mean(metric)),
+                "" if math.isnan(std) else repr(std),
+                summary.best(metric) == cell.model,
+            ]
         rows.append(row)
     _write_csv(path, header, rows)
 
@@ -470,8 +604,10 @@ def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("[benchmark] matplotlib is not installed: skipping the PNG plots "
-              "(pip install matplotlib, or pip install recbole-moe[plots]).")
+        print(
+            "[benchmark] matplotlib is not installed: skipping the PNG plots "
+            "(pip install matplotlib, or pip install recbole-moe[plots])."
+        )
         return []
     written = []
     for summary in summaries:
@@ -482,9 +618,15 @@ def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]
         for i, cell in enumerate(summary.cells):
             means = [cell.mean(m) for m in summary.metrics]
             stds = [0.0 if math.isnan(cell.std(m)) else cell.std(m) for m in summary.metrics]
-            ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-                   label=summary.label(cell.model),
-                   hatch="//" if cell.model in summary.ours else None)
+            ax.bar(
+                x + (i - (n - 1) / 2) * width,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                label=summary.label(cell.model),
+                hatch="//" if cell.model in summary.ours else None,
+            )
         ax.set_xticks(x, [metric_label(m) for m in summary.metrics])
         ax.set_ylabel("test metric (mean ± std over seeds)")
         ax.set_title(f"{summary.dataset} (train_objective: {summary.regime_label})")
@@ -495,20 +637,33 @@ def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]
         plt.close(fig)
         written.append(path)
     if summaries and efficiency:
-        fig, axes = plt.subplots(1, len(summaries), figsize=(5 * len(summaries), 4),
-                                 squeeze=False)
-        for ax, summary in zip(axes[0], summaries):
+        fig, axes = plt.subplots(1, len(summaries), figsize=(5 * len(summaries), 4), squeeze=False)
+        for ax, summary in zip(axes[0], summaries, strict=False):
             metric = summary.metrics[min(1, len(summary.metrics) - 1)]
             for cell in summary.cells:
-                eff = next((r for r in efficiency if r["dataset"] == summary.dataset
-                            and r["model"] == cell.model), None)
+                eff = next(
+                    (
+                        r
+                        for r in efficiency
+                        if r["dataset"] == summary.dataset and r["model"] == cell.model
+                    ),
+                    None,
+                )
                 if not eff or eff["train_s_per_epoch"] is None:
                     continue
-                ax.scatter(eff["train_s_per_epoch"], cell.mean(metric),
-                           marker="*" if cell.model in summary.ours else "o", s=80)
-                ax.annotate(summary.label(cell.model),
-                            (eff["train_s_per_epoch"], cell.mean(metric)),
-                            fontsize=8, xytext=(4, 4), textcoords="offset points")
+                ax.scatter(
+                    eff["train_s_per_epoch"],
+                    cell.mean(metric),
+                    marker="*" if cell.model in summary.ours else "o",
+                    s=80,
+                )
+                ax.annotate(
+                    summary.label(cell.model),
+                    (eff["train_s_per_epoch"], cell.mean(metric)),
+                    fontsize=8,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                )
             ax.set_xlabel("train seconds per epoch")
             ax.set_ylabel(f"test {metric_label(metric)}")
             ax.set_title(f"{summary.dataset} (train_objective: {summary.regime})")
@@ -520,8 +675,7 @@ def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]
     return written
 
 
-def write_report(out: str, plots: bool = True,
-                 published_file: str = PUBLISHED_FILE) -> list[str]:
+def write_report(out: str, plots: bool = True, published_file: str = PUBLISHED_FILE) -> list[str]:
     """Write ``report.md``, the CSVs and the plots for ``out/runs.jsonl``; returns the paths.
 
     Raises:
@@ -542,11 +696,16 @@ def write_report(out: str, plots: bool = True,
     written = []
 
     name = next((r.get("plan", {}).get("name") for r in records), None) or os.path.basename(
-        os.path.normpath(out))
+        os.path.normpath(out)
+    )
     reduced = any(r.get("plan", {}).get("scale") for r in records)
-    lines = [f"# Benchmark report: {name} (train_objective: {regime_label(records)})", "",
-             f"Generated by `python -m recbole_moe.benchmark report {out}` from `{RUNS_FILE}` "
-             f"({sum(r.get('status') == 'ok' for r in records)} finished runs).", ""]
+    lines = [
+        f"# Benchmark report: {name} (train_objective: {regime_label(records)})",
+        "",
+        f"Generated by `python -m recbole_moe.benchmark report {out}` from `{RUNS_FILE}` "
+        f"({sum(r.get('status') == 'ok' for r in records)} finished runs).",
+        "",
+    ]
     for summary in summaries:
         lines += dataset_section(summary, records)
         if plots:

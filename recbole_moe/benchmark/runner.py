@@ -16,14 +16,14 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Callable, Iterable, Optional
-
+from typing import Any
 
 from recbole_moe.benchmark.plans import Plan
-from recbole_moe.files import atomic_write_json
 from recbole_moe.environment import PeakRSS, code_version, hardware, package_versions
+from recbole_moe.files import atomic_write_json
 
 RUNS_FILE = "runs.jsonl"
 PLAN_FILE = "plan.json"
@@ -65,7 +65,7 @@ def append_record(path: str, record: dict) -> None:
         os.close(fd)
 
 
-def read_runs(path: str, warn: Optional[Callable[[str], None]] = None) -> list[dict]:
+def read_runs(path: str, warn: Callable[[str], None] | None = None) -> list[dict]:
     """Every valid record of ``runs.jsonl`` in file order; partial or invalid lines are skipped.
 
     A missing file reads as no records. ``warn`` is called for invalid lines other than a
@@ -153,7 +153,7 @@ def portable_data_path(path: str, out: str) -> str:
     return os.path.relpath(absolute, os.path.abspath(out))
 
 
-def resolved_config(config, out: Optional[str] = None) -> dict:
+def resolved_config(config, out: str | None = None) -> dict:
     """The full resolved RecBole config of a run as plain JSON values, with no absolute path of
     this machine's data (``data_path`` relative to the results folder ``out``)."""
     resolved = _relative_paths(jsonable(dict(config.final_config_dict)))
@@ -183,17 +183,25 @@ def _timestamp() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def interrupted_checkpoint(run_dir: str) -> Optional[str]:
+def interrupted_checkpoint(run_dir: str) -> str | None:
     """The newest ``*-last.pth`` resume checkpoint in ``run_dir`` (``None`` when there is none)."""
     if not os.path.isdir(run_dir):
         return None
-    found = [os.path.join(run_dir, name) for name in os.listdir(run_dir)
-             if name.endswith("-last.pth")]
+    found = [
+        os.path.join(run_dir, name) for name in os.listdir(run_dir) if name.endswith("-last.pth")
+    ]
     return max(found, key=os.path.getmtime) if found else None
 
 
-def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: bool = False,
-            checkpoint_dir: Optional[str] = None, command: Optional[str] = None) -> dict:
+def run_one(
+    plan: Plan,
+    model: str,
+    dataset: str,
+    seed: int,
+    keep_checkpoints: bool = False,
+    checkpoint_dir: str | None = None,
+    command: str | None = None,
+) -> dict:
     """Train and evaluate one cell through :func:`recbole_moe.run`; returns its record.
 
     Never raises for a failing run: the record then has ``status: failed`` and the error.
@@ -236,8 +244,13 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
     memory = PeakRSS()
     try:
         with memory:
-            result = run(model, dataset, config_dict=config_dict,
-                         config_file_list=plan.config_files or None, saved=True)
+            result = run(
+                model,
+                dataset,
+                config_dict=config_dict,
+                config_file_list=plan.config_files or None,
+                saved=True,
+            )
     except BaseException as exc:  # noqa: BLE001 - a failing run must not stop the plan
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -264,7 +277,8 @@ def run_one(plan: Plan, model: str, dataset: str, seed: int, keep_checkpoints: b
     record.update(
         status="ok",
         config=resolved_config(
-            config, os.path.dirname(checkpoint_dir) if checkpoint_dir else os.getcwd()),
+            config, os.path.dirname(checkpoint_dir) if checkpoint_dir else os.getcwd()
+        ),
         best_valid_score=result["best_valid_score"],
         best_valid_result=result["best_valid_result"],
         test_result=result["test_result"],
@@ -291,7 +305,7 @@ def execute(
     out: str,
     keep_checkpoints: bool = False,
     log: Callable[[str], None] = print,
-    command: Optional[str] = None,
+    command: str | None = None,
 ) -> dict[str, int]:
     """Run every unfinished cell of ``plan``, appending one line per run to ``<out>/runs.jsonl``.
 
@@ -304,8 +318,11 @@ def execute(
     """
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, RUNS_FILE)
-    done = {key: rec for key, rec in latest_records(read_runs(path, warn=log)).items()
-            if rec.get("status") == "ok"}
+    done = {
+        key: rec
+        for key, rec in latest_records(read_runs(path, warn=log)).items()
+        if rec.get("status") == "ok"
+    }
     cells = plan.runs()
     todo, conflicts = [], []
     for model, dataset, seed in cells:
@@ -318,16 +335,22 @@ def execute(
         raise ValueError(
             f"{out} already holds finished runs with different settings for "
             f"{', '.join(conflicts[:5])}{' ...' if len(conflicts) > 5 else ''}; "
-            "write to another --out folder (or delete those lines) to rerun them.")
+            "write to another --out folder (or delete those lines) to rerun them."
+        )
     _write_plan(os.path.join(out, PLAN_FILE), plan, cells)
     counts = {"total": len(cells), "skipped": len(cells) - len(todo), "ok": 0, "failed": 0}
-    log(f"[benchmark] {plan.name}: {len(cells)} runs, {counts['skipped']} already done, "
-        f"{len(todo)} to run -> {path}")
+    log(
+        f"[benchmark] {plan.name}: {len(cells)} runs, {counts['skipped']} already done, "
+        f"{len(todo)} to run -> {path}"
+    )
     checkpoint_dir = os.path.join(out, "saved")
     started = time.perf_counter()
     for index, (model, dataset, seed) in enumerate(todo, start=1):
-        note = (" (train_objective prefix: the model cannot train with sequence)"
-                if plan.falls_back_to_prefix(model, dataset) else "")
+        note = (
+            " (train_objective prefix: the model cannot train with sequence)"
+            if plan.falls_back_to_prefix(model, dataset)
+            else ""
+        )
         log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}{note}")
         record = run_one(plan, model, dataset, seed, keep_checkpoints, checkpoint_dir, command)
         append_record(path, record)
@@ -337,13 +360,17 @@ def execute(
         if record["status"] == "ok":
             test = record["test_result"]
             metric = next(iter(test), None)
-            summary = (f"ok in {record['duration_s']:.1f}s ({record['epochs_run']} epochs, "
-                       f"{record['train_time_per_epoch']:.1f} s/epoch)"
-                       + (f", test {metric} {test[metric]:.4f}" if metric else ""))
+            summary = (
+                f"ok in {record['duration_s']:.1f}s ({record['epochs_run']} epochs, "
+                f"{record['train_time_per_epoch']:.1f} s/epoch)"
+                + (f", test {metric} {test[metric]:.4f}" if metric else "")
+            )
         else:
             summary = f"FAILED: {record['error']}"
-        log(f"[benchmark] run {index}/{len(todo)} {summary}; elapsed "
-            f"{_format_duration(elapsed)}, ETA {_format_duration(eta)}")
+        log(
+            f"[benchmark] run {index}/{len(todo)} {summary}; elapsed "
+            f"{_format_duration(elapsed)}, ETA {_format_duration(eta)}"
+        )
     if os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):
         os.rmdir(checkpoint_dir)
     return counts

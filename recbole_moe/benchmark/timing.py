@@ -52,9 +52,13 @@ def time_epoch(trainer, train_data, max_steps: int) -> dict:
     step = float(np.mean(steps))
     epoch = loader + (sum(steps) if measured else step * n_batches)
     return {
-        "batches": n_batches, "timed_steps": len(steps), "seconds_per_step": round(step, 4),
-        "loader_seconds": round(loader, 2), "mean_width": round(float(np.mean(widths)), 1),
-        "epoch_seconds": round(epoch, 1), "epoch": "measured" if measured else "EXTRAPOLATED",
+        "batches": n_batches,
+        "timed_steps": len(steps),
+        "seconds_per_step": round(step, 4),
+        "loader_seconds": round(loader, 2),
+        "mean_width": round(float(np.mean(widths)), 1),
+        "epoch_seconds": round(epoch, 1),
+        "epoch": "measured" if measured else "EXTRAPOLATED",
     }
 
 

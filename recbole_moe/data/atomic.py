@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,17 +30,37 @@ from recbole_moe.data.prepare import DataPreparationError
 
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 #: What pandas (so RecBole) reads as a missing value: '', NA, null, nan, None, ...
-_NA_VALUES = frozenset(getattr(pd.io.parsers.readers, "STR_NA_VALUES", None) or [
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-])
+_NA_VALUES = frozenset(
+    getattr(pd.io.parsers.readers, "STR_NA_VALUES", None)
+    or [
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)
 
 # Passed files, so a process that runs several times on one dataset checks it once:
 # (path, size, mtime, settings) -> header.
 _PASSED: dict[tuple, list[tuple[str, str]]] = {}
 
 
-def _error(path: str, line: Optional[int], message: str) -> DataPreparationError:
+def _error(path: str, line: int | None, message: str) -> DataPreparationError:
     where = f"{path}, line {line}" if line is not None else path
     return DataPreparationError(f"{where}: {message}")
 
@@ -49,8 +69,9 @@ def _shown(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
-def read_header(path: str, field_separator: str = "\t",
-                encoding: Optional[str] = None) -> list[tuple[str, str]]:
+def read_header(
+    path: str, field_separator: str = "\t", encoding: str | None = None
+) -> list[tuple[str, str]]:
     """``[(name, type), ...]`` of an atomic file's header.
 
     Raises:
@@ -63,8 +84,12 @@ def read_header(path: str, field_separator: str = "\t",
     if not first.strip() and not rows:
         raise _error(path, None, "the file is empty")
     if first.endswith(b"\r\n"):
-        raise _error(path, 1, "the file has Windows line ends (\\r\\n), which RecBole reads as "
-                     "part of the last column's type; convert it, e.g. sed -i 's/\\r$//' FILE")
+        raise _error(
+            path,
+            1,
+            "the file has Windows line ends (\\r\\n), which RecBole reads as "
+            "part of the last column's type; convert it, e.g. sed -i 's/\\r$//' FILE",
+        )
     header = first.rstrip(b"\n").decode(encoding or "utf-8", errors="replace")
     columns, seen = [], set()
     for column in header.split(field_separator):
@@ -75,8 +100,11 @@ def read_header(path: str, field_separator: str = "\t",
                 s in header for s in ("\t", ",", " ", ";") if s != field_separator
             ):
                 hint = f" (the columns are not separated by field_separator={field_separator!r})"
-            raise _error(path, 1, f"header column {column!r} is not 'name:type' with type in "
-                         f"{ATOMIC_TYPES}{hint}")
+            raise _error(
+                path,
+                1,
+                f"header column {column!r} is not 'name:type' with type in {ATOMIC_TYPES}{hint}",
+            )
         if name in seen:
             raise _error(path, 1, f"column '{name}' appears twice in the header")
         seen.add(name)
@@ -86,7 +114,7 @@ def read_header(path: str, field_separator: str = "\t",
     return columns
 
 
-def _line(path: str, number: int, encoding: Optional[str]) -> str:
+def _line(path: str, number: int, encoding: str | None) -> str:
     """Text of line ``number`` (1-based) of ``path``, for messages."""
     with open(path, "rb") as f:
         for index, raw in enumerate(f, start=1):
@@ -95,7 +123,7 @@ def _line(path: str, number: int, encoding: Optional[str]) -> str:
     return ""
 
 
-def _decodes(raw: bytes, encoding: Optional[str]) -> bool:
+def _decodes(raw: bytes, encoding: str | None) -> bool:
     try:
         raw.decode(encoding or "utf-8")
     except UnicodeDecodeError:
@@ -103,7 +131,7 @@ def _decodes(raw: bytes, encoding: Optional[str]) -> bool:
     return True
 
 
-def _first_line_matching(path: str, predicate) -> Optional[int]:
+def _first_line_matching(path: str, predicate) -> int | None:
     """1-based number of the first line for which ``predicate(bytes)`` holds (slow; errors
     only)."""
     with open(path, "rb") as f:
@@ -130,7 +158,7 @@ def _not_floats(values: pd.Series) -> np.ndarray:
     return bad
 
 
-def _float_seq_problem(column: pd.Series, separator: str) -> Optional[tuple[int, str]]:
+def _float_seq_problem(column: pd.Series, separator: str) -> tuple[int, str] | None:
     """``(row, piece)`` of the first non-number in a ``float_seq`` column (None: all fine)."""
     filled = column[column != ""]
     if filled.empty:
@@ -148,9 +176,9 @@ def check_atomic_file(
     path: str,
     field_separator: str = "\t",
     seq_separator: str = " ",
-    columns: Optional[Iterable[str]] = None,
+    columns: Iterable[str] | None = None,
     id_columns: Sequence[str] = ("user_id", "item_id"),
-    encoding: Optional[str] = None,
+    encoding: str | None = None,
 ) -> list[tuple[str, str]]:
     """Check ``path``'s header and the values of ``columns`` (None: every column).
 
@@ -162,8 +190,16 @@ def check_atomic_file(
     path = str(path)
     stat = os.stat(path)
     wanted = None if columns is None else tuple(sorted(set(columns)))
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, field_separator,
-           seq_separator, wanted, tuple(id_columns), encoding)
+    key = (
+        os.path.abspath(path),
+        stat.st_size,
+        stat.st_mtime_ns,
+        field_separator,
+        seq_separator,
+        wanted,
+        tuple(id_columns),
+        encoding,
+    )
     if key in _PASSED:
         return _PASSED[key]
     header = read_header(path, field_separator, encoding)
@@ -175,14 +211,14 @@ def check_atomic_file(
     float_seqs = [n for n in checked if types[n] == "float_seq"]
     _check_field_counts(path, len(header), field_separator, encoding)
     if ids or floats or float_seqs:
-        _check_values(path, header, ids, floats, float_seqs, field_separator, seq_separator,
-                      encoding)
+        _check_values(
+            path, header, ids, floats, float_seqs, field_separator, seq_separator, encoding
+        )
     _PASSED[key] = header
     return header
 
 
-def _check_field_counts(path: str, n_fields: int, separator: str,
-                        encoding: Optional[str]) -> None:
+def _check_field_counts(path: str, n_fields: int, separator: str, encoding: str | None) -> None:
     """No row has more fields than the header (RecBole's parser fails on one).
 
     Counts the separators of every line with numpy, 64 MiB at a time."""
@@ -208,51 +244,84 @@ def _check_field_counts(path: str, n_fields: int, separator: str,
             newlines = np.flatnonzero(arr == 10)
             starts = np.concatenate(([0], newlines[:-1] + 1))
             seps = np.flatnonzero(arr == sep_byte)
-            counts = np.bincount(np.searchsorted(starts, seps, side="right") - 1,
-                                 minlength=len(starts))
+            counts = np.bincount(
+                np.searchsorted(starts, seps, side="right") - 1, minlength=len(starts)
+            )
             over = np.flatnonzero(counts > n_fields - 1)
             if len(over):
                 index = int(over[0])
-                text = chunk[starts[index]:newlines[index]].decode(
-                    encoding or "utf-8", errors="replace")
-                raise _error(path, line_offset + index + 1,
-                             f"{int(counts[index]) + 1} fields separated by {separator!r}, but "
-                             f"the header has {n_fields}: {_shown(text, 80)}")
+                text = chunk[starts[index] : newlines[index]].decode(
+                    encoding or "utf-8", errors="replace"
+                )
+                raise _error(
+                    path,
+                    line_offset + index + 1,
+                    f"{int(counts[index]) + 1} fields separated by {separator!r}, but "
+                    f"the header has {n_fields}: {_shown(text, 80)}",
+                )
             line_offset += len(starts)
             if not block:
                 return
 
 
-def _read(path: str, names: list[str], usecols: list[str], dtype, separator: str,
-          encoding: Optional[str], skip_blank_lines: bool = False, **options) -> pd.DataFrame:
+def _read(
+    path: str,
+    names: list[str],
+    usecols: list[str],
+    dtype,
+    separator: str,
+    encoding: str | None,
+    skip_blank_lines: bool = False,
+    **options,
+) -> pd.DataFrame:
     """``pd.read_csv`` of ``usecols``; a malformed row is reported with its line."""
     try:
         return pd.read_csv(
-            path, sep=separator, header=0, names=names, usecols=usecols, dtype=dtype,
-            engine="c" if len(separator) == 1 else "python", skip_blank_lines=skip_blank_lines,
-            encoding=encoding or "utf-8", **options,
+            path,
+            sep=separator,
+            header=0,
+            names=names,
+            usecols=usecols,
+            dtype=dtype,
+            engine="c" if len(separator) == 1 else "python",
+            skip_blank_lines=skip_blank_lines,
+            encoding=encoding or "utf-8",
+            **options,
         )
     except UnicodeDecodeError as exc:
         line = _first_line_matching(path, lambda raw: not _decodes(raw, encoding))
-        raise _error(path, line, f"is not valid {encoding or 'utf-8'} text; set encoding to "
-                     "the file's encoding (e.g. --encoding=latin-1)") from exc
+        raise _error(
+            path,
+            line,
+            f"is not valid {encoding or 'utf-8'} text; set encoding to "
+            "the file's encoding (e.g. --encoding=latin-1)",
+        ) from exc
     except pd.errors.ParserError as exc:
         text = str(exc)
         if "EOF inside string" in text:
             line = _first_line_matching(path, lambda raw: b'"' in raw)
-            raise _error(path, line, 'a field starts with a quote (") that is never closed; '
-                         "RecBole's parser would read the rest of the file as one value: "
-                         f"{_shown(_line(path, line, encoding), 80) if line else ''}") from exc
+            raise _error(
+                path,
+                line,
+                'a field starts with a quote (") that is never closed; '
+                "RecBole's parser would read the rest of the file as one value: "
+                f"{_shown(_line(path, line, encoding), 80) if line else ''}",
+            ) from exc
         match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
         if match:
             expected, line, saw = (int(g) for g in match.groups())
-            raise _error(path, line, f"{saw} fields separated by {separator!r}, but the header "
-                         f"has {expected}: {_shown(_line(path, line, encoding), 80)}") from exc
+            raise _error(
+                path,
+                line,
+                f"{saw} fields separated by {separator!r}, but the header "
+                f"has {expected}: {_shown(_line(path, line, encoding), 80)}",
+            ) from exc
         raise _error(path, None, f"cannot be parsed: {text.splitlines()[-1]}") from exc
 
 
-def _check_values(path, header, ids, floats, float_seqs, separator, seq_separator,
-                  encoding) -> None:
+def _check_values(
+    path, header, ids, floats, float_seqs, separator, seq_separator, encoding
+) -> None:
     """The value checks; fast path: ids as integers and floats as numbers in one C parse.
 
     Only when that fails (non-integer ids, a non-number, a blank line) are the columns read
@@ -264,13 +333,20 @@ def _check_values(path, header, ids, floats, float_seqs, separator, seq_separato
     dtype.update({n: str for n in float_seqs})
     frame = None
     try:
-        frame = _read(path, names, ids + floats + float_seqs, dtype, separator, encoding,
-                      skip_blank_lines=True)
+        frame = _read(
+            path,
+            names,
+            ids + floats + float_seqs,
+            dtype,
+            separator,
+            encoding,
+            skip_blank_lines=True,
+        )
     except DataPreparationError:
         raise
     except (ValueError, OverflowError):
         pass
-    problems: list[tuple[int, str, Optional[str], str]] = []  # (row, column, value, why)
+    problems: list[tuple[int, str, str | None, str]] = []  # (row, column, value, why)
     if frame is not None:
         seq_frame = frame
     else:
@@ -284,8 +360,9 @@ def _check_values(path, header, ids, floats, float_seqs, separator, seq_separato
             del text
         seq_frame = None
         if ids or float_seqs:
-            id_frame = _read(path, names, ids + float_seqs, str, separator, encoding,
-                             keep_default_na=True)
+            id_frame = _read(
+                path, names, ids + float_seqs, str, separator, encoding, keep_default_na=True
+            )
             blank = id_frame.isna().all(axis=1).to_numpy()
             for name in ids:
                 missing = id_frame[name].isna().to_numpy() & ~blank
@@ -309,14 +386,26 @@ def _check_values(path, header, ids, floats, float_seqs, separator, seq_separato
     if why == "missing":
         raw = _line(path, line, encoding).split(separator)
         value = raw[position - 1] if position - 1 < len(raw) else ""
-        reason = ("is empty" if value == "" else f"{value!r} is read as a missing value")
-        raise _error(path, line, f"{name} {reason} {where}: every row needs one "
-                     "(pandas reads '', NA, null, nan, None, ... as missing)")
+        reason = "is empty" if value == "" else f"{value!r} is read as a missing value"
+        raise _error(
+            path,
+            line,
+            f"{name} {reason} {where}: every row needs one "
+            "(pandas reads '', NA, null, nan, None, ... as missing)",
+        )
     if why == "non-numeric-seq":
-        raise _error(path, line, f"non-numeric {name} element {_shown(value)} {where} "
-                     f"(declared type float_seq: numbers separated by {seq_separator!r})")
-    raise _error(path, line, f"non-numeric {name} {_shown(value)} {where} (declared type float: "
-                 "a number, or empty for a missing value)")
+        raise _error(
+            path,
+            line,
+            f"non-numeric {name} element {_shown(value)} {where} "
+            f"(declared type float_seq: numbers separated by {seq_separator!r})",
+        )
+    raise _error(
+        path,
+        line,
+        f"non-numeric {name} {_shown(value)} {where} (declared type float: "
+        "a number, or empty for a missing value)",
+    )
 
 
 def _line_of_row(path: str, row: int) -> int:

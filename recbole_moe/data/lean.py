@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 from logging import getLogger
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -81,7 +80,7 @@ def count_lines(path: str, chunk: int = 1 << 24) -> int:
 def _inter_columns(config) -> list[tuple[str, str]]:
     """``(field, type)`` of the ``.inter`` columns RecBole would load for ``config``."""
     path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
-    with open(path, "r", encoding=config["encoding"]) as f:
+    with open(path, encoding=config["encoding"]) as f:
         head = f.readline().rstrip("\r\n")
     load_col = (config["load_col"] or {}).get("inter") if config["load_col"] else None
     unload_col = (config["unload_col"] or {}).get("inter") if config["unload_col"] else None
@@ -119,7 +118,7 @@ def recbole_memory_estimate(config) -> int:
     return estimate_recbole_bytes(n_rows, config["MAX_ITEM_LIST_LENGTH"], per_element)
 
 
-def lean_unsupported_reason(config) -> Optional[str]:
+def lean_unsupported_reason(config) -> str | None:
     """Why the lean path cannot serve ``config`` (``None`` when it can)."""
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         return "the model is not sequential"
@@ -141,7 +140,7 @@ def train_batch_order(config) -> str:
     return config["train_batch_order"] or "random"
 
 
-def batch_order_problem(config) -> Optional[str]:
+def batch_order_problem(config) -> str | None:
     """Why ``config``'s ``train_batch_order`` cannot be used (``None`` when it can)."""
     order = train_batch_order(config)
     if order not in BATCH_ORDERS:
@@ -150,9 +149,11 @@ def batch_order_problem(config) -> Optional[str]:
         return None
     prefix = "train_batch_order='length_grouped'"
     if config["model"] not in PADDING_INVARIANT_MODELS:
-        return (f"{prefix} trims batches to their longest history, which only models that "
-                f"ignore trailing padding allow ({', '.join(PADDING_INVARIANT_MODELS)}); "
-                f"model {config['model']} is not one of them")
+        return (
+            f"{prefix} trims batches to their longest history, which only models that "
+            f"ignore trailing padding allow ({', '.join(PADDING_INVARIANT_MODELS)}); "
+            f"model {config['model']} is not one of them"
+        )
     if (config["data_path_mode"] or "auto") == "recbole":
         return f"{prefix} needs the lean data path; data_path_mode is 'recbole'"
     try:
@@ -169,7 +170,7 @@ def eval_batch_order(config) -> str:
     return config["eval_batch_order"] or "length_sorted"
 
 
-def eval_batch_order_problem(config) -> Optional[str]:
+def eval_batch_order_problem(config) -> str | None:
     """Why ``config``'s ``eval_batch_order`` is not allowed (``None`` when it is)."""
     order = eval_batch_order(config)
     if order not in EVAL_BATCH_ORDERS:
@@ -181,7 +182,9 @@ def sorts_evaluation(config) -> bool:
     """Whether the lean path's full-sort evaluation visits users by history length, with
     trimmed batches: ``eval_batch_order: length_sorted`` and a model of
     :data:`PADDING_INVARIANT_MODELS` (for any other model the order and width stay RecBole's)."""
-    return eval_batch_order(config) == "length_sorted" and config["model"] in PADDING_INVARIANT_MODELS
+    return (
+        eval_batch_order(config) == "length_sorted" and config["model"] in PADDING_INVARIANT_MODELS
+    )
 
 
 def data_path_mode(config) -> str:
@@ -194,8 +197,10 @@ def data_path_mode(config) -> str:
     if is_sequence(config):
         reason = lean_unsupported_reason(config)
         if reason:
-            raise ValueError(f"train_objective 'sequence' needs the lean data path, which "
-                             f"cannot be used: {reason}")
+            raise ValueError(
+                f"train_objective 'sequence' needs the lean data path, which "
+                f"cannot be used: {reason}"
+            )
         return "lean"
     if train_batch_order(config) != "random":
         problem = batch_order_problem(config)
@@ -238,7 +243,7 @@ class LeanSequentialDataset(SequentialDataset):
             return None
         separator = self.config["field_separator"]
         encoding = self.config["encoding"]
-        with open(filepath, "r", encoding=encoding) as f:
+        with open(filepath, encoding=encoding) as f:
             head = f.readline().rstrip("\r\n")
         fields = []
         for field_type in head.split(separator):
@@ -340,8 +345,9 @@ class LeanSequentialDataset(SequentialDataset):
         return Interaction(rows)
 
     @staticmethod
-    def _list_index(target: torch.Tensor, length: torch.Tensor, width: int,
-                    shift: int = 0) -> torch.Tensor:
+    def _list_index(
+        target: torch.Tensor, length: torch.Tensor, width: int, shift: int = 0
+    ) -> torch.Tensor:
         """Positions in the flat arrays of each row's history, ``[B, width]``: entry ``j`` is
         ``target - length + shift + j`` (stored at ``+ 1``) for ``j < length``, else 0 (the
         padding element)."""
@@ -417,8 +423,9 @@ class LeanSequentialDataset(SequentialDataset):
         elif leave_one_mode == "test_only":
             next_index = [next_index[0], empty, next_index[1]]
         self._drop_unused_col()
-        next_df = [self.inter_feat[torch.from_numpy(np.asarray(i, dtype=np.int64))]
-                   for i in next_index]
+        next_df = [
+            self.inter_feat[torch.from_numpy(np.asarray(i, dtype=np.int64))] for i in next_index
+        ]
         return [self.copy(df) for df in next_df]
 
     def inter_matrix(self, form="coo", value_field=None):
@@ -526,14 +533,15 @@ class LeanTrainDataLoader(TrainDataLoader):
                 if order is None:
                     index = torch.arange(start, min(start + self.step, n))
                 else:
-                    index = order[start:start + self.step]
+                    index = order[start : start + self.step]
                 data = self._dataset[index]
                 yield self._neg_sampling(self.transform(self._dataset, data))
         if self.shuffle:
             torch.randperm(n, generator=self.generator)  # RandomSampler's trailing draw
 
-    def grouped_order(self, order: Optional[torch.Tensor], rank: int = 0,
-                      world: int = 1) -> list[torch.Tensor]:
+    def grouped_order(
+        self, order: torch.Tensor | None, rank: int = 0, world: int = 1
+    ) -> list[torch.Tensor]:
         """Sample indices of the length-grouped batches, in the order they are served.
 
         Args:
@@ -567,7 +575,7 @@ class LeanTrainDataLoader(TrainDataLoader):
             batches = [batch[rank::world] for batch in batches]
         return batches
 
-    def _length_grouped_batches(self, order: Optional[torch.Tensor]):
+    def _length_grouped_batches(self, order: torch.Tensor | None):
         for index in self.grouped_order(order, *self._rank_and_world()):
             data = self._dataset.rows(index, trim=True)
             yield self._neg_sampling(self.transform(self._dataset, data))
@@ -587,7 +595,7 @@ class LeanFullSortEvalDataLoader(FullSortEvalDataLoader):
 
     def __init__(self, config, dataset, sampler, shuffle=False, sort_by_length: bool = False):
         self.sort_by_length = bool(sort_by_length) and TARGET_FIELD in dataset.inter_feat
-        self._order: Optional[torch.Tensor] = None
+        self._order: torch.Tensor | None = None
         if self.sort_by_length:
             lengths = dataset.inter_feat[dataset.item_list_length_field]  # [n]
             self._order = torch.sort(lengths, stable=True).indices  # position -> row
@@ -610,8 +618,9 @@ def create_lean_dataset(config) -> LeanSequentialDataset:
     return dataset
 
 
-def lean_data_preparation(config, dataset: LeanSequentialDataset,
-                          train_loader_class: type = LeanTrainDataLoader):
+def lean_data_preparation(
+    config, dataset: LeanSequentialDataset, train_loader_class: type = LeanTrainDataLoader
+):
     """RecBole's ``data_preparation`` for a :class:`LeanSequentialDataset`.
 
     Returns:
@@ -626,24 +635,27 @@ def lean_data_preparation(config, dataset: LeanSequentialDataset,
     built = dataset.build()
     train_dataset, valid_dataset, test_dataset = built
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
-    train_data = train_loader_class(
-        config, train_dataset, train_sampler, shuffle=config["shuffle"]
-    )
+    train_data = train_loader_class(config, train_dataset, train_sampler, shuffle=config["shuffle"])
     loaders = []
-    for phase, split, sampler in (("valid", valid_dataset, valid_sampler),
-                                  ("test", test_dataset, test_sampler)):
+    for phase, split, sampler in (
+        ("valid", valid_dataset, valid_sampler),
+        ("test", test_dataset, test_sampler),
+    ):
         loader_class = get_dataloader(config, phase)
         if loader_class is FullSortEvalDataLoader:
-            loaders.append(LeanFullSortEvalDataLoader(
-                config, split, sampler, shuffle=False, sort_by_length=sorts_evaluation(config)
-            ))
+            loaders.append(
+                LeanFullSortEvalDataLoader(
+                    config, split, sampler, shuffle=False, sort_by_length=sorts_evaluation(config)
+                )
+            )
         else:
             loaders.append(loader_class(config, split, sampler, shuffle=False))
     return (train_data, *loaders)
 
 
-def load_data(config, create_dataset, data_preparation,
-              train_loader_class: type = LeanTrainDataLoader):
+def load_data(
+    config, create_dataset, data_preparation, train_loader_class: type = LeanTrainDataLoader
+):
     """The dataset and its three loaders on the path ``data_path_mode`` selects.
 
     ``create_dataset`` / ``data_preparation`` are the RecBole-path functions to use otherwise;

@@ -35,9 +35,10 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Optional, Sequence, Union
+from typing import IO, Any, Union
 
 import numpy as np
 import pandas as pd
@@ -72,10 +73,10 @@ class KnownDataset:
     raw_dir: str  # folder under the raw-data root
     raw_files: tuple[str, ...]  # candidate raw files inside raw_dir, first found wins
     obtain: str  # where users get the raw data
-    expected: Optional[tuple[int, int, int]] = None
+    expected: tuple[int, int, int] | None = None
     item_min: int = 0
-    expected_filtered: Optional[tuple[int, int, int]] = None
-    base: Optional[str] = None  # a variant reads the same raw data as this dataset
+    expected_filtered: tuple[int, int, int] | None = None
+    base: str | None = None  # a variant reads the same raw data as this dataset
     embedded: bool = False  # RecBole ships the atomic files (ml-100k)
 
 
@@ -87,36 +88,50 @@ _S3REC = (
 
 KNOWN_DATASETS: dict[str, KnownDataset] = {
     "ml-1m": KnownDataset(
-        "ml-1m", ("ml-1m.txt", "ratings.dat"),
+        "ml-1m",
+        ("ml-1m.txt", "ratings.dat"),
         f"MovieLens 1M `ratings.dat` from {_MOVIELENS} (ml-1m.zip)",
         expected=(6040, 3706, 1000209),
     ),
     "ml-1m-5core": KnownDataset(
-        "ml-1m", ("ml-1m.txt", "ratings.dat"),
+        "ml-1m",
+        ("ml-1m.txt", "ratings.dat"),
         f"MovieLens 1M `ratings.dat` from {_MOVIELENS} (ml-1m.zip)",
-        expected=(6040, 3706, 1000209), item_min=5,
-        expected_filtered=(6040, 3416, 999611), base="ml-1m",
+        expected=(6040, 3706, 1000209),
+        item_min=5,
+        expected_filtered=(6040, 3416, 999611),
+        base="ml-1m",
     ),
     "beauty": KnownDataset(
-        "beauty", ("Beauty.txt",), f"`Beauty.txt` from {_S3REC}",
+        "beauty",
+        ("Beauty.txt",),
+        f"`Beauty.txt` from {_S3REC}",
         expected=(22363, 12101, 198502),
     ),
     "sports": KnownDataset(
-        "sports", ("Sports_and_Outdoors.txt",), f"`Sports_and_Outdoors.txt` from {_S3REC}",
+        "sports",
+        ("Sports_and_Outdoors.txt",),
+        f"`Sports_and_Outdoors.txt` from {_S3REC}",
         expected=(35598, 18357, 296337),
     ),
     "toys": KnownDataset(
-        "toys", ("Toys_and_Games.txt",), f"`Toys_and_Games.txt` from {_S3REC}",
+        "toys",
+        ("Toys_and_Games.txt",),
+        f"`Toys_and_Games.txt` from {_S3REC}",
         expected=(19412, 11924, 167597),
     ),
     "ml-20m": KnownDataset(
-        "ml-20m", ("ratings.csv", "ml-20m.zip"),
+        "ml-20m",
+        ("ratings.csv", "ml-20m.zip"),
         f"MovieLens 20M `ratings.csv` from {_MOVIELENS} (ml-20m.zip)",
         expected=(138493, 26744, 20000263),
     ),
     "ml-100k": KnownDataset(
-        "ml-100k", (), "shipped with RecBole (recbole/dataset_example/ml-100k)",
-        expected=(943, 1682, 100000), embedded=True,
+        "ml-100k",
+        (),
+        "shipped with RecBole (recbole/dataset_example/ml-100k)",
+        expected=(943, 1682, 100000),
+        embedded=True,
     ),
 }
 
@@ -135,7 +150,7 @@ class _Table:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _error(source: str, line: Optional[int], message: str) -> DataPreparationError:
+def _error(source: str, line: int | None, message: str) -> DataPreparationError:
     where = f"{source}, line {line}" if line is not None else source
     return DataPreparationError(f"{where}: {message}")
 
@@ -145,8 +160,11 @@ _NUM = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _first_bad_line(
-    data: bytes, source: str, check: Callable[[list[bytes]], Optional[str]],
-    split: Callable[[bytes], list[bytes]], skip_header: bool = False,
+    data: bytes,
+    source: str,
+    check: Callable[[list[bytes]], str | None],
+    split: Callable[[bytes], list[bytes]],
+    skip_header: bool = False,
 ) -> DataPreparationError:
     """Slow path after a vectorised parse failed: find the first bad line and describe it."""
     for number, line in enumerate(data.splitlines(), start=1):
@@ -158,7 +176,7 @@ def _first_bad_line(
     return _error(source, None, "could not be parsed (no single malformed line found)")
 
 
-def _check_sequence_line(fields: list[bytes]) -> Optional[str]:
+def _check_sequence_line(fields: list[bytes]) -> str | None:
     if len(fields) < 2:
         return "expected a user id followed by at least one item id"
     for value in fields:
@@ -185,7 +203,8 @@ def _read_sequences(data: bytes, source: str) -> _Table:
         dup = np.setdiff1d(np.arange(len(users)), first)[0]
         earlier = int(np.flatnonzero(users == users[dup])[0])
         raise _error(
-            source, _line_number(data, dup),
+            source,
+            _line_number(data, dup),
             f"user {users[dup]} already has a line (line {_line_number(data, earlier)}); "
             "each user must appear on exactly one line",
         )
@@ -209,36 +228,52 @@ def _line_number(data: bytes, nonempty_index: int) -> int:
     return -1
 
 
-def _check_rating_fields(fields: list[bytes]) -> Optional[str]:
+def _check_rating_fields(fields: list[bytes]) -> str | None:
     if len(fields) != 4:
         return f"expected 4 fields (user, item, rating, timestamp), found {len(fields)}"
-    for name, value in zip(("user", "item"), fields[:2]):
+    for name, value in zip(("user", "item"), fields[:2], strict=False):
         if not _INT.fullmatch(value.strip()):
             return f"non-integer {name} id {value.decode(errors='replace')!r}"
-    for name, value in zip(("rating", "timestamp"), fields[2:]):
+    for name, value in zip(("rating", "timestamp"), fields[2:], strict=False):
         if not _NUM.fullmatch(value.strip()):
             return f"non-numeric {name} {value.decode(errors='replace')!r}"
     return None
 
 
 def _ratings_frame(
-    data: bytes, source: str, sep: bytes, header: bool,
+    data: bytes,
+    source: str,
+    sep: bytes,
+    header: bool,
 ) -> _Table:
     """Shared reader of ``ratings.dat`` (after ``::`` -> tab) and ``ratings.csv``."""
     body = data.split(b"\n", 1)[1] if header and b"\n" in data else (b"" if header else data)
     if not body or body.isspace():
         raise _error(source, None, "no rating rows")
-    split = (lambda line: line.split(sep))
+
+    def split(line):
+        return line.split(sep)
+
     try:
         frame = pd.read_csv(
-            io.BytesIO(body), sep=sep.decode(), header=None, engine="c",
+            io.BytesIO(body),
+            sep=sep.decode(),
+            header=None,
+            engine="c",
             names=["user", "item", "rating", "timestamp"],
-            dtype={"user": np.int64, "item": np.int64, "rating": np.float64,
-                   "timestamp": np.float64},
+            dtype={
+                "user": np.int64,
+                "item": np.int64,
+                "rating": np.float64,
+                "timestamp": np.float64,
+            },
             skip_blank_lines=True,
         )
-        bad = frame.isna().any(axis=1).to_numpy() | (frame["user"].to_numpy() < 0) | (
-            frame["item"].to_numpy() < 0)
+        bad = (
+            frame.isna().any(axis=1).to_numpy()
+            | (frame["user"].to_numpy() < 0)
+            | (frame["item"].to_numpy() < 0)
+        )
     except (ValueError, pd.errors.ParserError, OverflowError):
         bad = None
     if bad is None or bad.any():
@@ -249,7 +284,8 @@ def _ratings_frame(
     user = frame["user"].to_numpy()
     order = np.lexsort((timestamp, user))  # stable: equal timestamps keep the file order
     return _Table(
-        user[order], frame["item"].to_numpy()[order],
+        user[order],
+        frame["item"].to_numpy()[order],
         {"rating": frame["rating"].to_numpy()[order], "timestamp": timestamp[order]},
     )
 
@@ -267,7 +303,8 @@ def _read_movielens_csv(data: bytes, source: str) -> _Table:
     header = [h.strip() for h in data.split(b"\n", 1)[0].strip().split(b",")]
     if header != _CSV_HEADER:
         raise _error(
-            source, 1,
+            source,
+            1,
             f"expected the header 'userId,movieId,rating,timestamp', found "
             f"{b','.join(header).decode(errors='replace')!r}",
         )
@@ -288,7 +325,8 @@ def _read_atomic(data: bytes, source: str) -> tuple[_Table, list[str]]:
         name, _, ftype = column.partition(":")
         if ftype not in _ATOMIC_TYPES:
             raise _error(
-                source, 1,
+                source,
+                1,
                 f"header column {column!r} is not 'name:type' with type in {_ATOMIC_TYPES}",
             )
         names.append(name)
@@ -297,28 +335,35 @@ def _read_atomic(data: bytes, source: str) -> tuple[_Table, list[str]]:
             raise _error(source, 1, f"the header has no {required!r} column: {header}")
     if not rest or rest.isspace():
         raise _error(source, None, "no interaction rows after the header")
-    float_columns = [n for n, c in zip(names, header) if c.endswith(":float")]
+    float_columns = [n for n, c in zip(names, header, strict=False) if c.endswith(":float")]
     try:
         frame = pd.read_csv(
-            io.BytesIO(data), sep="\t", header=0, names=names, engine="c", quoting=3,
+            io.BytesIO(data),
+            sep="\t",
+            header=0,
+            names=names,
+            engine="c",
+            quoting=3,
             dtype={n: (np.float64 if n in float_columns else str) for n in names},
-            keep_default_na=False, na_values={n: [""] for n in float_columns},
+            keep_default_na=False,
+            na_values={n: [""] for n in float_columns},
         )
         bad = (frame["user_id"] == "").to_numpy() | (frame["item_id"] == "").to_numpy()
     except (ValueError, pd.errors.ParserError):
         bad = None
     if bad is None or bad.any():
-        def check(fields: list[bytes]) -> Optional[str]:
+
+        def check(fields: list[bytes]) -> str | None:
             if len(fields) != len(names):
                 return f"expected {len(names)} tab-separated fields, found {len(fields)}"
-            for name, value in zip(names, fields):
+            for name, value in zip(names, fields, strict=False):
                 if name in ("user_id", "item_id") and not value.strip():
                     return f"empty {name}"
                 if name in float_columns and value.strip() and not _NUM.fullmatch(value.strip()):
                     return f"non-numeric {name} {value.decode(errors='replace')!r}"
             return None
-        raise _first_bad_line(data, source, check, lambda line: line.split(b"\t"),
-                              skip_header=True)
+
+        raise _first_bad_line(data, source, check, lambda line: line.split(b"\t"), skip_header=True)
     return _Table(frame["user_id"].to_numpy(), frame["item_id"].to_numpy()), names
 
 
@@ -335,7 +380,10 @@ def _resolve_source(source: Path, dataset: str) -> Path:
         return source
     known = KNOWN_DATASETS.get(dataset)
     names = list(known.raw_files if known else ()) + [
-        "ratings.csv", "ratings.dat", f"{dataset}.inter", f"{dataset}.txt",
+        "ratings.csv",
+        "ratings.dat",
+        f"{dataset}.inter",
+        f"{dataset}.txt",
     ]
     for name in names:
         if (source / name).is_file():
@@ -349,18 +397,22 @@ def _read_bytes(source: Path) -> tuple[bytes, str]:
     """Bytes of the source, and its display name (``archive.zip:member`` for a zip member)."""
     if zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
-            members = [m for m in archive.namelist()
-                       if m.rsplit("/", 1)[-1] in ("ratings.csv", "ratings.dat")]
+            members = [
+                m
+                for m in archive.namelist()
+                if m.rsplit("/", 1)[-1] in ("ratings.csv", "ratings.dat")
+            ]
             if not members:
                 raise DataPreparationError(
-                    f"{source}: the archive has no ratings.csv or ratings.dat")
+                    f"{source}: the archive has no ratings.csv or ratings.dat"
+                )
             return archive.read(members[0]), f"{source}:{members[0]}"
     return source.read_bytes(), str(source)
 
 
 def detect_format(data: bytes, name: str = "") -> str:
     """Guess the format from the file name and its first non-blank line."""
-    first = next((line for line in data[:1 << 16].splitlines() if line.strip()), b"").strip()
+    first = next((line for line in data[: 1 << 16].splitlines() if line.strip()), b"").strip()
     if name.endswith(".inter") or re.match(rb"[^\t:]+:(token|float)", first):
         return "atomic"
     if b"::" in first or name.endswith(".dat"):
@@ -381,7 +433,9 @@ def compute_stats(user: np.ndarray, item: np.ndarray) -> dict[str, Any]:
     lengths = np.bincount(user_index)
     n_users, n_items, n = len(lengths), len(np.unique(item)), len(user)
     return {
-        "users": int(n_users), "items": int(n_items), "interactions": int(n),
+        "users": int(n_users),
+        "items": int(n_items),
+        "interactions": int(n),
         "avg_length": float(n / n_users) if n_users else 0.0,
         "min_length": int(lengths.min()) if n_users else 0,
         "max_length": int(lengths.max()) if n_users else 0,
@@ -390,7 +444,7 @@ def compute_stats(user: np.ndarray, item: np.ndarray) -> dict[str, Any]:
 
 
 def _filter_items(user: np.ndarray, item: np.ndarray, item_min: int) -> tuple[np.ndarray, ...]:
-    """Drop items with fewer than ``item_min`` interactions (RecBole ``item_inter_num_interval``)."""
+    """Drop items with fewer than ``item_min`` interactions (``item_inter_num_interval``)."""
     _, inverse, counts = np.unique(item, return_inverse=True, return_counts=True)
     keep = counts[inverse] >= item_min
     return user[keep], item[keep]
@@ -401,8 +455,9 @@ def _stats_lines(dataset: str, stats: dict[str, Any]) -> tuple[list[str], list[s
     known = KNOWN_DATASETS.get(dataset)
     rows = [("prepared file", stats, known.expected if known else None)]
     if "filtered" in stats:
-        rows.append((f"after item filter >= {known.item_min}", stats["filtered"],
-                     known.expected_filtered))
+        rows.append(
+            (f"after item filter >= {known.item_min}", stats["filtered"], known.expected_filtered)
+        )
     lines, mismatches = [], []
     for label, values, expected in rows:
         lines.append(f"{dataset} ({label}):")
@@ -413,8 +468,10 @@ def _stats_lines(dataset: str, stats: dict[str, Any]) -> tuple[list[str], list[s
                 mark = "  <-- differs"
                 mismatches.append(f"{label}: {key} {values[key]:,} != expected {expected[index]:,}")
             lines.append(f"  {key:<14}{values[key]:>12,}  expected {want}{mark}")
-        lines.append(f"  {'avg length':<14}{values['avg_length']:>12.2f}"
-                     f"  (min {values['min_length']}, max {values['max_length']})")
+        lines.append(
+            f"  {'avg length':<14}{values['avg_length']:>12.2f}"
+            f"  (min {values['min_length']}, max {values['max_length']})"
+        )
         lines.append(f"  {'sparsity':<14}{100 * values['sparsity']:>11.2f}%")
     return lines, mismatches
 
@@ -454,8 +511,9 @@ def _write_inter(handle: IO[bytes], table: _Table) -> None:
     handle.write(("\t".join(header) + "\n").encode())
     chunk = 1 << 20  # rows formatted in memory at a time (pandas writes slowly to file objects)
     for begin in range(0, len(frame), chunk):
-        text = frame.iloc[begin:begin + chunk].to_csv(
-            sep="\t", header=False, index=False, lineterminator="\n")
+        text = frame.iloc[begin : begin + chunk].to_csv(
+            sep="\t", header=False, index=False, lineterminator="\n"
+        )
         handle.write(text.encode())
 
 
@@ -474,8 +532,12 @@ def _sidecar(inter: Path) -> Path:
 
 
 def prepare_dataset(
-    dataset: str, source: PathLike, data_path: PathLike = "dataset", fmt: str = "auto",
-    force: bool = False, verbose: bool = True,
+    dataset: str,
+    source: PathLike,
+    data_path: PathLike = "dataset",
+    fmt: str = "auto",
+    force: bool = False,
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Convert ``source`` into ``<data_path>/<dataset>/<dataset>.inter``.
 
@@ -504,15 +566,25 @@ def prepare_dataset(
             record = json.loads(sidecar.read_text())
         except ValueError:
             record = {}
-        if (record.get("source_md5") == source_md5 and record.get("version") == PREPARE_VERSION
-                and (fmt == "auto" or record.get("format") == fmt)
-                and record.get("output_md5") == _md5(output)):
-            stats = dict(record["stats"], path=str(output), format=record["format"],
-                         source=str(source), skipped=True,
-                         seconds=time.perf_counter() - start)
+        if (
+            record.get("source_md5") == source_md5
+            and record.get("version") == PREPARE_VERSION
+            and (fmt == "auto" or record.get("format") == fmt)
+            and record.get("output_md5") == _md5(output)
+        ):
+            stats = dict(
+                record["stats"],
+                path=str(output),
+                format=record["format"],
+                source=str(source),
+                skipped=True,
+                seconds=time.perf_counter() - start,
+            )
             if verbose:
-                print(f"{output} is up to date (source {source}, md5 {source_md5}); "
-                      "use --force to rewrite.")
+                print(
+                    f"{output} is up to date (source {source}, md5 {source_md5}); "
+                    "use --force to rewrite."
+                )
             return stats
 
     data, display = _read_bytes(source)
@@ -522,12 +594,19 @@ def prepare_dataset(
         fmt = detect_format(data, display)
     if fmt == "atomic":
         table, _ = _read_atomic(data, display)
-        write: Callable[[IO[bytes]], None] = lambda handle: handle.write(data)
+
+        def write(handle: IO[bytes]) -> None:
+            return handle.write(data)
     else:
-        reader = {"sequences": _read_sequences, "movielens-dat": _read_movielens_dat,
-                  "movielens-csv": _read_movielens_csv}[fmt]
+        reader = {
+            "sequences": _read_sequences,
+            "movielens-dat": _read_movielens_dat,
+            "movielens-csv": _read_movielens_csv,
+        }[fmt]
         table = reader(data, display)
-        write = lambda handle: _write_inter(handle, table)
+
+        def write(handle):
+            return _write_inter(handle, table)
 
     stats = compute_stats(table.user, table.item)
     known = KNOWN_DATASETS.get(dataset)
@@ -535,39 +614,57 @@ def prepare_dataset(
         stats["filtered"] = compute_stats(*_filter_items(table.user, table.item, known.item_min))
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, write)
-    record = {"dataset": dataset, "source": str(source.resolve()), "source_md5": source_md5,
-              "format": fmt, "version": PREPARE_VERSION, "output_md5": _md5(output),
-              "stats": stats}
+    record = {
+        "dataset": dataset,
+        "source": str(source.resolve()),
+        "source_md5": source_md5,
+        "format": fmt,
+        "version": PREPARE_VERSION,
+        "output_md5": _md5(output),
+        "stats": stats,
+    }
     atomic_write_json(sidecar, record, indent=2)
 
     lines, mismatches = _stats_lines(dataset, stats)
-    stats = dict(stats, path=str(output), format=fmt, source=str(source), skipped=False,
-                 seconds=time.perf_counter() - start)
+    stats = dict(
+        stats,
+        path=str(output),
+        format=fmt,
+        source=str(source),
+        skipped=False,
+        seconds=time.perf_counter() - start,
+    )
     if verbose:
         print(f"Prepared {output} from {display} ({fmt}) in {stats['seconds']:.1f} s")
         print("\n".join(lines))
     if mismatches:
         warnings.warn(
             f"{dataset}: statistics differ from the published ones ({'; '.join(mismatches)}); "
-            "check that the source is the expected release", DatasetStatsWarning, stacklevel=2)
+            "check that the source is the expected release",
+            DatasetStatsWarning,
+            stacklevel=2,
+        )
     return stats
 
 
-def raw_root() -> Optional[Path]:
+def raw_root() -> Path | None:
     """The raw-data root from ``$RECBOLE_MOE_RAW_DATA`` (None when unset)."""
     value = os.environ.get(RAW_ROOT_ENV)
     return Path(value).expanduser() if value else None
 
 
-def find_raw_source(dataset: str, root: Optional[PathLike] = None) -> tuple[Optional[Path], list[Path]]:
+def find_raw_source(dataset: str, root: PathLike | None = None) -> tuple[Path | None, list[Path]]:
     """The first raw file for ``dataset`` under the raw root, and every path looked at."""
     root = Path(root).expanduser() if root is not None else raw_root()
     if root is None:
         return None, []
     known = KNOWN_DATASETS.get(dataset)
     folder = root / (known.raw_dir if known else dataset)
-    names = list(known.raw_files) if known else [
-        f"{dataset}.inter", "ratings.csv", "ratings.dat", f"{dataset}.txt"]
+    names = (
+        list(known.raw_files)
+        if known
+        else [f"{dataset}.inter", "ratings.csv", "ratings.dat", f"{dataset}.txt"]
+    )
     candidates = [folder / name for name in names]
     if known and not known.embedded:
         candidates.append(root / f"{known.raw_dir}.zip")
@@ -578,7 +675,9 @@ def find_raw_source(dataset: str, root: Optional[PathLike] = None) -> tuple[Opti
 
 
 def ensure_dataset(
-    dataset: str, data_path: PathLike = "dataset", raw: Optional[PathLike] = None,
+    dataset: str,
+    data_path: PathLike = "dataset",
+    raw: PathLike | None = None,
     verbose: bool = True,
 ) -> Path:
     """Make sure RecBole can read ``dataset``; returns the ``.inter`` path.
@@ -620,7 +719,8 @@ def ensure_dataset(
         f"Dataset {dataset!r} was not found. Looked for:\n{looked}\n"
         + ("" if root else f"(${RAW_ROOT_ENV} is not set, so no raw-data root was searched.)\n")
         + "Prepare it with:\n"
-        f"  recbole-moe prepare --dataset {dataset} --source PATH/TO/{hint} --data_path {data_path}\n"
+        f"  recbole-moe prepare --dataset {dataset} --source PATH/TO/{hint} "
+        f"--data_path {data_path}\n"
         + (f"Raw data: {known.obtain}.\n" if known else "")
         + f"Or put the raw file under ${RAW_ROOT_ENV}/"
         f"{known.raw_dir if known else dataset}/ to prepare it on first use."
@@ -628,21 +728,32 @@ def ensure_dataset(
     raise DatasetNotFoundError(message)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``recbole-moe prepare --dataset NAME --source PATH [--data_path DIR] [--format F] [--force]``."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``recbole-moe prepare --dataset NAME --source PATH [--data_path DIR] [--format F]
+    [--force]``."""
     parser = argparse.ArgumentParser(
         prog="recbole-moe prepare",
         description="Convert a raw interaction file into RecBole atomic files "
-                    "<data_path>/<dataset>/<dataset>.inter.",
+        "<data_path>/<dataset>/<dataset>.inter.",
     )
-    parser.add_argument("--dataset", required=True,
-                        help=f"dataset name (known: {', '.join(KNOWN_DATASETS)})")
-    parser.add_argument("--source", default=None,
-                        help=f"raw file, directory or MovieLens zip (default: the file under "
-                             f"${RAW_ROOT_ENV})")
-    parser.add_argument("--data_path", default="dataset", help="RecBole data_path (default: dataset)")
-    parser.add_argument("--format", dest="fmt", default="auto", choices=FORMATS,
-                        help="input format (default: detected)")
+    parser.add_argument(
+        "--dataset", required=True, help=f"dataset name (known: {', '.join(KNOWN_DATASETS)})"
+    )
+    parser.add_argument(
+        "--source",
+        default=None,
+        help=f"raw file, directory or MovieLens zip (default: the file under ${RAW_ROOT_ENV})",
+    )
+    parser.add_argument(
+        "--data_path", default="dataset", help="RecBole data_path (default: dataset)"
+    )
+    parser.add_argument(
+        "--format",
+        dest="fmt",
+        default="auto",
+        choices=FORMATS,
+        help="input format (default: detected)",
+    )
     parser.add_argument("--force", action="store_true", help="rewrite even when up to date")
     args = parser.parse_args(argv)
     try:

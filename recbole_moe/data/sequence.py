@@ -60,7 +60,7 @@ class SequenceTrainDataLoader(LeanTrainDataLoader):
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.step):
-            yield self._samples(order[start:start + self.step])
+            yield self._samples(order[start : start + self.step])
         if self.shuffle:
             torch.randperm(n, generator=self.generator)
 

@@ -59,11 +59,16 @@ def use_attention_impl(model: nn.Module, impl: str) -> int:
         ValueError: ``impl`` is not one of :data:`ATTENTION_IMPLS`.
     """
     if impl not in ATTENTION_IMPLS:
-        raise ValueError(f"attention_impl={impl!r}: allowed values are {', '.join(ATTENTION_IMPLS)}")
+        raise ValueError(
+            f"attention_impl={impl!r}: allowed values are {', '.join(ATTENTION_IMPLS)}"
+        )
     target = SdpaMultiHeadAttention if impl == "sdpa" else MultiHeadAttention
     switched = 0
     for module in model.modules():
-        if type(module) in (MultiHeadAttention, SdpaMultiHeadAttention) and type(module) is not target:
+        if (
+            type(module) in (MultiHeadAttention, SdpaMultiHeadAttention)
+            and type(module) is not target
+        ):
             module.__class__ = target
             switched += 1
     return switched

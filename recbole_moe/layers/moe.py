@@ -15,8 +15,8 @@ width, ``E`` experts, ``K`` experts per token.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +34,8 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def get_activation(act: Union[str, Callable[[Tensor], Tensor]]) -> Callable[[Tensor], Tensor]:
-    """Return an activation function from a RecBole ``hidden_act`` name (or pass a callable through)."""
+def get_activation(act: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """Activation function of a RecBole ``hidden_act`` name (a callable is passed through)."""
     if callable(act):
         return act
     if act not in _ACTIVATIONS:
@@ -71,7 +71,7 @@ class RouterOutput:
     logits: Tensor
     probs: Tensor
     weights: Tensor
-    indices: Optional[Tensor]
+    indices: Tensor | None
 
 
 class Router(nn.Module):
@@ -83,7 +83,9 @@ class Router(nn.Module):
     experts and ``indices = None`` (FAME-style routing).
     """
 
-    def __init__(self, in_features: int, n_experts: int, top_k: Optional[int] = None, bias: bool = False):
+    def __init__(
+        self, in_features: int, n_experts: int, top_k: int | None = None, bias: bool = False
+    ):
         super().__init__()
         if top_k is not None and not 1 <= top_k <= n_experts:
             raise ValueError(f"top_k must be in [1, n_experts={n_experts}], got {top_k}")
@@ -92,7 +94,7 @@ class Router(nn.Module):
         self.gate = nn.Linear(in_features, n_experts, bias=bias)
 
     def forward(self, x: Tensor) -> RouterOutput:
-        """x: ``[..., in_features]`` -> :class:`RouterOutput` with ``[..., E]`` / ``[..., K]`` tensors."""
+        """x: ``[..., in_features]`` -> :class:`RouterOutput` of ``[..., E]`` / ``[..., K]``."""
         logits = self.gate(x)  # [..., E]
         probs = torch.softmax(logits, dim=-1)  # [..., E]
         if self.top_k is None:
@@ -103,7 +105,7 @@ class Router(nn.Module):
 
 
 class _Permute(torch.autograd.Function):
-    """Row permutation ``x[perm]`` whose backward is the gather ``grad[inverse]`` (not a scatter)."""
+    """Row permutation ``x[perm]``; its backward is the gather ``grad[inverse]``, not a scatter."""
 
     @staticmethod
     def forward(ctx, x: Tensor, perm: Tensor, inverse: Tensor) -> Tensor:
@@ -135,7 +137,7 @@ class ExpertBank(nn.Module):
         n_experts: int,
         in_features: int,
         inner_size: int,
-        act: Union[str, Callable[[Tensor], Tensor]] = "gelu",
+        act: str | Callable[[Tensor], Tensor] = "gelu",
         impl: str = "auto",
     ):
         super().__init__()
@@ -157,7 +159,10 @@ class ExpertBank(nn.Module):
         nn.init.zeros_(self.b2)
 
     def extra_repr(self) -> str:
-        return f"n_experts={self.n_experts}, in={self.in_features}, inner={self.inner_size}, impl={self.impl}"
+        return (
+            f"n_experts={self.n_experts}, in={self.in_features}, "
+            f"inner={self.inner_size}, impl={self.impl}"
+        )
 
     def expert_forward(self, x: Tensor, e: int) -> Tensor:
         """One expert: ``[N, D] -> [N, D]``."""
@@ -174,8 +179,8 @@ class ExpertBank(nn.Module):
         self,
         x: Tensor,
         weights: Tensor,
-        indices: Optional[Tensor],
-        token_mask: Optional[Tensor] = None,
+        indices: Tensor | None,
+        token_mask: Tensor | None = None,
     ) -> Tensor:
         """Weighted expert mixture ``y = Σ_k weights_k · f_{indices_k}(x)``.
 
@@ -195,7 +200,9 @@ class ExpertBank(nn.Module):
             y = self._forward_dense(x2, w2, i2, m2)
         return y.reshape(*lead, self.in_features)
 
-    def _forward_loop(self, x: Tensor, weights: Tensor, indices: Tensor, token_mask: Optional[Tensor]) -> Tensor:
+    def _forward_loop(
+        self, x: Tensor, weights: Tensor, indices: Tensor, token_mask: Tensor | None
+    ) -> Tensor:
         """Dispatch implementation. x ``[T, D]``, weights/indices ``[T, K]``, token_mask ``[T]``.
 
         The T·K (token, slot) assignments are sorted by expert; masked tokens go to a dummy
@@ -208,26 +215,37 @@ class ExpertBank(nn.Module):
             skip = ~token_mask.unsqueeze(1).expand(-1, k).reshape(-1)
             flat_expert = flat_expert.masked_fill(skip, self.n_experts)  # dummy bucket E
         order = flat_expert.argsort()  # [TK] assignments grouped by expert
-        inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=x.device))
+        inverse = torch.empty_like(order).scatter_(
+            0, order, torch.arange(order.numel(), device=x.device)
+        )
         counts = torch.bincount(flat_expert, minlength=self.n_experts + 1).tolist()  # one host sync
         x_rep = x.unsqueeze(1).expand(-1, k, -1).reshape(-1, self.in_features)  # [TK, D]
         chunks = _Permute.apply(x_rep, order, inverse).split(counts)  # per-expert token groups
         # Loop over experts (not tokens): E small matmul pairs beat dense E·T compute on CPU.
-        params = zip(self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0))
-        ys = [torch.addmm(b2, self.act(torch.addmm(b1, xe, w1)), w2) for xe, (w1, b1, w2, b2) in zip(chunks, params)]
+        params = zip(
+            self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=False
+        )
+        ys = [
+            torch.addmm(b2, self.act(torch.addmm(b1, xe, w1)), w2)
+            for xe, (w1, b1, w2, b2) in zip(chunks, params, strict=False)
+        ]
         ys.append(x.new_zeros(counts[-1], self.in_features))  # skipped tokens contribute 0
-        y = _Permute.apply(torch.cat(ys), inverse, order).view(n_tokens, k, self.in_features)  # [T, K, D]
+        y = _Permute.apply(torch.cat(ys), inverse, order).view(
+            n_tokens, k, self.in_features
+        )  # [T, K, D]
         return torch.bmm(weights.unsqueeze(1).to(y.dtype), y).squeeze(1)  # [T, D] = Σ_k g_k y_k
 
     def _forward_dense(
-        self, x: Tensor, weights: Tensor, indices: Optional[Tensor], token_mask: Optional[Tensor]
+        self, x: Tensor, weights: Tensor, indices: Tensor | None, token_mask: Tensor | None
     ) -> Tensor:
         """Dense implementation: all experts, then combine with a ``[T, E]`` gate matrix."""
         y_all = self.forward_all(x)  # [E, T, D]
         if indices is None:
             gates = weights  # [T, E] dense mixing
         else:
-            gates = weights.new_zeros(x.shape[0], self.n_experts).scatter(1, indices, weights)  # [T, E]
+            gates = weights.new_zeros(x.shape[0], self.n_experts).scatter(
+                1, indices, weights
+            )  # [T, E]
         if token_mask is not None:
             gates = gates * token_mask.unsqueeze(1).to(gates.dtype)
         return torch.einsum("te,etd->td", gates, y_all)  # [T, D]
@@ -238,7 +256,7 @@ class ExpertBank(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _flat(probs: Tensor, token_mask: Optional[Tensor]) -> Tensor:
+def _flat(probs: Tensor, token_mask: Tensor | None) -> Tensor:
     """``[..., E]`` probs restricted to valid tokens -> ``[T_valid, E]``."""
     probs = probs.reshape(-1, probs.shape[-1])
     if token_mask is None:
@@ -246,12 +264,12 @@ def _flat(probs: Tensor, token_mask: Optional[Tensor]) -> Tensor:
     return probs[token_mask.reshape(-1)]
 
 
-def mean_gate_prob(probs: Tensor, token_mask: Optional[Tensor] = None) -> Tensor:
+def mean_gate_prob(probs: Tensor, token_mask: Tensor | None = None) -> Tensor:
     """ḡ_e: mean full-softmax router probability of each expert over valid tokens. ``[E]``."""
     return _flat(probs, token_mask).mean(dim=0)
 
 
-def expert_counts(indices: Tensor, n_experts: int, token_mask: Optional[Tensor] = None) -> Tensor:
+def expert_counts(indices: Tensor, n_experts: int, token_mask: Tensor | None = None) -> Tensor:
     """Number of (token, slot) assignments per expert over valid tokens. ``[E]`` float."""
     idx = indices.reshape(-1, indices.shape[-1])
     if token_mask is not None:
@@ -259,13 +277,13 @@ def expert_counts(indices: Tensor, n_experts: int, token_mask: Optional[Tensor] 
     return torch.bincount(idx.reshape(-1), minlength=n_experts).to(torch.float32)
 
 
-def token_fraction(indices: Tensor, n_experts: int, token_mask: Optional[Tensor] = None) -> Tensor:
+def token_fraction(indices: Tensor, n_experts: int, token_mask: Tensor | None = None) -> Tensor:
     """f_e: fraction of the top-K assignments that go to expert e (sums to 1). ``[E]``."""
     counts = expert_counts(indices, n_experts, token_mask)
     return counts / counts.sum().clamp_min(1.0)
 
 
-def entropy_balance_loss(probs: Tensor, token_mask: Optional[Tensor] = None) -> Tensor:
+def entropy_balance_loss(probs: Tensor, token_mask: Tensor | None = None) -> Tensor:
     """Spec §3: ``Σ_e ḡ_e log ḡ_e`` (negative entropy of mean expert usage, one layer).
 
     ḡ averages the full softmax probabilities over non-padding tokens (A4); the plus sign is
@@ -275,7 +293,7 @@ def entropy_balance_loss(probs: Tensor, token_mask: Optional[Tensor] = None) -> 
     return torch.special.xlogy(gbar, gbar).sum()
 
 
-def switch_balance_loss(probs: Tensor, indices: Tensor, token_mask: Optional[Tensor] = None) -> Tensor:
+def switch_balance_loss(probs: Tensor, indices: Tensor, token_mask: Tensor | None = None) -> Tensor:
     """Switch-Transformer form ``E · Σ_e f_e · P_e`` (one layer); minimum 1 at uniform load.
 
     f_e: fraction of top-K assignments dispatched to e (no gradient); P_e: mean router
@@ -288,7 +306,7 @@ def switch_balance_loss(probs: Tensor, indices: Tensor, token_mask: Optional[Ten
 
 
 def load_balance_loss(
-    lb_type: str, probs: Tensor, indices: Optional[Tensor], token_mask: Optional[Tensor] = None
+    lb_type: str, probs: Tensor, indices: Tensor | None, token_mask: Tensor | None = None
 ) -> Tensor:
     """Dispatch on ``lb_type: entropy | switch`` (one layer; callers sum over layers)."""
     if lb_type == "entropy":
@@ -324,7 +342,9 @@ class RoutingStats(nn.Module):
         self.register_buffer("n_tokens", torch.zeros(()), persistent=False)
 
     @torch.no_grad()
-    def update(self, probs: Tensor, indices: Optional[Tensor], token_mask: Optional[Tensor] = None) -> None:
+    def update(
+        self, probs: Tensor, indices: Tensor | None, token_mask: Tensor | None = None
+    ) -> None:
         p = _flat(probs.detach(), token_mask).float()  # [T_valid, E]
         self.prob_sum += p.sum(dim=0)
         self.n_tokens += p.shape[0]
@@ -339,7 +359,7 @@ class RoutingStats(nn.Module):
         self.n_tokens.zero_()
 
     def summary(self) -> dict[str, object]:
-        """``{"tokens", "token_fraction": [E], "mean_prob": [E], "load_entropy"}`` as Python floats."""
+        """``{"tokens", "token_fraction": [E], "mean_prob": [E], "load_entropy"}`` as floats."""
         n = float(self.n_tokens)
         frac = self.counts / self.counts.sum().clamp_min(1e-12)
         return {

@@ -7,15 +7,14 @@ losses, i.e. the mean of RecBole's prefix-mode losses over that user's prefixes.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def sample_negatives(n_items: int, n: int, device: torch.device,
-                     generator: Optional[torch.Generator] = None) -> Tensor:
+def sample_negatives(
+    n_items: int, n: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
     """``[n]`` item ids drawn uniformly from ``1 .. n_items - 1`` (never the padding item)."""
     return torch.randint(1, n_items, (n,), device=device, generator=generator)
 
@@ -24,8 +23,8 @@ def position_cross_entropy(
     states: Tensor,
     targets: Tensor,
     item_weight: Tensor,
-    negatives: Optional[Tensor] = None,
-    item_bias: Optional[Tensor] = None,
+    negatives: Tensor | None = None,
+    item_bias: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy of the next item at every non-padding position.
 

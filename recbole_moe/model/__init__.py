@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
-from functools import lru_cache
+from functools import cache
 
 from recbole.model.abstract_recommender import AbstractRecommender
 
@@ -26,7 +26,7 @@ _RECBOLE_SUBMODULES = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def recbole_models() -> tuple[str, ...]:
     """Names of the models RecBole 1.2.1 ships (the ones importable here)."""
     names = set()

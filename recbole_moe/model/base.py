@@ -3,8 +3,6 @@ recommendation loss and dot-product scoring against the item embedding table."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
@@ -50,7 +48,9 @@ class DotProductSequentialRecommender(SequentialRecommender):
             pos_score = torch.sum(seq_output * self.item_embedding(pos_items), dim=-1)  # [B]
             neg_score = torch.sum(seq_output * self.item_embedding(neg_items), dim=-1)  # [B]
             return self.loss_fct(pos_score, neg_score)
-        logits = torch.matmul(seq_output, self.item_embedding.weight.transpose(0, 1))  # [B, n_items]
+        logits = torch.matmul(
+            seq_output, self.item_embedding.weight.transpose(0, 1)
+        )  # [B, n_items]
         return self.loss_fct(logits, pos_items)
 
     def calculate_loss(self, interaction) -> torch.Tensor:
@@ -72,7 +72,7 @@ class DotProductSequentialRecommender(SequentialRecommender):
         position ``j`` equals :meth:`forward` on the prefix of length ``j + 1``."""
         raise NotImplementedError(f"{type(self).__name__} does not train at every position")
 
-    def calculate_sequence_loss(self, interaction, negatives: Optional[torch.Tensor] = None):
+    def calculate_sequence_loss(self, interaction, negatives: torch.Tensor | None = None):
         """Cross-entropy of the next item at every non-padding position (full softmax, or
         sampled over ``negatives`` ``[N]``), see :func:`position_cross_entropy`."""
         states = self.forward_positions(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])

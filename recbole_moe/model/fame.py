@@ -29,16 +29,13 @@ Switches (property file ``FAME.yaml``):
     * ``item_subemb``: ``proj`` (x_v W_f^(h), A2) or ``split`` (the h-th d'-chunk of x_v).
 """
 
-from typing import Dict, Optional, Tuple
-
 import torch
-from torch import nn
 import torch.nn.functional as F
-
-from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole.model.layers import FeedForward, TransformerEncoder
+from torch import nn
 
 from recbole_moe.layers.moe import normalized_entropy
+from recbole_moe.model.base import DotProductSequentialRecommender
 
 
 class MoEMultiHeadAttention(nn.Module):
@@ -79,9 +76,7 @@ class MoEMultiHeadAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)
         if n_experts > 1:
             # W_exp^(h): (N·d') x N per head, no bias (spec §2.2, A5)
-            self.router = nn.Parameter(
-                torch.empty(n_heads, n_experts * self.head_size, n_experts)
-            )
+            self.router = nn.Parameter(torch.empty(n_heads, n_experts * self.head_size, n_experts))
         else:
             self.register_parameter("router", None)
         self.attn_dropout = nn.Dropout(attn_dropout_prob)
@@ -114,12 +109,16 @@ class MoEMultiHeadAttention(nn.Module):
         v = self.value(hidden).view(B, L, H, dh).transpose(1, 2)  # [B, H, L, d']
         # softmax(q kᵀ / sqrt(d') + mask) v, fused: no [B, H·N, Q, L] tensor is kept for backward
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask.unsqueeze(1).to(q.dtype),
-            dropout_p=self.attn_dropout.p if self.training else 0.0, enable_gqa=True,
+            q,
+            k,
+            v,
+            attn_mask=key_mask.unsqueeze(1).to(q.dtype),
+            dropout_p=self.attn_dropout.p if self.training else 0.0,
+            enable_gqa=True,
         )  # [B, H·N, Q, d']
         return out.view(B, H, N, Q, dh).permute(0, 3, 1, 2, 4)  # [B, Q, H, N, d']
 
-    def route(self, expert_out: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def route(self, expert_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Router β^(h) = softmax([f^(h,1) ‖ … ‖ f^(h,N)] W_exp^(h)) and dense mix (spec §2.2).
 
         Args:
@@ -140,7 +139,7 @@ class MoEMultiHeadAttention(nn.Module):
 
     def forward(
         self, hidden: torch.Tensor, query_index: torch.Tensor, key_mask: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         r"""Output of the attention sub-layer at the query positions.
 
         Args:
@@ -202,7 +201,7 @@ class FacetMoELayer(nn.Module):
 
     def forward(
         self, hidden: torch.Tensor, query_index: torch.Tensor, key_mask: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, L, d]`` -> F ``[B, Q, H, d']`` (or ``[B, Q, d]``) at ``query_index`` ``[B, Q]``
         and router weights ``[B, Q, H, N]``; ``key_mask`` ``[B, Q, L]``."""
         attn_out, beta = self.multi_head_attention(hidden, query_index, key_mask)
@@ -299,8 +298,8 @@ class FAME(DotProductSequentialRecommender):
 
         # per-epoch routing statistics (detached sums over training batches)
         self._stat_count = 0
-        self._stat_gate: Optional[torch.Tensor] = None  # [H]
-        self._stat_router: Optional[torch.Tensor] = None  # [H, N]
+        self._stat_gate: torch.Tensor | None = None  # [H]
+        self._stat_router: torch.Tensor | None = None  # [H, N]
 
         # parameters initialization
         self.apply(self._init_weights)
@@ -320,14 +319,14 @@ class FAME(DotProductSequentialRecommender):
         hidden = self.dropout(self.LayerNorm(input_emb))  # X0, [B, L, d]
         if self.n_layers > 1:
             attention_mask = self.get_attention_mask(item_seq)  # [B, 1, L, L]
-            hidden = self.trm_encoder(
-                hidden, attention_mask, output_all_encoded_layers=False
-            )[-1]  # X, [B, L, d]
+            hidden = self.trm_encoder(hidden, attention_mask, output_all_encoded_layers=False)[
+                -1
+            ]  # X, [B, L, d]
         return hidden
 
     def _facet_layer(
         self, hidden: torch.Tensor, item_seq: torch.Tensor, query_index: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Last layer and gate at ``query_index`` ``[B, Q]``: F ``[B, Q, H, d']`` (``[B, Q, d]``
         without head_prediction), g ``[B, Q, H]``, β ``[B, Q, H, N]``."""
         positions = torch.arange(item_seq.shape[1], device=item_seq.device)
@@ -339,7 +338,7 @@ class FAME(DotProductSequentialRecommender):
 
     def encode(
         self, item_seq: torch.Tensor, item_seq_len: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r"""Spec §2.1–2.4 at the last valid position: sequence -> head outputs, gate and router.
 
         Returns:
@@ -355,7 +354,7 @@ class FAME(DotProductSequentialRecommender):
 
     def encode_positions(
         self, item_seq: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r"""Spec §2.1–2.4 at every position (``train_objective: sequence``).
 
         Returns:
@@ -407,7 +406,7 @@ class FAME(DotProductSequentialRecommender):
         return flat @ self.item_proj.weight  # Σ_h W_f^(h) (weighted)_h
 
     # ------------------------------------------------------------------ scoring
-    def item_subembeddings(self, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def item_subembeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
         r"""x_v^(h) for the given items (all items when None): ``[..., H, d']`` (spec §2.4, A2)."""
         emb = self.item_embedding.weight if items is None else self.item_embedding(items)
         if self.item_proj is not None:
@@ -415,7 +414,7 @@ class FAME(DotProductSequentialRecommender):
         return emb.view(*emb.shape[:-1], self.n_heads, self.head_size)
 
     def head_scores(
-        self, head_repr: torch.Tensor, items: Optional[torch.Tensor] = None
+        self, head_repr: torch.Tensor, items: torch.Tensor | None = None
     ) -> torch.Tensor:
         r"""Per-head scores P^(h)(v) = F_t^(h)·x_v^(h) (spec §2.4).
 
@@ -458,8 +457,8 @@ class FAME(DotProductSequentialRecommender):
         mixture = torch.einsum("bhv,bh->bv", scores, weights)  # [B, V]
         return mixture.log_()
 
-    def _scores_items(self, interaction, *items: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Fused scores of each ``[B]`` item tensor in ``items`` (one encoder pass) -> ``[B]`` each."""
+    def _scores_items(self, interaction, *items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Fused scores of each ``[B]`` item tensor in ``items`` (1 encoder pass): ``[B]`` each."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         if not self.head_prediction or self.fusion == "logits":
@@ -491,7 +490,7 @@ class FAME(DotProductSequentialRecommender):
 
     # ------------------------------------------------------------------ inspection
     @torch.no_grad()
-    def explain(self, interaction, items: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def explain(self, interaction, items: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Which facet drove a recommendation.
 
         Args:
@@ -532,7 +531,7 @@ class FAME(DotProductSequentialRecommender):
             self._stat_router = self._stat_router + router_sum
         self._stat_count += gate.shape[0]
 
-    def epoch_stats(self) -> Optional[Dict[str, torch.Tensor]]:
+    def epoch_stats(self) -> dict[str, torch.Tensor] | None:
         """Mean gate per head ``[H]`` and mean router distribution per head ``[H, N]``
         over the training sequences seen since the last reset (None if none)."""
         if not self._stat_count:
@@ -545,7 +544,9 @@ class FAME(DotProductSequentialRecommender):
     def reset_stats(self) -> None:
         self._stat_count, self._stat_gate, self._stat_router = 0, None, None
 
-    def log_epoch_stats(self, logger, tensorboard, epoch_idx: int) -> Optional[Dict[str, torch.Tensor]]:
+    def log_epoch_stats(
+        self, logger, tensorboard, epoch_idx: int
+    ) -> dict[str, torch.Tensor] | None:
         """Log the epoch's mean gate per head and router expert distribution per head, then reset.
 
         Called by the trainer after each training epoch; ``logger`` and ``tensorboard`` may be None.
@@ -576,11 +577,13 @@ class FAME(DotProductSequentialRecommender):
         return stats
 
 
-def sasrec_state_dict_to_fame(state_dict: Dict[str, torch.Tensor], n_layers: int) -> Dict[str, torch.Tensor]:
+def sasrec_state_dict_to_fame(
+    state_dict: dict[str, torch.Tensor], n_layers: int
+) -> dict[str, torch.Tensor]:
     """Rename a RecBole SASRec state_dict for FAME with ``moe_attention`` and
     ``head_prediction`` off: ``trm_encoder.layer.{n_layers-1}.`` -> ``last_layer.``."""
     prefix = f"trm_encoder.layer.{n_layers - 1}."
     return {
-        ("last_layer." + k[len(prefix):]) if k.startswith(prefix) else k: v
+        ("last_layer." + k[len(prefix) :]) if k.startswith(prefix) else k: v
         for k, v in state_dict.items()
     }

@@ -15,13 +15,10 @@ refer to the implementation spec (``../shared/spec/HyMoERec.md``).
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
-from torch import Tensor, nn
-
-from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole.model.layers import FeedForward, MultiHeadAttention
+from torch import Tensor, nn
 
 from recbole_moe.layers.moe import (
     LB_TYPES,
@@ -32,6 +29,7 @@ from recbole_moe.layers.moe import (
     load_balance_loss,
 )
 from recbole_moe.layers.sequence_loss import position_cross_entropy
+from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole_moe.objective import TARGET_LIST_FIELD, training_samples
 
 FUSIONS = ("adaptive", "fixed", "sum")
@@ -80,12 +78,14 @@ class HyMoEFeedForward(FeedForward):
             self.dense_2 = None
         if use_routed:
             self.router = Router(hidden_size, n_experts, top_k)
-            self.experts = ExpertBank(n_experts, hidden_size, expert_inner_size, self.intermediate_act_fn, moe_impl)
+            self.experts = ExpertBank(
+                n_experts, hidden_size, expert_inner_size, self.intermediate_act_fn, moe_impl
+            )
             self.alpha_param = nn.Parameter(torch.full((), float(alpha_init)))
             self.stats = RoutingStats(n_experts)
 
     def alpha(self, warmup: Tensor) -> Tensor:
-        """Adaptive Expert Fusion weight α (spec §2.2) for warm-up factor ``warmup = w(t)``. Scalar."""
+        """Adaptive Expert Fusion weight α (§2.2) for warm-up factor ``warmup = w(t)``. Scalar."""
         if self.fusion == "adaptive":
             return torch.sigmoid(self.alpha_param) * warmup
         if self.fusion == "fixed":
@@ -93,8 +93,8 @@ class HyMoEFeedForward(FeedForward):
         return torch.ones_like(warmup)  # "sum"
 
     def forward(
-        self, x: Tensor, warmup: Tensor, token_mask: Tensor, rows: Optional[Tensor] = None
-    ) -> tuple[Tensor, Optional[RouterOutput]]:
+        self, x: Tensor, warmup: Tensor, token_mask: Tensor, rows: Tensor | None = None
+    ) -> tuple[Tensor, RouterOutput | None]:
         """x ``[B, L, D]``, warmup = w(t) scalar, token_mask ``[B, L]`` (non-padding tokens).
 
         rows ``[B]``: if given, route every token (balance loss and statistics see all
@@ -111,7 +111,11 @@ class HyMoEFeedForward(FeedForward):
             pick = (torch.arange(x.size(0), device=x.device), rows)
             x = x[pick].unsqueeze(1)  # [B, 1, D]
             if self.use_routed:
-                weights, indices, mask = weights[pick].unsqueeze(1), indices[pick].unsqueeze(1), None
+                weights, indices, mask = (
+                    weights[pick].unsqueeze(1),
+                    indices[pick].unsqueeze(1),
+                    None,
+                )
         if self.use_routed:
             y_moe = self.experts(x, weights, indices, mask)  # Σ_k g_k f_k(x), [B, L, D]
         if self.use_shared:
@@ -123,7 +127,9 @@ class HyMoEFeedForward(FeedForward):
         return self.LayerNorm(self.dropout(y) + x), routing
 
 
-def attention_at(mha: MultiHeadAttention, hidden: Tensor, attention_mask: Tensor, rows: Tensor) -> Tensor:
+def attention_at(
+    mha: MultiHeadAttention, hidden: Tensor, attention_mask: Tensor, rows: Tensor
+) -> Tensor:
     """RecBole ``MultiHeadAttention`` evaluated for one query position per sequence.
 
     Same parameters and operations as ``mha(hidden, attention_mask)[b, rows[b]]`` (keys and values
@@ -138,46 +144,74 @@ def attention_at(mha: MultiHeadAttention, hidden: Tensor, attention_mask: Tensor
     scores = torch.matmul(q, k) / mha.sqrt_attention_head_size
     scores = scores + attention_mask[batch, :, rows].unsqueeze(2)  # mask row [B, 1, 1, L]
     probs = mha.attn_dropout(mha.softmax(scores))
-    context = torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(hidden.size(0), 1, mha.all_head_size)
+    context = (
+        torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(hidden.size(0), 1, mha.all_head_size)
+    )
     return mha.LayerNorm(mha.out_dropout(mha.dense(context)) + query_in)  # [B, 1, D]
 
 
 class HyMoETransformerLayer(nn.Module):
-    """RecBole ``TransformerLayer`` with the FFN swapped for :class:`HyMoEFeedForward` (spec §2.1)."""
+    """RecBole ``TransformerLayer`` with the FFN swapped for :class:`HyMoEFeedForward` (§2.1)."""
 
-    def __init__(self, n_heads: int, hidden_size: int, hidden_dropout_prob: float, attn_dropout_prob: float,
-                 layer_norm_eps: float, **ffn_kwargs):
+    def __init__(
+        self,
+        n_heads: int,
+        hidden_size: int,
+        hidden_dropout_prob: float,
+        attn_dropout_prob: float,
+        layer_norm_eps: float,
+        **ffn_kwargs,
+    ):
         super().__init__()
         self.multi_head_attention = MultiHeadAttention(
             n_heads, hidden_size, hidden_dropout_prob, attn_dropout_prob, layer_norm_eps
         )
         self.feed_forward = HyMoEFeedForward(
-            hidden_size, hidden_dropout_prob=hidden_dropout_prob, layer_norm_eps=layer_norm_eps, **ffn_kwargs
+            hidden_size,
+            hidden_dropout_prob=hidden_dropout_prob,
+            layer_norm_eps=layer_norm_eps,
+            **ffn_kwargs,
         )
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor, warmup: Tensor, token_mask: Tensor,
-                rows: Optional[Tensor] = None, prune_queries: bool = False) -> tuple[Tensor, Optional[RouterOutput]]:
+    def forward(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor,
+        warmup: Tensor,
+        token_mask: Tensor,
+        rows: Tensor | None = None,
+        prune_queries: bool = False,
+    ) -> tuple[Tensor, RouterOutput | None]:
         """hidden ``[B, L, D]`` -> ``[B, L, D]``, or ``[B, 1, D]`` at ``rows`` when rows is given.
 
         prune_queries: with rows, also compute attention only for those queries; the router then
         sees only those tokens (used in evaluation, where no balance loss is computed).
         """
         if rows is not None and prune_queries:
-            attention_output = attention_at(self.multi_head_attention, hidden, attention_mask, rows)  # [B, 1, D]
+            attention_output = attention_at(
+                self.multi_head_attention, hidden, attention_mask, rows
+            )  # [B, 1, D]
             return self.feed_forward(attention_output, warmup, torch.ones_like(token_mask[:, :1]))
         attention_output = self.multi_head_attention(hidden, attention_mask)  # [B, L, D]
         return self.feed_forward(attention_output, warmup, token_mask, rows)
 
 
 class HyMoEEncoder(nn.Module):
-    """Stack of :class:`HyMoETransformerLayer`; parameter names match RecBole's ``TransformerEncoder``."""
+    """Stack of :class:`HyMoETransformerLayer`, named as RecBole's ``TransformerEncoder``."""
 
     def __init__(self, n_layers: int, **layer_kwargs):
         super().__init__()
         self.layer = nn.ModuleList([HyMoETransformerLayer(**layer_kwargs) for _ in range(n_layers)])
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor, warmup: Tensor, token_mask: Tensor,
-                rows: Optional[Tensor] = None, prune_queries: bool = False) -> tuple[Tensor, list[RouterOutput]]:
+    def forward(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor,
+        warmup: Tensor,
+        token_mask: Tensor,
+        rows: Tensor | None = None,
+        prune_queries: bool = False,
+    ) -> tuple[Tensor, list[RouterOutput]]:
         """hidden ``[B, L, D]`` -> (last layer output, router outputs of the MoE layers).
 
         rows ``[B]``: if given, the last layer is computed only at ``rows[b]`` (the position the
@@ -187,8 +221,14 @@ class HyMoEEncoder(nn.Module):
         routings = []
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
-            hidden, routing = layer(hidden, attention_mask, warmup, token_mask,
-                                    rows if i == last else None, prune_queries)
+            hidden, routing = layer(
+                hidden,
+                attention_mask,
+                warmup,
+                token_mask,
+                rows if i == last else None,
+                prune_queries,
+            )
             if routing is not None:
                 routings.append(routing)
         return hidden, routings
@@ -264,14 +304,17 @@ class HyMoERec(DotProductSequentialRecommender):
 
         # warm-up clock t (optimizer steps) and length T_warm, both saved in checkpoints (§2.2, A2)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
-        self.register_buffer("warmup_length", torch.tensor(self._warmup_length(config, dataset), dtype=torch.long))
+        self.register_buffer(
+            "warmup_length", torch.tensor(self._warmup_length(config, dataset), dtype=torch.long)
+        )
 
         # parameters initialization
         self.apply(self._init_weights)
 
     @staticmethod
     def _warmup_length(config, dataset) -> int:
-        """T_warm in optimizer steps: ``warmup_steps`` if set, else ``warmup_epochs × steps_per_epoch``.
+        """T_warm in optimizer steps: ``warmup_steps`` if set, else ``warmup_epochs`` ×
+        steps per epoch.
 
         steps_per_epoch = ceil(#training samples / train_batch_size); ``dataset`` is the
         training split RecBole passes to the model: one sample per prefix under
@@ -331,11 +374,17 @@ class HyMoERec(DotProductSequentialRecommender):
             # the loss is needed, attention still runs for every query so that the router
             # (balance loss, statistics) sees every non-padding token, as spec §3 defines it.
             output, routings = self.trm_encoder(
-                input_emb, extended_attention_mask, self.warmup_factor(), token_mask,
-                rows=item_seq_len - 1, prune_queries=not full_routing,
+                input_emb,
+                extended_attention_mask,
+                self.warmup_factor(),
+                token_mask,
+                rows=item_seq_len - 1,
+                prune_queries=not full_routing,
             )
             return output[:, 0], routings, token_mask  # [B, D]
-        output, routings = self.trm_encoder(input_emb, extended_attention_mask, self.warmup_factor(), token_mask)
+        output, routings = self.trm_encoder(
+            input_emb, extended_attention_mask, self.warmup_factor(), token_mask
+        )
         output = self.gather_indexes(output, item_seq_len - 1)
         return output, routings, token_mask  # [B, D]
 
@@ -344,7 +393,7 @@ class HyMoERec(DotProductSequentialRecommender):
         return self._encode(item_seq, item_seq_len, full_routing=False)[0]
 
     def _encode_positions(self, item_seq: Tensor) -> tuple[Tensor, list[RouterOutput], Tensor]:
-        """Every position of the last layer: (``[B, L, D]``, router outputs, token_mask ``[B, L]``)."""
+        """Every position of the last layer: (``[B, L, D]``, router outputs, mask ``[B, L]``)."""
         position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
         input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
         input_emb = self.dropout(self.LayerNorm(input_emb))  # [B, L, D]
@@ -360,7 +409,9 @@ class HyMoERec(DotProductSequentialRecommender):
 
     def balance_loss(self, routings: list[RouterOutput], token_mask: Tensor) -> Tensor:
         """Σ over layers of the per-layer load-balance loss (spec §3, ``lb_type``)."""
-        return sum(load_balance_loss(self.lb_type, r.probs, r.indices, token_mask) for r in routings)
+        return sum(
+            load_balance_loss(self.lb_type, r.probs, r.indices, token_mask) for r in routings
+        )
 
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
@@ -374,7 +425,7 @@ class HyMoERec(DotProductSequentialRecommender):
             return loss, self.lb_weight * self.balance_loss(routings, token_mask)
         return loss
 
-    def calculate_sequence_loss(self, interaction, negatives: Optional[Tensor] = None):
+    def calculate_sequence_loss(self, interaction, negatives: Tensor | None = None):
         """``train_objective: sequence``: next-item cross-entropy at every non-padding position
         plus the balance loss over the same tokens (spec §3); the warm-up clock advances once
         per call, as in :meth:`calculate_loss`."""
@@ -416,13 +467,17 @@ class HyMoERec(DotProductSequentialRecommender):
         summary = self.epoch_summary()
         if logger is not None:
             alphas = ", ".join(f"{a:.4f}" for a in summary["alpha"]) or "-"
-            logger.info(f"epoch {epoch_idx} MoE: step={summary['train_step']} "
-                        f"warmup={summary['warmup']:.4f} alpha=[{alphas}]")
+            logger.info(
+                f"epoch {epoch_idx} MoE: step={summary['train_step']} "
+                f"warmup={summary['warmup']:.4f} alpha=[{alphas}]"
+            )
             for i, s in enumerate(summary["layers"]):
                 load = " ".join(f"{f:.3f}" for f in s["token_fraction"])
                 prob = " ".join(f"{p:.3f}" for p in s["mean_prob"])
-                logger.info(f"epoch {epoch_idx} MoE layer {i}: load=[{load}] "
-                            f"load_entropy={s['load_entropy']:.4f} mean_prob=[{prob}]")
+                logger.info(
+                    f"epoch {epoch_idx} MoE layer {i}: load=[{load}] "
+                    f"load_entropy={s['load_entropy']:.4f} mean_prob=[{prob}]"
+                )
         if tensorboard is not None:
             tensorboard.add_scalar("MoE/warmup", summary["warmup"], epoch_idx)
             for i, a in enumerate(summary["alpha"]):

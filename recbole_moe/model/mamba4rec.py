@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_moe.model.base import DotProductSequentialRecommender
-
 from recbole_moe.layers.selective_scan import selective_scan
+from recbole_moe.model.base import DotProductSequentialRecommender
 
 BACKENDS = ("auto", "mamba_ssm", "torch")
 DT_INITS = ("recbole", "mamba")
 
 
-def load_mamba_ssm_scan() -> tuple[Optional[Callable], str]:
+def load_mamba_ssm_scan() -> tuple[Callable | None, str]:
     """Return ``(selective_scan_fn, "")`` from ``mamba_ssm``, or ``(None, reason)``."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -55,7 +54,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if not on_cuda:
         if backend == "mamba_ssm":
             logging.getLogger(__name__).warning(
-                "mamba_backend=mamba_ssm needs a CUDA device; using the torch backend on %s.", device
+                "mamba_backend=mamba_ssm needs a CUDA device; using the torch backend on %s.",
+                device,
             )
         return "torch"
     scan_fn, reason = load_mamba_ssm_scan()
@@ -87,7 +87,7 @@ class MambaBlock(nn.Module):
         expand: int = 2,
         backend: str = "torch",
         chunk_size: int = 16,
-        batch_block: Optional[int] = 32,
+        batch_block: int | None = 32,
     ):
         super().__init__()
         self.d_model = d_model
@@ -122,7 +122,7 @@ class MambaBlock(nn.Module):
     def reset_dt_parameters(
         self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4
     ) -> None:
-        """Mamba's Δ initialisation: uniform ``dt_proj`` weight, softplus(bias) ∈ [dt_min, dt_max]."""
+        """Mamba's Δ initialisation: uniform ``dt_proj`` weight, softplus(bias) in [min, max]."""
         std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
         log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
@@ -187,7 +187,7 @@ class MambaLayer(nn.Module):
         layer_norm_eps: float,
         backend: str,
         chunk_size: int,
-        batch_block: Optional[int],
+        batch_block: int | None,
     ):
         super().__init__()
         self.residual = residual

@@ -21,8 +21,6 @@ the longest one in the batch.
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 from recbole.model.sequential_recommender.gru4rec import GRU4Rec
@@ -33,7 +31,7 @@ from recbole_moe.errors import ConfigError
 from recbole_moe.layers.sequence_loss import position_cross_entropy, sample_negatives
 from recbole_moe.objective import SEQUENCE_MODELS, TARGET_LIST_FIELD
 
-Loss = Union[Tensor, tuple[Tensor, ...]]
+Loss = Tensor | tuple[Tensor, ...]
 
 
 def sasrec_positions(model: SASRec, item_seq: Tensor) -> Tensor:
@@ -69,8 +67,9 @@ def position_states(model: nn.Module, item_seq: Tensor, item_seq_len: Tensor) ->
     )
 
 
-def whole_sequences(item_seq: Tensor, item_seq_len: Tensor, targets: Tensor,
-                    max_length: int) -> tuple[Tensor, Tensor]:
+def whole_sequences(
+    item_seq: Tensor, item_seq_len: Tensor, targets: Tensor, max_length: int
+) -> tuple[Tensor, Tensor]:
     """Inputs + targets -> the training history itself, its most recent ``max_length`` items.
 
     Args:
@@ -89,7 +88,7 @@ def whole_sequences(item_seq: Tensor, item_seq_len: Tensor, targets: Tensor,
     return full.gather(1, index), length - shift
 
 
-def bert4rec_cloze_loss(model: BERT4Rec, interaction, negatives: Optional[Tensor]) -> Tensor:
+def bert4rec_cloze_loss(model: BERT4Rec, interaction, negatives: Tensor | None) -> Tensor:
     """BERT4Rec's cloze objective on each user's whole training sequence (vectorised).
 
     Every item is replaced by the mask token with probability ``mask_ratio``, as in RecBole's
@@ -98,8 +97,10 @@ def bert4rec_cloze_loss(model: BERT4Rec, interaction, negatives: Optional[Tensor
     masked items.
     """
     full, _ = whole_sequences(
-        interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN],
-        interaction[TARGET_LIST_FIELD], model.max_seq_length,
+        interaction[model.ITEM_SEQ],
+        interaction[model.ITEM_SEQ_LEN],
+        interaction[TARGET_LIST_FIELD],
+        model.max_seq_length,
     )  # [B, W]
     present = full > 0
     masked = (torch.rand(full.shape, device=full.device) < model.mask_ratio) & present
@@ -129,11 +130,13 @@ def trim_rows(interaction, index: Tensor, width: int):
     return rows
 
 
-def combine(total: Optional[Loss], part: Loss, weight: float) -> Loss:
+def combine(total: Loss | None, part: Loss, weight: float) -> Loss:
     """``total + weight * part`` for a loss or a tuple of loss terms."""
     if isinstance(part, tuple):
         scaled = tuple(weight * term for term in part)
-        return scaled if total is None else tuple(a + b for a, b in zip(total, scaled))
+        return (
+            scaled if total is None else tuple(a + b for a, b in zip(total, scaled, strict=False))
+        )
     return weight * part if total is None else total + weight * part
 
 
@@ -155,7 +158,7 @@ class SequenceObjective:
         # weighted exactly, so it is always computed at once.
         self.chunks = 1 if isinstance(model, BERT4Rec) else max(int(chunks), 1)
 
-    def negatives(self, device: torch.device) -> Optional[Tensor]:
+    def negatives(self, device: torch.device) -> Tensor | None:
         if not self.n_negatives:
             return None
         return sample_negatives(self.model.n_items, self.n_negatives, device)
@@ -166,7 +169,7 @@ class SequenceObjective:
             return self.chunked(interaction, negatives)
         return self.loss(interaction, negatives)
 
-    def chunked(self, interaction, negatives: Optional[Tensor]) -> Loss:
+    def chunked(self, interaction, negatives: Tensor | None) -> Loss:
         """The batch's loss, computed in :attr:`chunks` length groups.
 
         The users are sorted by history length and split into groups; each group is trimmed to
@@ -185,7 +188,7 @@ class SequenceObjective:
         positions = float((targets > 0).sum().clamp(min=1))
         clock = getattr(model, "train_step", None)
         start = clock.clone() if isinstance(clock, Tensor) else None
-        total: Optional[Loss] = None
+        total: Loss | None = None
         for index in length_chunks(lengths, self.chunks):
             share = float((targets[index] > 0).sum()) / positions
             if share == 0:
@@ -196,14 +199,16 @@ class SequenceObjective:
             total = combine(total, self.loss(rows, negatives), share)
         return total
 
-    def loss(self, interaction, negatives: Optional[Tensor]) -> Loss:
+    def loss(self, interaction, negatives: Tensor | None) -> Loss:
         """The model's loss at every non-padding position of ``interaction``."""
         model = self.model
         if hasattr(model, "calculate_sequence_loss"):
             return model.calculate_sequence_loss(interaction, negatives)
         if isinstance(model, BERT4Rec):
             return bert4rec_cloze_loss(model, interaction, negatives)
-        states = position_states(model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+        states = position_states(
+            model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+        )
         return position_cross_entropy(
             states, interaction[TARGET_LIST_FIELD], model.item_embedding.weight, negatives
         )

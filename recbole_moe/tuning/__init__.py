@@ -11,5 +11,15 @@ from recbole_moe.tuning.api import execute, format_summary, prepare, tune
 from recbole_moe.tuning.cli import main
 from recbole_moe.tuning.space import Param, Space, SpaceError, TuneError, load_space
 
-__all__ = ["Param", "Space", "SpaceError", "TuneError", "execute", "format_summary",
-           "load_space", "main", "prepare", "tune"]
+__all__ = [
+    "Param",
+    "Space",
+    "SpaceError",
+    "TuneError",
+    "execute",
+    "format_summary",
+    "load_space",
+    "main",
+    "prepare",
+    "tune",
+]

@@ -5,17 +5,27 @@ from __future__ import annotations
 import difflib
 import os
 import time
-from typing import Any, Callable, Mapping, Optional, Union
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.files import atomic_write_text
 from recbole_moe.tuning.space import Space, TuneError, load_space
 from recbole_moe.tuning.study import (
-    DEFAULT_TRIALS, PRUNERS, RESERVED, SAMPLERS, TuneSpec, default_out,
-    open_storage, open_study, relative, require_optuna, run_workers,
+    DEFAULT_TRIALS,
+    PRUNERS,
+    RESERVED,
+    SAMPLERS,
+    TuneSpec,
+    default_out,
+    open_storage,
+    open_study,
+    relative,
+    require_optuna,
+    run_workers,
 )
 
-SpaceLike = Union[str, os.PathLike, Mapping, Space]
+SpaceLike = str | os.PathLike | Mapping | Space
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -24,21 +34,27 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
-def _resolve(model: Any, dataset: str, overrides: dict, config_files: Optional[list],
-             override_source: str):
+def _resolve(
+    model: Any, dataset: str, overrides: dict, config_files: list | None, override_source: str
+):
     """The resolved config of the fixed settings (no data loaded), checked like a run's."""
     from recbole_moe.config import Config
     from recbole_moe.quick_start import check_dataset_files
     from recbole_moe.validation import validate_config
 
     try:
-        config = Config(model=model, dataset=dataset, config_file_list=config_files,
-                        config_dict=dict(overrides), override_source=override_source)
+        config = Config(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_files,
+            config_dict=dict(overrides),
+            override_source=override_source,
+        )
     except RecBoleMoeError:
         raise
     except Exception as exc:  # noqa: BLE001 - RecBole's own checks raise plain errors
         first = next((line for line in str(exc).splitlines() if line.strip()), "")
-        raise TuneError(f"the settings cannot be resolved: {type(exc).__name__}: {first}")
+        raise TuneError(f"the settings cannot be resolved: {type(exc).__name__}: {first}") from exc
     validate_config(config)
     check_dataset_files(config)
     return config
@@ -47,35 +63,40 @@ def _resolve(model: Any, dataset: str, overrides: dict, config_files: Optional[l
 def _check_names(space: Space, overrides: dict, known: set, model: str) -> None:
     for param in space:
         if param.name in RESERVED:
-            raise TuneError(f"{param.where}: '{param.name}' cannot be searched: tune sets it "
-                            "for every trial")
+            raise TuneError(
+                f"{param.where}: '{param.name}' cannot be searched: tune sets it for every trial"
+            )
         if param.name in overrides:
-            raise TuneError(f"{param.where}: '{param.name}' is searched and also fixed by "
-                            f"--{param.name}={overrides[param.name]}; drop one of them")
+            raise TuneError(
+                f"{param.where}: '{param.name}' is searched and also fixed by "
+                f"--{param.name}={overrides[param.name]}; drop one of them"
+            )
         if param.name not in known:
             close = difflib.get_close_matches(param.name, sorted(known), n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise TuneError(f"{param.where}: unknown parameter '{param.name}': {model}'s "
-                            f"resolved config has no such setting{hint}")
+            raise TuneError(
+                f"{param.where}: unknown parameter '{param.name}': {model}'s "
+                f"resolved config has no such setting{hint}"
+            )
 
 
 def prepare(
     model: Any,
     dataset: str,
     params: SpaceLike,
-    trials: Optional[int] = None,
-    timeout: Optional[float] = None,
-    study: Optional[str] = None,
-    storage: Optional[str] = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    study: str | None = None,
+    storage: str | None = None,
     n_jobs: int = 1,
-    config_dict: Optional[dict] = None,
-    config_file_list: Optional[list] = None,
+    config_dict: dict | None = None,
+    config_file_list: list | None = None,
     sampler: str = "tpe",
-    sampler_seed: Optional[int] = None,
+    sampler_seed: int | None = None,
     pruner: str = "median",
     pruner_startup_trials: int = 5,
     pruner_warmup_epochs: int = 0,
-    out: Optional[str] = None,
+    out: str | None = None,
     keep_checkpoints: bool = False,
     plots: bool = True,
     override_source: str = "config_dict",
@@ -89,8 +110,9 @@ def prepare(
     require_optuna()
     if trials is not None:
         _positive_int("--trials", trials)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not timeout > 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
         raise TuneError(f"--timeout must be a number of seconds > 0, found {timeout!r}")
     _positive_int("--n_jobs", n_jobs)
     _positive_int("--pruner_startup_trials", pruner_startup_trials, 0)
@@ -99,8 +121,9 @@ def prepare(
         raise TuneError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
         raise TuneError(f"--pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
-    if sampler_seed is not None and (isinstance(sampler_seed, bool)
-                                     or not isinstance(sampler_seed, int)):
+    if sampler_seed is not None and (
+        isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int)
+    ):
         raise TuneError(f"--sampler_seed must be an integer, found {sampler_seed!r}")
     space = load_space(params)
     overrides = dict(config_dict or {})
@@ -125,16 +148,30 @@ def prepare(
     if isinstance(params, (str, os.PathLike)):
         space_file = os.fspath(params)
     return TuneSpec(
-        model=model_name, dataset=dataset, space=space, overrides=overrides,
-        config_files=config_files, n_trials=n_trials,
+        model=model_name,
+        dataset=dataset,
+        space=space,
+        overrides=overrides,
+        config_files=config_files,
+        n_trials=n_trials,
         deadline=None if timeout is None else time.time() + float(timeout),
-        timeout=None if timeout is None else float(timeout), study_name=study_name,
-        storage=storage, storage_given=storage_given, out=out, n_jobs=n_jobs,
-        sampler=sampler, sampler_seed=sampler_seed, pruner=pruner,
-        pruner_startup_trials=pruner_startup_trials, pruner_warmup_epochs=pruner_warmup_epochs,
-        keep_checkpoints=keep_checkpoints, metric=str(config["valid_metric"]),
+        timeout=None if timeout is None else float(timeout),
+        study_name=study_name,
+        storage=storage,
+        storage_given=storage_given,
+        out=out,
+        n_jobs=n_jobs,
+        sampler=sampler,
+        sampler_seed=sampler_seed,
+        pruner=pruner,
+        pruner_startup_trials=pruner_startup_trials,
+        pruner_warmup_epochs=pruner_warmup_epochs,
+        keep_checkpoints=keep_checkpoints,
+        metric=str(config["valid_metric"]),
         direction="maximize" if config["valid_metric_bigger"] else "minimize",
-        override_source=override_source, space_file=space_file, plots=plots,
+        override_source=override_source,
+        space_file=space_file,
+        plots=plots,
         checkpoint_root=checkpoint_root,
     )
 
@@ -142,21 +179,21 @@ def prepare(
 def tune(
     model: Any,
     dataset: str = "ml-100k",
-    params: Optional[SpaceLike] = None,
+    params: SpaceLike | None = None,
     *,
-    trials: Optional[int] = None,
-    timeout: Optional[float] = None,
-    study: Optional[str] = None,
-    storage: Optional[str] = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    study: str | None = None,
+    storage: str | None = None,
     n_jobs: int = 1,
-    config_dict: Optional[dict] = None,
-    config_file_list: Optional[list] = None,
+    config_dict: dict | None = None,
+    config_file_list: list | None = None,
     sampler: str = "tpe",
-    sampler_seed: Optional[int] = None,
+    sampler_seed: int | None = None,
     pruner: str = "median",
     pruner_startup_trials: int = 5,
     pruner_warmup_epochs: int = 0,
-    out: Optional[str] = None,
+    out: str | None = None,
     keep_checkpoints: bool = False,
     plots: bool = True,
     log: Callable[[str], None] = print,
@@ -202,16 +239,28 @@ def tune(
         TuneError: (or another ``RecBoleMoeError``) for bad input, before anything is written.
     """
     if params is None:
-        raise TuneError("no search space: pass params (a file such as space.hyper, or a "
-                        "mapping)")
-    spec = prepare(model, dataset, params, trials=trials, timeout=timeout, study=study,
-                   storage=storage, n_jobs=n_jobs, config_dict=config_dict,
-                   config_file_list=config_file_list, sampler=sampler,
-                   sampler_seed=sampler_seed, pruner=pruner,
-                   pruner_startup_trials=pruner_startup_trials,
-                   pruner_warmup_epochs=pruner_warmup_epochs, out=out,
-                   keep_checkpoints=keep_checkpoints, plots=plots,
-                   override_source=override_source)
+        raise TuneError("no search space: pass params (a file such as space.hyper, or a mapping)")
+    spec = prepare(
+        model,
+        dataset,
+        params,
+        trials=trials,
+        timeout=timeout,
+        study=study,
+        storage=storage,
+        n_jobs=n_jobs,
+        config_dict=config_dict,
+        config_file_list=config_file_list,
+        sampler=sampler,
+        sampler_seed=sampler_seed,
+        pruner=pruner,
+        pruner_startup_trials=pruner_startup_trials,
+        pruner_warmup_epochs=pruner_warmup_epochs,
+        out=out,
+        keep_checkpoints=keep_checkpoints,
+        plots=plots,
+        override_source=override_source,
+    )
     return execute(spec, log)
 
 
@@ -231,13 +280,16 @@ def execute(spec: TuneSpec, log: Callable[[str], None] = print) -> dict:
         storage = open_storage(spec.storage)
         study = open_study(spec, storage)
     if spec.space_file is None:
-        atomic_write_text(os.path.join(spec.out, "space.hyper"),
-                          "\n".join(spec.space.describe()) + "\n")
+        atomic_write_text(
+            os.path.join(spec.out, "space.hyper"), "\n".join(spec.space.describe()) + "\n"
+        )
     done = len(study.get_trials(deepcopy=False))
     target = f"{spec.n_trials}" if spec.n_trials is not None else "no limit"
-    log(f"[tune] study {spec.study_name} in {spec.storage_label()}: {done} trials so far, "
+    log(
+        f"[tune] study {spec.study_name} in {spec.storage_label()}: {done} trials so far, "
         f"target {target}; {spec.n_jobs} worker{'s' if spec.n_jobs > 1 else ''}, sampler "
-        f"{spec.sampler}, pruner {spec.pruner}, {spec.direction} {spec.metric}")
+        f"{spec.sampler}, pruner {spec.pruner}, {spec.direction} {spec.metric}"
+    )
     codes = run_workers(spec, log, after_trial=lambda s: write_tables(spec, s))
     if os.path.isdir(spec.checkpoint_root) and not os.listdir(spec.checkpoint_root):
         os.rmdir(spec.checkpoint_root)  # every trial of this call cleaned up after itself
@@ -258,13 +310,18 @@ def format_summary(info: dict) -> str:
         lines.append("[tune] no trial completed yet")
     else:
         lines.append(f"best trial #{best['trial']}: {info['metric']} {best['value']:.4f}")
-        lines.append("  params    : " + " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in best["params"].items()))
+        lines.append(
+            "  params    : "
+            + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in best["params"].items()
+            )
+        )
         for label, key in (("best valid", "valid"), ("test      ", "test")):
             if best.get(key):
-                lines.append(f"  {label}: " + "  ".join(
-                    f"{m}: {v:.4f}" for m, v in best[key].items()))
+                lines.append(
+                    f"  {label}: " + "  ".join(f"{m}: {v:.4f}" for m, v in best[key].items())
+                )
         lines.append(f"  rerun     : {best['command']}")
     lines.append(f"continue   : {info['tune_command']}")
     if info.get("files"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from recbole_moe.tuning.space import TuneError
 from recbole_moe.tuning.study import PRUNERS, SAMPLERS
@@ -26,53 +26,101 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="recbole-moe tune", allow_abbrev=False,
+        prog="recbole-moe tune",
+        allow_abbrev=False,
         description="Search hyper-parameters with Optuna: every trial is an ordinary "
-                    "recbole-moe run with the trial's settings. The study is stored in "
-                    "--storage (default: an SQLite file in --out), so rerunning the command "
-                    "continues it and the same command on several machines shares it. Any "
-                    "--key=value is a fixed setting of every trial.")
+        "recbole-moe run with the trial's settings. The study is stored in "
+        "--storage (default: an SQLite file in --out), so rerunning the command "
+        "continues it and the same command on several machines shares it. Any "
+        "--key=value is a fixed setting of every trial.",
+    )
     parser.add_argument("--model", "-m", required=True, help="model name")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
-    parser.add_argument("--params", required=True, metavar="FILE",
-                        help="search space: RecBole's hyper-parameter file format "
-                             "('name choice [..]', 'name loguniform a b', 'name uniform a b', "
-                             "'name quniform a b q'), or YAML (.yaml/.yml)")
-    parser.add_argument("--trials", type=int, default=None, metavar="N",
-                        help="trials of the whole study, across reruns and workers (default "
-                             "20; every combination with --sampler grid)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="S",
-                        help="start no new trial after S seconds")
-    parser.add_argument("--study", default=None, metavar="NAME",
-                        help="study name (default: <model>-<dataset>)")
-    parser.add_argument("--storage", default=None, metavar="URL",
-                        help="SQLAlchemy URL of the study database, e.g. "
-                             "postgresql://user:password@host/db (default: "
-                             "sqlite:///<out>/study.db)")
-    parser.add_argument("--n_jobs", type=int, default=1, metavar="K",
-                        help="worker processes on this machine (default 1)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                        help="tpe (default), random or grid")
-    parser.add_argument("--sampler_seed", type=int, default=None, metavar="SEED",
-                        help="seed of the sampler (combined with the worker and the trial "
-                             "count, so reruns and workers draw differently)")
-    parser.add_argument("--pruner", choices=PRUNERS, default="median",
-                        help="median (default): stop a trial whose validation score after an "
-                             "epoch is worse than the median of earlier trials; none")
-    parser.add_argument("--pruner_startup_trials", type=int, default=5, metavar="N",
-                        help="complete trials before the median pruner prunes (default 5)")
-    parser.add_argument("--pruner_warmup_epochs", type=int, default=0, metavar="E",
-                        help="epochs of a trial before it may be pruned (default 0)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="results folder (default: tuning/<study>)")
+    parser.add_argument(
+        "--params",
+        required=True,
+        metavar="FILE",
+        help="search space: RecBole's hyper-parameter file format "
+        "('name choice [..]', 'name loguniform a b', 'name uniform a b', "
+        "'name quniform a b q'), or YAML (.yaml/.yml)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        metavar="N",
+        help="trials of the whole study, across reruns and workers (default "
+        "20; every combination with --sampler grid)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="start no new trial after S seconds",
+    )
+    parser.add_argument(
+        "--study", default=None, metavar="NAME", help="study name (default: <model>-<dataset>)"
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="SQLAlchemy URL of the study database, e.g. "
+        "postgresql://user:password@host/db (default: "
+        "sqlite:///<out>/study.db)",
+    )
+    parser.add_argument(
+        "--n_jobs",
+        type=int,
+        default=1,
+        metavar="K",
+        help="worker processes on this machine (default 1)",
+    )
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), random or grid"
+    )
+    parser.add_argument(
+        "--sampler_seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="seed of the sampler (combined with the worker and the trial "
+        "count, so reruns and workers draw differently)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default="median",
+        help="median (default): stop a trial whose validation score after an "
+        "epoch is worse than the median of earlier trials; none",
+    )
+    parser.add_argument(
+        "--pruner_startup_trials",
+        type=int,
+        default=5,
+        metavar="N",
+        help="complete trials before the median pruner prunes (default 5)",
+    )
+    parser.add_argument(
+        "--pruner_warmup_epochs",
+        type=int,
+        default=0,
+        metavar="E",
+        help="epochs of a trial before it may be pruned (default 0)",
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="results folder (default: tuning/<study>)"
+    )
     parser.add_argument("--config_files", nargs="+", default=None, help="YAML config files")
-    parser.add_argument("--keep_checkpoints", action="store_true",
-                        help="keep every trial's best-model checkpoint")
+    parser.add_argument(
+        "--keep_checkpoints", action="store_true", help="keep every trial's best-model checkpoint"
+    )
     parser.add_argument("--no_plots", action="store_true", help="write no PNG plots")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``recbole-moe tune``; returns the exit code (0 done, 2 bad input,
     1 a worker failed, 130 interrupted)."""
     import recbole_moe  # noqa: F401  (applies the compatibility patches)
@@ -86,23 +134,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             overrides = parse_overrides(extra)
         except ValueError as exc:
-            raise TuneError(str(exc))
+            raise TuneError(str(exc)) from exc
         spec = prepare(
-            args.model, args.dataset, args.params, trials=args.trials, timeout=args.timeout,
-            study=args.study, storage=args.storage, n_jobs=args.n_jobs, config_dict=overrides,
-            config_file_list=_split_files(args.config_files), sampler=args.sampler,
-            sampler_seed=args.sampler_seed, pruner=args.pruner,
+            args.model,
+            args.dataset,
+            args.params,
+            trials=args.trials,
+            timeout=args.timeout,
+            study=args.study,
+            storage=args.storage,
+            n_jobs=args.n_jobs,
+            config_dict=overrides,
+            config_file_list=_split_files(args.config_files),
+            sampler=args.sampler,
+            sampler_seed=args.sampler_seed,
+            pruner=args.pruner,
             pruner_startup_trials=args.pruner_startup_trials,
-            pruner_warmup_epochs=args.pruner_warmup_epochs, out=args.out,
-            keep_checkpoints=args.keep_checkpoints, plots=not args.no_plots,
-            override_source="the tune command line")
+            pruner_warmup_epochs=args.pruner_warmup_epochs,
+            out=args.out,
+            keep_checkpoints=args.keep_checkpoints,
+            plots=not args.no_plots,
+            override_source="the tune command line",
+        )
         info = execute(spec, log=lambda line: print(line, flush=True))
     except RecBoleMoeError as exc:
         print(f"recbole-moe tune: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("recbole-moe tune: interrupted; rerun the same command to continue the study",
-              file=sys.stderr)
+        print(
+            "recbole-moe tune: interrupted; rerun the same command to continue the study",
+            file=sys.stderr,
+        )
         return 130
     print(format_summary(info), flush=True)
     failed = [code for code in info.get("worker_exit_codes", []) if code]

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 from recbole_moe.files import atomic_write_text
 from recbole_moe.tuning.study import TuneSpec, display_url, slot  # noqa: F401
@@ -27,8 +27,11 @@ from recbole_moe.tuning.study import TuneSpec, display_url, slot  # noqa: F401
 TABLE_MD = "trials.md"
 TABLE_CSV = "trials.csv"
 BEST_JSON = "best.json"
-PLOTS = {"history.png": "optimisation history", "importance.png": "parameter importances",
-         "intermediate.png": "validation score per epoch"}
+PLOTS = {
+    "history.png": "optimisation history",
+    "importance.png": "parameter importances",
+    "intermediate.png": "validation score per epoch",
+}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -52,13 +55,14 @@ def trial_params(trial) -> dict:
     return dict(trial.user_attrs.get("params") or trial.params)
 
 
-def note(trial, retries: Optional[dict] = None) -> str:
+def note(trial, retries: dict | None = None) -> str:
     """What the table says about a trial; ``retries``: slot -> numbers of its retries."""
     attrs = trial.user_attrs
     parts = []
     retried = [n for n in (retries or {}).get(trial.number, []) if n > trial.number]
-    if attrs.get("worker_gone") or (trial.state.name == "FAIL" and retried
-                                    and not attrs.get("interrupted")):
+    if attrs.get("worker_gone") or (
+        trial.state.name == "FAIL" and retried and not attrs.get("interrupted")
+    ):
         parts.append("its worker died")
     if slot(trial) != trial.number:
         parts.append(f"retry of #{slot(trial)}")
@@ -146,26 +150,39 @@ def rows(spec: TuneSpec, study) -> tuple[list[str], list[list[Any]]]:
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     valid_names = _metric_names(trials, "valid")
     test_names = _metric_names(trials, "test")
-    header = (["trial", "state", spec.metric] + spec.space.names
-              + [f"valid_{m}" for m in valid_names] + [f"test_{m}" for m in test_names]
-              + ["epochs", "seconds", "worker", "started", "finished", "log_file", "note"])
+    header = (
+        ["trial", "state", spec.metric]
+        + spec.space.names
+        + [f"valid_{m}" for m in valid_names]
+        + [f"test_{m}" for m in test_names]
+        + ["epochs", "seconds", "worker", "started", "finished", "log_file", "note"]
+    )
     table = []
     retries = retries_of(trials)
     for trial in trials:
         params = trial_params(trial)
         attrs = trial.user_attrs
         valid, test = attrs.get("valid") or {}, attrs.get("test") or {}
-        worker = f"{attrs.get('machine', '').split('/')[0]}:{attrs['pid']}" \
-            if "pid" in attrs else ""
+        worker = (
+            f"{attrs.get('machine', '').split('/')[0]}:{attrs['pid']}" if "pid" in attrs else ""
+        )
         table.append(
             [trial.number, trial.state.name.lower(), trial.value]
             + [params.get(name) for name in spec.space.names]
-            + [valid.get(m) for m in valid_names] + [test.get(m) for m in test_names]
-            + [attrs.get("epochs"), attrs.get("seconds"), worker,
-               trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else "",
-               trial.datetime_complete.isoformat(timespec="seconds")
-               if trial.datetime_complete else "",
-               attrs.get("log_file") or "", note(trial, retries)])
+            + [valid.get(m) for m in valid_names]
+            + [test.get(m) for m in test_names]
+            + [
+                attrs.get("epochs"),
+                attrs.get("seconds"),
+                worker,
+                trial.datetime_start.isoformat(timespec="seconds") if trial.datetime_start else "",
+                trial.datetime_complete.isoformat(timespec="seconds")
+                if trial.datetime_complete
+                else "",
+                attrs.get("log_file") or "",
+                note(trial, retries),
+            ]
+        )
     return header, table
 
 
@@ -174,8 +191,7 @@ def _csv_text(header: list[str], table: list[list[Any]]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(header)
     for row in table:
-        writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v
-                         for v in row])
+        writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v for v in row])
     return buffer.getvalue()
 
 
@@ -186,31 +202,55 @@ def _md_cell(value: Any) -> str:
 def markdown(spec: TuneSpec, study, info: dict, plots: list[str]) -> str:
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     states = info["states"]
-    counts = ", ".join(f"{states.get(s, 0)} {s}" for s in
-                       ("complete", "pruned", "fail", "running", "waiting") if states.get(s))
+    counts = ", ".join(
+        f"{states.get(s, 0)} {s}"
+        for s in ("complete", "pruned", "fail", "running", "waiting")
+        if states.get(s)
+    )
     target = f" of {spec.n_trials}" if spec.n_trials is not None else ""
-    lines = [f"# Tuning {spec.model} on {spec.dataset}", "",
-             f"Study `{spec.study_name}` in `{spec.storage_label()}`: {spec.direction} "
-             f"validation {spec.metric}; sampler {spec.sampler}, pruner {spec.pruner}. "
-             f"{len(trials)}{target} trials ({counts or 'none yet'}).", ""]
+    lines = [
+        f"# Tuning {spec.model} on {spec.dataset}",
+        "",
+        f"Study `{spec.study_name}` in `{spec.storage_label()}`: {spec.direction} "
+        f"validation {spec.metric}; sampler {spec.sampler}, pruner {spec.pruner}. "
+        f"{len(trials)}{target} trials ({counts or 'none yet'}).",
+        "",
+    ]
     best = info["best"]
     if best is not None:
-        lines += [f"## Best trial: #{best['trial']}, {spec.metric} {_fmt(best['value'])}", "",
-                  "| parameter | value |", "| --- | --- |"]
-        lines += [f"| {name} | {_md_cell(_param_text(value))} |"
-                  for name, value in best["params"].items()]
+        lines += [
+            f"## Best trial: #{best['trial']}, {spec.metric} {_fmt(best['value'])}",
+            "",
+            "| parameter | value |",
+            "| --- | --- |",
+        ]
+        lines += [
+            f"| {name} | {_md_cell(_param_text(value))} |" for name, value in best["params"].items()
+        ]
         lines.append("")
         for label, key in (("validation", "valid"), ("test", "test")):
             metrics = best.get(key) or {}
             if metrics:
-                lines.append(f"- {label}: " + ", ".join(
-                    f"{m} {_fmt(v)}" for m, v in metrics.items()))
+                lines.append(
+                    f"- {label}: " + ", ".join(f"{m} {_fmt(v)}" for m, v in metrics.items())
+                )
         lines += ["", "Rerun it:", "", "```bash", best["command"], "```", ""]
-    lines += ["Continue the study, or add a worker (on any machine that reaches the storage):",
-              "", "```bash", spec.tune_command(), "```", "", "## All trials", ""]
+    lines += [
+        "Continue the study, or add a worker (on any machine that reaches the storage):",
+        "",
+        "```bash",
+        spec.tune_command(),
+        "```",
+        "",
+        "## All trials",
+        "",
+    ]
     test_metric = spec.metric.lower()
-    header = ["trial", "state", f"valid {spec.metric}"] + spec.space.names + \
-        [f"test {spec.metric}", "epochs", "seconds", "note"]
+    header = (
+        ["trial", "state", f"valid {spec.metric}"]
+        + spec.space.names
+        + [f"test {spec.metric}", "epochs", "seconds", "note"]
+    )
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     best_number = best["trial"] if best else None
     retries = retries_of(trials)
@@ -220,11 +260,16 @@ def markdown(spec: TuneSpec, study, info: dict, plots: list[str]) -> str:
         test_value = next((v for k, v in test.items() if k.lower() == test_metric), None)
         seconds = trial.user_attrs.get("seconds")
         number = f"**{trial.number}**" if trial.number == best_number else str(trial.number)
-        cells = ([number, trial.state.name.lower(), _fmt(trial.value)]
-                 + [_param_text(params[n]) if n in params else "" for n in spec.space.names]
-                 + [_fmt(test_value), _fmt(trial.user_attrs.get("epochs")),
-                    f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
-                    note(trial, retries)])
+        cells = (
+            [number, trial.state.name.lower(), _fmt(trial.value)]
+            + [_param_text(params[n]) if n in params else "" for n in spec.space.names]
+            + [
+                _fmt(test_value),
+                _fmt(trial.user_attrs.get("epochs")),
+                f"{seconds:.1f}" if isinstance(seconds, (int, float)) else "",
+                note(trial, retries),
+            ]
+        )
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     lines.append("")
     if plots:
@@ -234,13 +279,16 @@ def markdown(spec: TuneSpec, study, info: dict, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_tables(spec: TuneSpec, study, plots: Optional[list[str]] = None) -> list[str]:
+def write_tables(spec: TuneSpec, study, plots: list[str] | None = None) -> list[str]:
     """``trials.md``, ``trials.csv`` and ``best.json``; returns their paths."""
     os.makedirs(spec.out, exist_ok=True)
     info = summary(spec, study)
     if plots is None:  # keep the plots a previous full report made
-        plots = [os.path.join(spec.out, name) for name in PLOTS
-                 if os.path.isfile(os.path.join(spec.out, name))]
+        plots = [
+            os.path.join(spec.out, name)
+            for name in PLOTS
+            if os.path.isfile(os.path.join(spec.out, name))
+        ]
     header, table = rows(spec, study)
     paths = [os.path.join(spec.out, name) for name in (TABLE_MD, TABLE_CSV, BEST_JSON)]
     atomic_write_text(paths[0], markdown(spec, study, info, plots))
@@ -268,11 +316,16 @@ def write_plots(spec: TuneSpec, study, log=print) -> list[str]:
         return []
     written = []
     target = f"validation {spec.metric}"
-    drawings = [("history.png", lambda s: visualization.plot_optimization_history(
-        s, target_name=target))]
+    drawings = [
+        ("history.png", lambda s: visualization.plot_optimization_history(s, target_name=target))
+    ]
     if len(complete) >= 2 and len(spec.space) >= 1:
-        drawings.append(("importance.png", lambda s: visualization.plot_param_importances(
-            s, target_name=target)))
+        drawings.append(
+            (
+                "importance.png",
+                lambda s: visualization.plot_param_importances(s, target_name=target),
+            )
+        )
     if any(len(t.intermediate_values) >= 2 for t in study.get_trials(deepcopy=False)):
         drawings.append(("intermediate.png", visualization.plot_intermediate_values))
     for name, draw in drawings:

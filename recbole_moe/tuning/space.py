@@ -38,8 +38,9 @@ import ast
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any
 
 import yaml
 
@@ -87,7 +88,7 @@ class Param:
             k_min = k_max = int(round(low / q))
         return int(k_min), int(k_max)
 
-    def _quniform_value(self, k: int) -> Union[int, float]:
+    def _quniform_value(self, k: int) -> int | float:
         q = self.args[2]
         if self.integer:
             return int(k * q)
@@ -103,7 +104,7 @@ class Param:
         """A ``choice`` with a value Optuna cannot store (a list, a dict): stored as ``repr``."""
         return self.kind == "choice" and not all(isinstance(v, _PLAIN) for v in self.args)
 
-    def grid_values(self) -> Optional[list]:
+    def grid_values(self) -> list | None:
         """Every value, for grid search (``None`` for a continuous parameter)."""
         if self.kind == "choice":
             return [repr(v) for v in self.args] if self.encoded else list(self.args)
@@ -117,7 +118,8 @@ class Param:
         if self.kind == "choice":
             if self.encoded:
                 return ast.literal_eval(
-                    trial.suggest_categorical(self.name, [repr(v) for v in self.args]))
+                    trial.suggest_categorical(self.name, [repr(v) for v in self.args])
+                )
             return trial.suggest_categorical(self.name, list(self.args))
         if self.kind == "uniform":
             return trial.suggest_float(self.name, float(self.args[0]), float(self.args[1]))
@@ -128,8 +130,9 @@ class Param:
         q = self.args[2]
         if self.integer:
             return int(trial.suggest_int(self.name, int(k_min * q), int(k_max * q), step=int(q)))
-        value = trial.suggest_float(self.name, self._quniform_value(k_min),
-                                    self._quniform_value(k_max), step=float(q))
+        value = trial.suggest_float(
+            self.name, self._quniform_value(k_min), self._quniform_value(k_max), step=float(q)
+        )
         return round(value, 12)
 
     def describe(self) -> str:
@@ -172,7 +175,8 @@ class Space:
                 raise SpaceError(
                     f"{param.where}: grid search needs a finite set of values, but "
                     f"'{param.name}' is {param.kind}; use choice or quniform, or another "
-                    "--sampler (tpe, random)")
+                    "--sampler (tpe, random)"
+                )
             grid[param.name] = values
         return grid
 
@@ -192,8 +196,12 @@ class Space:
                     f"{p.where}: loguniform takes natural-log bounds (RecBole's format): "
                     f"'{p.name}' is searched in [{low:.4g}, {high:.4g}]; for "
                     f"[{p.args[0]:g}, {p.args[1]:g}] itself write loguniform "
-                    + (f"{math.log(p.args[0]):.4g},{math.log(p.args[1]):.4g}"
-                       if p.args[0] > 0 else "LOG_LOW,LOG_HIGH"))
+                    + (
+                        f"{math.log(p.args[0]):.4g},{math.log(p.args[1]):.4g}"
+                        if p.args[0] > 0
+                        else "LOG_LOW,LOG_HIGH"
+                    )
+                )
         return messages
 
 
@@ -212,7 +220,9 @@ def _numbers(text: str, count: int, kind: str, where: str) -> tuple[float, ...]:
     try:
         return tuple(float(p) for p in parts)
     except ValueError:
-        raise SpaceError(f"{where}: {kind} needs numbers ({expected}), found '{text.strip()}'")
+        raise SpaceError(
+            f"{where}: {kind} needs numbers ({expected}), found '{text.strip()}'"
+        ) from None
 
 
 def make_param(name: Any, kind: Any, args: Any, where: str) -> Param:
@@ -226,20 +236,26 @@ def make_param(name: Any, kind: Any, args: Any, where: str) -> Param:
     if kind not in KINDS:
         close = [k for k in KINDS if k[:3] == str(kind)[:3]]
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise SpaceError(f"{where}: unknown type '{kind}' for '{name}'{hint}; expected one of "
-                         + ", ".join(KINDS))
+        raise SpaceError(
+            f"{where}: unknown type '{kind}' for '{name}'{hint}; expected one of "
+            + ", ".join(KINDS)
+        )
     if kind == "choice":
         if isinstance(args, str):
             try:
                 values = ast.literal_eval(args.strip())
             except (ValueError, SyntaxError):
-                raise SpaceError(f"{where}: choice values for '{name}' must be a list of "
-                                 f"literals such as [64, 128], found '{args.strip()}'")
+                raise SpaceError(
+                    f"{where}: choice values for '{name}' must be a list of "
+                    f"literals such as [64, 128], found '{args.strip()}'"
+                ) from None
         else:
             values = args
         if not isinstance(values, (list, tuple)):
-            raise SpaceError(f"{where}: choice values for '{name}' must be a list such as "
-                             f"[64, 128], found {values!r}")
+            raise SpaceError(
+                f"{where}: choice values for '{name}' must be a list such as "
+                f"[64, 128], found {values!r}"
+            )
         if not values:
             raise SpaceError(f"{where}: empty range: choice for '{name}' lists no value")
         return Param(name, kind, tuple(values), where)
@@ -255,18 +271,19 @@ def make_param(name: Any, kind: Any, args: Any, where: str) -> Param:
     low, high = numbers[:2]
     if low > high:
         bounds = "log bounds " if kind == "loguniform" else ""
-        raise SpaceError(f"{where}: empty range: {kind} for '{name}' has {bounds}low {low:g} "
-                         f"above high {high:g}")
+        raise SpaceError(
+            f"{where}: empty range: {kind} for '{name}' has {bounds}low {low:g} above high {high:g}"
+        )
     if kind == "quniform" and not numbers[2] > 0:
-        raise SpaceError(f"{where}: quniform step q for '{name}' must be > 0, found "
-                         f"{numbers[2]:g}")
+        raise SpaceError(f"{where}: quniform step q for '{name}' must be > 0, found {numbers[2]:g}")
     return Param(name, kind, numbers, where)
 
 
 def _add(params: dict[str, Param], param: Param) -> None:
     if param.name in params:
-        raise SpaceError(f"{param.where}: '{param.name}' is defined twice (also at "
-                         f"{params[param.name].where})")
+        raise SpaceError(
+            f"{param.where}: '{param.name}' is defined twice (also at {params[param.name].where})"
+        )
     params[param.name] = param
 
 
@@ -280,12 +297,15 @@ def parse_lines(lines: Iterable[str], source: str) -> Space:
         where = f"{source}:{number}"
         tokens = line.split()
         if len(tokens) < 3:
-            raise SpaceError(f"{where}: expected 'name type values' (e.g. 'learning_rate "
-                             f"loguniform -8,0'), found '{line}'")
+            raise SpaceError(
+                f"{where}: expected 'name type values' (e.g. 'learning_rate "
+                f"loguniform -8,0'), found '{line}'"
+            )
         _add(params, make_param(tokens[0], tokens[1], " ".join(tokens[2:]), where))
     if not params:
-        raise SpaceError(f"{source}: no parameter to search (lines look like 'n_experts "
-                         "choice [4,8]')")
+        raise SpaceError(
+            f"{source}: no parameter to search (lines look like 'n_experts choice [4,8]')"
+        )
     return Space(tuple(params.values()), source)
 
 
@@ -297,12 +317,14 @@ def _yaml_items(text: str, source: str) -> list[tuple[Any, Any, int, dict]]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpaceError(f"{source}{line}: not valid YAML: {problem}")
+        raise SpaceError(f"{source}{line}: not valid YAML: {problem}") from exc
     if root is None:
         return []
     if not isinstance(root, yaml.MappingNode):
-        raise SpaceError(f"{source}:{root.start_mark.line + 1}: the search space must be a "
-                         "mapping (name: {choice: [..]} or choice: {name: [..]})")
+        raise SpaceError(
+            f"{source}:{root.start_mark.line + 1}: the search space must be a "
+            "mapping (name: {choice: [..]} or choice: {name: [..]})"
+        )
     loader = yaml.SafeLoader("")
     items = []
     for key_node, value_node in root.value:
@@ -310,8 +332,10 @@ def _yaml_items(text: str, source: str) -> list[tuple[Any, Any, int, dict]]:
         value = loader.construct_object(value_node, deep=True)
         lines = {}
         if isinstance(value_node, yaml.MappingNode):
-            lines = {loader.construct_object(k, deep=True): k.start_mark.line + 1
-                     for k, _ in value_node.value}
+            lines = {
+                loader.construct_object(k, deep=True): k.start_mark.line + 1
+                for k, _ in value_node.value
+            }
         items.append((key, value, key_node.start_mark.line + 1, lines))
     return items
 
@@ -323,22 +347,27 @@ def parse_yaml(text: str, source: str) -> Space:
         where = f"{source}:{line}"
         if key in KINDS:  # RecBole's params_dict: type -> {name: args}
             if not isinstance(value, dict):
-                raise SpaceError(f"{where}: '{key}' must map setting names to values, e.g. "
-                                 f"{key}: {{n_experts: [4, 8]}}")
+                raise SpaceError(
+                    f"{where}: '{key}' must map setting names to values, e.g. "
+                    f"{key}: {{n_experts: [4, 8]}}"
+                )
             for name, args in value.items():
                 _add(params, make_param(name, key, args, f"{source}:{sub_lines.get(name, line)}"))
         elif isinstance(value, dict):
             if len(value) != 1:
-                raise SpaceError(f"{where}: '{key}' needs exactly one type, e.g. {key}: "
-                                 "{choice: [4, 8]}")
-            (kind, args), = value.items()
+                raise SpaceError(
+                    f"{where}: '{key}' needs exactly one type, e.g. {key}: {{choice: [4, 8]}}"
+                )
+            ((kind, args),) = value.items()
             _add(params, make_param(key, kind, args, where))
         elif isinstance(value, str):
             kind, _, args = value.strip().partition(" ")
             _add(params, make_param(key, kind, args, where))
         else:
-            raise SpaceError(f"{where}: '{key}' needs a type and its values, e.g. {key}: "
-                             "{choice: [4, 8]} or {key}: loguniform -8 0")
+            raise SpaceError(
+                f"{where}: '{key}' needs a type and its values, e.g. {key}: "
+                "{choice: [4, 8]} or {key}: loguniform -8 0"
+            )
     if not params:
         raise SpaceError(f"{source}: no parameter to search")
     return Space(tuple(params.values()), source)
@@ -349,7 +378,7 @@ def parse_mapping(mapping: Mapping, source: str = "params") -> Space:
     return parse_yaml(yaml.safe_dump(dict(mapping), sort_keys=False), source)
 
 
-def load_space(params: Union[str, os.PathLike, Mapping, Space]) -> Space:
+def load_space(params: str | os.PathLike | Mapping | Space) -> Space:
     """A :class:`Space` from a file path (RecBole's format, or YAML for ``.yaml``/``.yml``), a
     mapping, or a :class:`Space`.
 
@@ -362,10 +391,10 @@ def load_space(params: Union[str, os.PathLike, Mapping, Space]) -> Space:
         return parse_mapping(params)
     path = os.fspath(params)
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
-        raise SpaceError(f"cannot read search space file {path}: {exc.strerror}")
+        raise SpaceError(f"cannot read search space file {path}: {exc.strerror}") from exc
     if path.lower().endswith((".yaml", ".yml")):
         return parse_yaml(text, path)
     return parse_lines(text.splitlines(), path)

@@ -33,9 +33,10 @@ import socket
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.tuning.space import Space, TuneError
@@ -64,17 +65,17 @@ class TuneSpec:
     dataset: str
     space: Space
     overrides: dict
-    config_files: Optional[list]
-    n_trials: Optional[int]
-    deadline: Optional[float]
-    timeout: Optional[float]
+    config_files: list | None
+    n_trials: int | None
+    deadline: float | None
+    timeout: float | None
     study_name: str
     storage: str
     storage_given: bool
     out: str
     n_jobs: int
     sampler: str
-    sampler_seed: Optional[int]
+    sampler_seed: int | None
     pruner: str
     pruner_startup_trials: int
     pruner_warmup_epochs: int
@@ -82,7 +83,7 @@ class TuneSpec:
     metric: str
     direction: str
     override_source: str
-    space_file: Optional[str]
+    space_file: str | None
     plots: bool = True
     checkpoint_root: str = ""
     extra: dict = field(default_factory=dict)
@@ -90,7 +91,7 @@ class TuneSpec:
     def storage_label(self) -> str:
         """The storage URL as shown: password hidden, the default SQLite file relative."""
         if not self.storage_given:
-            return "sqlite:///" + relative(self.storage[len("sqlite:///"):])
+            return "sqlite:///" + relative(self.storage[len("sqlite:///") :])
         return display_url(self.storage)
 
     def fingerprint(self) -> dict:
@@ -117,8 +118,16 @@ class TuneSpec:
     def tune_command(self) -> str:
         """The ``recbole-moe tune`` command that continues this study (here, or as one more
         worker on any machine that reaches the storage)."""
-        words = ["recbole-moe", "tune", "--model", self.model, "--dataset", self.dataset,
-                 "--params", self.space_file or os.path.join(self.out, "space.hyper")]
+        words = [
+            "recbole-moe",
+            "tune",
+            "--model",
+            self.model,
+            "--dataset",
+            self.dataset,
+            "--params",
+            self.space_file or os.path.join(self.out, "space.hyper"),
+        ]
         if self.n_trials is not None:
             words += ["--trials", str(self.n_trials)]
         if self.timeout is not None:
@@ -182,7 +191,7 @@ def display_url(url: str) -> str:
         return url
 
 
-def relative(path: Optional[str]) -> Optional[str]:
+def relative(path: str | None) -> str | None:
     """``path`` relative to the working directory when it lies below it."""
     if not path:
         return path
@@ -196,8 +205,9 @@ def require_optuna():
     try:
         import optuna
     except ImportError:
-        raise TuneError("recbole-moe tune needs Optuna: pip install optuna "
-                        "(or pip install recbole-moe[tune])")
+        raise TuneError(
+            "recbole-moe tune needs Optuna: pip install optuna (or pip install recbole-moe[tune])"
+        ) from None
     return optuna
 
 
@@ -266,14 +276,17 @@ def open_storage(url: str):
         parsed = make_url(url)
         backend = parsed.get_backend_name()
     except Exception:  # noqa: BLE001 - sqlalchemy raises ArgumentError or ValueError
-        raise TuneError(f"storage '{url}' is not a database URL (e.g. sqlite:///study.db or "
-                        "postgresql://user:password@host:5432/db)")
+        raise TuneError(
+            f"storage '{url}' is not a database URL (e.g. sqlite:///study.db or "
+            "postgresql://user:password@host:5432/db)"
+        ) from None
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if backend == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or database.startswith("file:"):
-            raise TuneError(f"storage {shown}: an SQLite study needs a file, e.g. "
-                            "sqlite:///study.db")
+            raise TuneError(
+                f"storage {shown}: an SQLite study needs a file, e.g. sqlite:///study.db"
+            )
         folder = os.path.dirname(os.path.abspath(database))
         if not os.path.isdir(folder):
             raise TuneError(f"storage {shown} is unreachable: folder {folder} does not exist")
@@ -290,18 +303,25 @@ def open_storage(url: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S, **{callback_key: queue_again})
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=GRACE_PERIOD_S,
+                **{callback_key: queue_again},
+            )
     except ImportError as exc:
         cause = exc.__cause__ or exc
-        raise TuneError(f"storage {shown}: its database driver is not installed ({cause}); "
-                        "PostgreSQL needs pip install psycopg2-binary (or psycopg[binary]), "
-                        "MySQL pip install PyMySQL")
+        raise TuneError(
+            f"storage {shown}: its database driver is not installed ({cause}); "
+            "PostgreSQL needs pip install psycopg2-binary (or psycopg[binary]), "
+            "MySQL pip install PyMySQL"
+        ) from exc
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-        raise TuneError(f"storage {shown} is unreachable: {_first_line(exc)}")
+        raise TuneError(f"storage {shown} is unreachable: {_first_line(exc)}") from exc
     except Exception as exc:  # noqa: BLE001 - e.g. a schema Optuna cannot use
-        raise TuneError(f"storage {shown} cannot be used: {type(exc).__name__}: "
-                        f"{_first_line(exc)}")
+        raise TuneError(
+            f"storage {shown} cannot be used: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
     return storage
 
 
@@ -313,8 +333,12 @@ def open_study(spec: TuneSpec, storage, log: Callable[[str], None] = print):
             or metric.
     """
     with quiet_optuna() as optuna:
-        study = optuna.create_study(study_name=spec.study_name, storage=storage,
-                                    direction=spec.direction, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=spec.study_name,
+            storage=storage,
+            direction=spec.direction,
+            load_if_exists=True,
+        )
         expected = json.loads(json.dumps(spec.fingerprint()))
         stored = study.user_attrs.get(STUDY_ATTR)
         if stored is None:
@@ -324,11 +348,14 @@ def open_study(spec: TuneSpec, storage, log: Callable[[str], None] = print):
             raise TuneError(
                 f"study '{spec.study_name}' in {spec.storage_label()} searches other "
                 f"settings ({', '.join(changed)} differ from this command); give another "
-                "--study name to start a new study")
+                "--study name to start a new study"
+            )
         direction = study.direction.name.lower()
         if direction != spec.direction:
-            raise TuneError(f"study '{spec.study_name}' was created to {direction} "
-                            f"{spec.metric}, this command would {spec.direction} it")
+            raise TuneError(
+                f"study '{spec.study_name}' was created to {direction} "
+                f"{spec.metric}, this command would {spec.direction} it"
+            )
     return study
 
 
@@ -351,7 +378,7 @@ def _machine() -> str:
     return f"{socket.gethostname()}/{boot}" if boot else socket.gethostname()
 
 
-def _process_started(pid: int) -> Optional[float]:
+def _process_started(pid: int) -> float | None:
     import psutil
 
     try:
@@ -397,8 +424,10 @@ def reap_dead_trials(study, log: Callable[[str], None]) -> None:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         if changed:
-            log(f"[tune] trial {trial.number}: its worker ({trial.user_attrs.get('pid')}) is "
-                "gone; failed and queued again")
+            log(
+                f"[tune] trial {trial.number}: its worker ({trial.user_attrs.get('pid')}) is "
+                "gone; failed and queued again"
+            )
             queue_again(study, study._storage.get_trial(trial._trial_id))
 
 
@@ -433,7 +462,7 @@ def format_params(params: dict) -> str:
     return " ".join(f"{k}={fmt(v)}" for k, v in params.items())
 
 
-def _last_checkpoint(folder: str) -> Optional[str]:
+def _last_checkpoint(folder: str) -> str | None:
     found = glob.glob(os.path.join(folder, "*-last.pth"))
     return max(found, key=os.path.getmtime) if found else None
 
@@ -491,13 +520,17 @@ class Objective:
         if resume:
             config_dict["resume"] = resume
             trial.set_user_attr("resumed_from", relative(resume))
-            earlier = [t for t in self.study.get_trials(deepcopy=False)
-                       if slot(t) == origin and t.number < number and t.intermediate_values]
+            earlier = [
+                t
+                for t in self.study.get_trials(deepcopy=False)
+                if slot(t) == origin and t.number < number and t.intermediate_values
+            ]
             if earlier:
                 for step, value in sorted(earlier[-1].intermediate_values.items()):
                     trial.report(value, step)
-        note = f" (retry of trial {origin}{', resumed' if resume else ''})" \
-            if origin != number else ""
+        note = (
+            f" (retry of trial {origin}{', resumed' if resume else ''})" if origin != number else ""
+        )
         self.log(f"[tune] trial {number}{note}: {format_params(params)}")
 
         epochs: list[int] = []
@@ -507,21 +540,30 @@ class Objective:
             epochs.append(int(epoch_idx))
             if not math.isfinite(value):
                 trial.set_user_attr("pruned_at_epoch", int(epoch_idx))
-                raise optuna.TrialPruned(f"validation {spec.metric} is {value} at epoch "
-                                         f"{epoch_idx}")
+                raise optuna.TrialPruned(
+                    f"validation {spec.metric} is {value} at epoch {epoch_idx}"
+                )
             trial.report(value, int(epoch_idx))
             if trial.should_prune():
                 trial.set_user_attr("pruned_at_epoch", int(epoch_idx))
-                raise optuna.TrialPruned(f"validation {spec.metric} {value:.4f} at epoch "
-                                         f"{epoch_idx} is worse than the median of earlier trials")
+                raise optuna.TrialPruned(
+                    f"validation {spec.metric} {value:.4f} at epoch "
+                    f"{epoch_idx} is worse than the median of earlier trials"
+                )
 
         from recbole_moe.quick_start import run
 
         start = time.perf_counter()
         try:
-            result = run(spec.model, spec.dataset, config_dict=config_dict,
-                         config_file_list=spec.config_files, saved=True,
-                         override_source=spec.override_source, callback_fn=report)
+            result = run(
+                spec.model,
+                spec.dataset,
+                config_dict=config_dict,
+                config_file_list=spec.config_files,
+                saved=True,
+                override_source=spec.override_source,
+                callback_fn=report,
+            )
         except optuna.TrialPruned:
             trial.set_user_attr("seconds", time.perf_counter() - start)
             trial.set_user_attr("epochs", len(epochs))
@@ -533,8 +575,9 @@ class Objective:
             queue_again(self.study, self.study._storage.get_trial(trial._trial_id))
             raise
         except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RecBoleMoeError) \
-                else str(exc)
+            text = (
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, RecBoleMoeError) else str(exc)
+            )
             trial.set_user_attr("error", " ".join(text.split())[:2000])
             if not isinstance(exc, RecBoleMoeError):
                 trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
@@ -566,15 +609,21 @@ def trial_line(spec: TuneSpec, trial) -> str:
     seconds = attrs.get("seconds")
     took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     if state == "complete":
-        extra = f" (same settings as trial {attrs['duplicate_of']})" \
-            if "duplicate_of" in attrs else f", {attrs.get('epochs', '?')} epochs"
+        extra = (
+            f" (same settings as trial {attrs['duplicate_of']})"
+            if "duplicate_of" in attrs
+            else f", {attrs.get('epochs', '?')} epochs"
+        )
         what = f"complete, {spec.metric} {trial.value:.4f}{took}{extra}"
     elif state == "pruned":
         at = attrs.get("pruned_at_epoch")
         what = f"pruned at epoch {at}{took}" if at is not None else f"pruned{took}"
     else:
-        what = "interrupted" if attrs.get("interrupted") else \
-            f"failed: {attrs.get('error', 'no value')}"
+        what = (
+            "interrupted"
+            if attrs.get("interrupted")
+            else f"failed: {attrs.get('error', 'no value')}"
+        )
     return f"[tune] trial {trial.number} {what}"
 
 
@@ -588,8 +637,7 @@ def make_sampler(spec: TuneSpec, worker: int, trials_so_far: int = 0):
     how many trials the study has, so a resumed study or a second worker does not replay the
     draws of the first."""
     optuna = require_optuna()
-    seed = None if spec.sampler_seed is None else \
-        spec.sampler_seed + 1000 * trials_so_far + worker
+    seed = None if spec.sampler_seed is None else spec.sampler_seed + 1000 * trials_so_far + worker
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler(spec.space.grid(), seed=seed)
     if spec.sampler == "random":
@@ -601,18 +649,27 @@ def make_pruner(spec: TuneSpec):
     optuna = require_optuna()
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials,
-                                       n_warmup_steps=spec.pruner_warmup_epochs)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_epochs
+    )
 
 
-def work(spec: TuneSpec, worker: int = 0, log: Callable[[str], None] = print,
-         after_trial: Optional[Callable[[Any], None]] = None) -> int:
+def work(
+    spec: TuneSpec,
+    worker: int = 0,
+    log: Callable[[str], None] = print,
+    after_trial: Callable[[Any], None] | None = None,
+) -> int:
     """Run trials of ``spec``'s study until it has ``n_trials`` of them, the deadline passes
     or the grid is exhausted; returns the number of trials this worker ran."""
     with quiet_optuna() as optuna:
         storage = open_storage(spec.storage)
-        study = optuna.load_study(study_name=spec.study_name, storage=storage,
-                                  sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
+        study = optuna.load_study(
+            study_name=spec.study_name,
+            storage=storage,
+            sampler=make_sampler(spec, worker),
+            pruner=make_pruner(spec),
+        )
         objective = Objective(spec, study, log)
 
         def finished(study_, trial) -> None:
@@ -635,11 +692,18 @@ def work(spec: TuneSpec, worker: int = 0, log: Callable[[str], None] = print,
                 break
             study.sampler = make_sampler(spec, worker, len(study.get_trials(deepcopy=False)))
             try:
-                study.optimize(objective, n_trials=1, catch=(Exception,),
-                               callbacks=[finished], gc_after_trial=True)
+                study.optimize(
+                    objective,
+                    n_trials=1,
+                    catch=(Exception,),
+                    callbacks=[finished],
+                    gc_after_trial=True,
+                )
             except optuna.exceptions.UpdateFinishedTrialError:
-                log("[tune] a trial of this worker was failed by another worker (no heartbeat "
-                    "seen); its result is dropped")
+                log(
+                    "[tune] a trial of this worker was failed by another worker (no heartbeat "
+                    "seen); its result is dropped"
+                )
             ran += 1
     return ran
 
@@ -661,23 +725,27 @@ def _worker_main(spec: TuneSpec, worker: int) -> None:  # pragma: no cover - in 
     try:
         work(spec, worker, log, after_trial=lambda study: write_tables(spec, study))
     except KeyboardInterrupt:
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     except RecBoleMoeError as exc:
         print(f"recbole-moe tune: worker {worker}: error: {exc}", flush=True)
-        raise SystemExit(2)
+        raise SystemExit(2) from exc
 
 
-def run_workers(spec: TuneSpec, log: Callable[[str], None] = print,
-                after_trial: Optional[Callable[[Any], None]] = None) -> list[int]:
+def run_workers(
+    spec: TuneSpec,
+    log: Callable[[str], None] = print,
+    after_trial: Callable[[Any], None] | None = None,
+) -> list[int]:
     """``spec.n_jobs`` workers: this process alone, or that many processes; returns their exit
     codes (0 each when all went well)."""
     if spec.n_jobs <= 1:
         work(spec, 0, log, after_trial)
         return [0]
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_main, args=(spec, index),
-                                 name=f"recbole-moe-tune-{index}")
-                 for index in range(spec.n_jobs)]
+    processes = [
+        context.Process(target=_worker_main, args=(spec, index), name=f"recbole-moe-tune-{index}")
+        for index in range(spec.n_jobs)
+    ]
     for process in processes:
         process.start()
     try:
