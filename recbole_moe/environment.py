@@ -43,7 +43,9 @@ def code_version() -> str | None:
             check=True,
         )
         status = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "-uno"],
+            # Benchmark outputs (runs.jsonl, plan.json) are tracked files a campaign rewrites
+            # while it runs; they are results, not code, so they do not make the code dirty.
+            ["git", "-C", root, "status", "--porcelain", "-uno", "--", ".", ":!benchmarks/results"],
             capture_output=True,
             text=True,
             timeout=10,
