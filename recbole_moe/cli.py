@@ -21,6 +21,12 @@ import time
 import traceback
 from collections.abc import Sequence
 
+from recbole_moe import distributed
+from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.overrides import parse_overrides, split_config_files
+from recbole_moe.quick_start import check_run, run
+from recbole_moe.quiet import internal_warnings_to_log
+
 #: Subcommands other than ``train``: name -> module with a ``main(argv) -> int``.
 SUBCOMMANDS = {
     "prepare": "recbole_moe.data.prepare",
@@ -28,54 +34,6 @@ SUBCOMMANDS = {
     "recommend": "recbole_moe.recommend",
     "tune": "recbole_moe.tuning",
 }
-
-
-def parse_overrides(extra: Sequence[str]) -> dict:
-    """``["--epochs=2", "--topk", "[5,10]"]`` -> ``{"epochs": "2", "topk": "[5,10]"}``.
-
-    Each setting is ``--key=value`` (RecBole's form) or ``--key value``. Values stay strings;
-    RecBole's ``Config`` converts them exactly as it converts its own command line (numbers,
-    lists, dicts, booleans). A bare ``--key`` (followed by another ``--x`` or by nothing) has no
-    value and is refused, as before: switches are written ``--key=true`` / ``--key true``.
-
-    Raises:
-        ValueError: an argument that is not a setting, a setting without a value or with an
-            empty key, or one key given twice with different values.
-    """
-    overrides: dict = {}
-    args = list(extra)
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if not arg.startswith("--"):
-            raise ValueError(
-                f"Unrecognised argument '{arg}': settings look like --key=value or --key value "
-                "(e.g. --epochs=10 or --epochs 10; quote a list with spaces: --topk '[5, 10]')."
-            )
-        if "=" in arg:
-            key, value = arg[2:].split("=", 1)
-        elif index + 1 < len(args) and not args[index + 1].startswith("--"):
-            key, value = arg[2:], args[index + 1]
-            index += 1
-        else:
-            raise ValueError(
-                f"Setting '{arg}' has no value: write {arg}=VALUE or {arg} VALUE "
-                "(switches take one too, e.g. --show_progress=false)."
-            )
-        if not key:
-            raise ValueError(f"Unrecognised argument '{arg}': the key is empty.")
-        if key in overrides and overrides[key] != value:
-            raise ValueError(f"Override --{key} given twice with different values.")
-        overrides[key] = value
-        index += 1
-    return overrides
-
-
-def _split_files(values: Sequence[str] | None) -> list[str] | None:
-    """Accept ``--config_files a.yaml b.yaml`` and RecBole's ``--config_files "a.yaml b.yaml"``."""
-    if not values:
-        return None
-    return [f for value in values for f in value.strip().split(" ") if f]
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -102,23 +60,21 @@ def train_main(argv: Sequence[str]) -> int:
         overrides = parse_overrides(extra)
     except ValueError as exc:
         parser.error(str(exc))
-    from recbole_moe import distributed
-
     if distributed.wants_distributed(overrides):  # --nproc=N, --world_size=W or torchrun
-        _check_before_launch(args.model, args.dataset, overrides, _split_files(args.config_files))
+        _check_before_launch(
+            args.model, args.dataset, overrides, split_config_files(args.config_files)
+        )
         result = distributed.run_from_settings(
-            args.model, args.dataset, overrides, _split_files(args.config_files)
+            args.model, args.dataset, overrides, split_config_files(args.config_files)
         )
         if result is not None:  # rank 0 reports
             print(format_result(result))
         return 0
-    from recbole_moe.quick_start import run
-
     result = run(
         args.model,
         args.dataset,
         config_dict=overrides,
-        config_file_list=_split_files(args.config_files),
+        config_file_list=split_config_files(args.config_files),
         override_source="the command line",
     )
     print(format_result(result))
@@ -130,8 +86,6 @@ def _check_before_launch(
 ) -> None:
     """The checks of a run (settings, data files, resume checkpoint) once, in this process,
     before any worker process starts."""
-    from recbole_moe.quick_start import check_run
-
     settings = {
         k: v
         for k, v in overrides.items()
@@ -228,9 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
-    from recbole_moe.errors import RecBoleMoeError
-    from recbole_moe.quiet import internal_warnings_to_log
-
     with internal_warnings_to_log():
         try:
             if argv and argv[0] in SUBCOMMANDS:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from recbole_moe.benchmark.plans import PROTOCOLS, SCALES, Plan, build_plan
 from recbole_moe.benchmark.report import write_report
 from recbole_moe.benchmark.runner import append_record, execute, read_runs
+from recbole_moe.overrides import parse_overrides, split_config_files
 
 __all__ = ["Plan", "append_record", "build_plan", "execute", "main", "read_runs", "write_report"]
 
@@ -62,8 +63,6 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def run_main(argv: Sequence[str]) -> int:
     """``benchmark run``: returns 0 when every run of the plan is finished, 1 otherwise."""
-    from recbole_moe.cli import _split_files, parse_overrides
-
     parser = _run_parser()
     args, extra = parser.parse_known_args(list(argv))
     try:
@@ -75,7 +74,7 @@ def run_main(argv: Sequence[str]) -> int:
             models=args.models,
             datasets=args.datasets,
             seeds=args.seeds,
-            config_files=_split_files(args.config_files),
+            config_files=split_config_files(args.config_files),
             overrides=overrides,
             name=args.name,
         )
@@ -133,8 +132,6 @@ def report_main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m recbole_moe.benchmark`` and ``recbole-moe benchmark``."""
-    import recbole_moe  # noqa: F401  (applies the compatibility patches)
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
         return report_main(argv[1:])

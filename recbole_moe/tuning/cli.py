@@ -13,6 +13,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.overrides import parse_overrides, split_config_files
+from recbole_moe.tuning.api import execute, format_summary, prepare
 from recbole_moe.tuning.space import TuneError
 from recbole_moe.tuning.study import PRUNERS, SAMPLERS
 
@@ -123,11 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``recbole-moe tune``; returns the exit code (0 done, 2 bad input,
     1 a worker failed, 130 interrupted)."""
-    import recbole_moe  # noqa: F401  (applies the compatibility patches)
-    from recbole_moe.cli import _split_files, parse_overrides
-    from recbole_moe.errors import RecBoleMoeError
-    from recbole_moe.tuning.api import execute, format_summary, prepare
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, extra = build_parser().parse_known_args(argv)
@@ -145,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             storage=args.storage,
             n_jobs=args.n_jobs,
             config_dict=overrides,
-            config_file_list=_split_files(args.config_files),
+            config_file_list=split_config_files(args.config_files),
             sampler=args.sampler,
             sampler_seed=args.sampler_seed,
             pruner=args.pruner,
