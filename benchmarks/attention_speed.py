@@ -57,7 +57,7 @@ def main() -> None:
             for dropout in args.attn_dropout:
                 setups = {}
                 for impl in ("recbole", "sdpa"):
-                    config, _, train_data, _, _, model = build(
+                    parts = build(
                         model_name,
                         root,
                         "attn",
@@ -76,6 +76,7 @@ def main() -> None:
                             "checkpoint_dir": os.path.join(root, "saved"),
                         },
                     )
+                    train_data, model = parts.train_data, parts.model
                     batch = next(iter(train_data))
                     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
                     setups[impl] = (model, optimizer, SequenceObjective(model), batch)

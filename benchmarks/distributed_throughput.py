@@ -33,7 +33,7 @@ def count_training_sequences(model: str, dataset: str, settings: dict) -> int:
     """Training sequences per epoch (RecBole's prefix-augmented training split)."""
     from recbole_moe.quick_start import prepare_run
 
-    _, train_data, *_ = prepare_run(model, dataset, dict(settings), log=False)
+    train_data = prepare_run(model, dataset, dict(settings), log=False).train_data
     return len(train_data._dataset)
 
 

@@ -59,9 +59,8 @@ def child(args) -> dict:
         "train_batch_order": "length_grouped" if args.mode == "lean+grouped" else "random",
     }
     start = time.perf_counter()
-    config, train_data, _, _, model, _ = prepare_run(
-        args.model, args.dataset, config_dict=config_dict, log=False
-    )
+    parts = prepare_run(args.model, args.dataset, config_dict=config_dict, log=False)
+    config, train_data, model = parts.config, parts.train_data, parts.model
     prepare = time.perf_counter() - start
     start = time.perf_counter()
     n_batches = sum(1 for _ in train_data)

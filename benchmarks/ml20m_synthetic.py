@@ -184,8 +184,12 @@ def train_batches(
     if config_dict.get("train_objective") == "sequence":
         order = "whole-sequence"
     with Phase(f"load lean dataset + build {model_name}") as phase:
-        config, train_data, valid_data, _, model, _ = prepare_run(
-            model_name, dataset, config_dict=config_dict, log=False
+        parts = prepare_run(model_name, dataset, config_dict=config_dict, log=False)
+        config, train_data, valid_data, model = (
+            parts.config,
+            parts.train_data,
+            parts.valid_data,
+            parts.model,
         )
         phase.extra = {
             "train_samples": train_data.sample_size,

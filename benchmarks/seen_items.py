@@ -37,7 +37,7 @@ def main() -> None:
     from recbole_moe.quick_start import load_model
 
     loaded = load_model(args.checkpoint)
-    config, model, test_data = loaded[0], loaded[1], loaded[-1]
+    config, model, test_data = loaded.config, loaded.model, loaded.test_data
     item_seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
     ranks = {"all items (RecBole)": [], "seen items removed": []}
     repeats = users = 0

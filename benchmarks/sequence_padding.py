@@ -43,8 +43,12 @@ def build(model_name: str, dataset: str, args, **overrides):
         "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_padding_saved"),
         **overrides,
     }
-    config, train_data, valid_data, _, model, _ = prepare_run(
-        model_name, dataset, config_dict, log=False
+    parts = prepare_run(model_name, dataset, config_dict, log=False)
+    config, train_data, valid_data, model = (
+        parts.config,
+        parts.train_data,
+        parts.valid_data,
+        parts.model,
     )
     return get_trainer(config, model), train_data, valid_data
 

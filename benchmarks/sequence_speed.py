@@ -51,7 +51,8 @@ def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
         "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_speed_saved"),
     }
     start = time.perf_counter()
-    config, train_data, _, _, model, _ = prepare_run(model_name, dataset, config_dict, log=False)
+    parts = prepare_run(model_name, dataset, config_dict, log=False)
+    config, train_data, model = parts.config, parts.train_data, parts.model
     prepare = time.perf_counter() - start
     timing = time_epoch(get_trainer(config, model), train_data, args.steps)
     row = {

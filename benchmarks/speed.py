@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     for name in args.models:
         config_dict = dict(common)
         config_dict.update(extra.get(name, {}))
-        config, _, train_data, valid_data, _, model = build(name, tmp, "speed", config_dict)
+        parts = build(name, tmp, "speed", config_dict)
+        train_data, valid_data, model = parts.train_data, parts.valid_data, parts.model
         train_batch = next(iter(train_data))
         eval_batch = next(iter(valid_data))[0]
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

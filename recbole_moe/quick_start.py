@@ -9,11 +9,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from logging import getLogger
 from typing import Any
 
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
+from recbole.trainer import Trainer
 from recbole.utils import (
     get_environment,
     get_flops,
@@ -27,9 +30,45 @@ from recbole.utils import (
 
 from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
+from recbole_moe.data import lean
+from recbole_moe.data.prepare import ensure_dataset
 from recbole_moe.data.sequence import train_loader_class
+from recbole_moe.environment import package_versions
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
 from recbole_moe.model import get_model
+from recbole_moe.trainer import (
+    RESUME_KEYS,
+    RecBoleMoeTrainer,
+    check_checkpoint_matches,
+    load_state,
+    read_checkpoint,
+)
+from recbole_moe.validation import unknown_key_messages, validate_config, validate_dataset_files
+
+
+@dataclass
+class RunParts:
+    """What a run is built from: the resolved config, the model and the data it trains and is
+    evaluated on (:func:`prepare_run`, :func:`load_model`, ``recbole_moe.testing.build``).
+
+    Attributes:
+        config: the resolved :class:`~recbole_moe.config.Config`.
+        model: the model, on ``config["device"]`` (untrained, or with a checkpoint's weights).
+        dataset: the dataset the loaders split (RecBole's or the lean one).
+        train_data: the training loader.
+        valid_data: the validation loader.
+        test_data: the test loader.
+        log_file: the run's log file (None when nothing is logged to a file).
+    """
+
+    config: Config
+    model: Any
+    dataset: Any
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    log_file: str | None = None
+
 
 # Handlers ``init_logger`` attached to the root logger in an earlier run of this process.
 _RUN_HANDLERS: list[logging.Handler] = []
@@ -67,8 +106,6 @@ def check_dataset_files(config: Config) -> None:
     Raises:
         DatasetNotFoundError: naming the dataset, the directory searched and how to provide it.
     """
-    from recbole_moe.data.prepare import ensure_dataset
-
     dataset = config["dataset"]
     data_dir = os.path.normpath(config["data_path"])
     if not os.path.isfile(os.path.join(data_dir, f"{dataset}.inter")):
@@ -83,10 +120,6 @@ def get_trainer(config: Config, model) -> Any:
     (same loop; resumable atomic checkpoints, non-finite loss check, statistics hook). Models
     with a trainer of their own in RecBole (e.g. S3Rec's pre-training) keep it.
     """
-    from recbole.trainer import Trainer
-
-    from recbole_moe.trainer import RecBoleMoeTrainer
-
     trainer_class = recbole_get_trainer(config["MODEL_TYPE"], config["model"])
     if trainer_class is Trainer:
         trainer_class = RecBoleMoeTrainer
@@ -123,8 +156,6 @@ def load_dataset(config: Config):
     try:
         return create_dataset(config)
     except Exception as exc:
-        from recbole_moe.validation import validate_dataset_files
-
         validate_dataset_files(config)  # raises a DataPreparationError naming file and line
         raise exc
 
@@ -132,8 +163,6 @@ def load_dataset(config: Config):
 def check_resume_checkpoint(config: Config) -> None:
     """Refuse ``resume`` before any data is loaded: the file must be an intact checkpoint of
     this model on this dataset, with everything a resume reads."""
-    from recbole_moe.trainer import RESUME_KEYS, check_checkpoint_matches, read_checkpoint
-
     path = str(config["resume"])
     checkpoint = read_checkpoint(path, map_location="cpu", required=RESUME_KEYS)
     check_checkpoint_matches(checkpoint, config["model"], config["dataset"], path)
@@ -165,8 +194,6 @@ def check_run(
         RecBoleMoeError: a :class:`ConfigError`, ``DatasetNotFoundError``,
             ``DataPreparationError`` or ``CheckpointError`` naming the bad value.
     """
-    from recbole_moe.validation import validate_config, validate_dataset_files
-
     config = Config(
         model=model,
         dataset=dataset,
@@ -189,16 +216,14 @@ def prepare_run(
     config_file_list: list[str] | None = None,
     log: bool = True,
     override_source: str = "config_dict",
-):
+) -> RunParts:
     """Resolve and check the config, load data and build the model (the first half of
     :func:`run`). Bad settings, missing or malformed data and a bad ``resume`` checkpoint fail
     here (:func:`check_run`), before any training, and leave no log file behind.
 
     Returns:
-        ``(config, train_data, valid_data, test_data, model, log_file)``.
+        :class:`RunParts` (``log_file`` set when ``log`` and this is the first process).
     """
-    from recbole_moe.validation import unknown_key_messages
-
     config = check_run(model, dataset, config_dict, config_file_list, override_source)
     init_seed(config["seed"], config["reproducibility"])
     # In a data-parallel run only the first process writes a log file.
@@ -208,16 +233,12 @@ def prepare_run(
     try:
         for message in unknown_key_messages(config):
             logger.warning(message)
-        from recbole_moe.environment import package_versions
-
         versions = ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
         logger.info(set_color("seed", "blue") + f": {config['seed']}   versions: {versions}")
         logger.info(config)
-        from recbole_moe.data.lean import load_data
-
         # RecBole's path, or the lean one (data_path_mode, recbole_moe/data/lean.py), with
         # prefix or whole-sequence training samples (train_objective).
-        data, train_data, valid_data, test_data = load_data(
+        data, train_data, valid_data, test_data = lean.load_data(
             config, load_dataset, data_preparation, train_loader_class(config)
         )
 
@@ -229,7 +250,7 @@ def prepare_run(
     except BaseException:
         _discard_run_log(log_file)
         raise
-    return config, train_data, valid_data, test_data, net, log_file
+    return RunParts(config, net, data, train_data, valid_data, test_data, log_file)
 
 
 def _plain(result) -> dict:
@@ -295,25 +316,26 @@ def run(
         timings, ``n_params`` and ``epoch_stats`` (the model's per-epoch statistics: HyMoERec's
         α and expert load, FAME's gate and router weights; empty for other models).
     """
-    config, train_data, valid_data, test_data, net, log_file = prepare_run(
+    parts = prepare_run(
         model, dataset, config_dict, config_file_list, override_source=override_source
     )
+    config = parts.config
     logger = getLogger()
-    trainer = get_trainer(config, net)
-    n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    trainer = get_trainer(config, parts.model)
+    n_params = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
     timer = _EpochTimer(trainer)
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
     best_valid_score, best_valid_result = trainer.fit(
-        train_data,
-        valid_data,
+        parts.train_data,
+        parts.valid_data,
         saved=saved,
         show_progress=config["show_progress"],
         callback_fn=callback_fn,
     )
     test_start = time.perf_counter()
     test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
+        parts.test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
     test_time = time.perf_counter() - test_start
     environment_tb = get_environment(config)
@@ -326,7 +348,7 @@ def run(
         "best_valid_result": _plain(best_valid_result),
         "test_result": _plain(test_result),
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
-        "log_file": log_file,
+        "log_file": parts.log_file,
         "config": config,
         "epochs_run": len(timer.train),
         "train_time_per_epoch": _mean(timer.train),
@@ -337,7 +359,9 @@ def run(
     }
 
 
-def load_model(model_file: str, device: str | None = None, checkpoint: dict | None = None):
+def load_model(
+    model_file: str, device: str | None = None, checkpoint: dict | None = None
+) -> RunParts:
     """Reload a checkpoint written by :func:`run` (works on torch >= 2.6).
 
     Rebuilds the dataset from the checkpoint's config, so the dataset files must still be where
@@ -345,17 +369,13 @@ def load_model(model_file: str, device: str | None = None, checkpoint: dict | No
     :func:`recbole_moe.trainer.read_checkpoint`.
 
     Returns:
-        ``(config, model, dataset, train_data, valid_data, test_data)``.
+        :class:`RunParts` with the checkpoint's weights in ``model`` (in eval mode) and no
+        ``log_file``.
 
     Raises:
         CheckpointError: the file is missing, truncated, not a torch file or not a RecBole
             checkpoint, or its weights do not fit the model its config builds.
     """
-    import torch
-
-    from recbole_moe.trainer import load_state, read_checkpoint
-    from recbole_moe.validation import validate_dataset_files
-
     if checkpoint is None:
         checkpoint = read_checkpoint(model_file, map_location="cpu")
     config = checkpoint["config"]
@@ -368,11 +388,9 @@ def load_model(model_file: str, device: str | None = None, checkpoint: dict | No
     elif config["device"].type == "cuda" and not torch.cuda.is_available():
         config["device"] = torch.device("cpu")
     init_seed(config["seed"], config["reproducibility"])
-    from recbole_moe.data.lean import load_data
-
     check_dataset_files(config)  # the dataset must still be where it was at training time
     validate_dataset_files(config)
-    data, train_data, valid_data, test_data = load_data(
+    data, train_data, valid_data, test_data = lean.load_data(
         config, load_dataset, data_preparation, train_loader_class(config)
     )
     init_seed(config["seed"], config["reproducibility"])
@@ -380,4 +398,4 @@ def load_model(model_file: str, device: str | None = None, checkpoint: dict | No
     load_state(model, checkpoint["state_dict"], model_file, f"model {config['model']}")
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
-    return config, model, data, train_data, valid_data, test_data
+    return RunParts(config, model, data, train_data, valid_data, test_data)

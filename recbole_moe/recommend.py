@@ -20,8 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
+from recbole.utils import ModelType
 
 from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.quick_start import load_model
+from recbole_moe.trainer import check_checkpoint_matches, read_checkpoint
 
 
 class UnknownIdError(RecBoleMoeError, KeyError):
@@ -63,11 +66,6 @@ class Recommender:
     ) -> Recommender:
         """Load ``checkpoint``; with ``model``/``dataset`` given, refuse a checkpoint made by
         another model or on another dataset."""
-        from recbole.utils import ModelType
-
-        from recbole_moe.quick_start import load_model
-        from recbole_moe.trainer import check_checkpoint_matches, read_checkpoint
-
         made = read_checkpoint(checkpoint, map_location="cpu")
         if model is not None or dataset is not None:
             check_checkpoint_matches(
@@ -82,8 +80,8 @@ class Recommender:
                 "sequential model; recommend ranks next items from a history, which only "
                 "sequential models do"
             )
-        config, net, data, _, _, test_data = load_model(checkpoint, device=device, checkpoint=made)
-        return cls(config, net, data, test_data)
+        parts = load_model(checkpoint, device=device, checkpoint=made)
+        return cls(parts.config, parts.model, parts.dataset, parts.test_data)
 
     def _full_histories(self, test_dataset) -> dict[int, np.ndarray]:
         """Internal user id -> the user's latest items in order (the test input, at most

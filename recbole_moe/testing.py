@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from recbole_moe.quick_start import RunParts, get_trainer, prepare_run, run
+
 #: Fast settings for a sequential model on the synthetic dataset (CPU, seconds per epoch).
 TINY_CONFIG: dict[str, Any] = {
     "epochs": 1,
@@ -97,20 +99,15 @@ def build(
     data_path: str,
     dataset: str,
     config_dict: dict | None = None,
-):
+) -> RunParts:
     """Build config, data and an untrained model without training or logging to files.
 
     Returns:
-        ``(config, dataset, train_data, valid_data, test_data, model)``.
+        :class:`~recbole_moe.quick_start.RunParts` (no ``log_file``).
     """
-    from recbole_moe.quick_start import prepare_run
-
     overrides = {k: v for k, v in (config_dict or {}).items() if k != "data_path"}
     config_dict = tiny_config(data_path, **overrides)
-    config, train_data, valid_data, test_data, model, _ = prepare_run(
-        model_name, dataset, config_dict=config_dict, log=False
-    )
-    return config, train_data._dataset, train_data, valid_data, test_data, model
+    return prepare_run(model_name, dataset, config_dict=config_dict, log=False)
 
 
 def train_twice_and_untrained(model_name: str, data_path: str, dataset: str, config_dict: dict):
@@ -119,11 +116,11 @@ def train_twice_and_untrained(model_name: str, data_path: str, dataset: str, con
     For reproducibility and learning checks: returns ``(first, second, untrained)``, the two
     :func:`recbole_moe.run` results and the untrained model's test metrics.
     """
-    from recbole_moe.quick_start import get_trainer, run
-
     run_config = dict(config_dict, data_path=data_path)
     first = run(model_name, dataset, config_dict=dict(run_config), saved=False)
     second = run(model_name, dataset, config_dict=dict(run_config), saved=False)
-    config, _, _, _, test_data, model = build(model_name, data_path, dataset, config_dict)
-    untrained = get_trainer(config, model).evaluate(test_data, load_best_model=False)
+    parts = build(model_name, data_path, dataset, config_dict)
+    untrained = get_trainer(parts.config, parts.model).evaluate(
+        parts.test_data, load_best_model=False
+    )
     return first, second, {k: float(v) for k, v in untrained.items()}

@@ -61,16 +61,17 @@ def test_switching_keeps_parameters_and_goes_both_ways():
 def test_models_score_the_same_with_either_implementation(synth, model_name):
     scores, classes = {}, {}
     for impl in ("recbole", "sdpa"):
-        _, _, _, _, test_data, model = build(
+        parts = build(
             model_name, synth.data_path, synth.dataset, {"attention_impl": impl, "n_layers": 2}
         )
+        test_data, model = parts.test_data, parts.model
         classes[impl] = {type(m) for m in model.modules() if isinstance(m, MultiHeadAttention)}
         model.eval()
         batch = next(iter(test_data))[0]
         with torch.no_grad():
             scores[impl] = model.full_sort_predict(batch)
         if impl == "sdpa":  # a checkpoint of either loads into the other
-            reference = build(model_name, synth.data_path, synth.dataset, {"n_layers": 2})[-1]
+            reference = build(model_name, synth.data_path, synth.dataset, {"n_layers": 2}).model
             reference.load_state_dict(model.state_dict())
     assert classes["recbole"] == {MultiHeadAttention}
     assert classes["sdpa"] == {SdpaMultiHeadAttention}

@@ -103,9 +103,8 @@ def test_checkpoint_written_by_training_reloads(tiny_config):
 
     from recbole_moe.quick_start import get_trainer, prepare_run
 
-    config, train_data, valid_data, test_data, model, _ = prepare_run(
-        "SASRec", "synth", config_dict=tiny_config, log=False
-    )
+    parts = prepare_run("SASRec", "synth", config_dict=tiny_config, log=False)
+    config, model = parts.config, parts.model
     trainer = get_trainer(config, model)
     trainer.resume_checkpoint(result["model_file"])
     assert trainer.start_epoch == 1

@@ -41,7 +41,13 @@ def _single_process_eval(model_file: str, split: str) -> dict:
     from recbole_moe import load_model
     from recbole_moe.quick_start import get_trainer
 
-    config, model, _, _, valid_data, test_data = load_model(model_file)
+    parts = load_model(model_file)
+    config, model, valid_data, test_data = (
+        parts.config,
+        parts.model,
+        parts.valid_data,
+        parts.test_data,
+    )
     trainer = get_trainer(config, model)
     trainer.eval_collector.data_collect(valid_data)  # as fit() does before evaluating
     data = valid_data if split == "valid" else test_data
@@ -52,7 +58,8 @@ def _train_loss(model_file: str) -> float:
     """Mean CE loss of a checkpoint over the training sequences (eval mode: no dropout)."""
     from recbole_moe import load_model
 
-    _, model, _, train_data, _, _ = load_model(model_file)
+    parts = load_model(model_file)
+    model, train_data = parts.model, parts.train_data
     total, count = 0.0, 0
     with torch.no_grad():
         for interaction in train_data:

@@ -32,9 +32,8 @@ class Overlay:
 @pytest.fixture(scope="module")
 def env(synth):
     """The synthetic dataset, its RecBole config/dataset and one training batch."""
-    config, dataset, train_data, valid_data, test_data, _ = build(
-        "FAME", synth.data_path, synth.dataset, FAME_SETTINGS
-    )
+    parts = build("FAME", synth.data_path, synth.dataset, FAME_SETTINGS)
+    config, dataset, train_data = parts.config, parts.train_data._dataset, parts.train_data
     batch = next(iter(train_data))
     batch = batch[0] if isinstance(batch, tuple) else batch
     return {"root": synth.data_path, "config": config, "dataset": dataset, "batch": batch}
@@ -390,14 +389,16 @@ def test_trainer_logs_epoch_stats(trained):
 
 def test_training_beats_untrained(env, trained):
     _, first, _ = trained
-    config, _, _, _, test_data, model = build("FAME", env["root"], "synth", E2E_SETTINGS)
+    parts = build("FAME", env["root"], "synth", E2E_SETTINGS)
+    config, test_data, model = parts.config, parts.test_data, parts.model
     untrained = get_trainer(config, model).evaluate(test_data, load_best_model=False)
     assert first["test_result"]["ndcg@10"] > untrained["ndcg@10"] + 0.3
 
 
 def test_save_load_identical_scores(env, trained, tmp_path):
     _, first, _ = trained
-    config, model, _, _, _, test_data = load_model(first["model_file"])
+    parts = load_model(first["model_file"])
+    config, model, test_data = parts.config, parts.model, parts.test_data
     result = get_trainer(config, model).evaluate(test_data, load_best_model=False)
     assert {k: round(float(v), 4) for k, v in result.items()} == first["test_result"]
     # state_dict round trip of a fresh (untrained) model: identical scores

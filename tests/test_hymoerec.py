@@ -334,8 +334,13 @@ def _fast(tiny_config, **overrides):
 
 
 def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config, monkeypatch):
-    config, _, train_data, valid_data, test_data, model = build(
-        "HyMoERec", synth.data_path, synth.dataset, _fast(tiny_config, epochs=2)
+    parts = build("HyMoERec", synth.data_path, synth.dataset, _fast(tiny_config, epochs=2))
+    config, train_data, valid_data, test_data, model = (
+        parts.config,
+        parts.train_data,
+        parts.valid_data,
+        parts.test_data,
+        parts.model,
     )
     calls = []
     original = HyMoERec.log_epoch_stats
@@ -351,7 +356,7 @@ def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
-    _, loaded, *_ = load_model(trainer.saved_model_file)
+    loaded = load_model(trainer.saved_model_file).model
     assert int(loaded.train_step) == int(model.train_step) > 0
     batch = next(iter(test_data))[0]
     with torch.no_grad():

@@ -144,18 +144,24 @@ def test_data_path_mode_selection(synth, tmp_path):
     with pytest.raises(ValueError, match="leave-one-out"):
         mode(data_path_mode="lean", eval_args=random_split)
     # prepare_run takes the lean path when asked.
-    *_, train_data, _, _, _ = build(
+    train_data = build(
         "SASRec", synth.data_path, synth.dataset, {"data_path_mode": "lean"}
-    )
+    ).train_data
     assert isinstance(train_data, LeanTrainDataLoader)
 
 
 def test_eval_memory_budget_keeps_metrics(synth, tmp_path):
-    config, _, train_data, valid_data, _, model = build(
+    parts = build(
         "SASRec",
         synth.data_path,
         synth.dataset,
         {"checkpoint_dir": str(tmp_path), "eval_memory_budget_mb": None},
+    )
+    config, train_data, valid_data, model = (
+        parts.config,
+        parts.train_data,
+        parts.valid_data,
+        parts.model,
     )
     trainer = get_trainer(config, model)
     trainer._train_epoch(train_data, 0)
@@ -182,12 +188,13 @@ def eval_batches(loader) -> list:
 
 
 def test_length_sorted_evaluation_visits_every_user_once_by_length_trimmed(synth):
-    _, dataset, _, valid_data, test_data, _ = build(
+    parts = build(
         "SASRec",
         synth.data_path,
         synth.dataset,
         {"data_path_mode": "lean", "eval_batch_size": 16},
     )
+    dataset, valid_data, test_data = parts.train_data._dataset, parts.valid_data, parts.test_data
     max_len = dataset.config["MAX_ITEM_LIST_LENGTH"]
     for loader in (valid_data, test_data):
         batches = eval_batches(loader)
@@ -202,12 +209,13 @@ def test_length_sorted_evaluation_visits_every_user_once_by_length_trimmed(synth
 
 def test_length_sorted_evaluation_keeps_recbole_order_for_other_models(synth):
     for model_name, overrides in (("BERT4Rec", {}), ("SASRec", {"eval_batch_order": "dataset"})):
-        _, dataset, _, valid_data, _, _ = build(
+        parts = build(
             model_name,
             synth.data_path,
             synth.dataset,
             dict(overrides, data_path_mode="lean", eval_batch_size=16),
         )
+        dataset, valid_data = parts.train_data._dataset, parts.valid_data
         batches = eval_batches(valid_data)
         assert {b["item_id_list"].shape[1] for b in batches} == {
             dataset.config["MAX_ITEM_LIST_LENGTH"]
@@ -220,7 +228,7 @@ def test_length_sorted_evaluation_keeps_recbole_order_for_other_models(synth):
 def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_name):
     results = {}
     for order in ("dataset", "length_sorted"):
-        config, _, train_data, valid_data, test_data, model = build(
+        parts = build(
             model_name,
             synth.data_path,
             synth.dataset,
@@ -230,6 +238,13 @@ def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_
                 "eval_batch_size": 32,
                 "checkpoint_dir": str(tmp_path / order),
             },
+        )
+        config, train_data, valid_data, test_data, model = (
+            parts.config,
+            parts.train_data,
+            parts.valid_data,
+            parts.test_data,
+            parts.model,
         )
         trainer = get_trainer(config, model)
         trainer._train_epoch(train_data, 0)
@@ -258,7 +273,7 @@ def grouped_loader(synth, **overrides):
         length_group_size=3,
         **overrides,
     )
-    *_, train_data, _, _, _ = build("SASRec", synth.data_path, synth.dataset, config_dict)
+    train_data = build("SASRec", synth.data_path, synth.dataset, config_dict).train_data
     return train_data
 
 
@@ -330,9 +345,8 @@ def test_length_grouped_windows_are_sorted_by_length(synth):
 
 @pytest.mark.parametrize("model_name", PADDING_INVARIANT_MODELS)
 def test_trimmed_batches_give_the_same_loss_and_scores(synth, model_name):
-    config, dataset, train_data, _, _, model = build(
-        model_name, synth.data_path, synth.dataset, {"data_path_mode": "lean"}
-    )
+    parts = build(model_name, synth.data_path, synth.dataset, {"data_path_mode": "lean"})
+    dataset, model = parts.train_data._dataset, parts.model
     model.eval()
     index = torch.arange(0, len(dataset), 7)[:64]
     trimmed, full = dataset.rows(index, trim=True), dataset.rows(index, trim=False)

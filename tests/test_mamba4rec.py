@@ -268,15 +268,20 @@ def _fast(tiny_config, **overrides):
 
 
 def test_save_load_identical_full_sort_predict(synth, tiny_config):
-    config, _, train_data, valid_data, test_data, model = build(
-        "Mamba4Rec", synth.data_path, synth.dataset, _fast(tiny_config)
+    parts = build("Mamba4Rec", synth.data_path, synth.dataset, _fast(tiny_config))
+    config, train_data, valid_data, test_data, model = (
+        parts.config,
+        parts.train_data,
+        parts.valid_data,
+        parts.test_data,
+        parts.model,
     )
     trainer = get_trainer(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
-    _, loaded, *_ = load_model(trainer.saved_model_file)
+    loaded = load_model(trainer.saved_model_file).model
     batch = next(iter(test_data))[0]
     with torch.no_grad():
         assert torch.equal(model.full_sort_predict(batch), loaded.full_sort_predict(batch))

@@ -30,7 +30,8 @@ def _sequence_build(synth, **overrides):
 
 
 def test_one_sample_per_user_with_the_most_recent_training_window(synth):
-    config, dataset, train_data, _, _, _ = _sequence_build(synth, shuffle=False)
+    parts = _sequence_build(synth, shuffle=False)
+    config, dataset, train_data = parts.config, parts.train_data._dataset, parts.train_data
     assert isinstance(train_data, SequenceTrainDataLoader)
     histories = _histories(synth)
     L = config["MAX_ITEM_LIST_LENGTH"]
@@ -69,9 +70,10 @@ def test_validation_and_test_items_never_reach_training(synth):
     root = tempfile.mkdtemp()
     os.makedirs(f"{root}/held")
     df.to_csv(f"{root}/held/held.inter", sep="\t", index=False)
-    _, dataset, train_data, valid_data, _, _ = build(
+    parts = build(
         "SASRec", root, "held", {"train_objective": "sequence", "MAX_ITEM_LIST_LENGTH": 50}
     )
+    dataset, train_data, valid_data = parts.train_data._dataset, parts.train_data, parts.valid_data
     held = {
         dataset.token2id(dataset.iid_field, str(t))
         for t in df.loc[last_two, "item_id:token"].tolist()
@@ -177,7 +179,7 @@ def test_recbole_sasrec_trained_on_sequences_stays_recboles_class(tiny_config):
     result = recbole_moe.run(
         "SASRec", "synth", config_dict=dict(tiny_config, train_objective="sequence", epochs=1)
     )
-    _, model, *_ = recbole_moe.quick_start.load_model(result["model_file"])
+    model = recbole_moe.quick_start.load_model(result["model_file"]).model
     assert type(model) is SASRec
     checkpoint = torch.load(result["model_file"], map_location="cpu", weights_only=False)
     assert set(checkpoint["state_dict"]) == set(model.state_dict())

@@ -334,7 +334,7 @@ def test_train_step_counts_optimizer_steps_under_the_trainer(synth, tmp_path, ob
     users, rows = training_rows(synth.data_path, synth.dataset)
     samples = users if objective == "sequence" else rows
     batches = math.ceil(samples / batch_size)
-    config, _, train_data, _, _, model = build(
+    parts = build(
         "HyMoERec",
         synth.data_path,
         synth.dataset,
@@ -350,6 +350,7 @@ def test_train_step_counts_optimizer_steps_under_the_trainer(synth, tmp_path, ob
             "checkpoint_dir": str(tmp_path / "saved"),
         },
     )
+    config, train_data, model = parts.config, parts.train_data, parts.model
     assert len(train_data) == batches
     assert int(model.warmup_length) == warmup_epochs * batches
     trainer = get_trainer(config, model)
