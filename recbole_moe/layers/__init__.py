@@ -3,10 +3,13 @@
 from recbole_moe.layers.moe import (
     LB_TYPES,
     MOE_IMPLS,
+    EpochStatistics,
     ExpertBank,
+    MeanWeights,
     Router,
     RouterOutput,
     RoutingStats,
+    all_reduce_statistics,
     entropy_balance_loss,
     expert_counts,
     get_activation,
@@ -14,6 +17,7 @@ from recbole_moe.layers.moe import (
     mean_gate_prob,
     normalized_entropy,
     resolve_impl,
+    statistics_buffer_names,
     switch_balance_loss,
     token_fraction,
 )
@@ -21,10 +25,13 @@ from recbole_moe.layers.moe import (
 __all__ = [
     "LB_TYPES",
     "MOE_IMPLS",
+    "EpochStatistics",
     "ExpertBank",
+    "MeanWeights",
     "Router",
     "RouterOutput",
     "RoutingStats",
+    "all_reduce_statistics",
     "entropy_balance_loss",
     "expert_counts",
     "get_activation",
@@ -32,6 +39,7 @@ __all__ = [
     "mean_gate_prob",
     "normalized_entropy",
     "resolve_impl",
+    "statistics_buffer_names",
     "switch_balance_loss",
     "token_fraction",
 ]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -77,10 +78,11 @@ class RouterOutput:
 class Router(nn.Module):
     """Linear router: logits ``x W_r`` -> softmax -> top-K -> renormalise.
 
-    HyMoERec spec §2.2: ``r = x W_r`` (no bias), ``p = softmax(r)``, ``(v, idx) = TopK(r, K)``,
-    ``g = softmax(v)`` — the gates are renormalised over the K selected experts (Ambiguity A3 (a)),
-    so they sum to 1. With ``top_k=None`` the router mixes densely: ``weights = p`` over all
-    experts and ``indices = None`` (FAME-style routing).
+    HyMoERec's router: ``r = x W_r`` (no bias), ``p = softmax(r)``, ``(v, idx) = TopK(r, K)``,
+    ``g = softmax(v)`` — the gates are renormalised over the K selected experts (the paper
+    leaves this open; renormalised, they sum to 1, so α alone scales the routed branch). With
+    ``top_k=None`` the router mixes densely: ``weights = p`` over all experts and ``indices =
+    None`` (FAME-style routing).
     """
 
     def __init__(
@@ -252,7 +254,7 @@ class ExpertBank(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Load-balance losses (HyMoERec spec §3) and routing statistics
+# Load-balance losses (HyMoERec's objective) and routing statistics
 # ---------------------------------------------------------------------------------------------
 
 
@@ -284,10 +286,12 @@ def token_fraction(indices: Tensor, n_experts: int, token_mask: Tensor | None = 
 
 
 def entropy_balance_loss(probs: Tensor, token_mask: Tensor | None = None) -> Tensor:
-    """Spec §3: ``Σ_e ḡ_e log ḡ_e`` (negative entropy of mean expert usage, one layer).
+    """HyMoERec's balance loss ``Σ_e ḡ_e log ḡ_e`` (negative entropy of mean expert usage, one
+    layer).
 
-    ḡ averages the full softmax probabilities over non-padding tokens (A4); the plus sign is
-    kept (A5): minimising it pushes usage towards uniform, where it takes its minimum ``-log E``.
+    ḡ averages the differentiable full softmax probabilities over non-padding tokens; the plus
+    sign is the paper's: minimising it pushes usage towards uniform, where it takes its minimum
+    ``-log E``.
     """
     gbar = mean_gate_prob(probs, token_mask)  # [E]
     return torch.special.xlogy(gbar, gbar).sum()
@@ -327,7 +331,71 @@ def normalized_entropy(fraction: Tensor) -> Tensor:
     return -torch.special.xlogy(p, p).sum() / math.log(n)
 
 
-class RoutingStats(nn.Module):
+class EpochStatistics(nn.Module):
+    """Sums over a training epoch, kept in non-persistent buffers (never in a checkpoint).
+
+    Each rank accumulates its own shard; :meth:`all_reduce` sums the buffers over the ranks of a
+    process group, so every rank then holds the statistics of the whole epoch. Data-parallel
+    training leaves these buffers out of DDP's broadcast (:func:`statistics_buffer_names`).
+    """
+
+    def reset(self) -> None:
+        """Zero every buffer (the start of an epoch)."""
+        for buffer in self.buffers(recurse=False):
+            buffer.zero_()
+
+    @torch.no_grad()
+    def all_reduce(self) -> None:
+        """Sum every buffer over the ranks of the process group (no-op outside one)."""
+        if dist.is_available() and dist.is_initialized():
+            for buffer in self.buffers(recurse=False):
+                dist.all_reduce(buffer)
+
+
+def all_reduce_statistics(model: nn.Module) -> None:
+    """:meth:`EpochStatistics.all_reduce` on every statistics module of ``model``."""
+    for module in model.modules():
+        if isinstance(module, EpochStatistics):
+            module.all_reduce()
+
+
+def statistics_buffer_names(model: nn.Module) -> list[str]:
+    """Names (as in ``model.named_buffers()``) of the buffers of its statistics modules."""
+    names = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, EpochStatistics):
+            names += [
+                f"{prefix}.{name}" if prefix else name
+                for name, _ in module.named_buffers(recurse=False)
+            ]
+    return names
+
+
+class MeanWeights(EpochStatistics):
+    """Running mean of per-sample weight vectors, e.g. FAME's gate ``[H]`` and router ``[H, N]``.
+
+    ``update`` adds ``[T, *shape]`` weights of T samples; ``mean`` is ``[*shape]`` (None when no
+    sample was seen since the last reset).
+    """
+
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.register_buffer("total", torch.zeros(shape), persistent=False)
+        self.register_buffer("count", torch.zeros(()), persistent=False)
+
+    @torch.no_grad()
+    def update(self, weights: Tensor) -> None:
+        self.total += weights.detach().sum(dim=0)
+        self.count += weights.shape[0]
+
+    def mean(self) -> Tensor | None:
+        """Mean weights ``[*shape]`` on the CPU, or None before any update."""
+        if not int(self.count):
+            return None
+        return (self.total / self.count).cpu()
+
+
+class RoutingStats(EpochStatistics):
     """Running routing statistics of one MoE layer, accumulated without host syncs.
 
     ``update`` adds a batch; ``summary`` returns token fraction per expert, mean gate probability
@@ -352,11 +420,6 @@ class RoutingStats(nn.Module):
             self.counts += expert_counts(indices, self.n_experts, token_mask)
         else:  # dense mixing: the "load" is the probability mass
             self.counts += p.sum(dim=0)
-
-    def reset(self) -> None:
-        self.counts.zero_()
-        self.prob_sum.zero_()
-        self.n_tokens.zero_()
 
     def summary(self) -> dict[str, object]:
         """``{"tokens", "token_fraction": [E], "mean_prob": [E], "load_entropy"}`` as floats."""
