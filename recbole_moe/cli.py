@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from recbole_moe import distributed
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.overrides import parse_overrides, split_config_files
+from recbole_moe.process_group import wants_distributed
 from recbole_moe.quick_start import check_run, run
 from recbole_moe.quiet import internal_warnings_to_log
 
@@ -60,7 +61,7 @@ def train_main(argv: Sequence[str]) -> int:
         overrides = parse_overrides(extra)
     except ValueError as exc:
         parser.error(str(exc))
-    if distributed.wants_distributed(overrides):  # --nproc=N, --world_size=W or torchrun
+    if wants_distributed(overrides):  # --nproc=N, --world_size=W or torchrun
         _check_before_launch(
             args.model, args.dataset, overrides, split_config_files(args.config_files)
         )

@@ -24,6 +24,7 @@ from recbole.utils import ModelType
 
 from recbole_moe.errors import ConfigError
 from recbole_moe.model import get_model
+from recbole_moe.process_group import init_device
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 #: Section of a model property file with per-dataset values: ``{<dataset>: {key: value}}``.
@@ -109,8 +110,6 @@ class Config(RecBoleConfig):
         if "local_rank" not in self.final_config_dict:
             super()._init_device()
             return
-        from recbole_moe.distributed import init_device
-
         init_device(self)
 
     def _load_cmd_line(self) -> dict:

@@ -36,6 +36,7 @@ from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
 from recbole_moe.model import get_model
+from recbole_moe.process_group import as_single_process
 from recbole_moe.trainer import (
     RESUME_KEYS,
     RecBoleMoeTrainer,
@@ -258,31 +259,6 @@ def _plain(result) -> dict:
     return {key: float(value) for key, value in (result or {}).items()}
 
 
-class _EpochTimer:
-    """Wall-clock time of each ``_train_epoch`` and ``_valid_epoch`` call of one trainer.
-
-    Wraps the two methods on the trainer instance, so RecBole's ``fit`` is unchanged; the
-    benchmark reads seconds per training epoch and per full-sort validation pass from it.
-    """
-
-    def __init__(self, trainer) -> None:
-        self.train: list[float] = []
-        self.valid: list[float] = []
-        for name, times in (("_train_epoch", self.train), ("_valid_epoch", self.valid)):
-            setattr(trainer, name, self._timed(getattr(trainer, name), times))
-
-    @staticmethod
-    def _timed(method, times: list):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                times.append(time.perf_counter() - start)
-
-        return timed
-
-
 def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -323,7 +299,6 @@ def run(
     logger = getLogger()
     trainer = get_trainer(config, parts.model)
     n_params = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
-    timer = _EpochTimer(trainer)
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
     best_valid_score, best_valid_result = trainer.fit(
@@ -333,6 +308,8 @@ def run(
         show_progress=config["show_progress"],
         callback_fn=callback_fn,
     )
+    # seconds per training epoch and validation pass (RecBoleMoeTrainer; none for others)
+    train_times = getattr(trainer, "train_epoch_times", [])
     test_start = time.perf_counter()
     test_result = trainer.evaluate(
         parts.test_data, load_best_model=saved, show_progress=config["show_progress"]
@@ -350,9 +327,9 @@ def run(
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
         "log_file": parts.log_file,
         "config": config,
-        "epochs_run": len(timer.train),
-        "train_time_per_epoch": _mean(timer.train),
-        "valid_time_per_epoch": _mean(timer.valid),
+        "epochs_run": len(train_times),
+        "train_time_per_epoch": _mean(train_times),
+        "valid_time_per_epoch": _mean(getattr(trainer, "valid_epoch_times", [])),
         "test_time": test_time,
         "n_params": int(n_params),
         "epoch_stats": list(getattr(trainer, "epoch_stats", [])),
@@ -380,8 +357,6 @@ def load_model(
         checkpoint = read_checkpoint(model_file, map_location="cpu")
     config = checkpoint["config"]
     if config["single_spec"] is False:  # saved by a data-parallel run: reload in one process
-        from recbole_moe.distributed import as_single_process
-
         as_single_process(config)
     if device is not None:
         config["device"] = torch.device(device)

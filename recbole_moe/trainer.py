@@ -2,9 +2,15 @@
 
 :class:`RecBoleMoeTrainer` keeps RecBole's training loop (``fit``, ``evaluate``) and adds:
 
-* a per-epoch hook for models that report internal statistics
-  (``model.log_epoch_stats(logger, tensorboard, epoch_idx)``: HyMoERec's α and expert load,
-  FAME's gate weights);
+* per-epoch statistics of models that report them (``model.epoch_statistics()`` then
+  ``model.reset_statistics()``: HyMoERec's α and expert load, FAME's gate and router weights),
+  logged once per epoch, written to tensorboard and kept in ``epoch_stats``;
+* data-parallel runs (``single_spec`` false): exact evaluation from all ranks' rows gathered in
+  dataset order (RecBole averages per-rank metrics weighted by ``len(batched_data)``, always 4),
+  the best checkpoint read by rank 0 and broadcast, the training loss averaged and the MoE
+  statistics summed over ranks, tensorboard on rank 0 only;
+* the wall-clock time of every training epoch and validation pass (``train_epoch_times``,
+  ``valid_epoch_times``);
 * a "last" checkpoint written at the start of every epoch with everything needed to continue
   exactly (model, optimizer, early-stopping state, best result, the RNG states and the training
   dataloader's shuffling generator), so ``resume_checkpoint`` / ``--resume=PATH`` after a crash
@@ -18,19 +24,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import recbole.trainer.trainer as recbole_trainer
 import torch
+import torch.distributed as dist
+from recbole.evaluator import Collector
 from recbole.trainer import Trainer
 from recbole.utils import set_color
+from torch.nn.parallel import DistributedDataParallel
 
 from recbole_moe.compat import load_recbole_checkpoint
 from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.layers.moe import all_reduce_statistics, statistics_buffer_names
 from recbole_moe.model.sequence import SequenceObjective
 from recbole_moe.objective import is_sequence, train_batch_chunks, train_negatives
 
@@ -182,18 +195,165 @@ def plain_stats(value: Any) -> Any:
     return value
 
 
+#: Per-sample rows a RecBole ``Collector`` fills during evaluation (one row per sampler index).
+SAMPLE_KEYS = ("rec.items", "rec.topk", "rec.meanrank", "rec.score", "data.label")
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_format(v) for v in value) + "]"
+    return str(value)
+
+
+def statistics_lines(model_name: str, epoch_idx: int, stats: dict) -> list[str]:
+    """Log lines of a model's epoch statistics (plain values): the top-level entries on one
+    line, each entry of a list of dicts (HyMoERec's ``layers``) on a line of its own."""
+    head = [f"{k}={_format(v)}" for k, v in stats.items() if not _is_dict_list(v)]
+    lines = [f"epoch {epoch_idx} {model_name} statistics: " + " ".join(head)]
+    for key, value in stats.items():
+        if _is_dict_list(value):
+            for i, entry in enumerate(value):
+                items = " ".join(f"{k}={_format(v)}" for k, v in entry.items())
+                lines.append(f"epoch {epoch_idx} {model_name} {key}[{i}]: {items}")
+    return lines
+
+
+def statistics_scalars(stats: Any, tag: str) -> Iterator[tuple[str, float]]:
+    """``(tag, value)`` for every number in ``stats`` (plain values), tags like
+    ``HyMoERec/layers/0/token_fraction/1``."""
+    if isinstance(stats, dict):
+        for key, value in stats.items():
+            yield from statistics_scalars(value, f"{tag}/{key}")
+    elif isinstance(stats, list):
+        for i, value in enumerate(stats):
+            yield from statistics_scalars(value, f"{tag}/{i}")
+    elif isinstance(stats, (int, float)) and not isinstance(stats, bool):
+        yield tag, float(stats)
+
+
+def _is_dict_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+
+
+def gather_eval_rows(struct, eval_data, device: torch.device):
+    """Replace each rank's per-sample rows in ``struct`` by all ranks' rows in dataset order.
+
+    With ``shuffle=False`` a ``DistributedSampler`` gives rank ``r`` the indices
+    ``r, r + W, r + 2W, ...`` of the sample list padded (by repeating its head) to
+    ``W * num_samples``. Gathering the ``[num_samples, ...]`` blocks and interleaving them
+    restores that order; cutting at the true length drops the padding. ``struct`` is a
+    RecBole ``DataStruct``; returns it, or ``None`` when the rows do not match the sampler.
+    """
+    sampler = getattr(eval_data, "sampler", None)
+    if not isinstance(sampler, torch.utils.data.distributed.DistributedSampler):
+        return None
+    world, n_local, n_total = dist.get_world_size(), sampler.num_samples, len(sampler.dataset)
+    keys = [key for key in SAMPLE_KEYS if key in struct]
+    if any(struct[key].shape[0] != n_local for key in keys):
+        return None
+    for key in keys:
+        local = struct[key].to(device).contiguous()
+        parts = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(parts, local)
+        rows = torch.stack(parts, dim=1).reshape(world * n_local, *local.shape[1:])  # [N_pad, ...]
+        struct[key] = rows[:n_total].cpu()
+    return struct
+
+
+class RankGatheringCollector(Collector):
+    """RecBole's ``Collector`` whose per-sample rows hold every rank's rows, in dataset order,
+    while :attr:`eval_data` is set (a data-parallel evaluation); ``gathered`` says whether the
+    last :meth:`get_data_struct` did so (metrics from it are already global)."""
+
+    def __init__(self, config, device: torch.device) -> None:
+        super().__init__(config)
+        self.device = device
+        self.eval_data = None
+        self.gathered = False
+
+    def get_data_struct(self):
+        struct = super().get_data_struct()
+        self.gathered = False
+        if self.eval_data is not None:
+            self.gathered = gather_eval_rows(struct, self.eval_data, self.device) is not None
+        return struct
+
+
+def make_ddp(module: torch.nn.Module, device_ids: Sequence[int] | None = None, **kwargs):
+    """``DistributedDataParallel`` for RecBole's trainer: no ``device_ids`` on CPU, MoE
+    statistics excluded from the buffer broadcast (they are rank-local until the epoch's
+    all-reduce). Other buffers, e.g. HyMoERec's ``train_step``, are broadcast from rank 0."""
+    first = next(module.parameters(), None)
+    if first is None or first.device.type != "cuda":
+        device_ids = None
+    ignore = statistics_buffer_names(module)
+    if ignore:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignore)
+    return DistributedDataParallel(module, device_ids=device_ids, **kwargs)
+
+
+class _NullWriter:
+    """A tensorboard ``SummaryWriter`` stand-in that writes nothing (ranks other than 0)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _data_parallel_construction(config) -> Iterator[None]:
+    """While RecBole's ``Trainer.__init__`` runs in a data-parallel worker: its
+    ``DistributedDataParallel`` is :func:`make_ddp` and, off rank 0, ``get_tensorboard`` a
+    writer that writes nothing; both are restored afterwards.
+
+    The only RecBole patch of the trainer, and why: ``AbstractTrainer.__init__`` wraps the model
+    in ``DistributedDataParallel(model, device_ids=[local_rank])``, which DDP refuses for a CPU
+    model, and ``Trainer.__init__`` builds a ``SummaryWriter``, which creates its event file at
+    once, on every rank. Both happen inside the constructor, before any method a subclass could
+    override runs, so the module names they call are swapped for the constructor's duration.
+    """
+    if config["single_spec"]:
+        yield
+        return
+    saved = recbole_trainer.DistributedDataParallel, recbole_trainer.get_tensorboard
+    recbole_trainer.DistributedDataParallel = make_ddp
+    if dist.get_rank() != 0:
+        recbole_trainer.get_tensorboard = lambda logger: _NullWriter()
+    try:
+        yield
+    finally:
+        recbole_trainer.DistributedDataParallel, recbole_trainer.get_tensorboard = saved
+
+
+def _broadcast_model_state(model: torch.nn.Module) -> None:
+    """Copy rank 0's parameters, buffers and ``other_parameter`` to every rank."""
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+    other = [model.other_parameter() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(other, src=0)
+    model.load_other_parameter(other[0])
+
+
 class RecBoleMoeTrainer(Trainer):
-    """RecBole's ``Trainer`` with resumable, atomic checkpoints, a non-finite loss check and a
-    per-epoch statistics hook. Training and evaluation are RecBole's, unchanged."""
+    """RecBole's ``Trainer`` with resumable, atomic checkpoints, a non-finite loss check,
+    per-epoch model statistics, epoch timing and exact data-parallel evaluation. Training and
+    evaluation are RecBole's otherwise."""
 
     def __init__(self, config, model) -> None:
-        super().__init__(config, model)
+        with _data_parallel_construction(config):
+            super().__init__(config, model)
+        if not config["single_spec"]:
+            self.eval_collector = RankGatheringCollector(config, self.device)
+        #: Seconds of each training epoch and of each validation pass, in order.
+        self.train_epoch_times: list[float] = []
+        self.valid_epoch_times: list[float] = []
         self.best_valid_result = None
         self.last_model_file = last_checkpoint_path(self.saved_model_file)
         self._train_data = None
         self._pending_generator_state: torch.Tensor | None = None
-        #: The model's per-epoch statistics (``log_epoch_stats``' return value, as plain lists
-        #: and numbers), one entry per training epoch, kept across a resume.
+        #: The model's per-epoch statistics (``epoch_statistics()``, as plain lists and
+        #: numbers), one entry per training epoch, kept across a resume.
         self.epoch_stats: list[dict[str, Any]] = []
 
     # -- training ------------------------------------------------------------------------------
@@ -221,18 +381,84 @@ class RecBoleMoeTrainer(Trainer):
         )
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if getattr(self, "_saved", False) and epoch_idx > 0:
-            self._save_last_checkpoint(epoch_idx)
-        checked = self._finite_loss(loss_func or self.training_loss(), epoch_idx)
-        total_loss = super()._train_epoch(
-            train_data, epoch_idx, loss_func=checked, show_progress=show_progress
-        )
-        hook = getattr(self.model, "log_epoch_stats", None)
-        if callable(hook):
-            stats = hook(self.logger, self.tensorboard, epoch_idx)
-            if stats is not None:
-                self.epoch_stats.append({"epoch": epoch_idx, **plain_stats(stats)})
-        return total_loss
+        start = time.perf_counter()
+        try:
+            if getattr(self, "_saved", False) and epoch_idx > 0:
+                self._save_last_checkpoint(epoch_idx)
+            checked = self._finite_loss(loss_func or self.training_loss(), epoch_idx)
+            total_loss = super()._train_epoch(
+                train_data, epoch_idx, loss_func=checked, show_progress=show_progress
+            )
+            if not self.config["single_spec"]:
+                all_reduce_statistics(self.model)  # every rank logs the whole epoch's
+                total_loss = self._average_over_ranks(total_loss)
+            self._record_statistics(epoch_idx)
+            return total_loss
+        finally:
+            self.train_epoch_times.append(time.perf_counter() - start)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        start = time.perf_counter()
+        try:
+            return super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            self.valid_epoch_times.append(time.perf_counter() - start)
+
+    def _average_over_ranks(self, total: Any) -> Any:
+        """The epoch's loss (each part of a tuple) averaged over the ranks."""
+        if total is None:
+            return total
+        parts = list(total) if isinstance(total, tuple) else [total]
+        summed = torch.tensor(parts, dtype=torch.float64, device=self.device)
+        dist.all_reduce(summed)
+        averaged = (summed / dist.get_world_size()).tolist()
+        return tuple(averaged) if isinstance(total, tuple) else averaged[0]
+
+    def _record_statistics(self, epoch_idx: int) -> None:
+        """Log the model's epoch statistics, write them to tensorboard, keep them in
+        ``epoch_stats`` and reset them for the next epoch (models without any: nothing)."""
+        collect = getattr(self.model, "epoch_statistics", None)
+        if not callable(collect):
+            return
+        stats = collect()
+        self.model.reset_statistics()
+        if stats is None:
+            return
+        stats = plain_stats(stats)
+        name = self.config["model"]
+        for line in statistics_lines(name, epoch_idx, stats):
+            self.logger.info(line)
+        for tag, value in statistics_scalars(stats, name):
+            self.tensorboard.add_scalar(tag, value, epoch_idx)
+        self.epoch_stats.append({"epoch": epoch_idx, **stats})
+
+    # -- data-parallel evaluation --------------------------------------------------------------
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's ``evaluate``; in a data-parallel run rank 0 reads the best checkpoint (the
+        only rank that wrote it, after a barrier) and broadcasts it, and the metrics are
+        computed from every rank's rows (:class:`RankGatheringCollector`)."""
+        if self.config["single_spec"] or not eval_data:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if load_best_model:
+            dist.barrier()  # rank 0 has finished writing the checkpoint
+            if dist.get_rank() == 0:
+                checkpoint_file = model_file or self.saved_model_file
+                checkpoint = load_recbole_checkpoint(checkpoint_file, map_location=self.device)
+                self.model.load_state_dict(checkpoint["state_dict"])
+                self.model.load_other_parameter(checkpoint.get("other_parameter"))
+                self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            _broadcast_model_state(self.model)
+        self.eval_collector.eval_data = eval_data
+        try:
+            return super().evaluate(eval_data, False, None, show_progress)
+        finally:
+            self.eval_collector.eval_data = None
+
+    def _map_reduce(self, result, num_sample):
+        # metrics computed from the gathered rows are already global: skip RecBole's average
+        if getattr(self.eval_collector, "gathered", False):
+            return result
+        return super()._map_reduce(result, num_sample)
 
     def training_loss(self) -> Callable:
         """The loss of a training batch: the model's ``calculate_loss`` (``train_objective:
@@ -395,7 +621,3 @@ class RecBoleMoeTrainer(Trainer):
         self.logger.info(
             f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}"
         )
-
-
-#: Earlier name of the trainer (it only added the statistics hook then).
-MoETrainer = RecBoleMoeTrainer

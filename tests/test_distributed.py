@@ -83,9 +83,9 @@ def _train_worker(
     torch.set_num_threads(1)
     from recbole.trainer import Trainer
 
-    from recbole_moe import distributed
+    from recbole_moe import distributed, trainer
 
-    fit, reduce_stats = Trainer.fit, distributed.all_reduce_routing_stats
+    fit, reduce_stats = Trainer.fit, trainer.all_reduce_statistics
     routed_tokens = []  # per epoch: (this rank's tokens, all ranks' tokens) seen by the router
 
     def reduce_and_record(model):
@@ -111,7 +111,7 @@ def _train_worker(
         return result
 
     Trainer.fit = fit_and_snapshot  # this worker process only
-    distributed.all_reduce_routing_stats = reduce_and_record
+    trainer.all_reduce_statistics = reduce_and_record
     for model_name, port in zip(
         models, ports, strict=False
     ):  # a fresh rendezvous port for each group
@@ -248,7 +248,7 @@ def test_dead_worker_ends_the_run(tmp_path):
 
 
 def test_cli_routes_to_launcher(monkeypatch):
-    from recbole_moe import cli, distributed
+    from recbole_moe import cli, distributed, process_group
 
     calls = []
     monkeypatch.setattr(
@@ -259,8 +259,8 @@ def test_cli_routes_to_launcher(monkeypatch):
     monkeypatch.setattr(cli, "_check_before_launch", lambda *args: None)  # no dataset 'x'
     assert cli.main(["--model", "SASRec", "--dataset", "x", "--nproc=2", "--epochs=1"]) == 0
     assert calls == [("SASRec", "x", {"nproc": "2", "epochs": "1"})]
-    assert distributed.wants_distributed({"world_size": "4"})
-    assert not distributed.wants_distributed({"nproc": "1"}, environ={})
+    assert process_group.wants_distributed({"world_size": "4"})
+    assert not process_group.wants_distributed({"nproc": "1"}, environ={})
     env = {
         "RANK": "1",
         "LOCAL_RANK": "1",
@@ -268,12 +268,12 @@ def test_cli_routes_to_launcher(monkeypatch):
         "MASTER_ADDR": "h",
         "MASTER_PORT": "29500",
     }
-    assert distributed.wants_distributed({}, environ=env)
-    assert distributed.torchrun_env(env)["master_port"] == 29500
+    assert process_group.wants_distributed({}, environ=env)
+    assert process_group.torchrun_env(env)["master_port"] == 29500
 
 
 def test_backend_choice():
-    from recbole_moe.distributed import DistributedError, resolve_backend
+    from recbole_moe.process_group import DistributedError, resolve_backend
 
     assert resolve_backend("auto") == ("nccl" if torch.cuda.is_available() else "gloo")
     assert resolve_backend("gloo") == "gloo"

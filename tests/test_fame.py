@@ -11,9 +11,10 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import recbole_moe  # noqa: F401  (applies the compatibility patches before RecBole is used)
-from recbole_moe.model.fame import FAME, sasrec_state_dict_to_fame
+from recbole_moe.model.fame import FAME
 from recbole_moe.quick_start import get_trainer, load_model, run
 from recbole_moe.testing import build, tiny_config
+from recbole_moe.trainer import statistics_lines, statistics_scalars
 
 FAME_SETTINGS = {"n_heads": 2, "n_experts": 3, "n_layers": 2}
 E2E_SETTINGS = dict(FAME_SETTINGS, n_layers=1)  # end-to-end runs: one (MoE) layer keeps them fast
@@ -87,7 +88,9 @@ def test_shapes_and_finite_gradients(env, overrides):
     )
     loss = model.calculate_loss(batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
-    assert model._stat_count == len(batch)  # one encoder pass per training batch (BPR included)
+    assert int(model.gate_stats.count) == len(
+        batch
+    )  # one encoder pass per training batch (BPR included)
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -342,16 +345,30 @@ def test_epoch_stats_are_logged_and_reset(env):
     model.calculate_loss(env["batch"])
     model.eval()
     model.full_sort_predict(env["batch"])  # evaluation does not count
-    assert model._stat_count == 2 * len(env["batch"])
-    recorder = _Recorder()
-    stats = model.log_epoch_stats(recorder, recorder, 3)
+    assert int(model.gate_stats.count) == 2 * len(env["batch"])
+    stats = model.epoch_statistics()
     H, N = model.n_heads, model.n_experts
     torch.testing.assert_close(stats["gate"].sum(), torch.tensor(1.0))
     torch.testing.assert_close(stats["router"].sum(-1), torch.ones(H))
-    assert len(recorder.lines) == 1 and "gate per head" in recorder.lines[0]
-    assert len(recorder.scalars) == H + H * N
-    assert recorder.scalars["FAME/gate/head0"][1] == 3
-    assert model.log_epoch_stats(recorder, None, 4) is None  # reset after logging
+    plain = {k: v.tolist() for k, v in stats.items()}
+    (line,) = statistics_lines("FAME", 3, plain)
+    assert line.startswith("epoch 3 FAME statistics: gate=[") and "router=[[" in line
+    scalars = dict(statistics_scalars(plain, "FAME"))
+    assert len(scalars) == H + H * N and "FAME/router/0/1" in scalars
+    model.reset_statistics()
+    assert model.epoch_statistics() is None  # reset: nothing seen since
+
+
+def sasrec_state_dict_to_fame(
+    state_dict: dict[str, torch.Tensor], n_layers: int
+) -> dict[str, torch.Tensor]:
+    """Rename a RecBole SASRec state_dict for FAME with ``moe_attention`` and
+    ``head_prediction`` off: ``trm_encoder.layer.{n_layers-1}.`` -> ``last_layer.``."""
+    prefix = f"trm_encoder.layer.{n_layers - 1}."
+    return {
+        ("last_layer." + k[len(prefix) :]) if k.startswith(prefix) else k: v
+        for k, v in state_dict.items()
+    }
 
 
 # --------------------------------------------------------------------------- end to end
@@ -378,7 +395,7 @@ def test_trainer_logs_epoch_stats(trained):
     _, first, _ = trained
     with open(first["log_file"], encoding="utf-8") as f:
         text = f.read()
-    assert "FAME gate per head" in text and "router per head" in text
+    assert "FAME statistics: gate=[" in text and "router=[[" in text
     # ... and returns them per epoch with the run's result (the benchmark records them)
     (stats,) = first["epoch_stats"]
     heads = first["config"]["n_heads"]

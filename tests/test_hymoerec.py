@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import types
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from recbole_moe.layers.moe import entropy_balance_loss
 from recbole_moe.model.hymoerec import HyMoERec
 from recbole_moe.quick_start import get_trainer, load_model
 from recbole_moe.testing import build, train_twice_and_untrained
-from recbole_moe.trainer import MoETrainer
+from recbole_moe.trainer import RecBoleMoeTrainer, statistics_lines, statistics_scalars
 
 N_ITEMS, L, B = 30, 12, 16
 
@@ -300,16 +299,13 @@ def test_implementation_choices_give_the_same_scores(base_config):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-7, msg=name)
 
 
-def test_log_epoch_stats_reports_alpha_warmup_and_load(base_config):
+def test_epoch_statistics_report_alpha_warmup_and_load(base_config):
     model = make_model(base_config, warmup_steps=10)
     model.train()
     model.calculate_loss(make_batch())
-    lines, scalars = [], {}
-    logger = types.SimpleNamespace(info=lines.append)
-    tensorboard = types.SimpleNamespace(
-        add_scalar=lambda tag, value, step: scalars.__setitem__(tag, value)
-    )
-    summary = model.log_epoch_stats(logger, tensorboard, epoch_idx=0)
+    summary = model.epoch_statistics()
+    lines = statistics_lines("HyMoERec", 0, summary)
+    scalars = dict(statistics_scalars(summary, "HyMoERec"))
     assert summary["warmup"] == pytest.approx(0.1)
     assert summary["alpha"] == pytest.approx([0.05, 0.05])
     assert len(summary["layers"]) == 2
@@ -317,9 +313,11 @@ def test_log_epoch_stats_reports_alpha_warmup_and_load(base_config):
         assert sum(layer["token_fraction"]) == pytest.approx(1.0)
         assert 0.0 <= layer["load_entropy"] <= 1.0
     assert any("alpha=" in line for line in lines) and any("load_entropy" in line for line in lines)
-    assert scalars["MoE/warmup"] == pytest.approx(0.1) and "MoE/alpha_layer1" in scalars
-    assert "MoE/load_entropy_layer0" in scalars and "MoE/load_layer1/expert3" in scalars
-    assert model.epoch_summary()["layers"][0]["tokens"] == 0  # reset for the next epoch
+    assert scalars["HyMoERec/warmup"] == pytest.approx(0.1) and "HyMoERec/alpha/1" in scalars
+    assert "HyMoERec/layers/0/load_entropy" in scalars
+    assert "HyMoERec/layers/1/token_fraction/3" in scalars
+    model.reset_statistics()
+    assert model.epoch_statistics()["layers"][0]["tokens"] == 0  # reset for the next epoch
 
 
 # ----------------------------------------------------------------------------- short runs
@@ -343,16 +341,16 @@ def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config
         parts.model,
     )
     calls = []
-    original = HyMoERec.log_epoch_stats
+    original = HyMoERec.epoch_statistics
     monkeypatch.setattr(
         HyMoERec,
-        "log_epoch_stats",
-        lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k),
+        "epoch_statistics",
+        lambda self: calls.append(int(self.train_step)) or original(self),
     )
     trainer = get_trainer(config, model)
-    assert isinstance(trainer, MoETrainer)
+    assert isinstance(trainer, RecBoleMoeTrainer)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    assert calls == [0, 1]  # once per training epoch
+    assert len(calls) == 2 and 0 < calls[0] < calls[1]  # once per training epoch
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()

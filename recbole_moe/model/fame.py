@@ -6,11 +6,11 @@ Reference:
     Mingrui Liu, Sixiao Zhang, Cheng Long. "Facet-Aware Multi-Head Mixture-of-Experts Model
     for Sequential Recommendation." in WSDM 2025 (arXiv 2411.01457).
 
-Implements ``../shared/spec/FAME.md``. The backbone is SASRec: the first ``n_layers - 1``
-layers are RecBole ``TransformerEncoder`` layers; the last layer is replaced by
-:class:`FacetMoELayer` (per-head MoE self-attention, spec §2.2, followed by a per-head
-Add & Norm and FFN', §2.3), and every head scores the items through its own item
-sub-embedding; a gate fuses the per-head scores (§2.4).
+The backbone is SASRec: the first ``n_layers - 1`` layers are RecBole ``TransformerEncoder``
+layers; the last layer is :class:`~recbole_moe.layers.facet_attention.FacetMoELayer` (the
+paper's MoE self-attention inside each head, then a per-head Add & Norm and FFN'), and every
+head scores the items through its own item sub-embedding; a gate fuses the per-head scores (the
+paper's facet-aware multi-head prediction).
 
 For scoring, only the last valid position of the last layer reaches the output (every operation
 after the attention is position-wise), so that layer evaluates its queries at that position only.
@@ -23,190 +23,26 @@ Switches (property file ``FAME.yaml``):
     * ``moe_attention``: False = one query projection per head (N = 1, no router).
     * ``head_prediction``: False = concatenate the heads, W_O + Add & Norm, the standard FFN and one
       dot product with the full item embedding (with ``moe_attention`` False this is SASRec).
-    * ``gate``: ``learned`` (Linear(d, H) + softmax, A7) or ``uniform`` (g_h = 1/H).
-    * ``fusion``: ``logits`` (gate-weighted sum of per-head logits, A1) or ``probs``
+    * ``gate``: ``learned`` (Linear(d, H) + softmax on the concatenated heads) or ``uniform``
+      (g_h = 1/H).
+    * ``fusion``: ``logits`` (gate-weighted sum of per-head logits, then one softmax) or ``probs``
       (log of the gate-weighted mixture of per-head softmax distributions).
-    * ``item_subemb``: ``proj`` (x_v W_f^(h), A2) or ``split`` (the h-th d'-chunk of x_v).
+    * ``item_subemb``: ``proj`` (x_v W_f^(h), a projection per head) or ``split`` (the h-th
+      d'-chunk of x_v).
 """
 
 import torch
 import torch.nn.functional as F
-from recbole.model.layers import FeedForward, TransformerEncoder
+from recbole.model.layers import TransformerEncoder
 from torch import nn
 
-from recbole_moe.layers.moe import normalized_entropy
+from recbole_moe.layers.facet_attention import (
+    FacetMoELayer,
+    MoEMultiHeadAttention,
+    log_mixture_inplace,
+)
+from recbole_moe.layers.moe import MeanWeights
 from recbole_moe.model.base import DotProductSequentialRecommender
-
-
-class MoEMultiHeadAttention(nn.Module):
-    r"""Multi-head self-attention whose heads are mixtures of N query experts (spec §2.2).
-
-    Evaluated for one query position per sequence (the last valid one) against all L keys.
-    Parameter layout matches RecBole's ``MultiHeadAttention``: ``query`` maps d -> H·N·d' with
-    output index ``(h, n, k)``, so for N = 1 its weight has exactly SASRec's layout; ``key`` and
-    ``value`` map d -> H·d' and are shared by the N experts of a head (A4).
-
-    With ``head_output=True`` the Add & Norm is per head (LayerNorm' over d', residual = the
-    h-th d'-slice of the input, A3) and the output is ``[B, H, d']``; otherwise the heads are
-    concatenated and followed by ``dense`` (W_O) + LayerNorm over d, output ``[B, d]``.
-    """
-
-    def __init__(
-        self,
-        n_heads: int,
-        n_experts: int,
-        hidden_size: int,
-        hidden_dropout_prob: float,
-        attn_dropout_prob: float,
-        layer_norm_eps: float,
-        head_output: bool,
-    ):
-        super().__init__()
-        if hidden_size % n_heads != 0:
-            raise ValueError(
-                f"The hidden size ({hidden_size}) is not a multiple of n_heads ({n_heads})"
-            )
-        self.n_heads = n_heads
-        self.n_experts = n_experts
-        self.head_size = hidden_size // n_heads
-        self.head_output = head_output
-
-        self.query = nn.Linear(hidden_size, n_heads * n_experts * self.head_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.value = nn.Linear(hidden_size, hidden_size)
-        if n_experts > 1:
-            # W_exp^(h): (N·d') x N per head, no bias (spec §2.2, A5)
-            self.router = nn.Parameter(torch.empty(n_heads, n_experts * self.head_size, n_experts))
-        else:
-            self.register_parameter("router", None)
-        self.attn_dropout = nn.Dropout(attn_dropout_prob)
-        self.out_dropout = nn.Dropout(hidden_dropout_prob)
-        if head_output:
-            self.LayerNorm = nn.LayerNorm(self.head_size, eps=layer_norm_eps)
-        else:
-            self.dense = nn.Linear(hidden_size, hidden_size)
-            self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-
-    def expert_outputs(
-        self, x_q: torch.Tensor, hidden: torch.Tensor, key_mask: torch.Tensor
-    ) -> torch.Tensor:
-        r"""Attention read-out of every expert, f^(h,n) (spec §2.2), at Q query positions.
-
-        Args:
-            x_q: layer input at the query positions, ``[B, Q, d]``.
-            hidden: layer input at all positions, ``[B, L, d]``.
-            key_mask: additive mask over keys for each query, ``[B, Q, L]`` (0 or -10000).
-
-        Returns:
-            expert outputs ``[B, Q, H, N, d']``.
-        """
-        B, L, _ = hidden.shape
-        Q = x_q.shape[1]
-        H, N, dh = self.n_heads, self.n_experts, self.head_size
-        # the N experts of head h are query heads h*N .. h*N+N-1 sharing key/value head h
-        q = self.query(x_q).view(B, Q, H * N, dh).transpose(1, 2)  # [B, H·N, Q, d']
-        k = self.key(hidden).view(B, L, H, dh).transpose(1, 2)  # [B, H, L, d']
-        v = self.value(hidden).view(B, L, H, dh).transpose(1, 2)  # [B, H, L, d']
-        # softmax(q kᵀ / sqrt(d') + mask) v, fused: no [B, H·N, Q, L] tensor is kept for backward
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=key_mask.unsqueeze(1).to(q.dtype),
-            dropout_p=self.attn_dropout.p if self.training else 0.0,
-            enable_gqa=True,
-        )  # [B, H·N, Q, d']
-        return out.view(B, H, N, Q, dh).permute(0, 3, 1, 2, 4)  # [B, Q, H, N, d']
-
-    def route(self, expert_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Router β^(h) = softmax([f^(h,1) ‖ … ‖ f^(h,N)] W_exp^(h)) and dense mix (spec §2.2).
-
-        Args:
-            expert_out: ``[B, Q, H, N, d']``.
-
-        Returns:
-            mixed head outputs f^(h) ``[B, Q, H, d']`` and router weights β ``[B, Q, H, N]``.
-        """
-        B, Q, H, N, dh = expert_out.shape
-        if self.router is None:
-            return expert_out[:, :, :, 0], expert_out.new_ones(B, Q, H, 1)
-        logits = torch.einsum(
-            "bqhm,hmn->bqhn", expert_out.reshape(B, Q, H, N * dh), self.router
-        )  # [B, Q, H, N]
-        beta = torch.softmax(logits, dim=-1)
-        mixed = torch.einsum("bqhn,bqhnk->bqhk", beta, expert_out)  # [B, Q, H, d']
-        return mixed, beta
-
-    def forward(
-        self, hidden: torch.Tensor, query_index: torch.Tensor, key_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Output of the attention sub-layer at the query positions.
-
-        Args:
-            hidden: ``[B, L, d]``; query_index: ``[B, Q]`` positions whose output is needed
-                (the last valid one for scoring, every position for sequence training);
-                key_mask: ``[B, Q, L]`` additive mask row of each query.
-
-        Returns:
-            ``[B, Q, H, d']`` (head_output) or ``[B, Q, d]``, and router weights ``[B, Q, H, N]``.
-        """
-        B, Q = query_index.shape
-        d = hidden.shape[-1]
-        x_q = hidden.gather(1, query_index.unsqueeze(-1).expand(-1, -1, d))  # [B, Q, d]
-        mixed, beta = self.route(self.expert_outputs(x_q, hidden, key_mask))
-        if self.head_output:
-            # Z^(h) = LayerNorm'(X^(h) + Dropout(f^(h)))  (spec §2.3)
-            residual = x_q.view(B, Q, self.n_heads, self.head_size)
-            out = self.LayerNorm(residual + self.out_dropout(mixed))  # [B, Q, H, d']
-        else:
-            out = self.dense(mixed.reshape(B, Q, d))  # concat heads + W_O, [B, Q, d]
-            out = self.LayerNorm(self.out_dropout(out) + x_q)
-        return out, beta
-
-
-class FacetMoELayer(nn.Module):
-    r"""Last FAME layer: MoE multi-head attention + position-wise FFN (spec §2.2–2.3).
-
-    Mirrors RecBole's ``TransformerLayer`` (``multi_head_attention`` then ``feed_forward``) so
-    that a SASRec checkpoint maps onto it by renaming ``trm_encoder.layer.{n_layers-1}.`` to
-    ``last_layer.``. With ``head_output`` the FFN' acts on d' and is shared across heads.
-    """
-
-    def __init__(
-        self,
-        n_heads: int,
-        n_experts: int,
-        hidden_size: int,
-        inner_size: int,
-        hidden_dropout_prob: float,
-        attn_dropout_prob: float,
-        hidden_act: str,
-        layer_norm_eps: float,
-        head_output: bool,
-    ):
-        super().__init__()
-        self.multi_head_attention = MoEMultiHeadAttention(
-            n_heads,
-            n_experts,
-            hidden_size,
-            hidden_dropout_prob,
-            attn_dropout_prob,
-            layer_norm_eps,
-            head_output,
-        )
-        ffn_size = hidden_size // n_heads if head_output else hidden_size
-        self.feed_forward = FeedForward(
-            ffn_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps
-        )
-
-    def forward(
-        self, hidden: torch.Tensor, query_index: torch.Tensor, key_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, L, d]`` -> F ``[B, Q, H, d']`` (or ``[B, Q, d]``) at ``query_index`` ``[B, Q]``
-        and router weights ``[B, Q, H, N]``; ``key_mask`` ``[B, Q, L]``."""
-        attn_out, beta = self.multi_head_attention(hidden, query_index, key_mask)
-        # F^(h) = LayerNorm''(Z^(h) + Dropout(FFN'(Z^(h))))  (spec §2.3)
-        return self.feed_forward(attn_out), beta
 
 
 class FAME(DotProductSequentialRecommender):
@@ -281,13 +117,13 @@ class FAME(DotProductSequentialRecommender):
             layer_norm_eps=self.layer_norm_eps,
             head_output=self.head_prediction,
         )
-        # W_f: row block h of the weight is W_f^(h)ᵀ (d' x d)  (spec §2.4, A2)
+        # W_f: row block h of the weight is W_f^(h)ᵀ (d' x d), the item sub-embeddings
         self.item_proj = (
             nn.Linear(self.hidden_size, self.hidden_size, bias=False)
             if self.head_prediction and self.item_subemb == "proj"
             else None
         )
-        # W_g, b_g  (spec §2.4, A7)
+        # W_g, b_g of the gate over heads
         self.gate = (
             nn.Linear(self.hidden_size, self.n_heads)
             if self.head_prediction and self.gate_type == "learned"
@@ -296,10 +132,9 @@ class FAME(DotProductSequentialRecommender):
 
         self.loss_fct = self.build_loss()
 
-        # per-epoch routing statistics (detached sums over training batches)
-        self._stat_count = 0
-        self._stat_gate: torch.Tensor | None = None  # [H]
-        self._stat_router: torch.Tensor | None = None  # [H, N]
+        # per-epoch means of the gate [H] and router weights [H, N] over training sequences
+        self.gate_stats = MeanWeights(self.n_heads)
+        self.router_stats = MeanWeights(self.n_heads, n_experts)
 
         # parameters initialization
         self.apply(self._init_weights)
@@ -312,7 +147,8 @@ class FAME(DotProductSequentialRecommender):
 
     # ------------------------------------------------------------------ encoder
     def _lower_layers(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """Embedding + the first ``n_layers - 1`` SASRec layers (spec §2.1): X ``[B, L, d]``."""
+        """Embedding + the first ``n_layers - 1`` SASRec layers (FAME's backbone):
+        X ``[B, L, d]``."""
         L = item_seq.shape[1]
         position_ids = torch.arange(L, dtype=torch.long, device=item_seq.device)
         input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
@@ -339,7 +175,8 @@ class FAME(DotProductSequentialRecommender):
     def encode(
         self, item_seq: torch.Tensor, item_seq_len: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r"""Spec §2.1–2.4 at the last valid position: sequence -> head outputs, gate and router.
+        r"""FAME at the last valid position (backbone, last layer, gate): sequence -> head
+        outputs, gate and router.
 
         Returns:
             F_t ``[B, H, d']`` (``[B, d]`` when ``head_prediction`` is off),
@@ -349,13 +186,14 @@ class FAME(DotProductSequentialRecommender):
         head_repr, gate, beta = self._facet_layer(hidden, item_seq, (item_seq_len - 1)[:, None])
         head_repr, gate, beta = head_repr[:, 0], gate[:, 0], beta[:, 0]
         if self.training:
-            self._accumulate_stats(gate, beta)
+            self.gate_stats.update(gate)
+            self.router_stats.update(beta)
         return head_repr, gate, beta
 
     def encode_positions(
         self, item_seq: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        r"""Spec §2.1–2.4 at every position (``train_objective: sequence``).
+        r"""FAME at every position (``train_objective: sequence``).
 
         Returns:
             F ``[B, L, H, d']`` (``[B, L, d]`` without head_prediction), g ``[B, L, H]`` and
@@ -367,12 +205,13 @@ class FAME(DotProductSequentialRecommender):
         head_repr, gate, beta = self._facet_layer(hidden, item_seq, query_index)
         if self.training:
             keep = item_seq != 0
-            self._accumulate_stats(gate[keep], beta[keep])
+            self.gate_stats.update(gate[keep])
+            self.router_stats.update(beta[keep])
         return head_repr, gate, beta
 
     def gate_weights(self, head_repr: torch.Tensor) -> torch.Tensor:
         r"""g = softmax(W_g [F_t^(1) ‖ … ‖ F_t^(H)] + b_g): ``[..., H, d']`` -> ``[..., H]``
-        (spec §2.4, A7)."""
+        (FAME, gate of the facet-aware prediction)."""
         lead = head_repr.shape[:-2] if self.head_prediction else head_repr.shape[:-1]
         if self.gate is None:
             return head_repr.new_full((*lead, self.n_heads), 1.0 / self.n_heads)
@@ -407,7 +246,8 @@ class FAME(DotProductSequentialRecommender):
 
     # ------------------------------------------------------------------ scoring
     def item_subembeddings(self, items: torch.Tensor | None = None) -> torch.Tensor:
-        r"""x_v^(h) for the given items (all items when None): ``[..., H, d']`` (spec §2.4, A2)."""
+        r"""x_v^(h) for the given items (all items when None): ``[..., H, d']`` (FAME, item
+        sub-embeddings)."""
         emb = self.item_embedding.weight if items is None else self.item_embedding(items)
         if self.item_proj is not None:
             emb = self.item_proj(emb)
@@ -416,7 +256,7 @@ class FAME(DotProductSequentialRecommender):
     def head_scores(
         self, head_repr: torch.Tensor, items: torch.Tensor | None = None
     ) -> torch.Tensor:
-        r"""Per-head scores P^(h)(v) = F_t^(h)·x_v^(h) (spec §2.4).
+        r"""Per-head scores P^(h)(v) = F_t^(h)·x_v^(h) (FAME, facet-aware prediction).
 
         Args:
             head_repr: F_t ``[B, H, d']``.
@@ -434,7 +274,7 @@ class FAME(DotProductSequentialRecommender):
 
     def _scores_all(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         r"""Fused scores for all items ``[B, n_items]``: logits, or log-probabilities for
-        ``fusion=probs`` (log Σ_h g_h softmax(P^(h)), A1)."""
+        ``fusion=probs`` (log Σ_h g_h softmax(P^(h)))."""
         if not self.head_prediction or self.fusion == "logits":
             seq_output = self.forward(item_seq, item_seq_len)  # [B, d]
             return seq_output @ self.item_embedding.weight.t()
@@ -443,19 +283,7 @@ class FAME(DotProductSequentialRecommender):
         if torch.is_grad_enabled():
             log_p = torch.log_softmax(scores, dim=-1)
             return torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
-        return self._log_mixture_inplace(scores, gate)
-
-    @staticmethod
-    def _log_mixture_inplace(scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        r"""log Σ_h g_h softmax(P^(h)) without autograd, holding one ``[B, H, n_items]`` tensor.
-
-        ``scores`` (overwritten) ``[B, H, V]``, gate ``[B, H]`` -> ``[B, V]``. Items whose
-        probability underflows in every head get -inf (the bottom of the ranking either way).
-        """
-        scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()  # e = exp(P - max_v P), [B, H, V]
-        weights = gate / scores.sum(dim=-1)  # g_h / Σ_v e, [B, H]
-        mixture = torch.einsum("bhv,bh->bv", scores, weights)  # [B, V]
-        return mixture.log_()
+        return log_mixture_inplace(scores, gate)
 
     def _scores_items(self, interaction, *items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Fused scores of each ``[B]`` item tensor in ``items`` (1 encoder pass): ``[B]`` each."""
@@ -468,7 +296,7 @@ class FAME(DotProductSequentialRecommender):
         return tuple(scores.gather(1, i.view(-1, 1)).squeeze(1) for i in items)
 
     def calculate_loss(self, interaction) -> torch.Tensor:
-        """CE over all items on the fused scores, or BPR with one sampled negative (spec §3)."""
+        """CE over all items on the fused scores, or BPR with one sampled negative."""
         pos_items = interaction[self.POS_ITEM_ID]
         if self.loss_type == "BPR":
             pos_score, neg_score = self._scores_items(
@@ -520,70 +348,14 @@ class FAME(DotProductSequentialRecommender):
         return {"per_head_scores": per_head, "gate": gate, "router": beta, "scores": fused}
 
     # ------------------------------------------------------------------ statistics
-    @torch.no_grad()
-    def _accumulate_stats(self, gate: torch.Tensor, beta: torch.Tensor) -> None:
-        """Add a training batch's gate ``[B, H]`` and router ``[B, H, N]`` weights."""
-        gate_sum, router_sum = gate.detach().sum(0), beta.detach().sum(0)
-        if self._stat_gate is None:
-            self._stat_gate, self._stat_router = gate_sum, router_sum
-        else:
-            self._stat_gate = self._stat_gate + gate_sum
-            self._stat_router = self._stat_router + router_sum
-        self._stat_count += gate.shape[0]
-
-    def epoch_stats(self) -> dict[str, torch.Tensor] | None:
-        """Mean gate per head ``[H]`` and mean router distribution per head ``[H, N]``
-        over the training sequences seen since the last reset (None if none)."""
-        if not self._stat_count:
+    def epoch_statistics(self) -> dict[str, torch.Tensor] | None:
+        """Mean gate per head ``[H]`` and mean router distribution per head ``[H, N]`` over the
+        training sequences since the last reset (None if none); the trainer logs them."""
+        gate = self.gate_stats.mean()
+        if gate is None:
             return None
-        return {
-            "gate": (self._stat_gate / self._stat_count).cpu(),
-            "router": (self._stat_router / self._stat_count).cpu(),
-        }
+        return {"gate": gate, "router": self.router_stats.mean()}
 
-    def reset_stats(self) -> None:
-        self._stat_count, self._stat_gate, self._stat_router = 0, None, None
-
-    def log_epoch_stats(
-        self, logger, tensorboard, epoch_idx: int
-    ) -> dict[str, torch.Tensor] | None:
-        """Log the epoch's mean gate per head and router expert distribution per head, then reset.
-
-        Called by the trainer after each training epoch; ``logger`` and ``tensorboard`` may be None.
-        """
-        stats = self.epoch_stats()
-        self.reset_stats()
-        if stats is None:
-            return None
-        gate, router = stats["gate"], stats["router"]
-        if logger is not None:
-            router_txt = "; ".join(
-                f"h{h}: [" + ", ".join(f"{w:.3f}" for w in router[h].tolist()) + "]"
-                for h in range(router.shape[0])
-            )
-            entropy = ", ".join(f"{float(normalized_entropy(r)):.3f}" for r in router)
-            logger.info(
-                f"epoch {epoch_idx} FAME gate per head: ["
-                + ", ".join(f"{w:.3f}" for w in gate.tolist())
-                + f"] | router per head: {router_txt} | router entropy/log(N) per head: [{entropy}]"
-            )
-        if tensorboard is not None:
-            for h in range(gate.shape[0]):
-                tensorboard.add_scalar(f"FAME/gate/head{h}", gate[h].item(), epoch_idx)
-                for n in range(router.shape[1]):
-                    tensorboard.add_scalar(
-                        f"FAME/router/head{h}/expert{n}", router[h, n].item(), epoch_idx
-                    )
-        return stats
-
-
-def sasrec_state_dict_to_fame(
-    state_dict: dict[str, torch.Tensor], n_layers: int
-) -> dict[str, torch.Tensor]:
-    """Rename a RecBole SASRec state_dict for FAME with ``moe_attention`` and
-    ``head_prediction`` off: ``trm_encoder.layer.{n_layers-1}.`` -> ``last_layer.``."""
-    prefix = f"trm_encoder.layer.{n_layers - 1}."
-    return {
-        ("last_layer." + k[len(prefix) :]) if k.startswith(prefix) else k: v
-        for k, v in state_dict.items()
-    }
+    def reset_statistics(self) -> None:
+        self.gate_stats.reset()
+        self.router_stats.reset()
