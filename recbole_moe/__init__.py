@@ -5,8 +5,6 @@ Importing the package applies :mod:`recbole_moe.compat`, which makes RecBole 1.2
 numpy 2, pandas 3 and torch >= 2.6.
 """
 
-__version__ = "0.1.0"
-
 try:
     import recbole  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without recbole
@@ -23,14 +21,7 @@ _compat.apply()
 from recbole_moe.config import Config  # noqa: E402
 from recbole_moe.model import available_models, get_model  # noqa: E402
 from recbole_moe.quick_start import load_model, run  # noqa: E402
+from recbole_moe.tuning import tune  # noqa: E402  (Optuna itself is imported on first use)
+from recbole_moe.version import __version__  # noqa: E402
 
 __all__ = ["Config", "available_models", "get_model", "load_model", "run", "tune", "__version__"]
-
-
-def __getattr__(name: str):
-    """``recbole_moe.tune`` (hyper-parameter search) is imported on first use."""
-    if name == "tune":
-        from recbole_moe.tuning import tune
-
-        return tune
-    raise AttributeError(f"module 'recbole_moe' has no attribute {name!r}")

@@ -25,6 +25,7 @@ from recbole.utils import ModelType
 from recbole_moe.errors import ConfigError
 from recbole_moe.model import get_model
 from recbole_moe.process_group import init_device
+from recbole_moe.recbole_settings import check_recbole_settings
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 #: Section of a model property file with per-dataset values: ``{<dataset>: {key: value}}``.
@@ -56,6 +57,12 @@ def dataset_section(loaded: Any, dataset: str, path: str) -> dict:
             "mappings of settings, e.g. {beauty: {dropout_prob: 0.4}}"
         )
     return dict(settings or {})
+
+
+def read_yaml(path: str) -> Any:
+    """The content of the YAML file ``path`` (None for an empty file)."""
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
 
 
 class Config(RecBoleConfig):
@@ -102,6 +109,23 @@ class Config(RecBoleConfig):
                 )
             file_config_dict.update(loaded)
         return file_config_dict
+
+    def source_of(self, key: str) -> str:
+        """Where ``key``'s final value came from, for error messages."""
+        if key in self.variable_config_dict:
+            return self.override_source
+        for path in reversed(self.config_file_list or []):
+            if key in (read_yaml(path) or {}):
+                return f"config file {path}"
+        model_file = model_property_file(self.model)
+        if os.path.isfile(model_file):
+            section = (read_yaml(model_file) or {}).get(DATASET_OVERRIDES_KEY) or {}
+            if key in (section.get(self.dataset) or {}):
+                return f"property file {model_file} ({DATASET_OVERRIDES_KEY}: {self.dataset})"
+        for path in (dataset_property_file(self.dataset), model_file):
+            if os.path.isfile(path) and key in (read_yaml(path) or {}):
+                return f"property file {path}"
+        return "RecBole's defaults"
 
     def _init_device(self) -> None:
         # A distributed worker (``local_rank`` set by the launcher) joins its process group with
@@ -159,7 +183,5 @@ class Config(RecBoleConfig):
     def _set_default_parameters(self) -> None:
         # RecBole's own checks here raise tracebacks, and it reads other settings without any
         # check; refuse every bad value first, each with its key, value and source.
-        from recbole_moe.recbole_settings import check_recbole_settings
-
         check_recbole_settings(self)
         super()._set_default_parameters()

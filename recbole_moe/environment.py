@@ -5,16 +5,19 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import subprocess
 import threading
+from importlib import metadata
 from typing import Any
 
 import psutil
+import torch
+
+from recbole_moe.version import __version__
 
 
 def package_versions() -> dict[str, str | None]:
     """Versions of the packages that decide the numbers."""
-    from importlib import metadata
-
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("recbole-moe", "recbole", "torch", "numpy", "pandas", "scipy", "mamba-ssm"):
         try:
@@ -22,17 +25,13 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     if versions["recbole-moe"] is None:
-        import recbole_moe
-
-        versions["recbole-moe"] = recbole_moe.__version__
+        versions["recbole-moe"] = __version__
     return versions
 
 
 def code_version() -> str | None:
     """The git commit of the recbole-moe checkout running this code (``+dirty`` when tracked
     files differ from it), or ``None`` for an installed copy outside a checkout."""
-    import subprocess
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         commit = subprocess.run(
@@ -69,8 +68,6 @@ def _cpu_model() -> str:
 
 def hardware(device: str | None = None) -> dict[str, Any]:
     """The machine a run used: CPU model and cores, torch threads, memory, GPU."""
-    import torch
-
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "cpu": _cpu_model(),

@@ -26,6 +26,13 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
+import torch
+from recbole.data.transform import construct_transform
+from recbole.evaluator.register import metric_types, metrics_dict
+from recbole.trainer import Trainer
+from recbole.utils import EvaluatorType, ModelType
+
+from recbole_moe.data.lean import MODES
 from recbole_moe.errors import ConfigError
 
 #: Settings that are switches (``True``/``False``; 0 and 1 are accepted like Python does).
@@ -102,8 +109,6 @@ def _closest(value: Any, allowed: Iterable[str], cutoff: float = 0.5) -> str:
 @lru_cache(maxsize=1)
 def recbole_metrics() -> dict[str, Any]:
     """RecBole's metric registry: lower-case name -> metric class."""
-    from recbole.evaluator.register import metrics_dict
-
     return dict(metrics_dict)
 
 
@@ -121,8 +126,6 @@ def metric_uses_topk(name: str) -> bool:
 @lru_cache(maxsize=1)
 def recbole_learners() -> tuple[str, ...]:
     """The optimizer names ``recbole.trainer.Trainer._build_optimizer`` knows."""
-    from recbole.trainer import Trainer
-
     try:
         source = inspect.getsource(Trainer._build_optimizer)
     except (OSError, TypeError):
@@ -133,8 +136,6 @@ def recbole_learners() -> tuple[str, ...]:
 @lru_cache(maxsize=1)
 def recbole_transforms() -> tuple[str, ...]:
     """The ``transform`` names ``recbole.data.transform.construct_transform`` knows."""
-    from recbole.data.transform import construct_transform
-
     try:
         source = inspect.getsource(construct_transform)
     except (OSError, TypeError):
@@ -178,11 +179,9 @@ class _Checker:
         return self.values.get(key) is not None
 
     def add(self, key: str, allowed: str, fatal: bool = False) -> None:
-        from recbole_moe.validation import source_of
-
         self.fatal = self.fatal or fatal
         self.problems.append(
-            f"{key}={self.values.get(key)!r} (from {source_of(self.config, key)}): {allowed}"
+            f"{key}={self.values.get(key)!r} (from {self.config.source_of(key)}): {allowed}"
         )
 
     def check(self, key: str, ok: Callable[[Any], bool], allowed: str) -> bool:
@@ -275,7 +274,6 @@ class _Checker:
                 "clip_grad_norm", "must be a mapping of torch's clip_grad_norm_ arguments" + example
             )
             return
-        import torch
 
         accepted = [
             p
@@ -334,7 +332,6 @@ class _Checker:
                 f"candidate_num {value['candidate_num']!r} must be an integer >= 0",
             )
             return
-        from recbole.utils import ModelType
 
         if (
             self.values.get("MODEL_TYPE") == ModelType.SEQUENTIAL
@@ -356,7 +353,6 @@ class _Checker:
         self.eval_args(metrics_ok)
         if metrics_ok and topk_ok:
             self.valid_metric()
-        from recbole.utils import ModelType
 
         if (
             self.values.get("MODEL_TYPE") == ModelType.SEQUENTIAL
@@ -394,12 +390,9 @@ class _Checker:
                     fatal=True,
                 )
                 return False
-        from recbole.evaluator.register import metric_types
 
         kinds = {metric_types[m.lower()] for m in self.metric_list()}
         if len(kinds) > 1:
-            from recbole.utils import EvaluatorType
-
             value_metrics = [
                 m for m in self.metric_list() if metric_types[m.lower()] == EvaluatorType.VALUE
             ]
@@ -520,9 +513,6 @@ class _Checker:
                     fatal=True,
                 )
         if metrics_ok and "full" in modes.values():
-            from recbole.evaluator.register import metric_types
-            from recbole.utils import EvaluatorType
-
             value_metrics = [
                 m for m in self.metric_list() if metric_types[m.lower()] == EvaluatorType.VALUE
             ]
@@ -613,8 +603,6 @@ class _Checker:
 
     def recbole_moe(self) -> None:
         """Our settings that otherwise fail only once data loading starts."""
-        from recbole_moe.data.lean import MODES
-
         self.check(
             "data_path_mode",
             lambda v: v in MODES,

@@ -13,15 +13,25 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+import recbole
 import yaml
+from recbole.utils import ModelType
+from recbole.utils.argument_list import (
+    dataset_arguments,
+    evaluation_arguments,
+    general_arguments,
+    training_arguments,
+)
 
 from recbole_moe.config import (
     DATASET_OVERRIDES_KEY,
     PROPERTIES_DIR,
     Config,
-    dataset_property_file,
-    model_property_file,
+    read_yaml,
 )
+from recbole_moe.data.atomic import check_atomic_file, check_interaction_file, read_header
+from recbole_moe.data.lean import batch_order_problem, data_path_mode, eval_batch_order_problem
+from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.attention import ATTENTION_IMPLS
 from recbole_moe.objective import is_sequence, objective_problems
@@ -85,31 +95,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def source_of(config: Config, key: str) -> str:
-    """Where ``key``'s final value came from, for error messages."""
-    if key in config.variable_config_dict:
-        return config.override_source
-    for path in reversed(config.config_file_list or []):
-        if key in (_read_yaml(path) or {}):
-            return f"config file {path}"
-    model_file = model_property_file(config.model)
-    if os.path.isfile(model_file):
-        section = (_read_yaml(model_file) or {}).get(DATASET_OVERRIDES_KEY) or {}
-        if key in (section.get(config.dataset) or {}):
-            return f"property file {model_file} ({DATASET_OVERRIDES_KEY}: {config.dataset})"
-    for path in (dataset_property_file(config.dataset), model_file):
-        if os.path.isfile(path) and key in (_read_yaml(path) or {}):
-            return f"property file {path}"
-    return "RecBole's defaults"
-
-
-def _read_yaml(path: str) -> dict | None:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
-
-
 def _problem(config: Config, key: str, allowed: str) -> str:
-    return f"{key}={config[key]!r} (from {source_of(config, key)}): {allowed}"
+    return f"{key}={config[key]!r} (from {config.source_of(key)}): {allowed}"
 
 
 def config_problems(config: Config) -> list[str]:
@@ -157,8 +144,8 @@ def config_problems(config: Config) -> list[str]:
     ):
         if not 1 <= config["top_k"] <= config["n_experts"]:
             problems.append(
-                f"top_k={config['top_k']} (from {source_of(config, 'top_k')}) must be between 1 "
-                f"and n_experts={config['n_experts']} (from {source_of(config, 'n_experts')})"
+                f"top_k={config['top_k']} (from {config.source_of('top_k')}) must be between 1 "
+                f"and n_experts={config['n_experts']} (from {config.source_of('n_experts')})"
             )
     if (
         present("hidden_size")
@@ -169,30 +156,26 @@ def config_problems(config: Config) -> list[str]:
         and config["hidden_size"] % config["n_heads"]
     ):
         problems.append(
-            f"hidden_size={config['hidden_size']} (from {source_of(config, 'hidden_size')}) is "
-            f"not divisible by n_heads={config['n_heads']} (from {source_of(config, 'n_heads')}); "
+            f"hidden_size={config['hidden_size']} (from {config.source_of('hidden_size')}) is "
+            f"not divisible by n_heads={config['n_heads']} (from {config.source_of('n_heads')}); "
             "pick n_heads among the divisors of hidden_size"
         )
     if present("loss_type") and config["loss_type"] not in ("CE", "BPR"):
         problems.append(_problem(config, "loss_type", "allowed values are 'CE' and 'BPR'"))
     for problem in objective_problems(config):
-        problems.append(f"{problem} (from {source_of(config, 'train_objective')})")
+        problems.append(f"{problem} (from {config.source_of('train_objective')})")
     if present("train_batch_order") and not is_sequence(config):
-        from recbole_moe.data.lean import batch_order_problem
-
         problem = batch_order_problem(config)
         if problem:
-            problems.append(f"{problem} (from {source_of(config, 'train_batch_order')})")
+            problems.append(f"{problem} (from {config.source_of('train_batch_order')})")
     if present("attention_impl") and config["attention_impl"] not in ATTENTION_IMPLS:
         problems.append(
             _problem(config, "attention_impl", f"allowed values are {', '.join(ATTENTION_IMPLS)}")
         )
     if present("eval_batch_order"):
-        from recbole_moe.data.lean import eval_batch_order_problem
-
         problem = eval_batch_order_problem(config)
         if problem:
-            problems.append(f"{problem} (from {source_of(config, 'eval_batch_order')})")
+            problems.append(f"{problem} (from {config.source_of('eval_batch_order')})")
     return problems
 
 
@@ -210,8 +193,6 @@ def validate_config(config: Config) -> None:
 @lru_cache(maxsize=1)
 def known_keys() -> frozenset:
     """Every key a RecBole or recbole-moe property file defines, plus our tools' own keys."""
-    import recbole
-
     keys = set(EXTRA_KEYS)
     recbole_props = os.path.join(os.path.dirname(recbole.__file__), "properties")
     for pattern in (
@@ -220,18 +201,12 @@ def known_keys() -> frozenset:
     ):
         for path in glob.glob(pattern, recursive=True):
             try:
-                data = _read_yaml(path)
+                data = read_yaml(path)
             except (OSError, yaml.YAMLError):
                 continue
             if isinstance(data, dict):
                 keys.update(data)
     keys.discard(DATASET_OVERRIDES_KEY)  # a section of our model files, not a setting
-    from recbole.utils.argument_list import (
-        dataset_arguments,
-        evaluation_arguments,
-        general_arguments,
-        training_arguments,
-    )
 
     keys.update(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
     return frozenset(keys)
@@ -248,7 +223,7 @@ def unknown_key_messages(config: Config, keys: Iterable[str] | None = None) -> l
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         messages.append(
-            f"Unknown setting '{key}' (from {source_of(config, key)}): no model, dataset or "
+            f"Unknown setting '{key}' (from {config.source_of(key)}): no model, dataset or "
             f"RecBole setting uses it, so it has no effect.{hint}"
         )
     return messages
@@ -263,20 +238,10 @@ def validate_atomic_file(path: str, config: Config | None = None) -> None:
     encoding; without, every column, tab-separated, and the header must hold
     ``user_id:token`` and ``item_id:token``.
     """
-    from recbole_moe.data.atomic import check_atomic_file, read_header
-    from recbole_moe.data.prepare import DataPreparationError
-
-    if config is not None:
+    if config is None:
+        check_interaction_file(path)
+    else:
         _validate_with_config(path, config)
-        return
-    header = read_header(path)
-    for required in ("user_id", "item_id"):
-        if (required, "token") not in header:
-            raise DataPreparationError(
-                f"{path}, line 1: the header has no '{required}:token' column: "
-                f"{[f'{n}:{t}' for n, t in header]}"
-            )
-    check_atomic_file(path)
 
 
 #: Atomic files RecBole's ``Dataset`` reads besides ``.inter``, with their id field's setting.
@@ -298,9 +263,6 @@ def _loaded_columns(config: Config, source: str, names: list[str]) -> list[str] 
 
 
 def _validate_with_config(path: str, config: Config) -> None:
-    from recbole_moe.data.atomic import check_atomic_file, read_header
-    from recbole_moe.data.prepare import DataPreparationError
-
     source = path.rsplit(".", 1)[-1]
     source = source if source in ATOMIC_SOURCES else "inter"
     separator = config["field_separator"] or "\t"
@@ -325,7 +287,7 @@ def _validate_with_config(path: str, config: Config) -> None:
         if field not in types:
             raise DataPreparationError(
                 f"{path}, line 1: no '{field}' column ({setting}={field!r} from "
-                f"{source_of(config, setting)}), but {why}; the header has "
+                f"{config.source_of(setting)}), but {why}; the header has "
                 f"{', '.join(f'{n}:{t}' for n, t in header)}"
             )
         if field not in loaded:
@@ -336,7 +298,7 @@ def _validate_with_config(path: str, config: Config) -> None:
                 else "unload_col"
             )
             raise ConfigError(
-                f"{key}={config[key]!r} (from {source_of(config, key)}) leaves column '{field}' "
+                f"{key}={config[key]!r} (from {config.source_of(key)}) leaves column '{field}' "
                 f"of {path} unloaded, but {why} ({setting})"
             )
         expected = "float" if setting == "TIME_FIELD" else "token"
@@ -358,8 +320,6 @@ def _validate_with_config(path: str, config: Config) -> None:
 
 def _time_field_reason(config: Config) -> str | None:
     """Why ``config`` needs the time field (None: it does not)."""
-    from recbole.utils import ModelType
-
     eval_args = config["eval_args"] or {}
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         return f"the sequential model {config['model']} orders each history by time"
@@ -394,7 +354,6 @@ def validate_dataset_files(config: Config) -> None:
     """
     for path in atomic_files(config):
         validate_atomic_file(path, config)
-    from recbole_moe.data.lean import data_path_mode
 
     try:
         data_path_mode(config)
@@ -404,4 +363,4 @@ def validate_dataset_files(config: Config) -> None:
             if config["data_path_mode"] not in (None, "auto")
             else ("train_objective" if is_sequence(config) else "train_batch_order")
         )
-        raise ConfigError(f"{exc} (from {source_of(config, key)})") from exc
+        raise ConfigError(f"{exc} (from {config.source_of(key)})") from exc

@@ -18,7 +18,7 @@ from recbole_moe.benchmark.runner import RUNS_FILE, append_record, run_key
 from recbole_moe.config import DATASET_OVERRIDES_KEY, Config
 from recbole_moe.errors import ConfigError
 from recbole_moe.objective import SEQUENCE_MODELS
-from recbole_moe.validation import config_problems, source_of, unknown_key_messages
+from recbole_moe.validation import config_problems, unknown_key_messages
 
 AMAZON = ("beauty", "sports", "toys")
 MOVIELENS = ("ml-100k", "ml-1m", "ml-1m-5core", "ml-20m")
@@ -87,8 +87,8 @@ def test_command_line_beats_the_model_files_dataset_overrides():
     config = resolved("Mamba4Rec", "beauty", dropout_prob=0.3, valid_metric="NDCG@5")
     assert config["dropout_prob"] == 0.3 and config["valid_metric"] == "NDCG@5"
     config = Config("Mamba4Rec", "sports")
-    assert "dataset_overrides: sports" in source_of(config, "dropout_prob")
-    assert source_of(config, "hidden_dropout_prob").endswith("dataset/sports.yaml")
+    assert "dataset_overrides: sports" in config.source_of("dropout_prob")
+    assert config.source_of("hidden_dropout_prob").endswith("dataset/sports.yaml")
     # Only property files have the section: as a setting it is unknown.
     messages = unknown_key_messages(config, [DATASET_OVERRIDES_KEY])
     assert len(messages) == 1 and "Unknown setting 'dataset_overrides'" in messages[0]

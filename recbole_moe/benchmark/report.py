@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from scipy.stats import ttest_rel
 
 from recbole_moe.benchmark.insight import insight_files, insight_plots, insight_section
 from recbole_moe.benchmark.plans import OUR_MODELS
@@ -192,8 +193,6 @@ def paired_test(ours: Cell, base: Cell, metric: str) -> tuple[float, int]:
         ``(p_value, n_pairs)``; the p-value is NaN with fewer than 2 pairs or identical
         differences.
     """
-    from scipy.stats import ttest_rel
-
     common = [s for s in ours.seeds if s in base.seeds]
     if len(common) < 2:
         return math.nan, len(common)

@@ -21,9 +21,13 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+import recbole
+import torch
+
 from recbole_moe.benchmark.plans import Plan
 from recbole_moe.environment import PeakRSS, code_version, hardware, package_versions
 from recbole_moe.files import atomic_write_json
+from recbole_moe.quick_start import run
 
 RUNS_FILE = "runs.jsonl"
 PLAN_FILE = "plan.json"
@@ -144,8 +148,6 @@ def _relative_paths(value: Any) -> Any:
 def portable_data_path(path: str, out: str) -> str:
     """``data_path`` as committed records keep it: ``recbole/<folder>`` for data inside the
     installed RecBole package (ml-100k), else the path relative to the results folder ``out``."""
-    import recbole
-
     package = os.path.dirname(os.path.abspath(recbole.__file__))
     absolute = os.path.abspath(path)
     if absolute.startswith(package + os.sep):
@@ -206,9 +208,6 @@ def run_one(
 
     Never raises for a failing run: the record then has ``status: failed`` and the error.
     """
-    import torch
-
-    from recbole_moe.quick_start import run
 
     config_dict = plan.config_dict(model, dataset, seed)
     resumed_from = None

@@ -421,4 +421,22 @@ def _line_of_row(path: str, row: int) -> int:
     return row + 2
 
 
-__all__ = ["ATOMIC_TYPES", "check_atomic_file", "read_header"]
+def check_interaction_file(path: str) -> None:
+    """Check a tab-separated ``.inter`` file without a config: the header must hold
+    ``user_id:token`` and ``item_id:token``, and every value of every column must fit its
+    declared type (:func:`check_atomic_file`).
+
+    Raises:
+        DataPreparationError: naming file, line, column, value and declared type.
+    """
+    header = read_header(path)
+    for required in ("user_id", "item_id"):
+        if (required, "token") not in header:
+            raise DataPreparationError(
+                f"{path}, line 1: the header has no '{required}:token' column: "
+                f"{[f'{n}:{t}' for n, t in header]}"
+            )
+    check_atomic_file(path)
+
+
+__all__ = ["ATOMIC_TYPES", "check_atomic_file", "check_interaction_file", "read_header"]

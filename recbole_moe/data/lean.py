@@ -48,9 +48,11 @@ import torch
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
-from recbole.data.utils import create_samplers
+from recbole.data.transform import construct_transform
+from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
+from recbole_moe.data.atomic import check_interaction_file
 from recbole_moe.objective import is_sequence
 
 #: Name of the hidden 1-D field holding each sample's target position in the flat arrays.
@@ -480,7 +482,6 @@ class LeanTrainDataLoader(TrainDataLoader):
         self._init_batch_size_and_step()
         self.generator = torch.Generator()
         self.generator.manual_seed(config["seed"])
-        from recbole.data.transform import construct_transform
 
         self.transform = construct_transform(config)
         self.is_sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
@@ -630,8 +631,6 @@ def lean_data_preparation(
         when :func:`sorts_evaluation`), or RecBole's ``NegSampleEvalDataLoader``, over lean
         splits.
     """
-    from recbole.data.utils import get_dataloader
-
     built = dataset.build()
     train_dataset, valid_dataset, test_dataset = built
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
@@ -669,10 +668,8 @@ def load_data(
         try:
             dataset = create_lean_dataset(config)
         except Exception:
-            from recbole_moe.validation import validate_atomic_file
-
             inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
-            validate_atomic_file(inter_file)  # names file and line of a malformed row
+            check_interaction_file(inter_file)  # names file and line of a malformed row
             raise
         logger.info(dataset)
         return (dataset, *lean_data_preparation(config, dataset, train_loader_class))

@@ -42,6 +42,7 @@ from typing import IO, Any, Union
 
 import numpy as np
 import pandas as pd
+import recbole
 
 from recbole_moe.errors import DatasetNotFoundError, RecBoleMoeError
 from recbole_moe.files import atomic_write, atomic_write_json
@@ -695,8 +696,6 @@ def ensure_dataset(
         return output
     known = KNOWN_DATASETS.get(dataset)
     if known and known.embedded:
-        import recbole
-
         embedded = Path(recbole.__file__).parent / "dataset_example" / dataset / f"{dataset}.inter"
         if embedded.is_file():
             return embedded

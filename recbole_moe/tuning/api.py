@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+
+from recbole_moe.config import Config
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.files import atomic_write_text
+from recbole_moe.quick_start import check_dataset_files
+from recbole_moe.tuning.report import summary, write_report, write_tables
 from recbole_moe.tuning.space import Space, TuneError, load_space
 from recbole_moe.tuning.study import (
     DEFAULT_TRIALS,
@@ -22,8 +28,9 @@ from recbole_moe.tuning.study import (
     open_study,
     relative,
     require_optuna,
-    run_workers,
+    work,
 )
+from recbole_moe.validation import validate_config
 
 SpaceLike = str | os.PathLike | Mapping | Space
 
@@ -38,10 +45,6 @@ def _resolve(
     model: Any, dataset: str, overrides: dict, config_files: list | None, override_source: str
 ):
     """The resolved config of the fixed settings (no data loaded), checked like a run's."""
-    from recbole_moe.config import Config
-    from recbole_moe.quick_start import check_dataset_files
-    from recbole_moe.validation import validate_config
-
     try:
         config = Config(
             model=model,
@@ -267,8 +270,6 @@ def tune(
 def execute(spec: TuneSpec, log: Callable[[str], None] = print) -> dict:
     """Open (or create) the study of a checked :class:`TuneSpec`, run its workers and write the
     report; returns the study's summary."""
-    from recbole_moe.tuning.report import summary, write_report, write_tables
-
     for message in spec.space.warnings():
         log(f"[tune] warning: {message}")
     if spec.storage_given:  # an unreachable database fails before any file is written
@@ -327,3 +328,48 @@ def format_summary(info: dict) -> str:
     if info.get("files"):
         lines.append("wrote      : " + ", ".join(info["files"]))
     return "\n".join(lines)
+
+
+def _worker_main(spec: TuneSpec, worker: int) -> None:  # pragma: no cover - in a child
+    """Entry point of a worker process started by ``n_jobs``."""
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(spec.n_jobs, 1)))
+
+    def log(line: str) -> None:
+        print(line.replace("[tune]", f"[tune worker {worker}]", 1), flush=True)
+
+    try:
+        work(spec, worker, log, after_trial=lambda study: write_tables(spec, study))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except RecBoleMoeError as exc:
+        print(f"recbole-moe tune: worker {worker}: error: {exc}", flush=True)
+        raise SystemExit(2) from exc
+
+
+def run_workers(
+    spec: TuneSpec,
+    log: Callable[[str], None] = print,
+    after_trial: Callable[[Any], None] | None = None,
+) -> list[int]:
+    """``spec.n_jobs`` workers: this process alone, or that many processes; returns their exit
+    codes (0 each when all went well)."""
+    if spec.n_jobs <= 1:
+        work(spec, 0, log, after_trial)
+        return [0]
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker_main, args=(spec, index), name=f"recbole-moe-tune-{index}")
+        for index in range(spec.n_jobs)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)
+        raise
+    return [process.exitcode for process in processes]

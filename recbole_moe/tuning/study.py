@@ -23,9 +23,10 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
+import inspect
 import json
 import math
-import multiprocessing
 import os
 import shlex
 import shutil
@@ -38,7 +39,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.quick_start import run
 from recbole_moe.tuning.space import Space, TuneError
 
 #: Seconds between a running trial's heartbeats in the storage.
@@ -250,8 +254,6 @@ _DRIVERS = {
 def _installed_driver(parsed) -> str:
     """The URL with an installed driver when it names none (``postgresql://`` works with
     psycopg2-binary as well as with SQLAlchemy's default, psycopg 3)."""
-    import importlib.util
-
     if "+" not in parsed.drivername:
         for module, drivername in _DRIVERS.get(parsed.drivername, ()):
             if importlib.util.find_spec(module) is not None:
@@ -295,7 +297,6 @@ def open_storage(url: str):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
         url = _installed_driver(parsed)
     callback_key = "heartbeat_stale_trial_callback"
-    import inspect
 
     if callback_key not in inspect.signature(optuna.storages.RDBStorage).parameters:
         callback_key = "failed_trial_callback"  # Optuna < 4.9
@@ -379,8 +380,6 @@ def _machine() -> str:
 
 
 def _process_started(pid: int) -> float | None:
-    import psutil
-
     try:
         return psutil.Process(pid).create_time()
     except (psutil.Error, OSError):
@@ -551,8 +550,6 @@ class Objective:
                     f"{epoch_idx} is worse than the median of earlier trials"
                 )
 
-        from recbole_moe.quick_start import run
-
         start = time.perf_counter()
         try:
             result = run(
@@ -706,53 +703,3 @@ def work(
                 )
             ran += 1
     return ran
-
-
-def _worker_main(spec: TuneSpec, worker: int) -> None:  # pragma: no cover - in a child
-    """Entry point of a worker process started by ``n_jobs``."""
-    import recbole_moe  # noqa: F401  (applies the compatibility patches)
-
-    if "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(spec.n_jobs, 1)))
-
-    def log(line: str) -> None:
-        print(line.replace("[tune]", f"[tune worker {worker}]", 1), flush=True)
-
-    from recbole_moe.tuning.report import write_tables
-
-    try:
-        work(spec, worker, log, after_trial=lambda study: write_tables(spec, study))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    except RecBoleMoeError as exc:
-        print(f"recbole-moe tune: worker {worker}: error: {exc}", flush=True)
-        raise SystemExit(2) from exc
-
-
-def run_workers(
-    spec: TuneSpec,
-    log: Callable[[str], None] = print,
-    after_trial: Callable[[Any], None] | None = None,
-) -> list[int]:
-    """``spec.n_jobs`` workers: this process alone, or that many processes; returns their exit
-    codes (0 each when all went well)."""
-    if spec.n_jobs <= 1:
-        work(spec, 0, log, after_trial)
-        return [0]
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_worker_main, args=(spec, index), name=f"recbole-moe-tune-{index}")
-        for index in range(spec.n_jobs)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        for process in processes:
-            process.join()
-    except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=30)
-        raise
-    return [process.exitcode for process in processes]
