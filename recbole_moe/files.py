@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file.
+"""Atomic file writes (a reader never sees a half-written file) and plain, JSON-ready values.
 
 Every result file of recbole-moe (prepared atomic files, benchmark records and reports, tuning
 tables, benchmark JSON) is written to a temporary file in the target's directory and then
@@ -9,10 +9,14 @@ temporary file behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
+from enum import Enum
 from typing import IO, Any, Union
+
+import torch
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,4 +52,31 @@ def atomic_write_json(path: PathLike, obj: Any, **dump_kwargs: Any) -> None:
     atomic_write_text(path, json.dumps(obj, **dump_kwargs))
 
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text"]
+def to_plain(value: Any, json_safe: bool = False) -> Any:
+    """``value`` in plain Python: a tensor or numpy array becomes a (nested) list, a numpy or
+    torch scalar a number, a tuple a list, and a dict gets string keys, recursively.
+
+    With ``json_safe`` (run records), what JSON cannot hold becomes a string as well: a
+    non-finite float (``"nan"``), an enum (its name), any other object (``str``); a set becomes
+    a sorted list. Without it, those are returned as they are (a model's statistics dict).
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if not json_safe or math.isfinite(value) else str(value)
+    if json_safe and isinstance(value, Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(k): to_plain(v, json_safe) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v, json_safe) for v in value]
+    if json_safe and isinstance(value, (set, frozenset)):
+        return sorted((to_plain(v, json_safe) for v in value), key=str)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+    if callable(getattr(value, "tolist", None)):  # torch / numpy arrays and scalars
+        return to_plain(value.tolist(), json_safe)
+    return str(value) if json_safe else value
+
+
+__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "to_plain"]

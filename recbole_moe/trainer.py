@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recbole_moe.compat import load_recbole_checkpoint
 from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.files import to_plain
 from recbole_moe.layers.moe import all_reduce_statistics, statistics_buffer_names
 from recbole_moe.model.sequence import SequenceObjective
 from recbole_moe.objective import is_sequence, train_batch_chunks, train_negatives
@@ -180,19 +181,6 @@ def check_checkpoint_matches(checkpoint: dict, model: str, dataset: str, path: s
             f"checkpoint {path} was made by model {made[0]} on dataset {made[1]}, "
             f"but this run is model {model} on dataset {dataset}"
         )
-
-
-def plain_stats(value: Any) -> Any:
-    """Tensors in a statistics dict -> nested lists and floats (JSON-ready)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, dict):
-        return {str(k): plain_stats(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_stats(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
 
 
 #: Per-sample rows a RecBole ``Collector`` fills during evaluation (one row per sampler index).
@@ -424,7 +412,7 @@ class RecBoleMoeTrainer(Trainer):
         self.model.reset_statistics()
         if stats is None:
             return
-        stats = plain_stats(stats)
+        stats = to_plain(stats)
         name = self.config["model"]
         for line in statistics_lines(name, epoch_idx, stats):
             self.logger.info(line)

@@ -11,14 +11,12 @@ error, and the plan goes on.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from enum import Enum
 from typing import Any
 
 import recbole
@@ -26,7 +24,7 @@ import torch
 
 from recbole_moe.benchmark.plans import Plan
 from recbole_moe.environment import PeakRSS, code_version, hardware, package_versions
-from recbole_moe.files import atomic_write_json
+from recbole_moe.files import atomic_write_json, to_plain
 from recbole_moe.quick_start import run
 
 RUNS_FILE = "runs.jsonl"
@@ -112,27 +110,6 @@ def latest_records(records: Iterable[dict]) -> dict[str, dict]:
 # --------------------------------------------------------------------------------------------
 
 
-def jsonable(value: Any) -> Any:
-    """A JSON-friendly copy of a config value (numpy scalars, devices, enums, sets...)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Enum):
-        return value.name
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [jsonable(v) for v in value]
-        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        try:
-            return jsonable(value.item())
-        except (TypeError, ValueError):
-            pass
-    return str(value)
-
-
 def _relative_paths(value: Any) -> Any:
     """Paths under the working directory written relative to it (records are committed)."""
     cwd = os.getcwd()
@@ -158,7 +135,7 @@ def portable_data_path(path: str, out: str) -> str:
 def resolved_config(config, out: str | None = None) -> dict:
     """The full resolved RecBole config of a run as plain JSON values, with no absolute path of
     this machine's data (``data_path`` relative to the results folder ``out``)."""
-    resolved = _relative_paths(jsonable(dict(config.final_config_dict)))
+    resolved = _relative_paths(to_plain(dict(config.final_config_dict), json_safe=True))
     if out is not None and resolved.get("data_path"):
         resolved["data_path"] = portable_data_path(config["data_path"], out)
     return resolved
@@ -229,7 +206,7 @@ def run_one(
         # The plan asked for sequence training, which this model cannot do: it runs with prefix.
         "prefix_fallback": plan.falls_back_to_prefix(model, dataset),
         "plan": plan.describe(),
-        "overrides": jsonable(config_dict),
+        "overrides": to_plain(config_dict, json_safe=True),
         "command": command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "started_at": _timestamp(),
         "resumed_from": _relative_paths(resumed_from) if resumed_from else None,
