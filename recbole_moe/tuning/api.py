@@ -107,6 +107,29 @@ def prepare(
     """Check every input of :func:`tune` and return the study's :class:`TuneSpec`. Writes
     nothing.
 
+    Args:
+        model: model name or class.
+        dataset: dataset name.
+        params: the search space: a file in RecBole's hyper-parameter format (or YAML for
+            ``.yaml``/``.yml``), or a mapping in either YAML form.
+        trials: trials of the whole study (default 20; all combinations for ``grid``); an
+            existing study runs only the missing ones.
+        timeout: seconds after which this call starts no new trial.
+        study: study name (default ``<model>-<dataset>``).
+        storage: SQLAlchemy URL (``postgresql://user:password@host/db``, ...).
+        n_jobs: worker processes on this machine.
+        config_dict, config_file_list: fixed settings, as for :func:`recbole_moe.run`.
+        sampler: ``tpe`` (default), ``random`` or ``grid``.
+        sampler_seed: seed of the sampler; each trial's draw uses it with the worker index
+            and the study's trial count (give each machine its own seed, or none).
+        pruner: ``median`` (default) or ``none``.
+        pruner_startup_trials: trials completed before the median pruner prunes.
+        pruner_warmup_epochs: epochs of a trial before it may be pruned.
+        out: results folder (default ``tuning/<study>``).
+        keep_checkpoints: keep every trial's best-model checkpoint (default: deleted).
+        plots: write the PNG plots (needs matplotlib).
+        override_source: how error messages name ``config_dict``.
+
     Raises:
         TuneError: (or another ``RecBoleMoeError``) naming the first bad input.
     """
@@ -184,23 +207,8 @@ def tune(
     dataset: str = "ml-100k",
     params: SpaceLike | None = None,
     *,
-    trials: int | None = None,
-    timeout: float | None = None,
-    study: str | None = None,
-    storage: str | None = None,
-    n_jobs: int = 1,
-    config_dict: dict | None = None,
-    config_file_list: list | None = None,
-    sampler: str = "tpe",
-    sampler_seed: int | None = None,
-    pruner: str = "median",
-    pruner_startup_trials: int = 5,
-    pruner_warmup_epochs: int = 0,
-    out: str | None = None,
-    keep_checkpoints: bool = False,
-    plots: bool = True,
     log: Callable[[str], None] = print,
-    override_source: str = "config_dict",
+    **settings: Any,
 ) -> dict:
     """Search hyper-parameters of ``model`` on ``dataset`` with Optuna; ``recbole-moe tune``.
 
@@ -211,27 +219,10 @@ def tune(
     machines with the same ``study`` and ``storage`` share it.
 
     Args:
-        model: model name or class.
-        dataset: dataset name.
-        params: the search space: a file in RecBole's hyper-parameter format (or YAML for
-            ``.yaml``/``.yml``), or a mapping in either YAML form.
-        trials: trials of the whole study (default 20; all combinations for ``grid``); an
-            existing study runs only the missing ones.
-        timeout: seconds after which this call starts no new trial.
-        study: study name (default ``<model>-<dataset>``).
-        storage: SQLAlchemy URL (``postgresql://user:password@host/db``, ...).
-        n_jobs: worker processes on this machine.
-        config_dict, config_file_list: fixed settings, as for :func:`recbole_moe.run`.
-        sampler: ``tpe`` (default), ``random`` or ``grid``.
-        sampler_seed: seed of the sampler; each trial's draw uses it with the worker index
-            and the study's trial count (give each machine its own seed, or none).
-        pruner: ``median`` (default) or ``none``.
-        pruner_startup_trials: trials completed before the median pruner prunes.
-        pruner_warmup_epochs: epochs of a trial before it may be pruned.
-        out: results folder (default ``tuning/<study>``).
-        keep_checkpoints: keep every trial's best-model checkpoint (default: deleted).
-        plots: write the PNG plots (needs matplotlib).
+        model, dataset, params: as for :func:`prepare`.
         log: where progress lines go.
+        **settings: the keyword arguments of :func:`prepare` (``trials``, ``timeout``,
+            ``study``, ``storage``, ``n_jobs``, ``config_dict``, ``sampler``, ...).
 
     Returns:
         the study's summary: ``study``, ``storage``, ``metric``, ``direction``, ``n_trials``,
@@ -243,28 +234,7 @@ def tune(
     """
     if params is None:
         raise TuneError("no search space: pass params (a file such as space.hyper, or a mapping)")
-    spec = prepare(
-        model,
-        dataset,
-        params,
-        trials=trials,
-        timeout=timeout,
-        study=study,
-        storage=storage,
-        n_jobs=n_jobs,
-        config_dict=config_dict,
-        config_file_list=config_file_list,
-        sampler=sampler,
-        sampler_seed=sampler_seed,
-        pruner=pruner,
-        pruner_startup_trials=pruner_startup_trials,
-        pruner_warmup_epochs=pruner_warmup_epochs,
-        out=out,
-        keep_checkpoints=keep_checkpoints,
-        plots=plots,
-        override_source=override_source,
-    )
-    return execute(spec, log)
+    return execute(prepare(model, dataset, params, **settings), log)
 
 
 def execute(spec: TuneSpec, log: Callable[[str], None] = print) -> dict:
