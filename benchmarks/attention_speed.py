@@ -35,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401  (compatibility patches)
+    from recbole_moe.benchmark.timing import train_step
     from recbole_moe.environment import PeakRSS, code_version, describe_hardware, hardware
     from recbole_moe.files import atomic_write_json
     from recbole_moe.model.sequence import SequenceObjective
@@ -83,11 +84,7 @@ def main() -> None:
 
                 def step(impl: str, setups: dict = setups) -> None:
                     model, optimizer, objective, batch = setups[impl]
-                    model.train()
-                    optimizer.zero_grad()
-                    losses = objective(batch)
-                    (sum(losses) if isinstance(losses, tuple) else losses).backward()
-                    optimizer.step()
+                    train_step(model, optimizer, batch, objective)
 
                 times = {impl: [] for impl in setups}
                 for rep in range(args.repeats + 1):

@@ -22,11 +22,9 @@ import tempfile
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import recbole_moe  # noqa: E402
-from recbole_moe.distributed import run_distributed  # noqa: E402
-from recbole_moe.testing import make_synthetic_dataset, tiny_config  # noqa: E402
+import recbole_moe
+from recbole_moe.distributed import run_distributed
+from recbole_moe.testing import make_synthetic_dataset, tiny_config
 
 
 def count_training_sequences(model: str, dataset: str, settings: dict) -> int:

@@ -22,6 +22,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 from torch.profiler import ProfilerActivity, profile
 
 import recbole_moe  # noqa: F401  (compatibility patches before RecBole is used)
+from recbole_moe.benchmark.timing import train_step
 from recbole_moe.model.fame import FAME
 
 
@@ -125,12 +126,8 @@ def main() -> None:
     batch = random_batch(args)
     optimizers = {name: torch.optim.Adam(m.parameters(), lr=1e-3) for name, m in models.items()}
 
-    def train_step(name: str) -> None:
-        model = models[name]
-        model.train()
-        optimizers[name].zero_grad()
-        model.calculate_loss(batch).backward()
-        optimizers[name].step()
+    def train(name: str) -> None:
+        train_step(models[name], optimizers[name], batch)
 
     def eval_step(name: str) -> None:
         model = models[name]
@@ -141,7 +138,7 @@ def main() -> None:
     times = {name: {"train": [], "eval": []} for name in models}
     for i in range(args.warmup + args.repeats):
         for name in models:  # interleaved, so load changes hit every model alike
-            for kind, step in (("train", train_step), ("eval", eval_step)):
+            for kind, step in (("train", train), ("eval", eval_step)):
                 start = time.perf_counter()
                 step(name)
                 if i >= args.warmup:

@@ -26,8 +26,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 MODES = ("recbole", "lean", "lean+grouped")
 
 
@@ -37,6 +35,7 @@ def child(args) -> dict:
     import torch
 
     import recbole_moe  # noqa: F401
+    from recbole_moe.benchmark.timing import train_step
     from recbole_moe.quick_start import get_trainer, prepare_run
 
     data_path = args.data_path
@@ -87,10 +86,7 @@ def child(args) -> dict:
             if i not in timed:
                 continue
             t = time.perf_counter()
-            trainer.optimizer.zero_grad()
-            loss = model.calculate_loss(batch)
-            loss.backward()
-            trainer.optimizer.step()
+            train_step(model, trainer.optimizer, batch)
             if i:
                 times.append(time.perf_counter() - t)
                 widths.append(batch["item_id_list"].shape[1])

@@ -37,10 +37,8 @@ import time
 import numpy as np
 import psutil
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from recbole_moe.environment import PeakRSS  # noqa: E402
-from recbole_moe.files import atomic_write_json  # noqa: E402
+from recbole_moe.environment import PeakRSS
+from recbole_moe.files import atomic_write_json
 
 GIB = 2**30
 

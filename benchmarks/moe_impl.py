@@ -11,16 +11,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from recbole_moe.layers.moe import ExpertBank, Router  # noqa: E402
+from recbole_moe.layers.moe import ExpertBank, Router
 
 
 def time_impl(impl: str, args: argparse.Namespace) -> tuple[float, float]:

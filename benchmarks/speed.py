@@ -25,10 +25,9 @@ import time
 import psutil
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from recbole_moe.environment import PeakRSS  # noqa: E402
-from recbole_moe.testing import build, make_synthetic_dataset  # noqa: E402
+from recbole_moe.benchmark.timing import train_step
+from recbole_moe.environment import PeakRSS
+from recbole_moe.testing import build, make_synthetic_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,14 +102,9 @@ def main(argv=None) -> int:
         n_params = sum(p.numel() for p in model.parameters())
         setups[name] = (model, optimizer, train_batch, eval_batch, n_params)
 
-    def train_step(name: str) -> None:
+    def train(name: str) -> None:
         model, optimizer, batch, _, _ = setups[name]
-        model.train()
-        optimizer.zero_grad()
-        losses = model.calculate_loss(batch)
-        loss = sum(losses) if isinstance(losses, tuple) else losses
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, batch)
 
     def eval_step(name: str) -> None:
         model, _, _, batch, _ = setups[name]
@@ -119,7 +113,7 @@ def main(argv=None) -> int:
             model.full_sort_predict(batch)
 
     times = {name: {"train": [], "eval": []} for name in args.models}
-    for phase, step in (("train", train_step), ("eval", eval_step)):
+    for phase, step in (("train", train), ("eval", eval_step)):
         for rep in range(args.warmup + args.repeats):
             for name in args.models:  # interleaved: every model sees the same machine state
                 start = time.perf_counter()

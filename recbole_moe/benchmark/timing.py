@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
+import torch
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch,
+    loss_fn: Callable | None = None,
+) -> torch.Tensor:
+    """One training step on ``batch``: ``zero_grad``, the loss, ``backward``, ``step``.
+
+    ``loss_fn(batch)`` gives the loss (default ``model.calculate_loss``); a tuple of losses
+    (HyMoERec's balance loss) is summed, as RecBole's trainer does. Returns the loss (a scalar
+    tensor, detached).
+    """
+    model.train()
+    optimizer.zero_grad()
+    losses = (loss_fn or model.calculate_loss)(batch)
+    loss = sum(losses) if isinstance(losses, tuple) else losses
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def timed_steps(n_batches: int, max_steps: int) -> set[int]:
