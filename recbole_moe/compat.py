@@ -13,6 +13,11 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataset import dataset as dataset_module
+from recbole.trainer import trainer as trainer_module
+from recbole.utils import FeatureType, set_color
 
 _APPLIED = False
 
@@ -74,8 +79,6 @@ class _PandasWithSeqFill(types.ModuleType):
 def _fill_nan(self) -> None:
     """``Dataset._fill_nan`` (``recbole/data/dataset/dataset.py``) with assignments instead of
     ``feat[field].fillna(..., inplace=True)``, which pandas 3 silently ignores."""
-    from recbole.utils import FeatureType, set_color
-
     self.logger.debug(set_color("Filling nan", "green"))
     for feat_name in self.feat_name_list:
         feat = getattr(self, feat_name)
@@ -100,9 +103,6 @@ def _remap(self, remap_list) -> None:
     remapped ids are no longer split back into rows. ``map(len)`` is the per-row length
     RecBole meant.
     """
-    import pandas as pd
-    from recbole.utils import FeatureType
-
     if len(remap_list) == 0:
         return
     tokens, split_point = self._concat_remaped_tokens(remap_list)
@@ -124,9 +124,6 @@ def _remap(self, remap_list) -> None:
 
 def patch_pandas() -> None:
     """Make RecBole's dataset fill missing values and remap ``token_seq`` under pandas 3."""
-    import pandas as pd
-    from recbole.data.dataset import dataset as dataset_module
-
     if not isinstance(dataset_module.pd, _PandasWithSeqFill):
         dataset_module.pd = _PandasWithSeqFill(pd)
     dataset_module.Dataset._fill_nan = _fill_nan
@@ -140,8 +137,6 @@ def load_recbole_checkpoint(path: str, map_location: Any = None) -> dict:
     ``weights_only=True`` (the default since torch 2.6) refuses. Only checkpoint files that
     RecBole itself wrote go through here; ``torch.load`` keeps its safe default elsewhere.
     """
-    import torch
-
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
@@ -165,9 +160,6 @@ class _TorchForRecBoleTrainer(types.ModuleType):
 
 def patch_torch_load() -> None:
     """Let RecBole's trainer reload its checkpoints on torch >= 2.6 (``weights_only`` default)."""
-    import torch
-    from recbole.trainer import trainer as trainer_module
-
     if not isinstance(trainer_module.torch, _TorchForRecBoleTrainer):
         trainer_module.torch = _TorchForRecBoleTrainer(torch)
 
@@ -179,10 +171,9 @@ def disable_sine_anomaly_mode() -> None:
     and checks every backward output for NaN: about 25% of a SASRec training step on CPU, for
     every model. Import RecBole's sequential models once here and switch the mode back off
     (the trainer still stops on a non-finite loss)."""
-    import torch
-
     anomaly = torch.is_anomaly_enabled()
-    import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's module code)
+    # Imported here, between reading and restoring the mode: the import runs sine.py's code.
+    import recbole.model.sequential_recommender  # noqa: F401
 
     torch.autograd.set_detect_anomaly(anomaly)
 
@@ -190,7 +181,7 @@ def disable_sine_anomaly_mode() -> None:
 def thop_available() -> tuple[bool, str]:
     """Whether ``thop`` (RecBole's FLOPs counter) imports; it needs ``distutils``, which Python
     3.12 only has through setuptools' shim. Returns ``(ok, reason)``."""
-    try:
+    try:  # thop is optional for a run: imported only to probe it
         import setuptools  # noqa: F401  (installs the distutils shim on Python >= 3.12)
         import thop.profile  # noqa: F401
     except Exception as exc:  # pragma: no cover - depends on the environment

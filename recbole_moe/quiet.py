@@ -17,6 +17,8 @@ import re
 import warnings
 from collections.abc import Iterator
 
+import recbole
+
 #: (category, message pattern) of torch warnings about RecBole's use of torch.
 INTERNAL_MESSAGES: tuple[tuple[type[Warning], re.Pattern[str]], ...] = (
     (UserWarning, re.compile(r"The given NumPy array is not writable")),
@@ -26,10 +28,6 @@ INTERNAL_MESSAGES: tuple[tuple[type[Warning], re.Pattern[str]], ...] = (
 
 
 def _recbole_dir() -> str | None:
-    try:
-        import recbole
-    except ImportError:  # pragma: no cover
-        return None
     return os.path.dirname(os.path.abspath(recbole.__file__)) + os.sep
 
 
