@@ -2,7 +2,7 @@
 
     recbole-moe --model HyMoERec --dataset ml-100k --epochs=5 --n_experts 8
     recbole-moe train --model SASRec --dataset beauty --config_files a.yaml b.yaml
-    recbole-moe prepare --dataset beauty --source ../shared/datasets/beauty/Beauty.txt
+    recbole-moe prepare --dataset beauty --source path/to/Beauty.txt
 
 Options follow RecBole's ``run_recbole.py``: ``--model``, ``--dataset``, ``--config_files``
 and any setting as ``--key=value`` (RecBole's form) or ``--key value``, parsed the way RecBole

@@ -139,8 +139,8 @@ class Plan:
 # --------------------------------------------------------------------------------------------
 
 _COMMON_PROTOCOL: Overrides = {
-    # Leave-one-out, full ranking (both specs, section 6); the dataset property files set the
-    # split too, repeated here so a preset is self-contained.
+    # Leave-one-out, full ranking (both papers' evaluation protocol); the dataset property files
+    # set the split too, repeated here so a preset is self-contained.
     "eval_args": {
         "split": {"LS": "valid_and_test"},
         "order": "TO",
@@ -163,12 +163,13 @@ _MAMBA4REC_DROPOUT: dict[str, Overrides] = {
     **{d: {"dropout_prob": 0.4} for d in ("beauty", "sports", "toys")},
 }
 
-#: Paper presets (../shared/spec/HyMoERec.md and FAME.md, sections 4-6). Where a paper's value
-#: was not retrieved, the spec's proposed default is used. Under ``--train_objective=sequence``
-#: the models that cannot train that way (NARM) run with ``prefix`` (``prefix_fallback``).
+#: Paper presets: each paper's hyper-parameters, datasets and evaluation protocol. Where a
+#: paper's value was not retrieved, our proposed default is used. Under
+#: ``--train_objective=sequence`` the models that cannot train that way (NARM) run with
+#: ``prefix`` (``prefix_fallback``).
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "hymoerec": {
-        "description": "HyMoERec paper protocol (spec sections 4-6): ML-1M (ml-1m-5core, "
+        "description": "HyMoERec paper protocol: ML-1M (ml-1m-5core, "
         "3,416 items, as Mamba4Rec's official configuration) and Beauty, "
         "leave-one-out full ranking, HR/NDCG@5 headline (also @10, MRR@10), "
         "NARM/GRU4Rec/BERT4Rec/Mamba4Rec (+SASRec) baselines, model selection "
@@ -206,7 +207,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "report_metrics": ["hit@5", "ndcg@5", "hit@10", "ndcg@10", "mrr@10"],
     },
     "fame": {
-        "description": "FAME paper protocol (spec sections 4-6): Beauty, Sports, Toys and "
+        "description": "FAME paper protocol: Beauty, Sports, Toys and "
         "ML-20M, leave-one-out full ranking, HR/NDCG@{5,10,20}, model selection "
         "on validation NDCG@20, up to 300 epochs with early stopping (10); "
         "Mamba4Rec with its own batch size (2048) and dropout. Caser is not in "
