@@ -597,7 +597,7 @@ def dataset_csv(path: str, summary: DatasetSummary) -> None:
 
 def make_plots(out: str, summaries: list[DatasetSummary], efficiency: list[dict]) -> list[str]:
     """PNG plots (matplotlib); returns the files written, or [] with a message without it."""
-    try:
+    try:  # optional dependency (the plots extra), imported only when plotting
         import matplotlib
 
         matplotlib.use("Agg")

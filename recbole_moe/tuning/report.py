@@ -300,7 +300,7 @@ def write_tables(spec: TuneSpec, study, plots: list[str] | None = None) -> list[
 def write_plots(spec: TuneSpec, study, log=print) -> list[str]:
     """The PNG plots that can be drawn (none without matplotlib, or without a complete
     trial); returns their paths."""
-    try:
+    try:  # optional dependencies (matplotlib; optuna, the tune extra), imported when plotting
         import matplotlib
 
         matplotlib.use("Agg")
@@ -309,7 +309,7 @@ def write_plots(spec: TuneSpec, study, log=print) -> list[str]:
     except ImportError:
         log("[tune] matplotlib is not installed: no plots (pip install matplotlib)")
         return []
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optional (the tune extra): imported on first use
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:

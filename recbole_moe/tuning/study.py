@@ -187,7 +187,7 @@ def cli_value(value: Any) -> str:
 
 def display_url(url: str) -> str:
     """A storage URL with its password hidden."""
-    try:
+    try:  # optional (installed with optuna): imported on first use
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
@@ -206,7 +206,7 @@ def relative(path: str | None) -> str | None:
 
 def require_optuna():
     """The ``optuna`` module, or a :class:`TuneError` saying how to install it."""
-    try:
+    try:  # optional dependency (the tune extra): imported on first use
         import optuna
     except ImportError:
         raise TuneError(
@@ -270,6 +270,7 @@ def open_storage(url: str):
             that cannot be reached.
     """
     optuna = require_optuna()
+    # Optional (installed with optuna), imported on first use like optuna.
     import sqlalchemy
     from sqlalchemy.engine import make_url
 
@@ -412,7 +413,7 @@ def queue_again(study, trial) -> None:
 def reap_dead_trials(study, log: Callable[[str], None]) -> None:
     """Fail the running trials whose worker on this machine is gone, and queue them again."""
     optuna = require_optuna()
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optional (the tune extra): imported on first use
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _worker_is_gone(trial):
@@ -432,7 +433,7 @@ def reap_dead_trials(study, log: Callable[[str], None]) -> None:
 
 def finished_slots(study) -> tuple[int, bool]:
     """``(number of trial slots, whether some trial waits in the queue)``."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optional (the tune extra): imported on first use
 
     trials = study.get_trials(deepcopy=False)
     waiting = any(t.state == TrialState.WAITING for t in trials)
@@ -486,7 +487,7 @@ class Objective:
         self.log = log
 
     def _duplicate(self, trial):
-        from optuna.trial import TrialState
+        from optuna.trial import TrialState  # optional (the tune extra): imported on first use
 
         for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if other.number != trial.number and other.params == trial.params:
