@@ -333,13 +333,8 @@ def _fast(tiny_config, **overrides):
 
 def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config, monkeypatch):
     parts = build("HyMoERec", synth.data_path, synth.dataset, _fast(tiny_config, epochs=2))
-    config, train_data, valid_data, test_data, model = (
-        parts.config,
-        parts.train_data,
-        parts.valid_data,
-        parts.test_data,
-        parts.model,
-    )
+    config, model = parts.config, parts.model
+    train_data, valid_data, test_data = parts.train_data, parts.valid_data, parts.test_data
     calls = []
     original = HyMoERec.epoch_statistics
     monkeypatch.setattr(

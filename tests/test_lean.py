@@ -239,13 +239,8 @@ def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_
                 "checkpoint_dir": str(tmp_path / order),
             },
         )
-        config, train_data, valid_data, test_data, model = (
-            parts.config,
-            parts.train_data,
-            parts.valid_data,
-            parts.test_data,
-            parts.model,
-        )
+        config, model = parts.config, parts.model
+        train_data, valid_data, test_data = parts.train_data, parts.valid_data, parts.test_data
         trainer = get_trainer(config, model)
         trainer._train_epoch(train_data, 0)
         results[order] = [

@@ -269,13 +269,8 @@ def _fast(tiny_config, **overrides):
 
 def test_save_load_identical_full_sort_predict(synth, tiny_config):
     parts = build("Mamba4Rec", synth.data_path, synth.dataset, _fast(tiny_config))
-    config, train_data, valid_data, test_data, model = (
-        parts.config,
-        parts.train_data,
-        parts.valid_data,
-        parts.test_data,
-        parts.model,
-    )
+    config, model = parts.config, parts.model
+    train_data, valid_data, test_data = parts.train_data, parts.valid_data, parts.test_data
     trainer = get_trainer(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
