@@ -263,6 +263,24 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _selection_result(trainer, selection, test_data, saved: bool) -> dict:
+    """What a run selecting on ``selection.metric`` alone would report (``extra_valid_metrics``):
+    its best validation, the test result of its best checkpoint (``None`` when not ``saved``)."""
+    test_result = None
+    if saved and selection.best_epoch is not None:
+        test_result = _plain(
+            trainer.evaluate(test_data, load_best_model=True, model_file=selection.model_file)
+        )
+    return {
+        "best_valid_score": selection.best_score,
+        "best_valid_result": _plain(selection.best_result),
+        "best_epoch": selection.best_epoch,
+        "epochs_run": selection.epochs_run,
+        "test_result": test_result,
+        "model_file": os.path.abspath(selection.model_file) if saved else None,
+    }
+
+
 def run(
     model: Any,
     dataset: str,
@@ -291,6 +309,10 @@ def run(
         ``test_result``, ``model_file``, ``log_file`` and ``config``, plus ``epochs_run``,
         timings, ``n_params`` and ``epoch_stats`` (the model's per-epoch statistics: HyMoERec's
         α and expert load, FAME's gate and router weights; empty for other models).
+        ``epochs_run`` counts the epochs of ``valid_metric``'s own run, ``epochs_trained`` those
+        trained; ``selections`` maps each of ``extra_valid_metrics`` to what a run selecting
+        on it alone reports (``best_valid_score``, ``best_valid_result``, ``best_epoch``,
+        ``epochs_run``, ``test_result``, ``model_file``).
     """
     parts = prepare_run(
         model, dataset, config_dict, config_file_list, override_source=override_source
@@ -310,11 +332,16 @@ def run(
     )
     # seconds per training epoch and validation pass (RecBoleMoeTrainer; none for others)
     train_times = getattr(trainer, "train_epoch_times", [])
+    primary = getattr(trainer, "primary_selection", None)
     test_start = time.perf_counter()
     test_result = trainer.evaluate(
         parts.test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
     test_time = time.perf_counter() - test_start
+    selections = {
+        selection.metric: _selection_result(trainer, selection, parts.test_data, saved)
+        for selection in getattr(trainer, "selections", [])
+    }
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
@@ -327,7 +354,10 @@ def run(
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
         "log_file": parts.log_file,
         "config": config,
-        "epochs_run": len(train_times),
+        # the epochs of valid_metric's own run (training may go on for extra_valid_metrics)
+        "epochs_run": primary.epochs_run if primary else len(train_times),
+        "epochs_trained": len(train_times),
+        "selections": selections,
         "train_time_per_epoch": _mean(train_times),
         "valid_time_per_epoch": _mean(getattr(trainer, "valid_epoch_times", [])),
         "test_time": test_time,

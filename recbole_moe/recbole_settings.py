@@ -123,6 +123,16 @@ def metric_uses_topk(name: str) -> bool:
     return "rec.topk" in need or "rec.items" in need
 
 
+def computed_metrics(metrics: Any, topk: Any) -> list[str]:
+    """The validation metric names a run computes: ``NDCG@10`` per cut-off, ``AUC`` once."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+    ks = [topk] if _is_int(topk) else list(topk or [])
+    computed = []
+    for metric in metrics:
+        computed += [f"{metric}@{k}" for k in ks] if metric_uses_topk(metric) else [metric]
+    return computed
+
+
 @lru_cache(maxsize=1)
 def recbole_learners() -> tuple[str, ...]:
     """The optimizer names ``recbole.trainer.Trainer._build_optimizer`` knows."""
@@ -419,14 +429,7 @@ class _Checker:
 
     def valid_metric(self) -> None:
         valid_metric = self.values.get("valid_metric")
-        topk = self.values.get("topk")
-        ks = [topk] if _is_int(topk) else list(topk)
-        computed = []
-        for metric in self.metric_list():
-            if metric_uses_topk(metric):
-                computed += [f"{metric}@{k}" for k in ks]
-            else:
-                computed.append(metric)
+        computed = computed_metrics(self.metric_list(), self.values.get("topk"))
         if not isinstance(valid_metric, str) or valid_metric.lower() not in {
             c.lower() for c in computed
         }:

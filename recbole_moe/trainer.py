@@ -19,7 +19,10 @@
   where a good one was;
 * a non-finite loss stops training with the epoch, the batch and the model named;
 * under ``train_objective: sequence``, the loss at every position of whole training sequences
-  (:class:`~recbole_moe.model.sequence.SequenceObjective`).
+  (:class:`~recbole_moe.model.sequence.SequenceObjective`);
+* ``extra_valid_metrics``: model selection on more validation metrics in the same run, each
+  frozen where its own run would have stopped and kept in its own checkpoint
+  (:mod:`recbole_moe.selection`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from recbole_moe.files import to_plain
 from recbole_moe.layers.moe import all_reduce_statistics, statistics_buffer_names
 from recbole_moe.model.sequence import SequenceObjective
 from recbole_moe.objective import is_sequence, train_batch_chunks, train_negatives
+from recbole_moe.selection import Selection, build_selections, selection_file
 
 
 class NonFiniteLossError(RecBoleMoeError, FloatingPointError):
@@ -343,6 +347,10 @@ class RecBoleMoeTrainer(Trainer):
         #: The model's per-epoch statistics (``epoch_statistics()``, as plain lists and
         #: numbers), one entry per training epoch, kept across a resume.
         self.epoch_stats: list[dict[str, Any]] = []
+        #: ``valid_metric``'s and ``extra_valid_metrics``' selections (``None`` / ``[]`` when
+        #: the run selects on ``valid_metric`` only).
+        self.primary_selection, self.selections = build_selections(config, self.saved_model_file)
+        self._epoch_idx = -1
 
     # -- training ------------------------------------------------------------------------------
     def fit(
@@ -359,17 +367,27 @@ class RecBoleMoeTrainer(Trainer):
             train_data.generator.set_state(self._pending_generator_state)
             self._pending_generator_state = None
         self._saved = saved
-        return super().fit(
-            train_data,
-            valid_data,
-            verbose=verbose,
-            saved=saved,
-            show_progress=show_progress,
-            callback_fn=callback_fn,
-        )
+        try:
+            result = super().fit(
+                train_data,
+                valid_data,
+                verbose=verbose,
+                saved=saved,
+                show_progress=show_progress,
+                callback_fn=callback_fn,
+            )
+        finally:
+            self.stopping_step = self.config["stopping_step"]
+        for selection in self._all_selections():
+            self.logger.info(
+                f"Selection on {selection.metric}: best valid {selection.best_score} in epoch "
+                f"{selection.best_epoch}, stopped after epoch {selection.stopped_at}"
+            )
+        return result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = time.perf_counter()
+        self._epoch_idx = epoch_idx
         try:
             if getattr(self, "_saved", False) and epoch_idx > 0:
                 self._save_last_checkpoint(epoch_idx)
@@ -388,9 +406,46 @@ class RecBoleMoeTrainer(Trainer):
     def _valid_epoch(self, valid_data, show_progress=False):
         start = time.perf_counter()
         try:
-            return super()._valid_epoch(valid_data, show_progress=show_progress)
+            valid_score, valid_result = super()._valid_epoch(valid_data, show_progress)
         finally:
             self.valid_epoch_times.append(time.perf_counter() - start)
+        if self.selections:
+            valid_score = self._select(valid_score, valid_result)
+        return valid_score, valid_result
+
+    def _select(self, valid_score: float, valid_result: dict) -> float:
+        """Update every selection with this validation; returns the score RecBole's ``fit``
+        should see.
+
+        RecBole's early stopping keeps tracking ``valid_metric`` while it is selecting. Once it
+        has stopped, ``fit`` sees the worst possible score (its best model and result stay
+        frozen) and, while another metric still selects, a patience it cannot exhaust; when
+        every metric has stopped, a patience of -1 ends the run after this epoch.
+        """
+        epoch_idx = self._epoch_idx
+        primary = self.primary_selection
+        was_selecting = primary.active
+        primary.update(epoch_idx, valid_result)
+        for selection in self.selections:
+            if selection.update(epoch_idx, valid_result) and getattr(self, "_saved", False):
+                self._save_selection(selection, epoch_idx)
+        still_selecting = any(s.active for s in self.selections)
+        if primary.active:
+            self.stopping_step = self.epochs if still_selecting else self.config["stopping_step"]
+            return valid_score
+        self.stopping_step = self.epochs if still_selecting else -1
+        if was_selecting:
+            return valid_score  # this validation is its last one: RecBole accounts for it
+        return float("-inf") if primary.bigger else float("inf")
+
+    def _all_selections(self) -> list[Selection]:
+        """``valid_metric``'s selection, then the extra ones (empty without extra metrics)."""
+        return [self.primary_selection, *self.selections] if self.selections else []
+
+    def _save_selection(self, selection: Selection, epoch_idx: int) -> None:
+        """The best checkpoint of one extra selection metric (rank 0 only)."""
+        if self.config["single_spec"] or self.config["local_rank"] == 0:
+            atomic_torch_save(self._checkpoint_state(epoch_idx), selection.model_file)
 
     def _average_over_ranks(self, total: Any) -> Any:
         """The epoch's loss (each part of a tuple) averaged over the ranks."""
@@ -541,6 +596,7 @@ class RecBoleMoeTrainer(Trainer):
             "optimizer": self.optimizer.state_dict(),
             "best_model_file": self.saved_model_file,
             "epoch_stats": list(self.epoch_stats),
+            "selections": [selection.state() for selection in self._all_selections()],
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -586,6 +642,11 @@ class RecBoleMoeTrainer(Trainer):
         self.epoch_stats = [
             s for s in checkpoint.get("epoch_stats") or [] if s["epoch"] < self.start_epoch
         ]
+        states = {state["metric"]: state for state in checkpoint.get("selections") or []}
+        for selection in self._all_selections():
+            state = states.get(selection.metric)
+            if state is not None:
+                vars(selection).update({k: v for k, v in state.items() if k != "model_file"})
         load_state(
             self.model, checkpoint["state_dict"], resume_file, f"model {self.config['model']}"
         )
@@ -598,6 +659,8 @@ class RecBoleMoeTrainer(Trainer):
         )
         self.saved_model_file = checkpoint.get("best_model_file") or resume_file
         self.last_model_file = last_checkpoint_path(self.saved_model_file)
+        for selection in self.selections:
+            selection.model_file = selection_file(self.saved_model_file, selection.metric)
         rng = checkpoint.get("rng")
         if rng:
             torch.set_rng_state(rng["torch"])

@@ -35,6 +35,8 @@ from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.attention import ATTENTION_IMPLS
 from recbole_moe.objective import is_sequence, objective_problems
+from recbole_moe.recbole_settings import computed_metrics
+from recbole_moe.selection import parse_extra_valid_metrics
 
 #: Integer settings that must be >= 1 when present.
 POSITIVE_INT_KEYS = (
@@ -176,6 +178,32 @@ def config_problems(config: Config) -> list[str]:
         problem = eval_batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {config.source_of('eval_batch_order')})")
+    problems += selection_problems(config)
+    return problems
+
+
+def selection_problems(config: Config) -> list[str]:
+    """``extra_valid_metrics``: metrics the run computes, other than ``valid_metric``, each
+    with an epoch budget within ``epochs``."""
+    if config["extra_valid_metrics"] is None or not _is_int(config["epochs"]):
+        return []
+    try:
+        extra = parse_extra_valid_metrics(config["extra_valid_metrics"], config["epochs"])
+    except ValueError as exc:
+        return [_problem(config, "extra_valid_metrics", str(exc))]
+    computed = computed_metrics(config["metrics"], config["topk"])
+    known = {c.lower() for c in computed}
+    problems = []
+    for metric in extra:
+        if metric.lower() not in known:
+            allowed = f"the metrics this run computes: {', '.join(computed)}"
+            problems.append(
+                _problem(config, "extra_valid_metrics", f"{metric} is not one of {allowed}")
+            )
+        elif metric.lower() == str(config["valid_metric"]).lower():
+            problems.append(
+                _problem(config, "extra_valid_metrics", f"{metric} is already valid_metric")
+            )
     return problems
 
 

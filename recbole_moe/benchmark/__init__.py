@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from recbole_moe.benchmark.plans import PROTOCOLS, SCALES, Plan, build_plan
 from recbole_moe.benchmark.report import write_report
-from recbole_moe.benchmark.runner import append_record, execute, read_runs
+from recbole_moe.benchmark.runner import SharedPlan, append_record, execute, read_runs
 from recbole_moe.overrides import parse_overrides, split_config_files
 
 __all__ = ["Plan", "append_record", "build_plan", "execute", "main", "read_runs", "write_report"]
@@ -50,6 +50,16 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="plan name (default: protocol-scale)")
     parser.add_argument("--out", help="output folder (default: benchmarks/results/<name>)")
     parser.add_argument(
+        "--share-with",
+        nargs="+",
+        default=[],
+        metavar="PROTOCOL[:OUT]",
+        help="paper presets whose runs (same --models/--datasets/--seeds/overrides) train "
+        "exactly as this plan's except for valid_metric and a smaller or equal epoch budget: "
+        "each run also selects on that metric (extra_valid_metrics) and writes that plan's "
+        "record to OUT/runs.jsonl (default benchmarks/results/PROTOCOL)",
+    )
+    parser.add_argument(
         "--keep-checkpoints",
         action="store_true",
         help="keep each run's best checkpoint under <out>/saved",
@@ -59,6 +69,22 @@ def _run_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the runs and their overrides, run nothing"
     )
     return parser
+
+
+def _shared_plan(spec: str, args: argparse.Namespace, overrides, config_files) -> SharedPlan:
+    """``PROTOCOL[:OUT]`` of ``--share-with``: that preset with this command's models, datasets,
+    seeds, config files and overrides."""
+    protocol, _, out = spec.partition(":")
+    plan = build_plan(
+        protocol=protocol,
+        scale=args.scale,
+        models=args.models,
+        datasets=args.datasets,
+        seeds=args.seeds,
+        config_files=config_files,
+        overrides=overrides,
+    )
+    return SharedPlan(plan, out or f"benchmarks/results/{plan.name}")
 
 
 def run_main(argv: Sequence[str]) -> int:
@@ -78,6 +104,10 @@ def run_main(argv: Sequence[str]) -> int:
             overrides=overrides,
             name=args.name,
         )
+        share_with = [
+            _shared_plan(spec, args, overrides, split_config_files(args.config_files))
+            for spec in args.share_with
+        ]
     except ValueError as exc:
         parser.error(str(exc))
     out = args.out or f"benchmarks/results/{plan.name}"
@@ -96,17 +126,25 @@ def run_main(argv: Sequence[str]) -> int:
         return 0
     try:
         command = " ".join(["python -m recbole_moe.benchmark"] + list(argv))
-        counts = execute(plan, out, keep_checkpoints=args.keep_checkpoints, command=command)
+        counts = execute(
+            plan,
+            out,
+            keep_checkpoints=args.keep_checkpoints,
+            command=command,
+            share_with=share_with,
+        )
     except ValueError as exc:
         print(f"recbole-moe benchmark: error: {exc}", file=sys.stderr)
         return 2
     print(
         f"[benchmark] done: {counts['ok']} ok, {counts['failed']} failed, "
         f"{counts['skipped']} skipped of {counts['total']}"
+        + (f"; {counts['shared']} records written to shared plans" if share_with else "")
     )
     if not args.no_report:
-        for path in write_report(out):
-            print(f"[benchmark] wrote {path}")
+        for folder in [out] + [shared.out for shared in share_with]:
+            for path in write_report(folder):
+                print(f"[benchmark] wrote {path}")
     return 0 if counts["failed"] == 0 else 1
 
 

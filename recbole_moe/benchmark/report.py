@@ -334,6 +334,35 @@ def _config_summary(record: dict) -> str:
     return json.dumps(overrides, sort_keys=True)
 
 
+def _shared_lines(records: list[dict]) -> list[str]:
+    """Which runs were one training run for two plans (``extra_valid_metrics``)."""
+    lines = []
+    for r in records:
+        shared = r.get("shared_run")
+        if shared:
+            lines.append(
+                f"- {r['model']} seed {r['seed']}: the run of `{shared['results']}` "
+                f"(selecting on {shared['valid_metric']}, {shared['epochs_trained']} epochs "
+                f"trained), selecting also on {r['config'].get('valid_metric')}; its wall time "
+                "is that run's."
+            )
+        elif r.get("selections"):
+            lines.append(
+                f"- {r['model']} seed {r['seed']}: also selected on "
+                f"{', '.join(r['selections'])} for another plan "
+                f"({r.get('epochs_trained')} epochs trained, {r.get('epochs_run')} of them this "
+                "plan's own run)."
+            )
+    if lines:
+        lines.insert(
+            0,
+            "- Shared runs: training does not depend on the selection metric, so one run "
+            "selected on both plans' metrics, each frozen where its own run would have stopped "
+            "(`extra_valid_metrics`); each plan's numbers equal those of its own run.",
+        )
+    return lines
+
+
 def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
     """Markdown for one dataset: setup, metric table, comparison with the strongest baseline."""
     rows_ok = [r for r in records if r.get("status") == "ok" and r["dataset"] == summary.dataset]
@@ -372,6 +401,7 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
         )
     commits = sorted({r.get("commit") or "not recorded" for r in rows_ok})
     lines.append(f"- Code commit: {', '.join(commits)}")
+    lines += _shared_lines(rows_ok)
     lines += [
         f"- Seeds: {', '.join(map(str, seeds))}; test metrics of the best-validation checkpoint "
         f"(valid metric {first.get('config', {}).get('valid_metric', '?')}), mean ± sample std "

@@ -10,12 +10,14 @@ error, and the plan goes on.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -180,13 +182,20 @@ def run_one(
     keep_checkpoints: bool = False,
     checkpoint_dir: str | None = None,
     command: str | None = None,
+    extra_valid_metrics: dict[str, int] | None = None,
 ) -> dict:
     """Train and evaluate one cell through :func:`recbole_moe.run`; returns its record.
+
+    ``extra_valid_metrics`` (metric -> epoch budget) are selected on in the same run (the
+    record's ``selections``, see :func:`shared_record`); they do not change the run's
+    fingerprint, since training does not depend on them.
 
     Never raises for a failing run: the record then has ``status: failed`` and the error.
     """
 
     config_dict = plan.config_dict(model, dataset, seed)
+    if extra_valid_metrics:
+        config_dict["extra_valid_metrics"] = dict(extra_valid_metrics)
     resumed_from = None
     if checkpoint_dir is not None:
         # One folder per run: an interrupted run leaves its "-last" checkpoint there and the
@@ -241,10 +250,12 @@ def run_one(
         return record
     config = result["config"]
     model_file = result.get("model_file")
+    selections = result.get("selections") or {}
     if model_file:
         last = model_file[: -len(".pth")] + "-last.pth"
-        # The run is finished: its resume point goes; the best model only when not kept.
-        for path in (last,) if keep_checkpoints else (model_file, last):
+        best = [model_file] + [s["model_file"] for s in selections.values() if s["model_file"]]
+        # The run is finished: its resume point goes; the best models only when not kept.
+        for path in [last] + ([] if keep_checkpoints else best):
             if os.path.isfile(path):
                 os.remove(path)
         run_dir = os.path.dirname(model_file)
@@ -259,11 +270,24 @@ def run_one(
         best_valid_result=result["best_valid_result"],
         test_result=result["test_result"],
         epochs_run=result.get("epochs_run"),
+        epochs_trained=result.get("epochs_trained"),
+        selections={
+            metric: {
+                **{k: v for k, v in selection.items() if k != "model_file"},
+                "model_file": _relative_paths(selection["model_file"])
+                if keep_checkpoints
+                else None,
+            }
+            for metric, selection in selections.items()
+        }
+        or None,
         train_time_per_epoch=result.get("train_time_per_epoch"),
         valid_time_per_epoch=result.get("valid_time_per_epoch"),
         eval_time=result.get("test_time"),
         n_params=result.get("n_params"),
-        epoch_stats=result.get("epoch_stats") or None,
+        epoch_stats=_epochs_below(result.get("epoch_stats"), result.get("epochs_run")),
+        # every trained epoch's, for the shared plans' records; not written (execute drops it)
+        _all_epoch_stats=result.get("epoch_stats") if selections else None,
         peak_rss_mib=memory.peak / 2**20,
         rss_added_mib=(memory.peak - memory.start) / 2**20,
         cuda_max_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
@@ -276,17 +300,108 @@ def run_one(
     return record
 
 
+def _epochs_below(stats: list | None, epochs: int | None) -> list | None:
+    """The per-epoch statistics of the first ``epochs`` epochs (``None`` when there are none)."""
+    kept = [s for s in stats or [] if epochs is None or s["epoch"] < epochs]
+    return kept or None
+
+
+# --------------------------------------------------------------------------------------------
+# Runs shared between plans (extra_valid_metrics)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SharedPlan:
+    """Another plan whose runs differ from this plan's only in ``valid_metric`` and in a smaller
+    or equal ``epochs``: this plan's runs also select on its metric and record its runs in
+    ``out`` (see :func:`shared_selection`)."""
+
+    plan: Plan
+    out: str
+
+
+def shared_selection(plan: Plan, other: Plan, model: str, dataset: str) -> dict[str, int] | None:
+    """``{valid_metric: epochs}`` of ``other``'s run of (model, dataset) when it trains exactly
+    as ``plan``'s does: same config files and settings except ``valid_metric`` and a budget
+    ``epochs`` no larger than ``plan``'s. ``None`` otherwise."""
+    if (model, dataset) not in {(m, d) for m, d, _ in other.runs()}:
+        return None
+    if plan.config_files != other.config_files:
+        return None
+    mine, theirs = plan.config_dict(model, dataset, 0), other.config_dict(model, dataset, 0)
+    differing = {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
+    metric, epochs = theirs.get("valid_metric"), theirs.get("epochs")
+    if differing != {"valid_metric"} and differing != {"valid_metric", "epochs"}:
+        return None
+    if not isinstance(epochs, int) or not isinstance(mine.get("epochs"), int):
+        return None
+    return {metric: epochs} if epochs <= mine["epochs"] else None
+
+
+def shared_record(record: dict, other: Plan, metric: str, source: str) -> dict:
+    """``other``'s record of a run made by ``record``'s plan selecting also on ``metric``: the
+    selection's validation and test results, its epochs, and ``shared_run`` naming the run
+    (``source``: that plan's results folder, relative to ``other``'s)."""
+    model, dataset, seed = record["model"], record["dataset"], record["seed"]
+    selection = record["selections"][metric]
+    shared = {
+        k: copy.deepcopy(v)
+        for k, v in record.items()
+        if k not in ("selections", "_all_epoch_stats")
+    }
+    overrides = other.config_dict(model, dataset, seed)
+    shared.update(
+        fingerprint=other.fingerprint(model, dataset),
+        plan=other.describe(),
+        overrides=to_plain(overrides, json_safe=True),
+        best_valid_score=selection["best_valid_score"],
+        best_valid_result=selection["best_valid_result"],
+        test_result=selection["test_result"],
+        epochs_run=selection["epochs_run"],
+        epoch_stats=_epochs_below(record.get("_all_epoch_stats"), selection["epochs_run"]),
+        model_file=selection.get("model_file"),
+        shared_run={
+            "results": source,
+            "key": record["key"],
+            "valid_metric": record["config"].get("valid_metric"),
+            "epochs_trained": record.get("epochs_trained"),
+        },
+    )
+    shared["config"] = dict(
+        shared["config"],
+        valid_metric=metric,
+        epochs=overrides.get("epochs", shared["config"].get("epochs")),
+        extra_valid_metrics=None,
+    )
+    return shared
+
+
+def _done_records(path: str, log: Callable[[str], None]) -> dict[str, dict]:
+    return {
+        key: rec
+        for key, rec in latest_records(read_runs(path, warn=log)).items()
+        if rec.get("status") == "ok"
+    }
+
+
 def execute(
     plan: Plan,
     out: str,
     keep_checkpoints: bool = False,
     log: Callable[[str], None] = print,
     command: str | None = None,
+    share_with: list[SharedPlan] | None = None,
 ) -> dict[str, int]:
     """Run every unfinished cell of ``plan``, appending one line per run to ``<out>/runs.jsonl``.
 
+    With ``share_with``, a run whose cell is also unfinished in a shared plan, and trains
+    exactly as that plan's would, selects on that plan's ``valid_metric`` too
+    (``extra_valid_metrics``) and appends that plan's record to its ``runs.jsonl``.
+
     Returns:
-        counts: ``total``, ``skipped`` (already ok), ``ok`` and ``failed`` in this call.
+        counts: ``total``, ``skipped`` (already ok), ``ok`` and ``failed`` in this call, and
+        with ``share_with``, ``shared`` (records written to the shared plans).
 
     Raises:
         ValueError: ``out`` already holds finished runs of the same cells made with different
@@ -294,11 +409,7 @@ def execute(
     """
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, RUNS_FILE)
-    done = {
-        key: rec
-        for key, rec in latest_records(read_runs(path, warn=log)).items()
-        if rec.get("status") == "ok"
-    }
+    done = _done_records(path, log)
     cells = plan.runs()
     todo, conflicts = [], []
     for model, dataset, seed in cells:
@@ -314,7 +425,13 @@ def execute(
             "write to another --out folder (or delete those lines) to rerun them."
         )
     _write_plan(os.path.join(out, PLAN_FILE), plan, cells)
+    for shared in share_with or []:
+        os.makedirs(shared.out, exist_ok=True)
+        if not os.path.isfile(os.path.join(shared.out, PLAN_FILE)):
+            _write_plan(os.path.join(shared.out, PLAN_FILE), shared.plan, shared.plan.runs())
     counts = {"total": len(cells), "skipped": len(cells) - len(todo), "ok": 0, "failed": 0}
+    if share_with:
+        counts["shared"] = 0
     log(
         f"[benchmark] {plan.name}: {len(cells)} runs, {counts['skipped']} already done, "
         f"{len(todo)} to run -> {path}"
@@ -327,8 +444,25 @@ def execute(
             if plan.falls_back_to_prefix(model, dataset)
             else ""
         )
-        log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}{note}")
-        record = run_one(plan, model, dataset, seed, keep_checkpoints, checkpoint_dir, command)
+        extra, targets = {}, []
+        for shared in share_with or []:
+            selection = shared_selection(plan, shared.plan, model, dataset)
+            key = run_key(model, dataset, seed)
+            shared_path = os.path.join(shared.out, RUNS_FILE)
+            if selection and key not in _done_records(shared_path, log):
+                extra.update(selection)
+                targets.append((shared, next(iter(selection)), shared_path))
+        also = f"; also selecting on {', '.join(extra)} for {len(targets)} plan(s)" if extra else ""
+        log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}{note}{also}")
+        record = run_one(
+            plan, model, dataset, seed, keep_checkpoints, checkpoint_dir, command, extra
+        )
+        if record["status"] == "ok":
+            for shared, metric, shared_path in targets:
+                source = os.path.relpath(os.path.abspath(out), os.path.abspath(shared.out))
+                append_record(shared_path, shared_record(record, shared.plan, metric, source))
+                counts["shared"] += 1
+        record.pop("_all_epoch_stats", None)
         append_record(path, record)
         counts[record["status"]] += 1
         elapsed = time.perf_counter() - started
