@@ -38,7 +38,8 @@ from recbole_moe.objective import is_sequence, objective_problems
 from recbole_moe.recbole_settings import computed_metrics
 from recbole_moe.selection import parse_extra_valid_metrics
 
-#: Integer settings that must be >= 1 when present.
+#: Integer settings that must be >= 1 when present (RecBole's own, such as ``epochs`` and
+#: ``stopping_step``, are checked once, by :data:`recbole_moe.recbole_settings.INT_KEYS`).
 POSITIVE_INT_KEYS = (
     "hidden_size",
     "embedding_size",
@@ -49,14 +50,9 @@ POSITIVE_INT_KEYS = (
     "n_heads",
     "n_experts",
     "top_k",
-    "train_batch_size",
-    "eval_batch_size",
-    "epochs",
     "d_state",
     "d_conv",
     "expand",
-    "stopping_step",
-    "eval_step",
     "length_group_size",
 )
 #: Integer or float settings that must be >= 0 when present.

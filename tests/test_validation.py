@@ -53,6 +53,14 @@ def test_bad_value_is_rejected_before_training(overrides, model, pattern, tiny_c
     assert not (tmp_path / "log").exists() and not (tmp_path / "saved").exists()
 
 
+def test_each_problem_is_listed_once(tiny_config):
+    tiny_config.update(stopping_step=0, epochs=0)
+    with pytest.raises(ConfigError) as error:
+        recbole_moe.run("SASRec", "synth", config_dict=tiny_config)
+    assert str(error.value).count("stopping_step=0") == 1
+    assert str(error.value).count("epochs=0") == 1
+
+
 def test_source_is_a_config_file_or_property_file(tiny_config, tmp_path):
     yaml_file = tmp_path / "bad.yaml"
     yaml_file.write_text("n_experts: 2\n")
