@@ -170,3 +170,30 @@ def test_benchmark_run_shared_with_another_plan_writes_its_record(noisy, tmp_pat
     write_report(str(tmp_path / "hit"), plots=False)
     report = open(tmp_path / "hit" / "report.md", encoding="utf-8").read()
     assert "SASRec seed 0: the run of `../ndcg` (selecting on NDCG@10" in report
+
+
+def test_dry_run_names_the_shared_selection(capsys, tmp_path):
+    from recbole_moe import benchmark
+
+    argv = ["--protocol", "fame", "--datasets", "beauty", "--models", "SASRec", "--seeds", "2"]
+    share = ["--share-with", f"hymoerec:{tmp_path}", "--train_objective=sequence", "--dry-run"]
+    assert benchmark.main(argv + share) == 0
+    assert f"(also selects on NDCG@10 for {tmp_path})" in capsys.readouterr().out
+
+
+def test_only_runs_that_train_identically_are_shared():
+    from recbole_moe.benchmark.plans import build_plan
+    from recbole_moe.benchmark.runner import shared_selection
+
+    def preset(protocol, **overrides):
+        return build_plan(
+            protocol=protocol, datasets=["beauty"], models=["SASRec"], overrides=overrides
+        )
+
+    fame, hymoerec = preset("fame"), preset("hymoerec")
+    assert shared_selection(fame, hymoerec, "SASRec", "beauty") == {"NDCG@10": 200}
+    # the other way round the budget would be 300 epochs, more than this plan's 200
+    assert shared_selection(hymoerec, fame, "SASRec", "beauty") is None
+    other = preset("hymoerec", hidden_dropout_prob=0.2)
+    assert shared_selection(fame, other, "SASRec", "beauty") is None
+    assert shared_selection(fame, hymoerec, "SASRec", "toys") is None  # not in that plan

@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 from recbole_moe.benchmark.plans import PROTOCOLS, SCALES, Plan, build_plan
 from recbole_moe.benchmark.report import write_report
-from recbole_moe.benchmark.runner import SharedPlan, append_record, execute, read_runs
+from recbole_moe.benchmark.runner import (
+    SharedPlan,
+    append_record,
+    execute,
+    read_runs,
+    shared_selection,
+)
 from recbole_moe.overrides import parse_overrides, split_config_files
 
 __all__ = ["Plan", "append_record", "build_plan", "execute", "main", "read_runs", "write_report"]
@@ -119,6 +125,10 @@ def run_main(argv: Sequence[str]) -> int:
                 if plan.falls_back_to_prefix(model, dataset)
                 else ""
             )
+            for shared in share_with:
+                selection = shared_selection(plan, shared.plan, model, dataset)
+                if selection:
+                    note += f" (also selects on {next(iter(selection))} for {shared.out})"
             print(
                 f"  {model:<10} {dataset:<12} seed {seed}: "
                 f"{plan.config_dict(model, dataset, seed)}{note}"
