@@ -6,8 +6,10 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 
-from recbole_moe.quick_start import RunParts, get_trainer, prepare_run, run
+from recbole_moe.config import Config
+from recbole_moe.quick_start import RunParts, get_trainer, load_model, prepare_run, run
 
 #: Fast settings for a sequential model on the synthetic dataset (CPU, seconds per epoch).
 TINY_CONFIG: dict[str, Any] = {
@@ -124,3 +126,46 @@ def train_twice_and_untrained(model_name: str, data_path: str, dataset: str, con
         parts.test_data, load_best_model=False
     )
     return first, second, {k: float(v) for k, v in untrained.items()}
+
+
+def best_and_reloaded(trainer, model, test_data) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The trainer's best checkpoint loaded into ``model`` and, independently, through
+    :func:`recbole_moe.load_model`: both models' full-sort scores of the first test batch
+    ``[B, n_items]`` and the reloaded model (to compare its state)."""
+    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    loaded = load_model(trainer.saved_model_file).model
+    batch = next(iter(test_data))[0]
+    with torch.no_grad():
+        return model.full_sort_predict(batch), loaded.full_sort_predict(batch), loaded
+
+
+def assert_reproducible_and_learns(
+    model_name: str, data_path: str, dataset: str, config_dict: dict, margin: float = 0.05
+) -> None:
+    """Two runs with one seed give identical test metrics, and training beats the untrained
+    model's test NDCG@10 by more than ``margin``."""
+    first, second, untrained = train_twice_and_untrained(
+        model_name, data_path, dataset, config_dict
+    )
+    assert first["test_result"] == second["test_result"]
+    assert first["test_result"]["ndcg@10"] > untrained["ndcg@10"] + margin
+
+
+class FakeDataset:
+    """What a sequential model reads from its dataset when built without data: the item count
+    (``num``) and the number of training rows (``inter_num``)."""
+
+    def __init__(self, n_items: int, inter_num: int = 1000) -> None:
+        self.n_items, self.inter_num = n_items, inter_num
+
+    def num(self, field: str) -> int:
+        return self.n_items
+
+
+def property_config(model_name: str, root: str, **settings: Any) -> Config:
+    """``model_name``'s resolved property files with ``settings`` on top, for building a model
+    without data (:class:`FakeDataset`); ``root`` is an empty data folder this creates."""
+    os.makedirs(os.path.join(root, "synth"), exist_ok=True)
+    return Config(model_name, "synth", config_dict={"data_path": str(root), **settings})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,36 @@ def _run_in_tmp(tmp_path, monkeypatch):
 def tiny_config(synth, tmp_path) -> dict:
     """Fast settings on the synthetic dataset, checkpoints in the test's temp dir."""
     return _tiny_config(synth.data_path, checkpoint_dir=str(tmp_path / "saved"))
+
+
+@pytest.fixture
+def run_tiny_cli(synth) -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``program`` (a command-line entry point, as a list) in a subprocess: one epoch of a
+    small SASRec on the synthetic data, one torch thread, output captured.
+
+    ``separate=True`` passes every setting as ``--key value`` instead of ``--key=value``.
+    """
+    settings = {
+        "data_path": synth.data_path,
+        "epochs": "1",
+        "MAX_ITEM_LIST_LENGTH": "20",
+        "hidden_size": "16",
+        "inner_size": "32",
+        "show_progress": "False",
+        "load_col": "{'inter': ['user_id', 'item_id', 'timestamp']}",
+    }
+
+    def run(program: list[str], cwd, separate: bool = False) -> subprocess.CompletedProcess:
+        args = ["--model", "SASRec", "--dataset", "synth"]
+        for key, value in settings.items():
+            args += [f"--{key}", value] if separate else [f"--{key}={value}"]
+        return subprocess.run(
+            program + args,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+        )
+
+    return run

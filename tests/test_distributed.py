@@ -42,15 +42,9 @@ def _single_process_eval(model_file: str, split: str) -> dict:
     from recbole_moe.quick_start import get_trainer
 
     parts = load_model(model_file)
-    config, model, valid_data, test_data = (
-        parts.config,
-        parts.model,
-        parts.valid_data,
-        parts.test_data,
-    )
-    trainer = get_trainer(config, model)
-    trainer.eval_collector.data_collect(valid_data)  # as fit() does before evaluating
-    data = valid_data if split == "valid" else test_data
+    trainer = get_trainer(parts.config, parts.model)
+    trainer.eval_collector.data_collect(parts.valid_data)  # as fit() does before evaluating
+    data = parts.valid_data if split == "valid" else parts.test_data
     return {k: float(v) for k, v in trainer.evaluate(data, load_best_model=False).items()}
 
 

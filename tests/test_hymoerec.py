@@ -9,44 +9,27 @@ import pytest
 import torch
 from recbole.model.sequential_recommender.sasrec import SASRec
 
-from recbole_moe.config import Config
 from recbole_moe.layers.moe import entropy_balance_loss
 from recbole_moe.model.hymoerec import HyMoERec
-from recbole_moe.quick_start import get_trainer, load_model
-from recbole_moe.testing import build, train_twice_and_untrained
+from recbole_moe.quick_start import get_trainer
+from recbole_moe.testing import (
+    FakeDataset,
+    assert_reproducible_and_learns,
+    best_and_reloaded,
+    build,
+    property_config,
+)
 from recbole_moe.trainer import RecBoleMoeTrainer, statistics_lines, statistics_scalars
 
 N_ITEMS, L, B = 30, 12, 16
 
 
-class _FakeDataset:
-    """What a sequential model reads from its dataset: item count and number of training rows."""
-
-    inter_num = 1000
-
-    def num(self, field):
-        return N_ITEMS
-
-
 @pytest.fixture(scope="module")
 def base_config(tmp_path_factory):
     """HyMoERec's resolved property file (through our Config) with small sizes."""
-    root = tmp_path_factory.mktemp("cfg")
-    (root / "synth").mkdir()
-    config = Config(
-        "HyMoERec",
-        "synth",
-        config_dict={
-            "data_path": str(root),
-            "hidden_size": 16,
-            "inner_size": 32,
-            "expert_inner_size": 24,
-            "MAX_ITEM_LIST_LENGTH": L,
-            "train_batch_size": 100,
-            "n_heads": 2,
-        },
-    )
-    return config
+    sizes = dict(hidden_size=16, inner_size=32, expert_inner_size=24, n_heads=2)
+    root = str(tmp_path_factory.mktemp("cfg"))
+    return property_config("HyMoERec", root, MAX_ITEM_LIST_LENGTH=L, train_batch_size=100, **sizes)
 
 
 def make_model(base_config, cls=HyMoERec, seed: int = 0, **overrides):
@@ -54,7 +37,7 @@ def make_model(base_config, cls=HyMoERec, seed: int = 0, **overrides):
     for key, value in overrides.items():
         config[key] = value
     torch.manual_seed(seed)
-    return cls(config, _FakeDataset())
+    return cls(config, FakeDataset(N_ITEMS))
 
 
 def make_batch(seed: int = 0) -> dict:
@@ -346,20 +329,11 @@ def test_save_load_identical_full_sort_predict_and_epoch_hook(synth, tiny_config
     assert isinstance(trainer, RecBoleMoeTrainer)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     assert len(calls) == 2 and 0 < calls[0] < calls[1]  # once per training epoch
-    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    loaded = load_model(trainer.saved_model_file).model
+    scores, reloaded_scores, loaded = best_and_reloaded(trainer, model, test_data)
     assert int(loaded.train_step) == int(model.train_step) > 0
-    batch = next(iter(test_data))[0]
-    with torch.no_grad():
-        assert torch.equal(model.full_sort_predict(batch), loaded.full_sort_predict(batch))
+    assert torch.equal(scores, reloaded_scores)
 
 
 def test_same_seed_identical_metrics_and_training_beats_untrained(synth, tiny_config):
     cfg = _fast(tiny_config, epochs=2)
-    first, second, untrained = train_twice_and_untrained(
-        "HyMoERec", synth.data_path, synth.dataset, cfg
-    )
-    assert first["test_result"] == second["test_result"]
-    assert first["test_result"]["ndcg@10"] > untrained["ndcg@10"] + 0.05
+    assert_reproducible_and_learns("HyMoERec", synth.data_path, synth.dataset, cfg)

@@ -157,14 +157,9 @@ def test_eval_memory_budget_keeps_metrics(synth, tmp_path):
         synth.dataset,
         {"checkpoint_dir": str(tmp_path), "eval_memory_budget_mb": None},
     )
-    config, train_data, valid_data, model = (
-        parts.config,
-        parts.train_data,
-        parts.valid_data,
-        parts.model,
-    )
+    config, model, valid_data = parts.config, parts.model, parts.valid_data
     trainer = get_trainer(config, model)
-    trainer._train_epoch(train_data, 0)
+    trainer._train_epoch(parts.train_data, 0)
     calls = {"n": 0}
     predict = model.full_sort_predict
 

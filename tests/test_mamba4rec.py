@@ -12,35 +12,30 @@ import torch.nn.functional as F
 from recbole_moe.config import Config
 from recbole_moe.layers.selective_scan import selective_scan
 from recbole_moe.model.mamba4rec import Mamba4Rec, MambaBlock, load_mamba_ssm_scan, resolve_backend
-from recbole_moe.quick_start import get_trainer, load_model
-from recbole_moe.testing import build, train_twice_and_untrained
+from recbole_moe.quick_start import get_trainer
+from recbole_moe.testing import (
+    FakeDataset,
+    assert_reproducible_and_learns,
+    best_and_reloaded,
+    build,
+    property_config,
+)
 
 N_ITEMS, L, B = 30, 12, 8
-
-
-class _FakeDataset:
-    """What a sequential model reads from its dataset: the item count."""
-
-    def num(self, field):
-        return N_ITEMS
 
 
 @pytest.fixture(scope="module")
 def base_config(tmp_path_factory):
     """Mamba4Rec's resolved property file (through our Config) with small sizes."""
-    root = tmp_path_factory.mktemp("cfg")
-    (root / "synth").mkdir()
-    return Config(
+    root = str(tmp_path_factory.mktemp("cfg"))
+    return property_config(
         "Mamba4Rec",
-        "synth",
-        config_dict={
-            "data_path": str(root),
-            "hidden_size": 16,
-            "d_state": 8,
-            "MAX_ITEM_LIST_LENGTH": L,
-            "scan_chunk_size": 5,
-            "scan_batch_block": 3,  # several chunks and batch blocks
-        },
+        root,
+        hidden_size=16,
+        d_state=8,
+        MAX_ITEM_LIST_LENGTH=L,
+        scan_chunk_size=5,
+        scan_batch_block=3,  # several chunks and batch blocks
     )
 
 
@@ -49,7 +44,7 @@ def make_model(base_config, seed: int = 0, **overrides) -> Mamba4Rec:
     for key, value in overrides.items():
         config[key] = value
     torch.manual_seed(seed)
-    return Mamba4Rec(config, _FakeDataset())
+    return Mamba4Rec(config, FakeDataset(N_ITEMS))
 
 
 def make_batch(seed: int = 0, length: int = L) -> dict:
@@ -273,22 +268,13 @@ def test_save_load_identical_full_sort_predict(synth, tiny_config):
     train_data, valid_data, test_data = parts.train_data, parts.valid_data, parts.test_data
     trainer = get_trainer(config, model)
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    loaded = load_model(trainer.saved_model_file).model
-    batch = next(iter(test_data))[0]
-    with torch.no_grad():
-        assert torch.equal(model.full_sort_predict(batch), loaded.full_sort_predict(batch))
+    scores, reloaded_scores, _ = best_and_reloaded(trainer, model, test_data)
+    assert torch.equal(scores, reloaded_scores)
 
 
 def test_same_seed_identical_metrics_and_training_beats_untrained(synth, tiny_config):
     cfg = _fast(tiny_config, epochs=2)
-    first, second, untrained = train_twice_and_untrained(
-        "Mamba4Rec", synth.data_path, synth.dataset, cfg
-    )
-    assert first["test_result"] == second["test_result"]
-    assert first["test_result"]["ndcg@10"] > untrained["ndcg@10"] + 0.05
+    assert_reproducible_and_learns("Mamba4Rec", synth.data_path, synth.dataset, cfg)
 
 
 # ----------------------------------------------------------------------------- CUDA kernels

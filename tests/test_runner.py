@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -98,29 +97,9 @@ def test_cli_bad_argument_exit_code():
     assert cli.main(["--model", "SASRec", "epochs=1"]) == 2
 
 
-def test_run_script_trains_and_prints_metrics(synth, tmp_path):
+def test_run_script_trains_and_prints_metrics(run_tiny_cli, tmp_path):
     """``python run_recbole_moe.py`` end to end in a subprocess, from another directory."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO_ROOT, "run_recbole_moe.py"),
-            "--model",
-            "SASRec",
-            "--dataset",
-            "synth",
-            f"--data_path={synth.data_path}",
-            "--epochs=1",
-            "--MAX_ITEM_LIST_LENGTH=20",
-            "--hidden_size=16",
-            "--inner_size=32",
-            "--show_progress=False",
-            "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_tiny_cli([sys.executable, os.path.join(REPO_ROOT, "run_recbole_moe.py")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     test_line = next(line for line in proc.stdout.splitlines() if line.startswith("test      :"))
     assert "hit@10:" in test_line and "ndcg@10:" in test_line

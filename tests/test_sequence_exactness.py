@@ -17,7 +17,7 @@ from recbole_moe.model import get_model
 from recbole_moe.model.sequence import SequenceObjective
 from recbole_moe.objective import TARGET_LIST_FIELD
 from recbole_moe.quick_start import get_trainer
-from recbole_moe.testing import build
+from recbole_moe.testing import FakeDataset, build
 
 N_ITEMS, MAX_LEN = 30, 12
 SEQ_MODELS = ["SASRec", "GRU4Rec", "HyMoERec", "FAME", "Mamba4Rec"]
@@ -42,15 +42,6 @@ SMALL = {
 }
 
 
-class _FakeDataset:
-    """What a sequential model reads from its dataset: item count and number of training rows."""
-
-    inter_num = 1000
-
-    def num(self, field):
-        return N_ITEMS
-
-
 @pytest.fixture(scope="module")
 def cfg_root(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("cfg")
@@ -63,7 +54,7 @@ def make_model(cfg_root: str, name: str, seed: int = 0, spread: float = 0.1, **o
     attention, routing and gates are far from uniform); the padding embedding stays 0."""
     config = Config(name, "synth", config_dict=dict(SMALL, data_path=cfg_root, **overrides))
     torch.manual_seed(seed)
-    model = get_model(name)(config, _FakeDataset()).double()
+    model = get_model(name)(config, FakeDataset(N_ITEMS)).double()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(spread * torch.randn_like(param))
@@ -292,11 +283,11 @@ def test_hymoerec_at_zero_warmup_equals_dense_only_model(cfg_root):
         SMALL, data_path=cfg_root, warmup_steps=10, hidden_dropout_prob=0.2, attn_dropout_prob=0.2
     )
     hybrid = get_model("HyMoERec")(
-        Config("HyMoERec", "synth", config_dict=settings), _FakeDataset()
+        Config("HyMoERec", "synth", config_dict=settings), FakeDataset(N_ITEMS)
     )
     dense = get_model("HyMoERec")(
         Config("HyMoERec", "synth", config_dict=dict(settings, routed_experts=False)),
-        _FakeDataset(),
+        FakeDataset(N_ITEMS),
     )
     hybrid_state = hybrid.state_dict()
     shared = {k: v for k, v in hybrid_state.items() if k in dense.state_dict()}

@@ -282,16 +282,20 @@ n_experts choice [2,4]
 
 def test_three_trial_study_writes_tables_plots_and_a_rerun_command(synth, tmp_path):
     path = write(tmp_path / "space.hyper", SPACE)
-    info = recbole_moe.tune(
-        "HyMoERec",
-        "synth",
-        path,
-        trials=3,
-        sampler="random",
-        sampler_seed=0,
-        config_dict=fixed_settings(synth.data_path),
-        out=str(tmp_path / "study"),
-    )
+
+    def three_trials() -> dict:
+        return recbole_moe.tune(
+            "HyMoERec",
+            "synth",
+            path,
+            trials=3,
+            sampler="random",
+            sampler_seed=0,
+            config_dict=fixed_settings(synth.data_path),
+            out=str(tmp_path / "study"),
+        )
+
+    info = three_trials()
     assert info["states"] == {"complete": 3}
     assert info["n_trials"] == 3
     best = info["best"]
@@ -329,16 +333,7 @@ def test_three_trial_study_writes_tables_plots_and_a_rerun_command(synth, tmp_pa
     assert rerun["best_valid_score"] == pytest.approx(best["value"])
 
     # A second call with the same settings has nothing left to do.
-    again = recbole_moe.tune(
-        "HyMoERec",
-        "synth",
-        path,
-        trials=3,
-        sampler="random",
-        sampler_seed=0,
-        config_dict=fixed_settings(synth.data_path),
-        out=str(tmp_path / "study"),
-    )
+    again = three_trials()
     assert again["n_trials"] == 3 and again["best"] == info["best"]
 
 

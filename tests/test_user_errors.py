@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import zipfile
 
@@ -428,38 +427,11 @@ def test_unexpected_error_is_one_line_with_the_traceback_in_a_log(
     assert list((tmp_path / "log").rglob("*.log")) == []  # the failed run's log is discarded
 
 
-def test_valid_run_prints_no_warning(synth, tmp_path):
+def test_valid_run_prints_no_warning(run_tiny_cli, tmp_path):
     """A real ``recbole-moe`` process, every setting as ``--key value``: RecBole's internal
     warnings stay off the terminal and go to the run's log file."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO_ROOT, "run_recbole_moe.py"),
-            "--model",
-            "SASRec",
-            "--dataset",
-            "synth",
-            "--data_path",
-            synth.data_path,
-            "--epochs",
-            "1",
-            "--hidden_size",
-            "16",
-            "--inner_size",
-            "32",
-            "--MAX_ITEM_LIST_LENGTH",
-            "20",
-            "--show_progress",
-            "False",
-            "--load_col",
-            "{'inter': ['user_id', 'item_id', 'timestamp']}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
+    program = [sys.executable, os.path.join(REPO_ROOT, "run_recbole_moe.py")]
+    proc = run_tiny_cli(program, tmp_path, separate=True)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert [line for line in output.splitlines() if re.search("warning", line, re.I)] == []
