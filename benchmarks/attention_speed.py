@@ -35,9 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401  (compatibility patches)
-    from recbole_moe.benchmark.timing import train_step
+    from recbole_moe.benchmark.timing import train_step, write_results
     from recbole_moe.environment import PeakRSS, code_version, describe_hardware, hardware
-    from recbole_moe.files import atomic_write_json
     from recbole_moe.model.sequence import SequenceObjective
     from recbole_moe.testing import build, make_synthetic_dataset
 
@@ -121,9 +120,7 @@ def main() -> None:
             f"{r['recbole_step_mib']:>10} / {r['sdpa_step_mib']}"
         )
     if args.output:
-        atomic_write_json(
-            args.output, {"machine": machine, "args": vars(args), "rows": rows}, indent=1
-        )
+        write_results(args.output, machine, args, rows)
 
 
 if __name__ == "__main__":

@@ -106,8 +106,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401
+    from recbole_moe.benchmark.timing import write_results
     from recbole_moe.environment import code_version, describe_hardware, hardware
-    from recbole_moe.files import atomic_write_json
 
     machine = f"{describe_hardware(hardware())}; commit {code_version()}"
     print(f"# {machine}", flush=True)
@@ -156,11 +156,7 @@ def main() -> None:
             f"{s['new']:>14} {s['ratio']:>6.2f}x{same}"
         )
     if args.output:
-        atomic_write_json(
-            args.output,
-            {"machine": machine, "args": vars(args), "rows": rows, "summary": summary},
-            indent=1,
-        )
+        write_results(args.output, machine, args, rows, summary)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def main() -> None:
     import torch
 
     import recbole_moe  # noqa: F401
-    from recbole_moe.files import atomic_write_json
+    from recbole_moe.benchmark.timing import write_results
 
     machine = (
         f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
@@ -117,11 +117,7 @@ def main() -> None:
                 f"{seq['epoch_seconds']:>14.1f} s {ratio:>6.1f}x"
             )
     if args.output:
-        atomic_write_json(
-            args.output,
-            {"machine": machine, "args": vars(args), "rows": rows, "summary": summary},
-            indent=1,
-        )
+        write_results(args.output, machine, args, rows, summary)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
-"""Timing a training epoch without training all of it (for the speed benchmarks)."""
+"""Timing a training epoch without training all of it, and writing results (for the speed
+benchmarks under ``benchmarks/``)."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
+
+from recbole_moe.files import atomic_write_json
 
 
 def train_step(
@@ -86,3 +91,14 @@ def time_epoch(trainer, train_data, max_steps: int) -> dict:
 
 
 __all__ = ["time_epoch", "timed_steps"]
+
+
+def write_results(
+    path: str, machine: str, args: argparse.Namespace, rows: list, summary: Any = None
+) -> None:
+    """A benchmark script's results as one JSON file, written atomically: the machine it ran
+    on, its arguments, its rows and, when given, their summary."""
+    results = {"machine": machine, "args": vars(args), "rows": rows}
+    if summary is not None:
+        results["summary"] = summary
+    atomic_write_json(path, results, indent=1)
