@@ -3,6 +3,8 @@ recommendation loss and dot-product scoring against the item embedding table."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
@@ -10,6 +12,14 @@ from torch import nn
 
 from recbole_moe.layers.sequence_loss import position_cross_entropy
 from recbole_moe.objective import TARGET_LIST_FIELD
+
+
+def config_choice(config, key: str, allowed: Sequence[str]) -> str:
+    """``config[key]``, which must be one of ``allowed`` (``ValueError`` naming both)."""
+    value = config[key]
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return value
 
 
 class DotProductSequentialRecommender(SequentialRecommender):

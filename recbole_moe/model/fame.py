@@ -42,7 +42,7 @@ from recbole_moe.layers.facet_attention import (
     log_mixture_inplace,
 )
 from recbole_moe.layers.moe import MeanWeights
-from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
 
 
 class FAME(DotProductSequentialRecommender):
@@ -72,20 +72,11 @@ class FAME(DotProductSequentialRecommender):
         self.loss_type = config["loss_type"]
         self.moe_attention = bool(config["moe_attention"])
         self.head_prediction = bool(config["head_prediction"])
-        self.gate_type = config["gate"]
-        self.fusion = config["fusion"]
-        self.item_subemb = config["item_subemb"]
-
-        if self.n_layers < 1:
-            raise ValueError("FAME needs n_layers >= 1")
-        if self.hidden_size % self.n_heads != 0:
-            raise ValueError("hidden_size must be a multiple of n_heads")
-        if self.gate_type not in ("learned", "uniform"):
-            raise ValueError("gate must be 'learned' or 'uniform'")
-        if self.fusion not in ("logits", "probs"):
-            raise ValueError("fusion must be 'logits' or 'probs'")
-        if self.item_subemb not in ("proj", "split"):
-            raise ValueError("item_subemb must be 'proj' or 'split'")
+        self.gate_type = config_choice(config, "gate", ("learned", "uniform"))
+        self.fusion = config_choice(config, "fusion", ("logits", "probs"))
+        self.item_subemb = config_choice(config, "item_subemb", ("proj", "split"))
+        if self.n_layers < 1 or self.hidden_size % self.n_heads != 0:
+            raise ValueError("FAME needs n_layers >= 1 and hidden_size a multiple of n_heads")
         self.head_size = self.hidden_size // self.n_heads
         n_experts = self.n_experts if self.moe_attention else 1
         if not self.head_inner_size:
@@ -341,8 +332,7 @@ class FAME(DotProductSequentialRecommender):
         if self.fusion == "logits":
             fused = (g * per_head).sum(1)
         else:
-            log_p = torch.log_softmax(self.head_scores(head_repr), dim=-1)
-            fused = torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
+            fused = log_mixture_inplace(self.head_scores(head_repr), gate)  # [B, n_items]
             if items is not None:
                 fused = fused.gather(1, items.view(items.shape[0], -1)).view(items.shape)
         return {"per_head_scores": per_head, "gate": gate, "router": beta, "scores": fused}

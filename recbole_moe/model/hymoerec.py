@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from recbole_moe.layers.hymoe import HyMoEEncoder
 from recbole_moe.layers.moe import LB_TYPES, ExpertBank, RouterOutput, load_balance_loss
 from recbole_moe.layers.sequence_loss import position_cross_entropy
-from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
 from recbole_moe.objective import TARGET_LIST_FIELD, training_samples
 
 WARMUP_TYPES = ("linear", "cosine")
@@ -61,15 +61,11 @@ class HyMoERec(DotProductSequentialRecommender):
         self.fusion = config["fusion"]
         self.fixed_alpha = config["fixed_alpha"]
         self.alpha_init = config["alpha_init"]
-        self.warmup_type = config["warmup_type"]
+        self.warmup_type = config_choice(config, "warmup_type", WARMUP_TYPES)
         self.lb_weight = float(config["lb_weight"])
-        self.lb_type = config["lb_type"]
+        self.lb_type = config_choice(config, "lb_type", LB_TYPES)
         self.moe_impl = config["moe_impl"]
         self.last_position_only = bool(config["last_position_only"])
-        if self.lb_type not in LB_TYPES:
-            raise ValueError(f"lb_type must be one of {LB_TYPES}, got {self.lb_type!r}")
-        if self.warmup_type not in WARMUP_TYPES:
-            raise ValueError(f"warmup_type must be one of {WARMUP_TYPES}, got {self.warmup_type!r}")
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_moe.layers.selective_scan import selective_scan
-from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
 
 BACKENDS = ("auto", "mamba_ssm", "torch")
 DT_INITS = ("recbole", "mamba")
@@ -224,13 +224,11 @@ class Mamba4Rec(DotProductSequentialRecommender):
         self.expand = config["expand"]
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
-        self.mamba_dt_init = config["mamba_dt_init"]
+        self.mamba_dt_init = config_choice(config, "mamba_dt_init", DT_INITS)
         self.scan_chunk_size = config["scan_chunk_size"]
         self.scan_batch_block = config["scan_batch_block"]
         self.loss_type = config["loss_type"]
         self.backend = resolve_backend(config["mamba_backend"], config["device"])
-        if self.mamba_dt_init not in DT_INITS:
-            raise ValueError(f"mamba_dt_init must be one of {DT_INITS}, got {self.mamba_dt_init!r}")
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
