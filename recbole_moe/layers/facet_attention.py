@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 from torch import nn
 
+from recbole_moe.layers.moe import softmax_fp32
+
 
 class MoEMultiHeadAttention(nn.Module):
     r"""Multi-head self-attention whose heads are mixtures of N query experts (FAME, MoE
@@ -119,7 +121,7 @@ class MoEMultiHeadAttention(nn.Module):
         logits = torch.einsum(
             "bqhm,hmn->bqhn", expert_out.reshape(B, Q, H, N * dh), self.router
         )  # [B, Q, H, N]
-        beta = torch.softmax(logits, dim=-1)
+        beta = softmax_fp32(logits)  # float32 under bf16 autocast
         mixed = torch.einsum("bqhn,bqhnk->bqhk", beta, expert_out)  # [B, Q, H, d']
         return mixed, beta
 

@@ -44,6 +44,25 @@ def get_activation(act: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], 
     return _ACTIVATIONS[act]
 
 
+def softmax_fp32(logits: Tensor, dim: int = -1) -> Tensor:
+    """``softmax(logits)`` computed and returned in at least float32.
+
+    Under CPU bf16 autocast (``enable_amp``) the router and gate logits come out of their
+    Linear layers in bfloat16, and autocast leaves ``softmax`` in the input's dtype: the routing
+    probabilities, the balance losses and the routing statistics would all be bfloat16 (about
+    3 significant digits). Routing decisions are kept in float32, as is usual for MoE under
+    mixed precision; without autocast (float32 logits) this is plain ``softmax``.
+    """
+    return torch.softmax(logits, dim=dim, dtype=torch.promote_types(logits.dtype, torch.float32))
+
+
+def log_softmax_fp32(logits: Tensor, dim: int = -1) -> Tensor:
+    """``log_softmax(logits)`` in at least float32 (see :func:`softmax_fp32`)."""
+    return torch.log_softmax(
+        logits, dim=dim, dtype=torch.promote_types(logits.dtype, torch.float32)
+    )
+
+
 def resolve_impl(impl: str, device: torch.device) -> str:
     """Resolve ``moe_impl: auto | loop | dense`` to a concrete implementation for ``device``.
 
@@ -98,11 +117,11 @@ class Router(nn.Module):
     def forward(self, x: Tensor) -> RouterOutput:
         """x: ``[..., in_features]`` -> :class:`RouterOutput` of ``[..., E]`` / ``[..., K]``."""
         logits = self.gate(x)  # [..., E]
-        probs = torch.softmax(logits, dim=-1)  # [..., E]
+        probs = softmax_fp32(logits)  # [..., E], float32 under bf16 autocast
         if self.top_k is None:
             return RouterOutput(logits, probs, probs, None)
         top_logits, indices = logits.topk(self.top_k, dim=-1)  # [..., K]
-        weights = torch.softmax(top_logits, dim=-1)  # [..., K] renormalised over the chosen K
+        weights = softmax_fp32(top_logits)  # [..., K] renormalised over the chosen K
         return RouterOutput(logits, probs, weights, indices)
 
 

@@ -41,7 +41,7 @@ from recbole_moe.layers.facet_attention import (
     MoEMultiHeadAttention,
     log_mixture_inplace,
 )
-from recbole_moe.layers.moe import MeanWeights
+from recbole_moe.layers.moe import MeanWeights, log_softmax_fp32, softmax_fp32
 from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
 
 
@@ -206,7 +206,7 @@ class FAME(DotProductSequentialRecommender):
         lead = head_repr.shape[:-2] if self.head_prediction else head_repr.shape[:-1]
         if self.gate is None:
             return head_repr.new_full((*lead, self.n_heads), 1.0 / self.n_heads)
-        return torch.softmax(self.gate(head_repr.reshape(*lead, self.hidden_size)), dim=-1)
+        return softmax_fp32(self.gate(head_repr.reshape(*lead, self.hidden_size)))
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         r"""Fused query vector u ``[B, d]`` with ŷ(v) = u·x_v (exact for ``fusion=logits``).
@@ -272,7 +272,7 @@ class FAME(DotProductSequentialRecommender):
         head_repr, gate, _ = self.encode(item_seq, item_seq_len)
         scores = self.head_scores(head_repr)  # [B, H, n_items]
         if torch.is_grad_enabled():
-            log_p = torch.log_softmax(scores, dim=-1)
+            log_p = log_softmax_fp32(scores)
             return torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
         return log_mixture_inplace(scores, gate)
 
