@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import torch
@@ -38,21 +37,13 @@ def main() -> None:
     from recbole_moe.benchmark.timing import train_step, write_results
     from recbole_moe.environment import PeakRSS, code_version, describe_hardware, hardware
     from recbole_moe.model.sequence import SequenceObjective
-    from recbole_moe.testing import build, make_synthetic_dataset
+    from recbole_moe.testing import build, full_width_dataset
 
     machine = f"{describe_hardware(hardware())}; commit {code_version()}"
     print(f"# {machine}", flush=True)
     rows = []
     for length in args.lengths:
-        root = tempfile.mkdtemp(prefix="attention-")
-        make_synthetic_dataset(
-            root,
-            name="attn",
-            n_users=args.batch * 2,
-            n_items=args.n_items,
-            min_len=length + 3,
-            max_len=length + 10,
-        )
+        root = full_width_dataset("attn", args.batch, args.n_items, length)
         for model_name in args.models:
             for dropout in args.attn_dropout:
                 setups = {}

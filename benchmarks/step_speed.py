@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 import traceback
 
@@ -135,7 +134,7 @@ def measure(args) -> tuple[list[dict], str]:
     import recbole_moe  # noqa: F401  (compatibility patches)
     from recbole_moe.benchmark.timing import train_step
     from recbole_moe.environment import PeakRSS, code_version, describe_hardware, hardware
-    from recbole_moe.testing import make_synthetic_dataset
+    from recbole_moe.testing import full_width_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,15 +145,7 @@ def measure(args) -> tuple[list[dict], str]:
     print(f"# {machine}", flush=True)
     rows = []
     for length in args.lengths:
-        root = tempfile.mkdtemp(prefix="step-speed-")
-        make_synthetic_dataset(
-            root,
-            name="step",
-            n_users=args.batch * 2,
-            n_items=args.n_items,
-            min_len=length + 3,
-            max_len=length + 10,
-        )
+        root = full_width_dataset("step", args.batch, args.n_items, length)
         for model_name in args.models:
             for dropout in args.attn_dropout:
                 row = {"model": model_name, "length": length, "attn_dropout": dropout}
@@ -250,11 +241,9 @@ def main(argv=None) -> None:
     rows, machine = measure(args)
     print_tables(rows, args.variants)
     if args.output:
-        from recbole_moe.files import atomic_write_json
+        from recbole_moe.benchmark.timing import write_results
 
-        atomic_write_json(
-            args.output, {"machine": machine, "args": vars(args), "rows": rows}, indent=1
-        )
+        write_results(args.output, machine, args, rows)
 
 
 if __name__ == "__main__":

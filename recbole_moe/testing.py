@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -169,3 +170,19 @@ def property_config(model_name: str, root: str, **settings: Any) -> Config:
     without data (:class:`FakeDataset`); ``root`` is an empty data folder this creates."""
     os.makedirs(os.path.join(root, "synth"), exist_ok=True)
     return Config(model_name, "synth", config_dict={"data_path": str(root), **settings})
+
+
+def full_width_dataset(name: str, batch: int, n_items: int, length: int) -> str:
+    """A synthetic dataset ``name`` in a new temporary folder whose ``2 * batch`` users all
+    have more than ``length + 2`` items, so every training batch is ``[batch, length]`` wide
+    (no history shorter than the model's window); returns the folder (``data_path``)."""
+    root = tempfile.mkdtemp(prefix=f"{name}-")
+    make_synthetic_dataset(
+        root,
+        name=name,
+        n_users=batch * 2,
+        n_items=n_items,
+        min_len=length + 3,
+        max_len=length + 10,
+    )
+    return root
