@@ -217,6 +217,11 @@ def _bad_storage_urls():
     return urls
 
 
+def hymoerec_study(path: str) -> list[str]:
+    """``recbole-moe tune`` arguments of a HyMoERec study on the synthetic data over ``path``."""
+    return ["--model", "HyMoERec", "--dataset", "synth", "--params", path]
+
+
 @pytest.mark.parametrize(
     "space, extra, message",
     [
@@ -249,12 +254,7 @@ def test_bad_input_is_one_line_and_writes_nothing(synth, tmp_path, capsys, space
     before = set(os.listdir(tmp_path))
     code = main(
         [
-            "--model",
-            "HyMoERec",
-            "--dataset",
-            "synth",
-            "--params",
-            path,
+            *hymoerec_study(path),
             "--out",
             str(tmp_path / "out"),
             *extra,
@@ -342,12 +342,7 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
     out = tmp_path / "study"
     storage = f"sqlite:///{out / 'study.db'}"
     argv = [
-        "--model",
-        "HyMoERec",
-        "--dataset",
-        "synth",
-        "--params",
-        path,
+        *hymoerec_study(path),
         "--trials",
         "3",
         "--sampler",
