@@ -20,6 +20,8 @@ step adds (process RSS, sampled) and the top operations by self CPU time of one 
 
     OMP_NUM_THREADS=1 python benchmarks/step_speed.py --threads 1 \\
         --output benchmarks/results/step_speed.json
+    # RecBole's attention against the fused path only, at 2 threads
+    python benchmarks/step_speed.py --threads 2 --variants recbole sdpa --attn_dropout 0.2 0
 """
 
 from __future__ import annotations
