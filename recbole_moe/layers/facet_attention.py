@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 from torch import nn
 
-from recbole_moe.layers.moe import softmax_fp32
+from recbole_moe.layers.moe import log_softmax_fp32, softmax_fp32
 
 
 class MoEMultiHeadAttention(nn.Module):
@@ -197,6 +197,41 @@ class FacetMoELayer(nn.Module):
         return self.feed_forward(attn_out), beta
 
 
+def query_key_mask(item_seq: torch.Tensor, query_index: torch.Tensor, dtype) -> torch.Tensor:
+    """Rows ``query_index`` ``[B, Q]`` of RecBole's causal + padding mask: ``[B, Q, L]``,
+    0 where the query may read the key, -10000 elsewhere."""
+    positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+    key_ok = (item_seq != 0)[:, None, :] & (positions[None, None, :] <= query_index[:, :, None])
+    return torch.where(key_ok, 0.0, -10000.0).to(dtype)
+
+
+def facet_scores(
+    head_repr: torch.Tensor, sub: torch.Tensor, items: torch.Tensor | None
+) -> torch.Tensor:
+    r"""Per-head scores P^(h)(v) = F_t^(h)·x_v^(h) (FAME, facet-aware prediction).
+
+    Args:
+        head_repr: F_t ``[B, H, d']``.
+        sub: item sub-embeddings x_v^(h) of ``items``: ``[n_items, H, d']`` (items None),
+            ``[B, H, d']`` (items ``[B]``) or ``[B, M, H, d']`` (items ``[B, M]``).
+
+    Returns:
+        ``[B, H, n_items]``, ``[B, H]`` or ``[B, H, M]``.
+    """
+    if items is None:
+        return torch.einsum("bhk,vhk->bhv", head_repr, sub)
+    if items.dim() == 1:
+        return (head_repr * sub).sum(-1)
+    return torch.einsum("bhk,bmhk->bhm", head_repr, sub)
+
+
+def log_mixture(scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    r"""log Σ_h g_h softmax(P^(h)) (FAME, ``fusion=probs``): scores ``[B, H, V]``, gate
+    ``[B, H]`` -> ``[B, V]``, differentiable; the softmax is at least float32 under autocast."""
+    log_p = log_softmax_fp32(scores)
+    return torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
+
+
 def log_mixture_inplace(scores: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     r"""log Σ_h g_h softmax(P^(h)) without autograd, holding one ``[B, H, n_items]`` tensor.
 
@@ -209,4 +244,11 @@ def log_mixture_inplace(scores: torch.Tensor, gate: torch.Tensor) -> torch.Tenso
     return mixture.log_()
 
 
-__all__ = ["FacetMoELayer", "MoEMultiHeadAttention", "log_mixture_inplace"]
+__all__ = [
+    "FacetMoELayer",
+    "MoEMultiHeadAttention",
+    "facet_scores",
+    "log_mixture",
+    "log_mixture_inplace",
+    "query_key_mask",
+]

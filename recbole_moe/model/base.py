@@ -13,6 +13,20 @@ from torch import nn
 from recbole_moe.layers.sequence_loss import position_cross_entropy
 from recbole_moe.objective import TARGET_LIST_FIELD
 
+#: Settings of RecBole's SASRec Transformer, read by the Transformer-based models.
+TRANSFORMER_SETTINGS = (
+    "n_layers",
+    "n_heads",
+    "hidden_size",
+    "inner_size",
+    "hidden_dropout_prob",
+    "attn_dropout_prob",
+    "hidden_act",
+    "layer_norm_eps",
+    "initializer_range",
+    "loss_type",
+)
+
 
 def config_choice(config, key: str, allowed: Sequence[str]) -> str:
     """``config[key]``, which must be one of ``allowed`` (``ValueError`` naming both)."""
@@ -30,6 +44,19 @@ class DotProductSequentialRecommender(SequentialRecommender):
     call :meth:`build_loss` in ``__init__``, and may override any method. To train under
     ``train_objective: sequence`` they implement :meth:`forward_positions`.
     """
+
+    def read_settings(self, config, names=TRANSFORMER_SETTINGS) -> None:
+        """Sets ``self.<name> = config[<name>]`` for each setting name."""
+        for name in names:
+            setattr(self, name, config[name])
+
+    def embed_sequence(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """SASRec's input layer: dropout(LayerNorm(item + position embedding)),
+        ``[B, L]`` -> ``[B, L, D]``; uses ``self.position_embedding``, ``self.LayerNorm`` and
+        ``self.dropout``."""
+        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
+        input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
+        return self.dropout(self.LayerNorm(input_emb))
 
     def build_loss(self) -> nn.Module:
         """RecBole's loss for ``loss_type``: ``BPRLoss`` or full-softmax ``CrossEntropyLoss``."""

@@ -19,16 +19,8 @@ keeps the extra N-fold query work of the experts off the ``[B, H, N, L, L]`` att
 Under ``train_objective: sequence`` the last layer is evaluated at every position
 (:meth:`FAME.forward_positions`).
 
-Switches (property file ``FAME.yaml``):
-    * ``moe_attention``: False = one query projection per head (N = 1, no router).
-    * ``head_prediction``: False = concatenate the heads, W_O + Add & Norm, the standard FFN and one
-      dot product with the full item embedding (with ``moe_attention`` False this is SASRec).
-    * ``gate``: ``learned`` (Linear(d, H) + softmax on the concatenated heads) or ``uniform``
-      (g_h = 1/H).
-    * ``fusion``: ``logits`` (gate-weighted sum of per-head logits, then one softmax) or ``probs``
-      (log of the gate-weighted mixture of per-head softmax distributions).
-    * ``item_subemb``: ``proj`` (x_v W_f^(h), a projection per head) or ``split`` (the h-th
-      d'-chunk of x_v).
+The ablation switches ``moe_attention``, ``head_prediction``, ``gate``, ``fusion`` and
+``item_subemb`` are described in the property file ``properties/model/FAME.yaml``.
 """
 
 import torch
@@ -39,9 +31,12 @@ from torch import nn
 from recbole_moe.layers.facet_attention import (
     FacetMoELayer,
     MoEMultiHeadAttention,
+    facet_scores,
+    log_mixture,
     log_mixture_inplace,
+    query_key_mask,
 )
-from recbole_moe.layers.moe import MeanWeights, log_softmax_fp32, softmax_fp32
+from recbole_moe.layers.moe import MeanWeights, softmax_fp32
 from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
 
 
@@ -58,18 +53,9 @@ class FAME(DotProductSequentialRecommender):
         super().__init__(config, dataset)
 
         # load parameters info
-        self.n_layers = config["n_layers"]
-        self.n_heads = config["n_heads"]
-        self.hidden_size = config["hidden_size"]
-        self.inner_size = config["inner_size"]
+        self.read_settings(config)
         self.head_inner_size = config["head_inner_size"]
         self.n_experts = config["n_experts"]
-        self.hidden_dropout_prob = config["hidden_dropout_prob"]
-        self.attn_dropout_prob = config["attn_dropout_prob"]
-        self.hidden_act = config["hidden_act"]
-        self.layer_norm_eps = config["layer_norm_eps"]
-        self.initializer_range = config["initializer_range"]
-        self.loss_type = config["loss_type"]
         self.moe_attention = bool(config["moe_attention"])
         self.head_prediction = bool(config["head_prediction"])
         self.gate_type = config_choice(config, "gate", ("learned", "uniform"))
@@ -140,15 +126,11 @@ class FAME(DotProductSequentialRecommender):
     def _lower_layers(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Embedding + the first ``n_layers - 1`` SASRec layers (FAME's backbone):
         X ``[B, L, d]``."""
-        L = item_seq.shape[1]
-        position_ids = torch.arange(L, dtype=torch.long, device=item_seq.device)
-        input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
-        hidden = self.dropout(self.LayerNorm(input_emb))  # X0, [B, L, d]
+        hidden = self.embed_sequence(item_seq)  # X0, [B, L, d]
         if self.n_layers > 1:
             attention_mask = self.get_attention_mask(item_seq)  # [B, 1, L, L]
-            hidden = self.trm_encoder(hidden, attention_mask, output_all_encoded_layers=False)[
-                -1
-            ]  # X, [B, L, d]
+            layers = self.trm_encoder(hidden, attention_mask, output_all_encoded_layers=False)
+            hidden = layers[-1]  # X, [B, L, d]
         return hidden
 
     def _facet_layer(
@@ -156,10 +138,7 @@ class FAME(DotProductSequentialRecommender):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Last layer and gate at ``query_index`` ``[B, Q]``: F ``[B, Q, H, d']`` (``[B, Q, d]``
         without head_prediction), g ``[B, Q, H]``, β ``[B, Q, H, N]``."""
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-        # rows `query_index` of RecBole's causal + padding mask, [B, Q, L]
-        key_ok = (item_seq != 0)[:, None, :] & (positions[None, None, :] <= query_index[:, :, None])
-        key_mask = torch.where(key_ok, 0.0, -10000.0).to(hidden.dtype)
+        key_mask = query_key_mask(item_seq, query_index, hidden.dtype)  # [B, Q, L]
         head_repr, beta = self.last_layer(hidden, query_index, key_mask)
         return head_repr, self.gate_weights(head_repr), beta
 
@@ -214,22 +193,20 @@ class FAME(DotProductSequentialRecommender):
         u = Σ_h g_h W_f^(h) F_t^(h) (proj), ⊕_h g_h F_t^(h) (split), or the concatenated
         representation when ``head_prediction`` is off.
         """
-        head_repr, gate, _ = self.encode(item_seq, item_seq_len)
-        if not self.head_prediction:
-            return head_repr
-        return self._fold(head_repr * gate.unsqueeze(-1))
+        return self._fold(*self.encode(item_seq, item_seq_len)[:2])
 
     def forward_positions(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         r"""Fused query vector at every position, ``[B, L, d]``: the gate-scaled, concatenated
         head outputs times the concatenated item sub-embeddings in one matmul, so the loss
         never holds a ``[B, L, H, n_items]`` tensor (``fusion=logits``)."""
-        head_repr, gate, _ = self.encode_positions(item_seq)
+        return self._fold(*self.encode_positions(item_seq)[:2])
+
+    def _fold(self, head_repr: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """Gate-scaled ``[..., H, d']`` head outputs -> ``[..., d]`` vector in item-embedding
+        space (``head_repr`` itself without head_prediction)."""
         if not self.head_prediction:
             return head_repr
-        return self._fold(head_repr * gate.unsqueeze(-1))
-
-    def _fold(self, weighted: torch.Tensor) -> torch.Tensor:
-        """``[..., H, d']`` per-head vectors -> ``[..., d]`` vector in item-embedding space."""
+        weighted = head_repr * gate.unsqueeze(-1)
         flat = weighted.reshape(*weighted.shape[:-2], self.hidden_size)
         if self.item_proj is None:
             return flat
@@ -247,21 +224,9 @@ class FAME(DotProductSequentialRecommender):
     def head_scores(
         self, head_repr: torch.Tensor, items: torch.Tensor | None = None
     ) -> torch.Tensor:
-        r"""Per-head scores P^(h)(v) = F_t^(h)·x_v^(h) (FAME, facet-aware prediction).
-
-        Args:
-            head_repr: F_t ``[B, H, d']``.
-            items: None (all items), ``[B]`` or ``[B, M]`` item ids.
-
-        Returns:
-            ``[B, H, n_items]``, ``[B, H]`` or ``[B, H, M]``.
-        """
-        sub = self.item_subembeddings(items)
-        if items is None:
-            return torch.einsum("bhk,vhk->bhv", head_repr, sub)
-        if items.dim() == 1:
-            return (head_repr * sub).sum(-1)
-        return torch.einsum("bhk,bmhk->bhm", head_repr, sub)
+        """Per-head scores of ``items`` (None: all, ``[B]`` or ``[B, M]`` ids) for F_t
+        ``[B, H, d']``, see :func:`~recbole_moe.layers.facet_attention.facet_scores`."""
+        return facet_scores(head_repr, self.item_subembeddings(items), items)
 
     def _scores_all(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         r"""Fused scores for all items ``[B, n_items]``: logits, or log-probabilities for
@@ -272,8 +237,7 @@ class FAME(DotProductSequentialRecommender):
         head_repr, gate, _ = self.encode(item_seq, item_seq_len)
         scores = self.head_scores(head_repr)  # [B, H, n_items]
         if torch.is_grad_enabled():
-            log_p = log_softmax_fp32(scores)
-            return torch.logsumexp(log_p + torch.log(gate).unsqueeze(-1), dim=1)
+            return log_mixture(scores, gate)
         return log_mixture_inplace(scores, gate)
 
     def _scores_items(self, interaction, *items: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -43,16 +43,7 @@ class HyMoERec(DotProductSequentialRecommender):
         super().__init__(config, dataset)
 
         # load parameters info
-        self.n_layers = config["n_layers"]
-        self.n_heads = config["n_heads"]
-        self.hidden_size = config["hidden_size"]
-        self.inner_size = config["inner_size"]
-        self.hidden_dropout_prob = config["hidden_dropout_prob"]
-        self.attn_dropout_prob = config["attn_dropout_prob"]
-        self.hidden_act = config["hidden_act"]
-        self.layer_norm_eps = config["layer_norm_eps"]
-        self.initializer_range = config["initializer_range"]
-        self.loss_type = config["loss_type"]
+        self.read_settings(config)
         self.n_experts = config["n_experts"]
         self.top_k = config["top_k"]
         self.expert_inner_size = config["expert_inner_size"] or self.inner_size
@@ -151,14 +142,7 @@ class HyMoERec(DotProductSequentialRecommender):
         full_routing=False (scoring only) lets the last layer skip the queries nobody reads; its
         router output then covers one token per sequence instead of every token.
         """
-        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
-        position_ids = position_ids.unsqueeze(0).expand_as(item_seq)
-        position_embedding = self.position_embedding(position_ids)
-
-        item_emb = self.item_embedding(item_seq)
-        input_emb = item_emb + position_embedding
-        input_emb = self.LayerNorm(input_emb)
-        input_emb = self.dropout(input_emb)  # [B, L, D]
+        input_emb = self.embed_sequence(item_seq)  # [B, L, D]
 
         extended_attention_mask = self.get_attention_mask(item_seq)
         token_mask = item_seq != 0  # [B, L] non-padding tokens
@@ -187,9 +171,7 @@ class HyMoERec(DotProductSequentialRecommender):
 
     def _encode_positions(self, item_seq: Tensor) -> tuple[Tensor, list[RouterOutput], Tensor]:
         """Every position of the last layer: (``[B, L, D]``, router outputs, mask ``[B, L]``)."""
-        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
-        input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids)
-        input_emb = self.dropout(self.LayerNorm(input_emb))  # [B, L, D]
+        input_emb = self.embed_sequence(item_seq)  # [B, L, D]
         token_mask = item_seq != 0  # [B, L]
         output, routings = self.trm_encoder(
             input_emb, self.get_attention_mask(item_seq), self.warmup_factor(), token_mask
