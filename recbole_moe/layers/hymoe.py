@@ -195,25 +195,20 @@ class HyMoEEncoder(nn.Module):
         attention_mask: Tensor,
         warmup: Tensor,
         token_mask: Tensor,
-        rows: Tensor | None = None,
-        prune_queries: bool = False,
+        **last_layer,
     ) -> tuple[Tensor, list[RouterOutput]]:
         """hidden ``[B, L, D]`` -> (last layer output, router outputs of the MoE layers).
 
-        rows ``[B]``: if given, the last layer is computed only at ``rows[b]`` (the position the
-        caller reads) and the output is ``[B, 1, D]``; earlier layers need every position because
-        later attention reads them. See :meth:`HyMoETransformerLayer.forward` for prune_queries.
+        last_layer: ``rows`` and ``prune_queries`` of :meth:`HyMoETransformerLayer.forward`, for
+        the last layer only. With rows ``[B]`` the last layer is computed only at ``rows[b]``
+        (the position the caller reads) and the output is ``[B, 1, D]``; earlier layers need
+        every position because later attention reads them.
         """
         routings = []
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
             hidden, routing = layer(
-                hidden,
-                attention_mask,
-                warmup,
-                token_mask,
-                rows if i == last else None,
-                prune_queries,
+                hidden, attention_mask, warmup, token_mask, **(last_layer if i == last else {})
             )
             if routing is not None:
                 routings.append(routing)
