@@ -89,6 +89,9 @@ class Selection:
         """
         if not self.active:
             return False
+        if epoch_idx >= self.epochs:  # its own run ended after epoch epochs - 1, unvalidated
+            self.stopped_at = self.epochs - 1
+            return False
         score = calculate_valid_score(valid_result, self.metric.lower())
         worst = float("-inf") if self.bigger else float("inf")
         best = worst if self.best_score is None else self.best_score

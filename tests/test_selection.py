@@ -100,6 +100,13 @@ def test_a_selection_stops_where_recboles_early_stopping_would():
         budget.update(epoch, {"hit@5": score})
     assert (budget.best_epoch, budget.stopped_at) == (1, 1)  # epoch 2 is past its budget
 
+    # validated every 3 epochs (eval_step 3): its own 5-epoch run ends after epoch 4, which it
+    # does not validate, so the validation after epoch 5 is not its
+    sparse = Selection("Hit@5", epochs=5, patience=10, bigger=True)
+    for epoch, score in ((2, 0.1), (5, 0.9)):
+        sparse.update(epoch, {"hit@5": score})
+    assert (sparse.best_epoch, sparse.best_score, sparse.epochs_run) == (2, 0.1, 5)
+
 
 def test_parse_accepts_a_list_or_budgets_and_rejects_the_rest():
     assert parse_extra_valid_metrics(["NDCG@20"], 300) == {"NDCG@20": 300}
