@@ -107,9 +107,9 @@ def main() -> None:
 
     import recbole_moe  # noqa: F401
     from recbole_moe.benchmark.timing import write_results
-    from recbole_moe.environment import code_version, describe_hardware, hardware
+    from recbole_moe.environment import describe_machine
 
-    machine = f"{describe_hardware(hardware())}; commit {code_version()}"
+    machine = describe_machine()
     print(f"# {machine}", flush=True)
     rows, summary = [], []
     for dataset in args.datasets:

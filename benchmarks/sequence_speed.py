@@ -24,11 +24,8 @@ import argparse
 import gc
 import json
 import os
-import platform
 import tempfile
 import time
-
-import psutil
 
 
 def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
@@ -81,15 +78,11 @@ def main() -> None:
     parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
 
-    import torch
-
     import recbole_moe  # noqa: F401
     from recbole_moe.benchmark.timing import write_results
+    from recbole_moe.environment import describe_machine
 
-    machine = (
-        f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    machine = describe_machine()
     print(f"# {machine}", flush=True)
     rows = []
     for dataset in args.datasets:

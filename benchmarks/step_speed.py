@@ -135,15 +135,12 @@ def build_variant(model_name: str, root: str, variant: str, length: int, dropout
 def measure(args) -> tuple[list[dict], str]:
     import recbole_moe  # noqa: F401  (compatibility patches)
     from recbole_moe.benchmark.timing import train_step
-    from recbole_moe.environment import PeakRSS, code_version, describe_hardware, hardware
+    from recbole_moe.environment import PeakRSS, describe_machine
     from recbole_moe.testing import full_width_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = (
-        f"{describe_hardware(hardware())}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s); commit {code_version()}"
-    )
+    machine = describe_machine()
     print(f"# {machine}", flush=True)
     rows = []
     for length in args.lengths:

@@ -95,6 +95,12 @@ def describe_hardware(info: dict) -> str:
     return text
 
 
+def describe_machine() -> str:
+    """One line naming this machine, its torch threads, torch and the code's commit, for the
+    header of a benchmark script's output."""
+    return f"{describe_hardware(hardware())}; torch {torch.__version__}; commit {code_version()}"
+
+
 class PeakRSS:
     """Peak resident memory of this process while the block runs, sampled in a thread."""
 

@@ -428,7 +428,10 @@ class RecBoleMoeTrainer(Trainer):
         primary.update(epoch_idx, valid_result)
         for selection in self.selections:
             if selection.update(epoch_idx, valid_result) and getattr(self, "_saved", False):
-                self._save_selection(selection, epoch_idx)
+                # its best checkpoint, written as RecBole's best model is (rank 0, atomically)
+                self._save_checkpoint(
+                    epoch_idx, verbose=False, saved_model_file=selection.model_file
+                )
         still_selecting = any(s.active for s in self.selections)
         if primary.active:
             self.stopping_step = self.epochs if still_selecting else self.config["stopping_step"]
@@ -441,11 +444,6 @@ class RecBoleMoeTrainer(Trainer):
     def _all_selections(self) -> list[Selection]:
         """``valid_metric``'s selection, then the extra ones (empty without extra metrics)."""
         return [self.primary_selection, *self.selections] if self.selections else []
-
-    def _save_selection(self, selection: Selection, epoch_idx: int) -> None:
-        """The best checkpoint of one extra selection metric (rank 0 only)."""
-        if self.config["single_spec"] or self.config["local_rank"] == 0:
-            atomic_torch_save(self._checkpoint_state(epoch_idx), selection.model_file)
 
     def _average_over_ranks(self, total: Any) -> Any:
         """The epoch's loss (each part of a tuple) averaged over the ranks."""
