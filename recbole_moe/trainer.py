@@ -39,11 +39,11 @@ import numpy as np
 import recbole.trainer.trainer as recbole_trainer
 import torch
 import torch.distributed as dist
-from recbole.evaluator import Collector
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
 
+from recbole_moe.collector import TopkCollector
 from recbole_moe.compat import load_recbole_checkpoint
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.files import to_plain
@@ -254,7 +254,7 @@ def gather_eval_rows(struct, eval_data, device: torch.device):
     return struct
 
 
-class RankGatheringCollector(Collector):
+class RankGatheringCollector(TopkCollector):
     """RecBole's ``Collector`` whose per-sample rows hold every rank's rows, in dataset order,
     while :attr:`eval_data` is set (a data-parallel evaluation); ``gathered`` says whether the
     last :meth:`get_data_struct` did so (metrics from it are already global)."""
@@ -335,8 +335,12 @@ class RecBoleMoeTrainer(Trainer):
     def __init__(self, config, model) -> None:
         with _data_parallel_construction(config):
             super().__init__(config, model)
-        if not config["single_spec"]:
-            self.eval_collector = RankGatheringCollector(config, self.device)
+        # RecBole's collector, with the top-k hits found without a dense [users, items] matrix
+        self.eval_collector = (
+            TopkCollector(config)
+            if config["single_spec"]
+            else RankGatheringCollector(config, self.device)
+        )
         #: Seconds of each training epoch and of each validation pass, in order.
         self.train_epoch_times: list[float] = []
         self.valid_epoch_times: list[float] = []
@@ -533,8 +537,9 @@ class RecBoleMoeTrainer(Trainer):
         return checked
 
     # -- evaluation memory ---------------------------------------------------------------------
-    #: Bytes per (row, item) of full-sort evaluation: the float32 scores and the collector's
-    #: int32 positive-item matrix.
+    #: Bytes per (row, item) of full-sort evaluation: the float32 scores, and as much again as
+    #: headroom for temporaries (:class:`~recbole_moe.collector.TopkCollector` holds no dense
+    #: positive-item matrix, so the bound is conservative).
     EVAL_BYTES_PER_SCORE = 8
 
     def _eval_chunk_rows(self) -> int | None:
