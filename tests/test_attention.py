@@ -10,6 +10,7 @@ from recbole.model.layers import MultiHeadAttention
 
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.attention import SdpaMultiHeadAttention, use_attention_impl
+from recbole_moe.model.sequence import SequenceObjective
 from recbole_moe.testing import build
 
 
@@ -83,3 +84,50 @@ def test_unknown_attention_impl_is_refused(synth):
         ConfigError, match="attention_impl='flash'.*allowed values are recbole, sdpa"
     ):
         build("SASRec", synth.data_path, synth.dataset, {"attention_impl": "flash"})
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_causal_path_equals_the_masked_layer_at_every_real_position(dropout):
+    torch.manual_seed(0)
+    reference = MultiHeadAttention(2, 16, 0.0, dropout, 1e-12)
+    fused = copy.deepcopy(reference)
+    use_attention_impl(fused, "sdpa", causal=True)
+    assert fused.causal
+    lengths = torch.tensor([7, 2, 5])  # right-padded: items first, padding after
+    real = torch.arange(7)[None, :] < lengths[:, None]  # [B, L]
+    mask = additive_mask(lengths, 7, causal=True)
+    x = torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(2))
+    for layer in (reference, fused):
+        layer.eval()  # dropout off, as in evaluation
+    with torch.no_grad():
+        expected, out = reference(x, mask), fused(x, mask)
+    torch.testing.assert_close(out[real], expected[real], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out[~real], expected[~real], atol=1e-3)  # padding is not kept
+
+
+@pytest.mark.parametrize(
+    "model_name, causal",
+    [("SASRec", True), ("HyMoERec", True), ("FAME", True), ("BERT4Rec", False)],
+)
+def test_causal_models_attend_with_is_causal_and_train_the_same(synth, model_name, causal):
+    """Sequence-mode loss and gradients at dropout 0 equal RecBole's masked layers'."""
+    settings = {"n_layers": 2, "train_objective": "sequence"}
+    settings.update(hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    losses, grads = {}, {}
+    for impl in ("recbole", "sdpa"):
+        torch.manual_seed(3)
+        parts = build(
+            model_name, synth.data_path, synth.dataset, {"attention_impl": impl, **settings}
+        )
+        model = parts.model
+        fused = [m for m in model.modules() if isinstance(m, SdpaMultiHeadAttention)]
+        assert all(m.causal is causal for m in fused) and (impl == "recbole") != bool(fused)
+        torch.manual_seed(4)  # BERT4Rec's masking draws
+        loss = SequenceObjective(model)(next(iter(parts.train_data)))
+        loss = sum(loss) if isinstance(loss, tuple) else loss
+        loss.backward()
+        losses[impl] = loss.detach()
+        grads[impl] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    torch.testing.assert_close(losses["sdpa"], losses["recbole"], rtol=1e-5, atol=1e-5)
+    for new, ref in zip(grads["sdpa"], grads["recbole"], strict=True):
+        torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-5)

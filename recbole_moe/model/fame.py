@@ -49,6 +49,10 @@ class FAME(DotProductSequentialRecommender):
     so full-sort scoring costs the same as SASRec and builds nothing larger than ``[B, |I|]``.
     """
 
+    #: Attention uses RecBole's causal + padding mask and no padding position is read
+    #: (``attention_impl: sdpa`` may then attend with ``is_causal=True``).
+    causal_attention = True
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 

@@ -39,6 +39,10 @@ class HyMoERec(DotProductSequentialRecommender):
     per training ``calculate_loss`` call (= one optimizer step) and saved with checkpoints.
     """
 
+    #: Attention uses RecBole's causal + padding mask and no padding position is read
+    #: (``attention_impl: sdpa`` may then attend with ``is_causal=True``).
+    causal_attention = True
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 

@@ -1,0 +1,148 @@
+"""Full-sort validation pass: RecBole's collector and attention against ours.
+
+For every dataset and model one trainer is built (lean data path, ``train_objective:
+sequence``, hidden 64, 2 layers, one training epoch so the scores are not random), and its
+validation pass is timed ``--repeats`` times in each variant, interleaved, in one process:
+
+* ``recbole``: RecBole's ``Collector`` (a dense ``[users, items]`` positive-item matrix) and
+  RecBole's attention layers;
+* ``topk``: :class:`~recbole_moe.collector.TopkCollector` (what the trainer uses);
+* ``topk+sdpa``: the same with ``attention_impl: sdpa`` (for a causal model, ``is_causal=True``
+  without a mask, PyTorch's fused kernel in evaluation).
+
+The metrics of each are printed so their equality can be seen, then each variant's ratio of
+median times against ``recbole`` (> 1: faster) and the top operations of one profiled pass.
+
+    OMP_NUM_THREADS=1 python benchmarks/eval_speed.py --datasets beauty ml-1m-5core \\
+        --models SASRec --output benchmarks/results/eval_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+
+from sequence_padding import build
+
+
+def profile_pass(trainer, valid_data, n: int) -> list[dict]:
+    """The ``n`` operations with the most self CPU time in one validation pass."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.evaluate(valid_data, load_best_model=False)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [
+        {
+            "op": e.key,
+            "self_ms": round(e.self_cpu_time_total / 1e3, 1),
+            "share": round(e.self_cpu_time_total / total, 3),
+        }
+        for e in events[:n]
+    ]
+
+
+def measure(model_name: str, dataset: str, args) -> dict:
+    from recbole.evaluator import Collector
+
+    from recbole_moe.collector import TopkCollector
+    from recbole_moe.layers.attention import use_attention_impl
+
+    trainer, train_data, valid_data = build(model_name, dataset, args)
+    trainer._train_epoch(train_data, 0)
+    variants = {
+        "recbole": (Collector(trainer.config), "recbole"),
+        "topk": (TopkCollector(trainer.config), "recbole"),
+        "topk+sdpa": (TopkCollector(trainer.config), "sdpa"),
+    }
+
+    def use(name: str, trainer=trainer) -> None:
+        trainer.eval_collector, impl = variants[name]
+        use_attention_impl(trainer.model, impl)
+
+    seconds = {name: [] for name in variants}
+    metrics = {}
+    for _ in range(args.repeats):
+        for name in variants:
+            use(name)
+            start = time.perf_counter()
+            result = trainer.evaluate(valid_data, load_best_model=False)
+            seconds[name].append(time.perf_counter() - start)
+            metrics[name] = {k: round(float(v), 6) for k, v in result.items()}
+    top = {}
+    for name in variants:
+        use(name)
+        top[name] = profile_pass(trainer, valid_data, args.top)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    row = {
+        "dataset": dataset,
+        "model": model_name,
+        "users": len(valid_data._dataset),
+        "items": int(trainer.tot_item_num),
+        "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
+        "median_s": {name: round(v, 3) for name, v in median.items()},
+        "speedup": {name: round(median["recbole"] / v, 3) for name, v in median.items()},
+        # equal to 4 decimals: the fused attention may round differently in the last digits
+        "same_metrics": {
+            name: all(abs(m[k] - metrics["recbole"][k]) < 5e-5 for k in m)
+            for name, m in metrics.items()
+        },
+        "metrics": metrics["topk"],
+        "top_operations": top,
+    }
+    del trainer, train_data, valid_data
+    gc.collect()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["beauty"])
+    parser.add_argument("--models", nargs="+", default=["SASRec"])
+    parser.add_argument("--data_path", default="dataset")
+    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per collector")
+    parser.add_argument("--top", type=int, default=6, help="profiled operations kept")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--output", help="write the rows and the machine as JSON here")
+    args = parser.parse_args()
+
+    import recbole_moe  # noqa: F401
+    from recbole_moe.benchmark.timing import write_results
+    from recbole_moe.environment import describe_machine
+
+    machine = describe_machine()
+    print(f"# {machine}", flush=True)
+    rows = []
+    for dataset in args.datasets:
+        for model in args.models:
+            row = measure(model, dataset, args)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "top_operations"}), flush=True)
+    print("\n| dataset | model | users x items | recbole | topk | topk+sdpa | same metrics |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    for row in rows:
+        median, speedup = row["median_s"], row["speedup"]
+        cells = " | ".join(
+            f"{median[name]:.2f} s" + (f" ({speedup[name]:.2f}x)" if name != "recbole" else "")
+            for name in ("recbole", "topk", "topk+sdpa")
+        )
+        same = "yes" if all(row["same_metrics"].values()) else "NO"
+        print(
+            f"| {row['dataset']} | {row['model']} | {row['users']} x {row['items']} "
+            f"| {cells} | {same} |"
+        )
+    for row in rows:
+        for name, ops in row["top_operations"].items():
+            listed = ", ".join(f"{op['op']} {op['share']:.0%}" for op in ops)
+            print(f"- {row['dataset']} {row['model']} {name}: {listed}")
+    if args.output:
+        write_results(args.output, machine, args, rows)
+
+
+if __name__ == "__main__":
+    main()
