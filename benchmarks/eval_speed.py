@@ -20,30 +20,14 @@ median times against ``recbole`` (> 1: faster) and the top operations of one pro
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import statistics
 import time
 
 from sequence_padding import build
-
-
-def profile_pass(trainer, valid_data, n: int) -> list[dict]:
-    """The ``n`` operations with the most self CPU time in one validation pass."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        trainer.evaluate(valid_data, load_best_model=False)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1
-    return [
-        {
-            "op": e.key,
-            "self_ms": round(e.self_cpu_time_total / 1e3, 1),
-            "share": round(e.self_cpu_time_total / total, 3),
-        }
-        for e in events[:n]
-    ]
+from step_speed import top_operations
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
@@ -76,7 +60,9 @@ def measure(model_name: str, dataset: str, args) -> dict:
     top = {}
     for name in variants:
         use(name)
-        top[name] = profile_pass(trainer, valid_data, args.top)
+        top[name] = top_operations(
+            functools.partial(trainer.evaluate, valid_data, load_best_model=False), args.top
+        )
     median = {name: statistics.median(values) for name, values in seconds.items()}
     row = {
         "dataset": dataset,
