@@ -6,8 +6,7 @@ positive items (``zeros_like`` of the scores, a scatter, then a row sum that con
 int64) only to read it back at the ``k`` recommended items and to count each user's positives.
 With a large catalogue that matrix costs about as much as scoring the items: in a Beauty
 validation pass (22,363 users, 12,102 items, one positive each) it was about a quarter of the
-pass
-(``benchmarks/eval_speed.py``).
+pass (``benchmarks/eval_speed.py``).
 
 :class:`TopkCollector` computes the same ``[users, k + 1]`` result (hits at each of the ``k``
 ranks, then the number of positives) from the positive pairs themselves: each distinct
