@@ -1,16 +1,19 @@
-"""Training-step speed of the precision and compilation switches: fp32, sdpa, bf16, compile.
+"""Training-step speed of the attention, loss, precision and compilation choices.
 
-For each model, length and attention dropout, four variants are built from the same seed on
+For each model, length and attention dropout, the variants are built from the same seed on
 the same synthetic data (``train_objective: sequence``, full-width batches of ``--batch``
 sequences, hidden 64, inner 256, 2 layers, 2 heads, hidden dropout 0.5 as in the Beauty
 protocol) and their training steps (forward, backward, Adam) are timed interleaved in one
 process, so all see the same machine state:
 
-* ``recbole``: RecBole's attention layers, float32 (the reference);
-* ``sdpa``: ``attention_impl: sdpa`` (fused attention), float32;
-* ``sdpa+bf16``: the same under ``torch.autocast(bfloat16)``, as ``enable_amp: True`` runs the
-  loss in RecBole's trainer on CPU (the backward pass and the optimizer outside it);
-* ``sdpa+compile``: the loss function through ``torch.compile`` (default inductor backend);
+* ``recbole``: RecBole's attention layers and the cross-entropy of the full ``[T, n_items]``
+  logits (``F.cross_entropy``, as RecBole's own ``CrossEntropyLoss``), float32 (the reference);
+* ``sdpa``: ``attention_impl: sdpa`` (fused attention), full-logits cross-entropy, float32;
+* ``sdpa+lce``: fused attention and the chunked cross-entropy with its gradient formed in the
+  forward pass (``linear_cross_entropy``, the sequence loss's own), float32: the defaults;
+* ``sdpa+lce+bf16``: the same under ``torch.autocast(bfloat16)``, as ``enable_amp: True`` runs
+  the loss in RecBole's trainer on CPU (the backward pass and the optimizer outside it);
+* ``sdpa+compile``: ``sdpa`` with the loss function through ``torch.compile`` (inductor);
   its first step (compilation) is timed separately (``compile_s``), the steady state as the
   others. A compilation error is reported in the row and the variant dropped.
 
@@ -35,7 +38,8 @@ import traceback
 
 import torch
 
-VARIANTS = ("recbole", "sdpa", "sdpa+bf16", "sdpa+compile")
+VARIANTS = ("recbole", "sdpa", "sdpa+lce", "sdpa+lce+bf16", "sdpa+compile")
+DEFAULT_VARIANTS = ("recbole", "sdpa", "sdpa+lce", "sdpa+lce+bf16")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lengths", nargs="+", type=int, default=[50, 200])
     parser.add_argument("--attn_dropout", nargs="+", type=float, default=[0.5, 0.0])
     parser.add_argument("--hidden_dropout", type=float, default=0.5)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS)
     parser.add_argument(
         "--compile_attn_dropout",
         nargs="*",
@@ -73,6 +77,26 @@ def with_autocast(loss_fn):
 
     def loss(batch):
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            return loss_fn(batch)
+
+    return loss
+
+
+def with_logits_cross_entropy(loss_fn):
+    """``loss_fn`` with the sequence loss's full softmax taken as ``F.cross_entropy`` of the
+    whole ``[T, n_items]`` logits (the implementation before ``linear_cross_entropy``)."""
+    from unittest import mock
+
+    import torch.nn.functional as F
+
+    from recbole_moe.layers import sequence_loss
+
+    def logits_cross_entropy(hidden, weight, target, bias=None, chunk_rows=None):
+        logits = hidden @ weight.t()
+        return F.cross_entropy(logits if bias is None else logits + bias, target)
+
+    def loss(batch):
+        with mock.patch.object(sequence_loss, "linear_cross_entropy", logits_cross_entropy):
             return loss_fn(batch)
 
     return loss
@@ -124,10 +148,12 @@ def build_variant(model_name: str, root: str, variant: str, length: int, dropout
     model = parts.model
     objective = SequenceObjective(model)
     loss_fn = objective
-    if variant == "sdpa+bf16":
-        loss_fn = with_autocast(objective)
-    elif variant == "sdpa+compile":
+    if variant == "sdpa+compile":
         objective.loss = torch.compile(objective.loss)
+    if "+lce" not in variant:
+        loss_fn = with_logits_cross_entropy(loss_fn)
+    if variant.endswith("+bf16"):
+        loss_fn = with_autocast(loss_fn)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     return model, optimizer, loss_fn, next(iter(parts.train_data))
 

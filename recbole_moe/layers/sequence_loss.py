@@ -19,6 +19,98 @@ def sample_negatives(
     return torch.randint(1, n_items, (n,), device=device, generator=generator)
 
 
+_CHUNK_ELEMENTS = 1 << 22  # logits held at once by linear_cross_entropy: 16 MiB in float32
+
+
+def _chunk_rows(n_items: int) -> int:
+    return max(64, _CHUNK_ELEMENTS // max(n_items, 1))
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    r"""Mean cross-entropy of ``hidden @ weight.T (+ bias)`` with its gradient computed in the
+    forward pass, a chunk of rows at a time.
+
+    For one row, d loss / d logits = softmax(logits) - onehot(target), so each chunk's logits
+    are turned into that gradient in place (one exp per logit) and multiplied straight back
+    into the gradients of ``hidden``, ``weight`` and ``bias``. Neither the ``[T, V]`` logits
+    nor a ``[T, V]`` gradient is kept for the backward pass, which only scales the stored
+    gradients by the incoming one.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target, bias, chunk_rows):
+        need_h, need_w, _, need_b, _ = ctx.needs_input_grad
+        n = hidden.shape[0]
+        acc = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 inputs
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None
+        for start in range(0, n, chunk_rows):  # chunks of rows, not tokens one by one
+            h = hidden[start : start + chunk_rows]  # [C, D]
+            y = target[start : start + chunk_rows]  # [C]
+            logits = (h @ weight.t()).to(acc)  # [C, V], float32 also under bf16 autocast
+            if bias is not None:
+                logits += bias
+            top = logits.amax(dim=-1, keepdim=True)  # [C, 1]
+            total += (top.squeeze(1) - logits.gather(1, y.unsqueeze(1)).squeeze(1)).sum()
+            probs = logits.sub_(top).exp_()  # unnormalised, in place
+            norm = probs.sum(dim=-1, keepdim=True)  # [C, 1]
+            total += norm.log().sum()  # loss = log Σ exp(z - top) + top - z_y
+            if grad_h is None and grad_w is None and grad_b is None:
+                continue
+            grad = probs.div_(norm)  # softmax, [C, V]
+            grad[torch.arange(y.shape[0], device=y.device), y] -= 1.0  # softmax - onehot
+            if grad_h is not None:
+                grad_h[start : start + chunk_rows] = grad @ weight.to(acc)
+            if grad_w is not None:
+                grad_w += grad.t() @ h.to(acc)
+            if grad_b is not None:
+                grad_b += grad.sum(dim=0)
+        ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
+        ctx.present = (grad_h is not None, grad_w is not None, grad_b is not None)
+        ctx.n = n
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        saved = iter(ctx.saved_tensors)
+        scale = grad_output / ctx.n
+        grads = [next(saved) * scale if present else None for present in ctx.present]
+        if grads[1] is not None:
+            grads[1] = grads[1].to(ctx.dtypes[0])
+        if grads[2] is not None:
+            grads[2] = grads[2].to(ctx.dtypes[1])
+        return grads[0], grads[1], None, grads[2], None
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Tensor | None = None,
+    chunk_rows: int | None = None,
+) -> Tensor:
+    """Mean cross-entropy over all items of the scores ``hidden @ weight.T (+ bias)``.
+
+    Equal to ``F.cross_entropy(hidden @ weight.t() + bias, target)`` up to float rounding,
+    but computed in chunks of ``chunk_rows`` rows (default: about 4M logits per chunk) with
+    the gradient formed in the forward pass, so no ``[T, V]`` tensor outlives its chunk.
+
+    Args:
+        hidden: ``[T, D]``; weight: ``[V, D]``; target: ``[T]`` item ids; bias: ``[V]``.
+
+    Returns:
+        scalar mean loss (float32).
+    """
+    if hidden.shape[0] == 0:  # no position to score: F.cross_entropy's own result (nan)
+        logits = hidden @ weight.t()
+        return F.cross_entropy(logits if bias is None else logits + bias, target)
+    rows = chunk_rows or _chunk_rows(weight.shape[0])
+    return _LinearCrossEntropy.apply(hidden, weight, target, bias, rows)
+
+
 def position_cross_entropy(
     states: Tensor,
     targets: Tensor,
@@ -46,10 +138,7 @@ def position_cross_entropy(
     hidden = states[keep]  # [T, D]
     target = targets[keep]  # [T]
     if negatives is None:
-        logits = hidden @ item_weight.t()  # [T, V]
-        if item_bias is not None:
-            logits = logits + item_bias
-        return F.cross_entropy(logits, target)
+        return linear_cross_entropy(hidden, item_weight, target, item_bias)
     positive = (hidden * item_weight[target]).sum(-1, keepdim=True)  # [T, 1]
     negative = hidden @ item_weight[negatives].t()  # [T, N]
     if item_bias is not None:
@@ -60,4 +149,4 @@ def position_cross_entropy(
     return F.cross_entropy(logits, torch.zeros_like(target))
 
 
-__all__ = ["position_cross_entropy", "sample_negatives"]
+__all__ = ["linear_cross_entropy", "position_cross_entropy", "sample_negatives"]
