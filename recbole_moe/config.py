@@ -25,7 +25,7 @@ from recbole.utils import ModelType
 from recbole_moe.errors import ConfigError
 from recbole_moe.model import get_model
 from recbole_moe.process_group import init_device
-from recbole_moe.recbole_settings import check_recbole_settings
+from recbole_moe.recbole_settings import check_recbole_settings, resolve_amp
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
 #: Section of a model property file with per-dataset values: ``{<dataset>: {key: value}}``.
@@ -133,8 +133,14 @@ class Config(RecBoleConfig):
         # knows nccl on CUDA. A single-process run keeps RecBole's device selection.
         if "local_rank" not in self.final_config_dict:
             super()._init_device()
-            return
-        init_device(self)
+        else:
+            init_device(self)
+        # ``enable_amp: auto`` (the default) becomes a bool once the device is known.
+        device = self.final_config_dict.get("device")
+        device_type = getattr(device, "type", str(device or "cpu"))
+        self.final_config_dict["enable_amp"] = resolve_amp(
+            self.final_config_dict.get("enable_amp", False), device_type
+        )
 
     def _load_cmd_line(self) -> dict:
         # Our entry points parse the command line themselves and pass ``--key=value`` pairs in

@@ -45,12 +45,31 @@ BOOL_KEYS = (
     "log_wandb",
     "shuffle",
     "repeatable",
-    "enable_amp",
     "enable_scaler",
     "require_pow",
     "filter_inter_by_user_or_item",
     "kg_reverse_r",
 )
+#: ``enable_amp: auto``: bf16 autocast on a CPU with native bf16, off elsewhere.
+AMP_AUTO = "auto"
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), so that bf16
+    autocast speeds matrix products up instead of emulating them."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_amp(value, device_type: str) -> bool:
+    """``enable_amp`` as RecBole reads it: ``auto`` is True on a CPU with native bf16 (RecBole's
+    trainer then autocasts the loss to bf16) and False on CUDA, where RecBole's AMP is float16
+    with a grad scaler, not measured here; True/False (or 1/0) stay as given."""
+    if value == AMP_AUTO:
+        return device_type == "cpu" and cpu_supports_bf16()
+    return bool(value)
+
+
 #: Integer settings and their smallest allowed value.
 INT_KEYS = {
     "epochs": 1,
@@ -208,6 +227,11 @@ class _Checker:
                 lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)),
                 "must be true or false",
             )
+        self.check(
+            "enable_amp",
+            lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)) or v == AMP_AUTO,
+            f"must be true, false or {AMP_AUTO!r}",
+        )
         # RecBole reads these unconditionally: ~ (None) is refused too.
         for key, low in INT_KEYS.items():
             if key in self.values and not (_is_int(self.values[key]) and self.values[key] >= low):
@@ -690,11 +714,14 @@ def check_recbole_settings(config) -> None:
 
 
 __all__ = [
+    "AMP_AUTO",
     "check_recbole_settings",
+    "cpu_supports_bf16",
     "metric_display_names",
     "metric_uses_topk",
     "recbole_learners",
     "recbole_metrics",
+    "resolve_amp",
     "recbole_setting_problems",
     "recbole_transforms",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recbole_moe.errors import ConfigError
 from recbole_moe.layers.moe import Router, entropy_balance_loss, softmax_fp32
 from recbole_moe.quick_start import get_trainer
 from recbole_moe.testing import build
@@ -69,7 +70,11 @@ def test_without_amp_the_forward_stays_float32(synth, tmp_path):
         "SASRec",
         synth.data_path,
         synth.dataset,
-        {"train_objective": "sequence", "checkpoint_dir": str(tmp_path / "saved")},
+        {
+            "train_objective": "sequence",
+            "enable_amp": False,
+            "checkpoint_dir": str(tmp_path / "saved"),
+        },
     )
     dtypes = set()
     for module in parts.model.modules():
@@ -115,3 +120,46 @@ def test_fame_gate_and_router_are_float32_and_the_loss_close_to_fp32_under_autoc
     assert gate_logits[-1] == torch.bfloat16  # the gate's Linear ran in bf16
     assert gate.dtype == beta.dtype == loss.dtype == torch.float32
     torch.testing.assert_close(loss, reference, rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("value", "device", "bf16_cpu", "expected"),
+    [
+        ("auto", "cpu", True, True),
+        ("auto", "cpu", False, False),
+        ("auto", "cuda", True, False),  # RecBole's CUDA AMP is float16: not the default
+        (True, "cuda", False, True),
+        (False, "cpu", True, False),
+        (1, "cpu", False, True),
+    ],
+)
+def test_enable_amp_auto_resolves_by_device(monkeypatch, value, device, bf16_cpu, expected):
+    from recbole_moe import recbole_settings
+
+    monkeypatch.setattr(recbole_settings, "cpu_supports_bf16", lambda: bf16_cpu)
+    assert recbole_settings.resolve_amp(value, device) is expected
+
+
+def test_config_resolves_enable_amp_to_a_bool(synth, tmp_path, monkeypatch):
+    from recbole_moe import recbole_settings
+
+    for bf16_cpu in (True, False):
+        monkeypatch.setattr(recbole_settings, "cpu_supports_bf16", lambda b=bf16_cpu: b)
+        parts = build(
+            "SASRec",
+            synth.data_path,
+            synth.dataset,
+            {"train_objective": "sequence", "checkpoint_dir": str(tmp_path / "saved")},
+        )
+        assert parts.config["enable_amp"] is bf16_cpu  # the property default is auto
+        assert get_trainer(parts.config, parts.model).enable_amp is bf16_cpu
+
+
+def test_enable_amp_refuses_other_strings(synth, tmp_path):
+    with pytest.raises(ConfigError, match="enable_amp"):
+        build(
+            "SASRec",
+            synth.data_path,
+            synth.dataset,
+            {"enable_amp": "maybe", "checkpoint_dir": str(tmp_path / "saved")},
+        )
