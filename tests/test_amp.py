@@ -65,6 +65,11 @@ def test_one_amp_epoch_runs_in_bf16_with_finite_loss_and_gradients(
     assert changed > len(before) // 2  # the optimizer stepped
 
 
+def test_amp_is_off_by_default(synth, tmp_path):
+    parts = build("SASRec", synth.data_path, synth.dataset, {"checkpoint_dir": str(tmp_path)})
+    assert parts.config["enable_amp"] is False
+
+
 def test_without_amp_the_forward_stays_float32(synth, tmp_path):
     parts = build(
         "SASRec",
@@ -149,9 +154,13 @@ def test_config_resolves_enable_amp_to_a_bool(synth, tmp_path, monkeypatch):
             "SASRec",
             synth.data_path,
             synth.dataset,
-            {"train_objective": "sequence", "checkpoint_dir": str(tmp_path / "saved")},
+            {
+                "train_objective": "sequence",
+                "enable_amp": "auto",
+                "checkpoint_dir": str(tmp_path / "saved"),
+            },
         )
-        assert parts.config["enable_amp"] is bf16_cpu  # the property default is auto
+        assert parts.config["enable_amp"] is bf16_cpu
         assert get_trainer(parts.config, parts.model).enable_amp is bf16_cpu
 
 
