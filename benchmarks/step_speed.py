@@ -13,6 +13,10 @@ process, so all see the same machine state:
   forward pass (``linear_cross_entropy``, the sequence loss's own), float32: the defaults;
 * ``sdpa+lce+bf16``: the same under ``torch.autocast(bfloat16)``, as ``enable_amp: True`` runs
   the loss in RecBole's trainer on CPU (the backward pass and the optimizer outside it);
+* ``sdpa+lce+fast``: the defaults with ``dropout_impl: fast`` (dropout masks from one 64-bit
+  random word per four elements instead of ``bernoulli_``; every other variant uses torch's
+  dropout), float32;
+* ``sdpa+lce+fast+bf16``: the same under bf16 autocast;
 * ``sdpa+compile``: ``sdpa`` with the loss function through ``torch.compile`` (inductor);
   its first step (compilation) is timed separately (``compile_s``), the steady state as the
   others. A compilation error is reported in the row and the variant dropped.
@@ -38,8 +42,23 @@ import traceback
 
 import torch
 
-VARIANTS = ("recbole", "sdpa", "sdpa+lce", "sdpa+lce+bf16", "sdpa+compile")
-DEFAULT_VARIANTS = ("recbole", "sdpa", "sdpa+lce", "sdpa+lce+bf16")
+VARIANTS = (
+    "recbole",
+    "sdpa",
+    "sdpa+lce",
+    "sdpa+lce+bf16",
+    "sdpa+lce+fast",
+    "sdpa+lce+fast+bf16",
+    "sdpa+compile",
+)
+DEFAULT_VARIANTS = (
+    "recbole",
+    "sdpa",
+    "sdpa+lce",
+    "sdpa+lce+bf16",
+    "sdpa+lce+fast",
+    "sdpa+lce+fast+bf16",
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -132,6 +151,7 @@ def build_variant(model_name: str, root: str, variant: str, length: int, dropout
         "step",
         {
             "attention_impl": "recbole" if variant == "recbole" else "sdpa",
+            "dropout_impl": "fast" if "+fast" in variant else "torch",
             "train_objective": "sequence",
             "hidden_size": 64,
             "inner_size": 256,

@@ -34,6 +34,7 @@ from recbole_moe.data.lean import batch_order_problem, data_path_mode, eval_batc
 from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.attention import ATTENTION_IMPLS
+from recbole_moe.layers.dropout import DROPOUT_IMPLS
 from recbole_moe.objective import is_sequence, objective_problems
 from recbole_moe.recbole_settings import computed_metrics
 from recbole_moe.selection import parse_extra_valid_metrics
@@ -169,6 +170,10 @@ def config_problems(config: Config) -> list[str]:
     if present("attention_impl") and config["attention_impl"] not in ATTENTION_IMPLS:
         problems.append(
             _problem(config, "attention_impl", f"allowed values are {', '.join(ATTENTION_IMPLS)}")
+        )
+    if present("dropout_impl") and config["dropout_impl"] not in DROPOUT_IMPLS:
+        problems.append(
+            _problem(config, "dropout_impl", f"allowed values are {', '.join(DROPOUT_IMPLS)}")
         )
     if present("eval_batch_order"):
         problem = eval_batch_order_problem(config)

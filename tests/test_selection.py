@@ -30,6 +30,7 @@ def noisy(tiny_config) -> dict:
         train_objective="sequence",
         learning_rate=0.02,
         hidden_dropout_prob=0.3,
+        dropout_impl="torch",  # the stopping epochs above are those of torch's dropout masks
     )
 
 

@@ -20,16 +20,72 @@ the masked path at batch 128, length 200 on one CPU thread, a whole validation p
 200 1.3-1.4× (``benchmarks/eval_speed.py``). Outputs at real positions are the same;
 outputs at padding positions differ and are never read (the loss, the last-position gather,
 HyMoERec's expert routing and FAME's facet layer all skip padding).
+
+**Attention dropout.** In training with attention dropout, torch's CPU kernels compute
+attention by the unfused math path and draw the dropout mask with ``bernoulli_``. With
+``dropout_impl: fast`` (:class:`~recbole_moe.layers.dropout.FastDropout`) :func:`attend`
+computes that same math path itself, with the cheaper mask; everywhere else it is
+``scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from recbole.model.layers import MultiHeadAttention
 from recbole.model.sequential_recommender.sasrec import SASRec
 from torch import Tensor, nn
 
+from recbole_moe.layers.dropout import (
+    FastDropout,
+    keep_mask,
+    keep_scale,
+    masked,
+    uses_fast_mask,
+)
+
 ATTENTION_IMPLS = ("recbole", "sdpa")
+
+
+def attend(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    dropout: nn.Dropout,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    enable_gqa: bool = False,
+) -> Tensor:
+    """``Dropout(softmax(Q Kᵀ / √d_h + mask)) V``, as ``scaled_dot_product_attention`` computes it.
+
+    query ``[B, Hq, Q, d_h]``, key / value ``[B, Hk, L, d_h]`` (``Hk`` divides ``Hq`` with
+    ``enable_gqa``: query head j reads key/value head j // (Hq / Hk)), attn_mask additive and
+    broadcastable to ``[B, Hq, Q, L]`` -> ``[B, Hq, Q, d_h]``. The dropout is ``dropout``'s
+    probability in its training mode. A :class:`FastDropout` in training on the CPU computes
+    the math path here, with its mask; otherwise torch's fused function.
+    """
+    p = dropout.p if dropout.training else 0.0
+    if p == 0.0 or not isinstance(dropout, FastDropout) or not uses_fast_mask(query, p):
+        return F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attn_mask, dropout_p=p,
+            is_causal=is_causal, enable_gqa=enable_gqa,
+        )  # fmt: skip
+    if enable_gqa and key.size(-3) != query.size(-3):
+        group = query.size(-3) // key.size(-3)
+        key = key.repeat_interleave(group, dim=-3)
+        value = value.repeat_interleave(group, dim=-3)
+    scores = torch.matmul(query / math.sqrt(query.size(-1)), key.transpose(-2, -1))
+    if is_causal:  # top-left aligned, as scaled_dot_product_attention's is_causal
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
+        scores.masked_fill_(future, float("-inf"))
+    elif attn_mask is not None:
+        scores = scores + attn_mask
+    probs = torch.softmax(scores, dim=-1)  # [B, Hq, Q, L]
+    # Dropout(probs) V = ((probs · keep) V) · scale: the scale on the small [B, Hq, Q, d_h] result
+    keep = keep_mask(probs.shape, p, probs.device)
+    return torch.matmul(masked(probs, keep), value) * keep_scale(p)  # [B, Hq, Q, d_h]
 
 
 class SdpaMultiHeadAttention(MultiHeadAttention):
@@ -52,10 +108,9 @@ class SdpaMultiHeadAttention(MultiHeadAttention):
         query = self._heads(self.query(input_tensor))
         key = self._heads(self.key(input_tensor))
         value = self._heads(self.value(input_tensor))
-        dropout = self.attn_dropout.p if self.training else 0.0
         mask = None if self.causal else attention_mask.to(query.dtype)
-        context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout, is_causal=self.causal
+        context = attend(
+            query, key, value, self.attn_dropout, attn_mask=mask, is_causal=self.causal
         )  # [B, heads, L, d_h]
         context = context.transpose(1, 2).reshape(*input_tensor.shape[:-1], self.all_head_size)
         hidden_states = self.out_dropout(self.dense(context))
@@ -106,6 +161,7 @@ def use_attention_impl(model: nn.Module, impl: str, causal: bool | None = None) 
 __all__ = [
     "ATTENTION_IMPLS",
     "SdpaMultiHeadAttention",
+    "attend",
     "attention_impl",
     "is_causal_model",
     "use_attention_impl",

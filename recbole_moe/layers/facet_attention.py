@@ -14,10 +14,10 @@ through the head's own item sub-embedding (facet-aware prediction, in the model)
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 from torch import nn
 
+from recbole_moe.layers.attention import attend
 from recbole_moe.layers.moe import log_softmax_fp32, softmax_fp32
 
 
@@ -94,14 +94,9 @@ class MoEMultiHeadAttention(nn.Module):
         q = self.query(x_q).view(B, Q, H * N, dh).transpose(1, 2)  # [B, H·N, Q, d']
         k = self.key(hidden).view(B, L, H, dh).transpose(1, 2)  # [B, H, L, d']
         v = self.value(hidden).view(B, L, H, dh).transpose(1, 2)  # [B, H, L, d']
-        # softmax(q kᵀ / sqrt(d') + mask) v, fused: no [B, H·N, Q, L] tensor is kept for backward
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=key_mask.unsqueeze(1).to(q.dtype),
-            dropout_p=self.attn_dropout.p if self.training else 0.0,
-            enable_gqa=True,
+        # softmax(q kᵀ / sqrt(d') + mask) v; fused (no [B, H·N, Q, L] tensor kept) without dropout
+        out = attend(
+            q, k, v, self.attn_dropout, attn_mask=key_mask.unsqueeze(1).to(q.dtype), enable_gqa=True
         )  # [B, H·N, Q, d']
         return out.view(B, H, N, Q, dh).permute(0, 3, 1, 2, 4)  # [B, Q, H, N, d']
 
