@@ -51,14 +51,7 @@ VARIANTS = (
     "sdpa+lce+fast+bf16",
     "sdpa+compile",
 )
-DEFAULT_VARIANTS = (
-    "recbole",
-    "sdpa",
-    "sdpa+lce",
-    "sdpa+lce+bf16",
-    "sdpa+lce+fast",
-    "sdpa+lce+fast+bf16",
-)
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "sdpa+compile")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
