@@ -167,14 +167,9 @@ def config_problems(config: Config) -> list[str]:
         problem = batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {config.source_of('train_batch_order')})")
-    if present("attention_impl") and config["attention_impl"] not in ATTENTION_IMPLS:
-        problems.append(
-            _problem(config, "attention_impl", f"allowed values are {', '.join(ATTENTION_IMPLS)}")
-        )
-    if present("dropout_impl") and config["dropout_impl"] not in DROPOUT_IMPLS:
-        problems.append(
-            _problem(config, "dropout_impl", f"allowed values are {', '.join(DROPOUT_IMPLS)}")
-        )
+    for key, allowed in (("attention_impl", ATTENTION_IMPLS), ("dropout_impl", DROPOUT_IMPLS)):
+        if present(key) and config[key] not in allowed:
+            problems.append(_problem(config, key, f"allowed values are {', '.join(allowed)}"))
     if present("eval_batch_order"):
         problem = eval_batch_order_problem(config)
         if problem:

@@ -67,7 +67,7 @@ def attend(
     the math path here, with its mask; otherwise torch's fused function.
     """
     p = dropout.p if dropout.training else 0.0
-    if p == 0.0 or not isinstance(dropout, FastDropout) or not uses_fast_mask(query, p):
+    if not (isinstance(dropout, FastDropout) and uses_fast_mask(query, p)):
         return F.scaled_dot_product_attention(
             query, key, value, attn_mask=attn_mask, dropout_p=p,
             is_causal=is_causal, enable_gqa=enable_gqa,
