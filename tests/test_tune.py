@@ -476,3 +476,45 @@ def test_a_trial_reporting_a_bad_value_is_pruned(synth, tmp_path, monkeypatch):
     assert trials[3].user_attrs["duplicate_of"] == 0 and trials[3].value == 0.5
     assert info["best"]["trial"] == 0
     assert "pruned at epoch 0" in (tmp_path / "out" / "trials.md").read_text(encoding="utf-8")
+
+
+def test_only_a_trial_whose_worker_is_gone_is_reaped(tmp_path):
+    """A running trial is failed and queued again only when its worker process is gone; one
+    whose worker has not finished writing its attributes is left alone (a live worker's trial
+    was once failed between its "pid" and "pid_started" attributes)."""
+    from recbole_moe.tuning import study as study_module
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = study_module._process_started(sleeper.pid)
+        storage = f"sqlite:///{tmp_path / 'reap.db'}"
+        study = optuna.create_study(study_name="reap", storage=storage)
+        machine = study_module._machine()
+        cases = {
+            "starting": {"machine": machine, "pid": sleeper.pid},
+            "live": {"machine": machine, "pid": sleeper.pid, "pid_started": live},
+            "pid reused": {"machine": machine, "pid": sleeper.pid, "pid_started": live - 100},
+            "other machine": {"machine": "elsewhere", "pid": sleeper.pid, "pid_started": 0.0},
+        }
+        for name, attrs in cases.items():
+            trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+            trial.set_user_attr("case", name)
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+        lines: list[str] = []
+        study_module.reap_dead_trials(study, lines.append)
+        states = {
+            t.user_attrs["case"]: t.state.name for t in study.get_trials() if "case" in t.user_attrs
+        }
+        assert states == {
+            "starting": "RUNNING",
+            "live": "RUNNING",
+            "pid reused": "FAIL",
+            "other machine": "RUNNING",
+        }
+        assert len(lines) == 1 and "gone" in lines[0]
+        waiting = [t for t in study.get_trials() if t.state.name == "WAITING"]
+        assert len(waiting) == 1  # the failed trial's parameters are queued again
+    finally:
+        sleeper.kill()
+        sleeper.wait()

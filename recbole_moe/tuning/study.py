@@ -391,13 +391,16 @@ def _worker_is_gone(trial) -> bool:
     """A running trial started by a process of this machine that no longer exists (or, in this
     process, that is not running any more: this worker runs one trial at a time)."""
     attrs = trial.user_attrs
-    if attrs.get("machine") != _machine() or "pid" not in attrs:
+    # A worker writes its attributes one at a time: until all three are stored, its trial has
+    # only just started and is not judged (reading "pid" without "pid_started" once failed a
+    # live worker's trial).
+    if attrs.get("machine") != _machine() or not {"pid", "pid_started"} <= attrs.keys():
         return False
     pid = int(attrs["pid"])
     if pid == os.getpid():
         return True
     started = _process_started(pid)
-    return started is None or abs(started - float(attrs.get("pid_started", 0))) > 1.0
+    return started is None or abs(started - float(attrs["pid_started"])) > 1.0
 
 
 def queue_again(study, trial) -> None:
@@ -498,8 +501,8 @@ class Objective:
         optuna = require_optuna()
         spec = self.spec
         trial.set_user_attr("machine", _machine())
-        trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("pid_started", _process_started(os.getpid()) or 0.0)
+        trial.set_user_attr("pid", os.getpid())
         params = spec.space.suggest(trial)
         trial.set_user_attr("params", _plain(params))
         number, origin = trial.number, slot(trial)
