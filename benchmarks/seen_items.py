@@ -3,8 +3,11 @@
 RecBole's full-sort evaluation of sequential models ranks every item, including the items of
 the user's input history (``repeatable: True``). Several published SASRec results (e.g.
 Klenitskiy & Vasilev 2023, the eSASRec benchmark) remove the items a user has already
-interacted with from the ranking. This script computes HR@K and NDCG@K on the test split both
-ways, for one checkpoint, so the two protocols can be compared on the same model.
+interacted with from the ranking. This script computes HR@K and NDCG@K on the test split three
+ways, for one checkpoint, so the protocols can be compared on the same model: all items; the
+items of the model's input window removed (the last ``MAX_ITEM_LIST_LENGTH`` items); every item
+of the user's history before the test item removed (what Klenitskiy & Vasilev's filter does; it
+differs from the window only for histories longer than the window).
 
     python benchmarks/seen_items.py --checkpoint saved/SASRec-....pth --topk 5 10 20
 """
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
+import pandas as pd
 import torch
 
 
@@ -25,6 +30,21 @@ def metrics(ranks: torch.Tensor, topk: list[int]) -> dict[str, float]:
         out[f"hit@{k}"] = round(float(hit.float().mean()), 4)
         out[f"ndcg@{k}"] = round(float((hit / torch.log2(ranks.float() + 2)).mean()), 4)
     return out
+
+
+def history_matrix(config, dataset) -> torch.Tensor:
+    """``[n_users, n_items]`` bool: the items of every interaction in the dataset's atomic
+    ``.inter`` file (the test items included; the caller keeps each user's own target)."""
+    uid, iid = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    inter = pd.read_csv(path, sep="\t", dtype=str)
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    users = torch.as_tensor(dataset.token2id(uid, inter[uid].to_numpy()))
+    items = torch.as_tensor(dataset.token2id(iid, inter[iid].to_numpy()))
+    seen = torch.zeros(dataset.user_num, dataset.item_num, dtype=torch.bool)
+    seen[users, items] = True
+    seen[:, 0] = False
+    return seen
 
 
 def main() -> None:
@@ -39,7 +59,12 @@ def main() -> None:
     loaded = load_model(args.checkpoint)
     config, model, test_data = loaded.config, loaded.model, loaded.test_data
     item_seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
-    ranks = {"all items (RecBole)": [], "seen items removed": []}
+    whole_history = history_matrix(config, loaded.dataset)  # [U, V]
+    ranks = {
+        "all items (RecBole)": [],
+        "seen items removed": [],
+        "whole history removed": [],
+    }
     repeats = users = 0
     model.eval()
     with torch.no_grad():
@@ -56,6 +81,12 @@ def main() -> None:
             seen.scatter_(1, positive_i.unsqueeze(1), False)  # the target itself always stays
             ranks["seen items removed"].append(
                 (scores.masked_fill(seen, -torch.inf) > target).sum(1)
+            )
+            # every earlier interaction: the user's row, without the test item itself
+            earlier = whole_history[interaction[config["USER_ID_FIELD"]]]  # [B, V]
+            earlier.scatter_(1, positive_i.unsqueeze(1), False)
+            ranks["whole history removed"].append(
+                (scores.masked_fill(earlier, -torch.inf) > target).sum(1)
             )
     result = {
         "checkpoint": args.checkpoint,
