@@ -7,7 +7,10 @@ history is a sample and the loss is taken at its last position.
 ``MAX_ITEM_LIST_LENGTH + 1`` items of the training part of the history (everything before the
 validation and test items), input ``items[:-1]`` and targets ``items[1:]``, with a loss at every
 non-padding position: full cross-entropy over all items, or a sampled softmax over
-``train_negatives`` items shared by the batch. Evaluation is the same in both regimes.
+``train_negatives`` items shared by the batch. With ``train_window: random`` a user whose
+training history is longer than ``MAX_ITEM_LIST_LENGTH + 1`` items gets a window drawn anew each
+epoch, uniformly among all its full windows, instead of the most recent one. Evaluation is the
+same in both regimes.
 
 This module holds the names and the checks every layer shares; the loss lives in
 :mod:`recbole_moe.layers.sequence_loss` and :mod:`recbole_moe.model.sequence`, the samples in
@@ -19,6 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 TRAIN_OBJECTIVES = ("prefix", "sequence")
+#: Which window of a long training history a ``sequence`` sample is: the most recent one, or
+#: one drawn uniformly each epoch among all full windows.
+TRAIN_WINDOWS = ("last", "random")
 #: Training batches under ``sequence`` carry the next item of every input position here
 #: (``[B, L]``, 0 at padding), beside RecBole's ``item_id_list`` / ``item_length`` fields.
 TARGET_LIST_FIELD = "target_item_id_list"
@@ -46,62 +52,90 @@ def train_batch_chunks(config) -> int:
     return int(config["train_batch_chunks"] or 1)
 
 
-def objective_problems(config) -> list[str]:
-    """Why ``config``'s training regime cannot be used, one message per problem (empty: fine).
+def train_window(config) -> str:
+    """``config``'s ``train_window`` (``last`` when unset)."""
+    return config["train_window"] or "last"
+
+
+def objective_problems(config) -> list[tuple[str, str]]:
+    """Why ``config``'s training regime cannot be used: ``(setting, message)`` per problem,
+    naming the setting whose value is refused (empty: fine).
 
     Checked before any data is loaded.
     """
     objective = train_objective(config)
     if objective not in TRAIN_OBJECTIVES:
-        return [f"train_objective={objective!r}: allowed values are {', '.join(TRAIN_OBJECTIVES)}"]
+        allowed = ", ".join(TRAIN_OBJECTIVES)
+        return [("train_objective", f"train_objective={objective!r}: allowed values are {allowed}")]
     negatives = config["train_negatives"]
     if negatives is not None and (
         isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 0
     ):
-        return [
-            f"train_negatives={negatives!r}: must be an integer >= 0 "
-            "(0: cross-entropy over all items)"
-        ]
+        message = "must be an integer >= 0 (0: cross-entropy over all items)"
+        return [("train_negatives", f"train_negatives={negatives!r}: {message}")]
     chunks = config["train_batch_chunks"]
     if chunks is not None and (
         isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1
     ):
-        return [
-            f"train_batch_chunks={chunks!r}: must be an integer >= 1 "
-            "(1: each batch computed at once)"
-        ]
+        message = "must be an integer >= 1 (1: each batch computed at once)"
+        return [("train_batch_chunks", f"train_batch_chunks={chunks!r}: {message}")]
+    window = train_window(config)
+    if window not in TRAIN_WINDOWS:
+        allowed = ", ".join(TRAIN_WINDOWS)
+        return [("train_window", f"train_window={window!r}: allowed values are {allowed}")]
     if objective == "prefix":
+        if window != "last":
+            message = (
+                "applies to train_objective='sequence'; the prefix regime already trains on "
+                "every prefix (use train_window='last')"
+            )
+            return [("train_window", f"train_window={window!r} {message}")]
         return []
     model = config["model"]
-    problems = []
     if model not in SEQUENCE_MODELS:
-        problems.append(
-            f"train_objective='sequence' is not available for model {model}: it trains with a "
-            f"loss at every position, which only {', '.join(SEQUENCE_MODELS)} support; "
-            "use train_objective='prefix' (RecBole's regime) for this model"
-        )
-        return problems
+        return [
+            (
+                "train_objective",
+                f"train_objective='sequence' is not available for model {model}: it trains "
+                f"with a loss at every position, which only {', '.join(SEQUENCE_MODELS)} "
+                "support; use train_objective='prefix' (RecBole's regime) for this model",
+            )
+        ]
+    problems = []
     if config["loss_type"] not in (None, "CE"):
         problems.append(
-            f"loss_type={config['loss_type']!r} with train_objective='sequence': the sequence "
-            "regime trains with cross-entropy (over all items, or sampled with "
-            "train_negatives=N); set loss_type='CE'"
+            (
+                "loss_type",
+                f"loss_type={config['loss_type']!r} with train_objective='sequence': the "
+                "sequence regime trains with cross-entropy (over all items, or sampled with "
+                "train_negatives=N); set loss_type='CE'",
+            )
         )
     if (config["data_path_mode"] or "auto") == "recbole":
         problems.append(
-            "train_objective='sequence' builds its samples on the lean data path; "
-            "data_path_mode is 'recbole' (use 'auto' or 'lean')"
+            (
+                "data_path_mode",
+                "train_objective='sequence' builds its samples on the lean data path; "
+                "data_path_mode is 'recbole' (use 'auto' or 'lean')",
+            )
         )
     if (config["train_batch_order"] or "random") != "random":
         problems.append(
-            f"train_batch_order={config['train_batch_order']!r} applies to "
-            "train_objective='prefix'; sequence batches are always trimmed to their longest "
-            "history (use train_batch_order='random')"
+            (
+                "train_batch_order",
+                f"train_batch_order={config['train_batch_order']!r} applies to "
+                "train_objective='prefix'; sequence batches are always trimmed to their "
+                "longest history (use train_batch_order='random')",
+            )
         )
     if model == "FAME" and config["head_prediction"] and config["fusion"] == "probs":
         problems.append(
-            "FAME with fusion='probs' under train_objective='sequence' would hold per-head "
-            "distributions over all items at every position; use fusion='logits' (the default)"
+            (
+                "fusion",
+                "FAME with fusion='probs' under train_objective='sequence' would hold per-head "
+                "distributions over all items at every position; use fusion='logits' "
+                "(the default)",
+            )
         )
     return problems
 
@@ -124,11 +158,13 @@ __all__ = [
     "SEQUENCE_MODELS",
     "TARGET_LIST_FIELD",
     "TRAIN_OBJECTIVES",
+    "TRAIN_WINDOWS",
     "is_sequence",
     "objective_problems",
     "train_batch_chunks",
     "train_negatives",
     "train_objective",
+    "train_window",
     "training_samples",
     "user_count",
 ]

@@ -161,8 +161,8 @@ def config_problems(config: Config) -> list[str]:
         )
     if present("loss_type") and config["loss_type"] not in ("CE", "BPR"):
         problems.append(_problem(config, "loss_type", "allowed values are 'CE' and 'BPR'"))
-    for problem in objective_problems(config):
-        problems.append(f"{problem} (from {config.source_of('train_objective')})")
+    for key, problem in objective_problems(config):
+        problems.append(f"{problem} (from {config.source_of(key)})")
     if present("train_batch_order") and not is_sequence(config):
         problem = batch_order_problem(config)
         if problem:

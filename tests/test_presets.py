@@ -232,6 +232,11 @@ def test_models_without_sequence_training_run_with_prefix(protocol, model):
     assert any("not available for model" in p for p in config_problems(config))
     # A prefix benchmark changes nothing.
     assert not build_plan(protocol=protocol).falls_back_to_prefix(model, "beauty")
+    # A sequence-only setting of the plan is set back for the prefix run.
+    windows = dict(SEQUENCE, train_window="random")
+    plan = build_plan(protocol=protocol, datasets=["beauty"], overrides=windows, models=[model])
+    config = resolved(model, "beauty", plan)
+    assert config["train_window"] == "last" and not config_problems(config)
 
 
 def test_plan_file_can_ask_for_the_prefix_fallback(tmp_path):

@@ -57,6 +57,55 @@ def test_one_sample_per_user_with_the_most_recent_training_window(synth):
     assert sum(len(b) for b in train_data) == len(histories)
 
 
+def _windows_of_an_epoch(train_data) -> dict[int, tuple[list[int], list[int]]]:
+    """Each user's (inputs, targets) of one epoch, as raw item tokens."""
+    dataset = train_data._dataset
+    out = {}
+    for batch in train_data:
+        users = dataset.id2token(dataset.uid_field, batch[dataset.uid_field].numpy())
+        for row, user in enumerate(users):
+            n = int(batch["item_length"][row])
+            got = [
+                dataset.id2token(dataset.iid_field, batch[f][row, :n].numpy()).astype(int).tolist()
+                for f in ("item_id_list", TARGET_LIST_FIELD)
+            ]
+            out[int(user)] = (got[0], got[1])
+    return out
+
+
+def test_random_windows_cover_every_full_window_of_the_training_history(synth):
+    L = 10
+    parts = _sequence_build(synth, MAX_ITEM_LIST_LENGTH=L, train_window="random", seed=3)
+    histories = _histories(synth)
+    # every window of L + 1 consecutive training items (or the whole, shorter, history)
+    expected = {}
+    for user, items in histories.items():
+        train_items = items[:-2]  # validation and test items held out
+        starts = range(max(len(train_items) - L, 0) + (len(train_items) <= L))
+        expected[user] = {tuple(train_items[s : s + L + 1]) for s in starts}
+    assert any(len(w) > 3 for w in expected.values())  # the data has long histories
+    drawn = {user: set() for user in histories}
+    epochs = [_windows_of_an_epoch(parts.train_data) for _ in range(40)]
+    for epoch in epochs:
+        assert set(epoch) == set(histories)  # one sample per user per epoch
+        for user, (inputs, targets) in epoch.items():
+            assert inputs[1:] == targets[:-1]  # targets are the next items
+            window = tuple(inputs + targets[-1:])
+            assert window in expected[user]
+            drawn[user].add(window)
+    # over 40 epochs every window of a user with at most 6 of them was drawn
+    for user, windows in expected.items():
+        if len(windows) <= 6:
+            assert drawn[user] == windows, user
+    # the same seed draws the same windows
+    again = _sequence_build(synth, MAX_ITEM_LIST_LENGTH=L, train_window="random", seed=3)
+    assert [_windows_of_an_epoch(again.train_data) for _ in range(3)] == epochs[:3]
+    # train_window: last is the most recent window, every epoch
+    last = _windows_of_an_epoch(_sequence_build(synth, MAX_ITEM_LIST_LENGTH=L).train_data)
+    for user, (inputs, targets) in last.items():
+        assert tuple(inputs + targets[-1:]) == tuple(histories[user][:-2][-(L + 1) :])
+
+
 def test_validation_and_test_items_never_reach_training(synth):
     """Mark each user's last two interactions with unique item ids: none may appear."""
     import os
@@ -107,6 +156,14 @@ def test_validation_and_test_items_never_reach_training(synth):
         (
             {"train_objective": "sequence", "data_path_mode": "recbole"},
             "data_path_mode is 'recbole'",
+        ),
+        (
+            {"train_objective": "sequence", "train_window": "latest"},
+            "train_window='latest': allowed values are last, random",
+        ),
+        (
+            {"train_window": "random"},
+            "train_window='random' applies to train_objective='sequence'",
         ),
         (
             {"train_objective": "sequence", "train_batch_order": "length_grouped"},

@@ -84,6 +84,8 @@ class Plan:
         config = self._layered(model, dataset)
         if self.falls_back_to_prefix(model, dataset):
             config["train_objective"] = "prefix"
+            if "train_window" in config:  # a sequence-only setting
+                config["train_window"] = "last"
         config["seed"] = int(seed)
         return config
 
