@@ -23,6 +23,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recbole_moe.layers.shape_buckets import pad_rows
+
 MOE_IMPLS = ("auto", "loop", "dense")
 LB_TYPES = ("entropy", "switch")
 
@@ -246,8 +248,9 @@ class ExpertBank(nn.Module):
         params = zip(
             self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=False
         )
+        # Under CPU bf16 autocast each group is padded to a bucketed row count (shape_buckets).
         ys = [
-            torch.addmm(b2, self.act(torch.addmm(b1, xe, w1)), w2)
+            torch.addmm(b2, self.act(torch.addmm(b1, pad_rows(xe), w1)), w2)[: xe.shape[0]]
             for xe, (w1, b1, w2, b2) in zip(chunks, params, strict=False)
         ]
         ys.append(x.new_zeros(counts[-1], self.in_features))  # skipped tokens contribute 0

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recbole_moe.layers.shape_buckets import pad_rows
+
 
 def sample_negatives(
     n_items: int, n: int, device: torch.device, generator: torch.Generator | None = None
@@ -49,7 +51,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk_rows):  # chunks of rows, not tokens one by one
             h = hidden[start : start + chunk_rows]  # [C, D]
             y = target[start : start + chunk_rows]  # [C]
-            logits = (h @ weight.t()).to(acc)  # [C, V], float32 also under bf16 autocast
+            # [C, V], float32 also under bf16 autocast (rows padded there: one shape per chunk)
+            logits = (pad_rows(h) @ weight.t())[: h.shape[0]].to(acc)
             if bias is not None:
                 logits += bias
             top = logits.amax(dim=-1, keepdim=True)  # [C, 1]

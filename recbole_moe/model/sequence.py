@@ -22,6 +22,8 @@ the longest one in the batch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 from recbole.model.sequential_recommender.gru4rec import GRU4Rec
 from recbole.model.sequential_recommender.sasrec import SASRec
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.sequence_loss import position_cross_entropy, sample_negatives
+from recbole_moe.layers.shape_buckets import bucket_width
 from recbole_moe.objective import SEQUENCE_MODELS, TARGET_LIST_FIELD
 
 Loss = Tensor | tuple[Tensor, ...]
@@ -120,14 +123,25 @@ def length_chunks(item_seq_len: Tensor, chunks: int) -> list[Tensor]:
     return [part for part in torch.tensor_split(order, chunks) if len(part)]
 
 
-def trim_rows(interaction, index: Tensor, width: int):
-    """Rows ``index`` of a batch with every ``[B, W, ...]`` list field cut to ``width``."""
-    rows = interaction[index]
+def fit_width(interaction, width: int) -> Interaction:
+    """A copy of ``interaction`` with every ``[B, W, ...]`` list field cut, or padded with 0
+    (padding, no target), to ``width`` columns."""
     full = interaction[TARGET_LIST_FIELD].size(1)
-    for field, value in rows.interaction.items():
+    fields = {}
+    for field, value in interaction.interaction.items():
         if value.dim() >= 2 and value.size(1) == full:
-            rows.interaction[field] = value[:, :width]
-    return rows
+            if width <= full:
+                value = value[:, :width]
+            else:
+                value = F.pad(value, (0, 0) * (value.dim() - 2) + (0, width - full))
+        fields[field] = value
+    return Interaction(fields)
+
+
+def trim_rows(interaction, index: Tensor, width: int):
+    """Rows ``index`` of a batch with every ``[B, W, ...]`` list field cut (or padded) to
+    ``width``."""
+    return fit_width(interaction[index], width)
 
 
 def combine(total: Loss | None, part: Loss, weight: float) -> Loss:
@@ -164,9 +178,14 @@ class SequenceObjective:
         return sample_negatives(self.model.n_items, self.n_negatives, device)
 
     def __call__(self, interaction) -> Loss:
-        negatives = self.negatives(interaction[self.model.ITEM_SEQ].device)
+        device = interaction[self.model.ITEM_SEQ].device
+        negatives = self.negatives(device)
         if self.chunks > 1 and len(interaction) > 1:
             return self.chunked(interaction, negatives)
+        width = interaction[TARGET_LIST_FIELD].size(1)
+        bucket = bucket_width(width, device, self.model.max_seq_length)
+        if bucket != width:  # under CPU bf16 autocast only
+            interaction = fit_width(interaction, bucket)
         return self.loss(interaction, negatives)
 
     def chunked(self, interaction, negatives: Tensor | None) -> Loss:
@@ -174,13 +193,14 @@ class SequenceObjective:
 
         The users are sorted by history length and split into groups; each group is trimmed to
         its longest history (the models are causal, so trailing padding changes no position's
-        output) and its loss, a mean over its non-padding positions, is weighted by its share
-        of the batch's positions. The sum is the batch's cross-entropy (exactly, up to float
-        rounding, when dropout is off); one backward pass then gives the batch's gradient.
-        HyMoERec's balance term is the same weighted mean of the groups' terms (close to, not
-        equal to, the term of the batch's mean router distribution), and a model's optimizer-
-        step clock (``train_step``) advances once per batch, with every group seeing the same
-        warm-up value.
+        output; under CPU bf16 autocast the width is rounded up, see
+        :mod:`~recbole_moe.layers.shape_buckets`) and its loss, a mean over its non-padding
+        positions, is weighted by its share of the batch's positions. The sum is the batch's
+        cross-entropy (exactly, up to float rounding, when dropout is off); one backward pass
+        then gives the batch's gradient. HyMoERec's balance term is the same weighted mean of
+        the groups' terms (close to, not equal to, the term of the batch's mean router
+        distribution), and a model's optimizer-step clock (``train_step``) advances once per
+        batch, with every group seeing the same warm-up value.
         """
         model = self.model
         lengths = interaction[model.ITEM_SEQ_LEN]
@@ -195,7 +215,9 @@ class SequenceObjective:
                 continue
             if start is not None:
                 clock.copy_(start)  # every group sees the batch's step; the last advances it
-            rows = trim_rows(interaction, index, max(int(lengths[index].max()), 1))
+            width = max(int(lengths[index].max()), 1)
+            width = bucket_width(width, lengths.device, model.max_seq_length)
+            rows = trim_rows(interaction, index, width)
             total = combine(total, self.loss(rows, negatives), share)
         return total
 

@@ -1,0 +1,105 @@
+"""Training epochs in float32 and under bf16 autocast, with and without shape buckets.
+
+For every dataset and model three trainers are built from the same seed (``train_objective:
+sequence``, the dataset's own length and dropout, hidden 64, 2 layers) and their training
+epochs are timed interleaved in one process, so all see the same machine state:
+
+* ``fp32``: ``enable_amp: False`` (the default);
+* ``bf16-plain``: ``enable_amp: True`` with every size as it comes (no shape buckets);
+* ``bf16``: ``enable_amp: True`` as it runs now, with the shape buckets of
+  :mod:`recbole_moe.layers.shape_buckets` (widths to a multiple of 16, data-dependent row counts
+  to a multiple of 64).
+
+The first epoch of each variant builds oneDNN's bf16 kernels for the shapes it meets; the
+ratios against ``fp32`` (> 1: faster) use the median of the later epochs.
+
+    OMP_NUM_THREADS=1 python benchmarks/amp_epoch.py --datasets ml-100k --batch 64 \\
+        --models SASRec HyMoERec --epochs 3 --output benchmarks/results/amp_epoch_ml-100k.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+
+from sequence_padding import build
+
+VARIANTS = {"fp32": (False, True), "bf16-plain": (True, False), "bf16": (True, True)}
+
+
+def measure(model_name: str, dataset: str, args) -> dict:
+    from recbole_moe.layers import shape_buckets
+
+    steps = (shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP)
+    trainers = {
+        name: build(model_name, dataset, args, enable_amp=amp, train_batch_chunks=args.chunks)
+        for name, (amp, _) in VARIANTS.items()
+    }
+    seconds = {name: [] for name in VARIANTS}
+    for epoch in range(args.epochs):
+        for name, (trainer, train_data, _) in trainers.items():
+            bucketed = VARIANTS[name][1]
+            shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = steps if bucketed else (1, 1)
+            try:
+                start = time.perf_counter()
+                trainer._train_epoch(train_data, epoch)
+                seconds[name].append(time.perf_counter() - start)
+            finally:
+                shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = steps
+    later = {name: statistics.median(v[1:] or v) for name, v in seconds.items()}
+    row = {
+        "dataset": dataset,
+        "model": model_name,
+        "train_batch_size": args.batch,
+        "train_batch_chunks": args.chunks,
+        "seconds": {name: [round(v, 2) for v in values] for name, values in seconds.items()},
+        "median_later_s": {name: round(v, 2) for name, v in later.items()},
+        "speedup_vs_fp32": {name: round(later["fp32"] / v, 3) for name, v in later.items()},
+    }
+    del trainers
+    gc.collect()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k", "beauty"])
+    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec"])
+    parser.add_argument("--data_path", default="dataset")
+    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    parser.add_argument("--chunks", type=int, default=4, help="train_batch_chunks")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per variant")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--output", help="write the rows and the machine as JSON here")
+    args = parser.parse_args()
+
+    import recbole_moe  # noqa: F401
+    from recbole_moe.benchmark.timing import write_results
+    from recbole_moe.environment import describe_machine
+
+    machine = describe_machine()
+    print(f"# {machine}", flush=True)
+    rows = []
+    for dataset in args.datasets:
+        for model in args.models:
+            row = measure(model, dataset, args)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| dataset | model | fp32 epoch | bf16 without buckets | bf16 with buckets |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for row in rows:
+        median, speedup = row["median_later_s"], row["speedup_vs_fp32"]
+        print(
+            f"| {row['dataset']} | {row['model']} | {median['fp32']:.1f} s "
+            f"| {median['bf16-plain']:.1f} s ({speedup['bf16-plain']:.2f}x) "
+            f"| {median['bf16']:.1f} s ({speedup['bf16']:.2f}x) |"
+        )
+    if args.output:
+        write_results(args.output, machine, args, rows)
+
+
+if __name__ == "__main__":
+    main()
