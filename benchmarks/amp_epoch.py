@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import time
 
@@ -77,17 +76,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401
-    from recbole_moe.benchmark.timing import write_results
-    from recbole_moe.environment import describe_machine
+    from recbole_moe.benchmark.timing import measure_grid, write_results
 
-    machine = describe_machine()
-    print(f"# {machine}", flush=True)
-    rows = []
-    for dataset in args.datasets:
-        for model in args.models:
-            row = measure(model, dataset, args)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    machine, rows = measure_grid(args, measure)
     print("\n| dataset | model | fp32 epoch | bf16 without buckets | bf16 with buckets |")
     print("| --- | --- | ---: | ---: | ---: |")
     for row in rows:

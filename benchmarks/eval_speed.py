@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import json
 import statistics
 import time
 
@@ -98,17 +97,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401
-    from recbole_moe.benchmark.timing import write_results
-    from recbole_moe.environment import describe_machine
+    from recbole_moe.benchmark.timing import measure_grid, write_results
 
-    machine = describe_machine()
-    print(f"# {machine}", flush=True)
-    rows = []
-    for dataset in args.datasets:
-        for model in args.models:
-            row = measure(model, dataset, args)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "top_operations"}), flush=True)
+    machine, rows = measure_grid(args, measure, hide=("top_operations",))
     print("\n| dataset | model | users x items | recbole | topk | topk+sdpa | same metrics |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
     for row in rows:

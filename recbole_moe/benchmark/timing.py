@@ -4,6 +4,7 @@ benchmarks under ``benchmarks/``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recbole_moe.environment import describe_machine
 from recbole_moe.files import atomic_write_json
 
 
@@ -90,7 +92,24 @@ def time_epoch(trainer, train_data, max_steps: int) -> dict:
     }
 
 
-__all__ = ["time_epoch", "timed_steps"]
+__all__ = ["measure_grid", "time_epoch", "timed_steps", "write_results"]
+
+
+def measure_grid(
+    args: argparse.Namespace, measure: Callable[[str, str, argparse.Namespace], dict], hide=()
+) -> tuple[str, list[dict]]:
+    """A benchmark script's loop: prints the machine line, then ``measure(model, dataset,
+    args)`` for every dataset and model of ``args`` (each row printed as JSON without the keys
+    in ``hide``); returns ``(machine, rows)``."""
+    machine = describe_machine()
+    print(f"# {machine}", flush=True)
+    rows = []
+    for dataset in args.datasets:
+        for model in args.models:
+            row = measure(model, dataset, args)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in hide}), flush=True)
+    return machine, rows
 
 
 def write_results(
