@@ -28,6 +28,11 @@ class Interrupted(RuntimeError):
         ("HyMoERec", {}),
         ("SASRec", {"train_batch_order": "length_grouped"}),  # lean loader's own batch shuffling
         ("HyMoERec", {"train_objective": "sequence"}),  # one sequence per user, user order restored
+        # a window drawn per epoch for the long histories: the draws are restored too
+        (
+            "SASRec",
+            {"train_objective": "sequence", "train_window": "random", "MAX_ITEM_LIST_LENGTH": 10},
+        ),
     ],
 )
 def test_resume_after_crash_reaches_the_same_metrics(
