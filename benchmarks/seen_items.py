@@ -34,13 +34,18 @@ def metrics(ranks: torch.Tensor, topk: list[int]) -> dict[str, float]:
 
 def history_matrix(config, dataset) -> torch.Tensor:
     """``[n_users, n_items]`` bool: the items of every interaction in the dataset's atomic
-    ``.inter`` file (the test items included; the caller keeps each user's own target)."""
+    ``.inter`` file that its filters kept (the test items included; the caller keeps each
+    user's own target)."""
     uid, iid = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
     path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
     inter = pd.read_csv(path, sep="\t", dtype=str)
     inter.columns = [c.split(":")[0] for c in inter.columns]
-    users = torch.as_tensor(dataset.token2id(uid, inter[uid].to_numpy()))
-    items = torch.as_tensor(dataset.token2id(iid, inter[iid].to_numpy()))
+    # interactions the dataset's filters removed (e.g. ml-1m-5core's 5-core filter) map to NaN
+    users = inter[uid].map(dataset.field2token_id[uid])
+    items = inter[iid].map(dataset.field2token_id[iid])
+    kept = users.notna() & items.notna()
+    users = torch.as_tensor(users[kept].to_numpy(dtype="int64"))
+    items = torch.as_tensor(items[kept].to_numpy(dtype="int64"))
     seen = torch.zeros(dataset.user_num, dataset.item_num, dtype=torch.bool)
     seen[users, items] = True
     seen[:, 0] = False
