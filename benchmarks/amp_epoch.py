@@ -32,7 +32,8 @@ VARIANTS = {"fp32": (False, True), "bf16-plain": (True, False), "bf16": (True, T
 def measure(model_name: str, dataset: str, args) -> dict:
     from recbole_moe.layers import shape_buckets
 
-    steps = (shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP)
+    steps = (args.width_step, args.row_step)
+    defaults = (shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP)
     trainers = {
         name: build(model_name, dataset, args, enable_amp=amp, train_batch_chunks=args.chunks)
         for name, (amp, _) in VARIANTS.items()
@@ -47,7 +48,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
                 trainer._train_epoch(train_data, epoch)
                 seconds[name].append(time.perf_counter() - start)
             finally:
-                shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = steps
+                shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = defaults
     later = {name: statistics.median(v[1:] or v) for name, v in seconds.items()}
     row = {
         "dataset": dataset,
@@ -71,12 +72,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
     parser.add_argument("--chunks", type=int, default=4, help="train_batch_chunks")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per variant")
+    parser.add_argument("--width_step", type=int, help="bf16 variant's width bucket")
+    parser.add_argument("--row_step", type=int, help="bf16 variant's row bucket")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
 
     import recbole_moe  # noqa: F401
     from recbole_moe.benchmark.timing import measure_grid, write_results
+    from recbole_moe.layers import shape_buckets
+
+    args.width_step = args.width_step or shape_buckets.WIDTH_STEP
+    args.row_step = args.row_step or shape_buckets.ROW_STEP
 
     machine, rows = measure_grid(args, measure)
     print("\n| dataset | model | fp32 epoch | bf16 without buckets | bf16 with buckets |")
