@@ -7,7 +7,7 @@ epochs are timed interleaved in one process, so all see the same machine state:
 * ``fp32``: ``enable_amp: False`` (the default);
 * ``bf16-plain``: ``enable_amp: True`` with every size as it comes (no shape buckets);
 * ``bf16``: ``enable_amp: True`` as it runs now, with the shape buckets of
-  :mod:`recbole_moe.layers.shape_buckets` (widths to a multiple of 16, data-dependent row counts
+  :mod:`recbole_moe.layers.shape_buckets` (widths to a multiple of 8, data-dependent row counts
   to a multiple of 64).
 
 The first epoch of each variant builds oneDNN's bf16 kernels for the shapes it meets; the

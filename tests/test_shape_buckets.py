@@ -26,9 +26,9 @@ def test_sizes_are_rounded_up_only_under_cpu_bf16_autocast():
         assert padded.shape == (128, 3)
         assert torch.equal(padded[:70], x) and not padded[70:].any()
         assert pad_rows(torch.randn(64, 3)).shape == (64, 3)
-        assert bucket_width(37, x.device, limit=50) == 48
-        assert bucket_width(37, x.device, limit=40) == 40  # never past the model's length
-        assert bucket_width(48, x.device, limit=50) == 48
+        assert bucket_width(37, x.device, limit=50) == 40
+        assert bucket_width(37, x.device, limit=38) == 38  # never past the model's length
+        assert bucket_width(40, x.device, limit=50) == 40
     with torch.autocast(device_type="cpu", dtype=torch.float16):
         assert pad_rows(x) is x
 
@@ -64,21 +64,24 @@ def test_bucketed_shapes_give_the_unbucketed_loss_and_gradients(
     )
     model = parts.model.train()
     # a batch whose width (its longest history) is not a bucket size already
-    batch = next(b for b in parts.train_data if b["item_id_list"].shape[1] % 16)
+    batch = next(
+        b for b in parts.train_data if b["item_id_list"].shape[1] % shape_buckets.WIDTH_STEP
+    )
     objective = SequenceObjective(model, 0, chunks)
     widths = []
     model.item_embedding.register_forward_hook(lambda m, i, out: widths.append(i[0].shape[1]))
     state = copy.deepcopy(model.state_dict())  # HyMoERec's step clock advances per batch
 
     loss, grads = _loss_and_grads(model, objective, batch)
-    assert widths and all(w % 16 == 0 or w == model.max_seq_length for w in widths)
+    step = shape_buckets.WIDTH_STEP
+    assert widths and all(w % step == 0 or w == model.max_seq_length for w in widths)
 
     monkeypatch.setattr(shape_buckets, "WIDTH_STEP", 1)
     monkeypatch.setattr(shape_buckets, "ROW_STEP", 1)
     model.load_state_dict(state)
     widths.clear()
     plain_loss, plain_grads = _loss_and_grads(model, objective, batch)
-    assert not all(w % 16 == 0 for w in widths)  # the unbucketed run had other widths
+    assert not all(w % step == 0 for w in widths)  # the unbucketed run had other widths
 
     assert loss == pytest.approx(plain_loss, rel=1e-3)
     assert grads.keys() == plain_grads.keys()

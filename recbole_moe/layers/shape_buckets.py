@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 #: Sequence widths under CPU bf16 autocast are rounded up to a multiple of this.
-WIDTH_STEP = 16
+WIDTH_STEP = 8
 #: Row counts of bf16 products with a data-dependent size are rounded up to a multiple of this.
 ROW_STEP = 64
 
