@@ -116,7 +116,7 @@ def test_expert_groups_padded_under_bf16_give_the_same_mixture(monkeypatch):
     monkeypatch.setattr(shape_buckets, "ROW_STEP", 1)
     rows.clear()
     y_plain, grad_plain = mixture()
-    assert sorted(rows) != sorted(r for r in rows if r % 64 == 0)  # other sizes without
+    assert any(r % 64 for r in rows)  # other sizes without the buckets
     assert y.shape == y_plain.shape == (37, 8)
     torch.testing.assert_close(y, y_plain, rtol=1e-2, atol=1e-3)
     torch.testing.assert_close(grad, grad_plain, rtol=1e-2, atol=1e-3)

@@ -34,12 +34,14 @@ def last_rows_per_user(dataset: LeanSequentialDataset) -> torch.Tensor:
     return torch.from_numpy(order[is_last].astype(np.int64))
 
 
-def window_rows(dataset: LeanSequentialDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def window_rows(
+    dataset: LeanSequentialDataset, last_rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The training rows a user's window may end at, for ``train_window: random``.
 
     A row whose history fills the window (``MAX_ITEM_LIST_LENGTH`` items) ends a full window of
     ``MAX_ITEM_LIST_LENGTH + 1`` training items; a user with no such row has only its last row
-    (its whole, shorter training history).
+    (its whole, shorter training history). ``last_rows``: :func:`last_rows_per_user`.
 
     Returns:
         ``(rows [R], first [U], count [U])``: the rows grouped by user in user-id order (the
@@ -50,7 +52,7 @@ def window_rows(dataset: LeanSequentialDataset) -> tuple[torch.Tensor, torch.Ten
     target = dataset.inter_feat[TARGET_FIELD].numpy()
     length = dataset.inter_feat[dataset.item_list_length_field].numpy()
     is_last = np.zeros(len(uid), dtype=bool)
-    is_last[last_rows_per_user(dataset).numpy()] = True
+    is_last[last_rows.numpy()] = True
     eligible = np.flatnonzero((length >= dataset._lean_max_len) | is_last)
     order = eligible[np.lexsort((target[eligible], uid[eligible]))]  # by user, then position
     _, first, count = np.unique(uid[order], return_index=True, return_counts=True)
@@ -76,7 +78,8 @@ class SequenceTrainDataLoader(LeanTrainDataLoader):
 
     def __init__(self, config, dataset, sampler, shuffle=False):
         self._rows = last_rows_per_user(dataset)  # [U]: the epoch's window end of each user
-        self._windows = window_rows(dataset) if train_window(config) == "random" else None
+        random_window = train_window(config) == "random"
+        self._windows = window_rows(dataset, self._rows) if random_window else None
         super().__init__(config, dataset, sampler, shuffle=shuffle)
 
     def _count_samples(self, dataset) -> int:
