@@ -11,7 +11,13 @@ from torch import nn
 
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.attention import attend, use_attention_impl
-from recbole_moe.layers.dropout import FastDropout, fast_dropout, keep_mask, use_dropout_impl
+from recbole_moe.layers.dropout import (
+    FastDropout,
+    fast_dropout,
+    keep_mask,
+    masked,
+    use_dropout_impl,
+)
 from recbole_moe.testing import build
 
 
@@ -53,6 +59,21 @@ def test_gradient_is_the_same_mask_and_scale():
     (y * weight).sum().backward()
     kept = (y != 0).float()
     torch.testing.assert_close(x.grad, weight * kept * 2.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_masked_keeps_the_dtype_and_zeroes_exactly_the_dropped_elements(dtype):
+    torch.manual_seed(4)
+    x = torch.randn(6, 9, 5).to(dtype).requires_grad_()
+    mask = torch.rand(6, 9, 5) < 0.6
+    y = masked(x, mask)
+    assert y.dtype == dtype  # the mask's bytes multiply as uint8: no promotion to float32
+    pairs = zip(x.detach().flatten().tolist(), mask.flatten().tolist(), strict=True)
+    expected = [v if keep else 0.0 for v, keep in pairs]
+    assert y.detach().flatten().tolist() == expected
+    y.backward(torch.full_like(y, 3.0))
+    assert x.grad.dtype == dtype
+    assert x.grad.flatten().tolist() == [3.0 if keep else 0.0 for keep in mask.flatten()]
 
 
 def test_identity_in_eval_and_at_p_zero_zeros_at_p_one_and_seeded():
