@@ -15,10 +15,8 @@ the median of the rounds after the first (> 1: the multiply is faster).
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import statistics
-import time
 
 import torch
 from sequence_padding import build
@@ -35,35 +33,38 @@ def _where_backward(ctx, grad):
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
+    from recbole_moe.benchmark.timing import time_alternatives, train_step
     from recbole_moe.layers import dropout
 
     overrides = {"hidden_dropout_prob": args.dropout, "attn_dropout_prob": args.dropout}
     trainer, train_data, _ = build(model_name, dataset, args, **overrides)
-    model, optimizer, loss_func = trainer.model, trainer.optimizer, trainer.training_loss()
-    model.train()
+    loss_fn = trainer.training_loss()
     batches = list(itertools.islice(iter(train_data), args.steps))
-    applications = {
-        "where": (staticmethod(_where_forward), staticmethod(_where_backward)),
-        "multiply": (
-            staticmethod(dropout._Masked.forward),
-            staticmethod(dropout._Masked.backward),
-        ),
-    }
-    seconds = {name: [] for name in applications}
+    multiply = (dropout._Masked.forward, dropout._Masked.backward)
+
+    def application(forward, backward):
+        def switch():
+            dropout._Masked.forward = staticmethod(forward)
+            dropout._Masked.backward = staticmethod(backward)
+
+        return switch
+
+    def steps():
+        for batch in batches:
+            train_step(trainer.model, trainer.optimizer, batch, loss_fn)
+
     try:
-        for _ in range(args.rounds):
-            for name, (forward, backward) in applications.items():
-                dropout._Masked.forward, dropout._Masked.backward = forward, backward
-                start = time.perf_counter()
-                for batch in batches:
-                    optimizer.zero_grad()
-                    losses = loss_func(batch)
-                    sum(losses if isinstance(losses, tuple) else (losses,)).backward()
-                    optimizer.step()
-                seconds[name].append((time.perf_counter() - start) / len(batches))
+        seconds = time_alternatives(
+            {
+                "where": application(_where_forward, _where_backward),
+                "multiply": application(*multiply),
+            },
+            steps,
+            args.rounds,
+        )
     finally:
-        dropout._Masked.forward, dropout._Masked.backward = applications["multiply"]
-    step = {name: statistics.median(values[1:] or values) for name, values in seconds.items()}
+        dropout._Masked.forward, dropout._Masked.backward = map(staticmethod, multiply)
+    step = {name: statistics.median(v[1:] or v) / len(batches) for name, v in seconds.items()}
     row = {
         "dataset": dataset,
         "model": model_name,
@@ -71,8 +72,6 @@ def measure(model_name: str, dataset: str, args) -> dict:
         "step_ms": {name: round(value * 1000, 1) for name, value in step.items()},
         "speedup": round(step["where"] / step["multiply"], 3),
     }
-    del trainer, train_data, batches
-    gc.collect()
     return row
 
 

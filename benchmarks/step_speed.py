@@ -10,13 +10,17 @@ process, so all see the same machine state:
   logits (``F.cross_entropy``, as RecBole's own ``CrossEntropyLoss``), float32 (the reference);
 * ``sdpa``: ``attention_impl: sdpa`` (fused attention), full-logits cross-entropy, float32;
 * ``sdpa+lce``: fused attention and the chunked cross-entropy with its gradient formed in the
-  forward pass (``linear_cross_entropy``, the sequence loss's own), float32: the defaults;
+  forward pass (``linear_cross_entropy``, the sequence loss's own), float32;
 * ``sdpa+lce+bf16``: the same under ``torch.autocast(bfloat16)``, as ``enable_amp: True`` runs
   the loss in RecBole's trainer on CPU (the backward pass and the optimizer outside it);
-* ``sdpa+lce+fast``: the defaults with ``dropout_impl: fast`` (dropout masks from one 64-bit
+* ``sdpa+lce+fast``: ``sdpa+lce`` with ``dropout_impl: fast`` (dropout masks from one 64-bit
   random word per four elements instead of ``bernoulli_``; every other variant uses torch's
   dropout), float32;
 * ``sdpa+lce+fast+bf16``: the same under bf16 autocast;
+* ``sdpa+lce+fast+gelu``: with ``gelu_impl: fused`` as well (``F.gelu`` in the feed-forward
+  layers instead of RecBole's five-operation GELU; every other variant uses RecBole's): the
+  defaults;
+* ``sdpa+lce+fast+gelu+bf16``: the same under bf16 autocast;
 * ``sdpa+compile``: ``sdpa`` with the loss function through ``torch.compile`` (inductor);
   its first step (compilation) is timed separately (``compile_s``), the steady state as the
   others. A compilation error is reported in the row and the variant dropped.
@@ -49,6 +53,8 @@ VARIANTS = (
     "sdpa+lce+bf16",
     "sdpa+lce+fast",
     "sdpa+lce+fast+bf16",
+    "sdpa+lce+fast+gelu",
+    "sdpa+lce+fast+gelu+bf16",
     "sdpa+compile",
 )
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "sdpa+compile")
@@ -145,6 +151,7 @@ def build_variant(model_name: str, root: str, variant: str, length: int, dropout
         {
             "attention_impl": "recbole" if variant == "recbole" else "sdpa",
             "dropout_impl": "fast" if "+fast" in variant else "torch",
+            "gelu_impl": "fused" if "+gelu" in variant else "recbole",
             "train_objective": "sequence",
             "hidden_size": 64,
             "inner_size": 256,

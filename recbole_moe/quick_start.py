@@ -34,6 +34,7 @@ from recbole_moe.data import lean
 from recbole_moe.data.prepare import ensure_dataset
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
+from recbole_moe.layers.activation import gelu_impl, use_gelu_impl
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
 from recbole_moe.layers.dropout import dropout_impl, use_dropout_impl
 from recbole_moe.model import get_model
@@ -172,11 +173,13 @@ def check_resume_checkpoint(config: Config) -> None:
 
 def build_model(config: Config, dataset) -> Any:
     """``config``'s model on ``dataset``, on ``config``'s device, with its attention layers
-    computed as ``attention_impl`` says (RecBole's layers or the fused path, same parameters)
-    and its dropout masks drawn as ``dropout_impl`` says (torch's or the cheaper CPU mask)."""
+    computed as ``attention_impl`` says (RecBole's layers or the fused path, same parameters),
+    its dropout masks drawn as ``dropout_impl`` says (torch's or the cheaper CPU mask) and its
+    feed-forward GELUs computed as ``gelu_impl`` says (RecBole's or one fused operation)."""
     net = get_model(config["model"])(config, dataset).to(config["device"])
     use_attention_impl(net, attention_impl(config))
     use_dropout_impl(net, dropout_impl(config))
+    use_gelu_impl(net, gelu_impl(config))
     return net
 
 

@@ -33,6 +33,7 @@ from recbole_moe.data.atomic import check_atomic_file, check_interaction_file, r
 from recbole_moe.data.lean import batch_order_problem, data_path_mode, eval_batch_order_problem
 from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.errors import ConfigError
+from recbole_moe.layers.activation import GELU_IMPLS
 from recbole_moe.layers.attention import ATTENTION_IMPLS
 from recbole_moe.layers.dropout import DROPOUT_IMPLS
 from recbole_moe.objective import is_sequence, objective_problems
@@ -167,7 +168,12 @@ def config_problems(config: Config) -> list[str]:
         problem = batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {config.source_of('train_batch_order')})")
-    for key, allowed in (("attention_impl", ATTENTION_IMPLS), ("dropout_impl", DROPOUT_IMPLS)):
+    impls = (
+        ("attention_impl", ATTENTION_IMPLS),
+        ("dropout_impl", DROPOUT_IMPLS),
+        ("gelu_impl", GELU_IMPLS),
+    )
+    for key, allowed in impls:
         if present(key) and config[key] not in allowed:
             problems.append(_problem(config, key, f"allowed values are {', '.join(allowed)}"))
     if present("eval_batch_order"):

@@ -92,7 +92,26 @@ def time_epoch(trainer, train_data, max_steps: int) -> dict:
     }
 
 
-__all__ = ["measure_grid", "time_epoch", "timed_steps", "write_results"]
+def time_alternatives(
+    alternatives: dict[str, Callable[[], Any]],
+    work: Callable[[], Any],
+    rounds: int,
+) -> dict[str, list[float]]:
+    """Seconds of ``work()`` under each alternative, interleaved: every round calls each
+    alternative's switch (``alternatives[name]()``) and then times ``work()``, so all
+    alternatives see the same machine state. Returns ``{name: [seconds per round]}``; the
+    caller restores its own default afterwards."""
+    seconds: dict[str, list[float]] = {name: [] for name in alternatives}
+    for _ in range(rounds):
+        for name, switch in alternatives.items():
+            switch()
+            start = time.perf_counter()
+            work()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+__all__ = ["measure_grid", "time_alternatives", "time_epoch", "timed_steps", "write_results"]
 
 
 def measure_grid(

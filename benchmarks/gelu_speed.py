@@ -1,0 +1,125 @@
+"""Training steps and validation passes with RecBole's GELU and the fused one (``gelu_impl``).
+
+For every dataset and model, one trainer (``train_objective: sequence``, hidden 64, 2 layers,
+``--dropout`` for hidden and attention dropout, the defaults otherwise) is switched between
+``gelu_impl: recbole`` and ``fused`` (:func:`recbole_moe.layers.activation.use_gelu_impl`, the
+same parameters) and, interleaved for ``--rounds`` rounds in one process:
+
+* trains on the same ``--steps`` batches (forward, backward, Adam);
+* runs a full-sort validation pass over the first ``--eval_batches`` validation batches, with
+  the largest difference between the two GELUs' scores is recorded (float rounding only).
+
+Ratios use the median of the rounds after the first (> 1: fused is faster).
+
+    OMP_NUM_THREADS=1 python benchmarks/gelu_speed.py --datasets beauty \\
+        --models SASRec HyMoERec FAME BERT4Rec --output benchmarks/results/gelu_speed_beauty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+
+import torch
+from sequence_padding import build
+
+IMPLS = ("recbole", "fused")
+
+
+def measure(model_name: str, dataset: str, args) -> dict:
+    from recbole_moe.benchmark.timing import time_alternatives, train_step
+    from recbole_moe.layers.activation import use_gelu_impl
+
+    overrides = {
+        "hidden_dropout_prob": args.dropout,
+        "attn_dropout_prob": args.dropout,
+        "eval_batch_size": args.eval_batch,
+    }
+    trainer, train_data, valid_data = build(model_name, dataset, args, **overrides)
+    model = trainer.model
+    loss_fn = trainer.training_loss()
+    batches = list(itertools.islice(iter(train_data), args.steps))
+    eval_batches = list(itertools.islice(iter(valid_data), args.eval_batches))
+    current, scores_of = {}, {}  # scores_of: each GELU's validation scores
+
+    def switch_to(impl):
+        def switch():
+            use_gelu_impl(model, impl)
+            current["impl"] = impl
+
+        return switch
+
+    switches = {impl: switch_to(impl) for impl in IMPLS}
+
+    def steps():
+        for batch in batches:
+            train_step(model, trainer.optimizer, batch, loss_fn)
+
+    def validation():
+        model.eval()
+        with torch.no_grad():
+            scores = [model.full_sort_predict(batch[0]) for batch in eval_batches]
+        scores_of[current["impl"]] = scores
+
+    try:
+        train = time_alternatives(switches, steps, args.rounds)
+        evaluate = time_alternatives(switches, validation, args.rounds)
+    finally:
+        use_gelu_impl(model, "fused")
+    pairs = zip(scores_of["recbole"], scores_of["fused"], strict=True)
+    score_diff = max((a - b).abs().max().item() for a, b in pairs)
+    score_scale = max(a.abs().max().item() for a in scores_of["recbole"])
+
+    def median(values):
+        return statistics.median(values[1:] or values)
+
+    step = {impl: median(v) / len(batches) for impl, v in train.items()}
+    valid = {impl: median(v) for impl, v in evaluate.items()}
+    return {
+        "dataset": dataset,
+        "model": model_name,
+        "dropout": args.dropout,
+        "step_ms": {impl: round(v * 1000, 1) for impl, v in step.items()},
+        "step_speedup": round(step["recbole"] / step["fused"], 3),
+        "validation_users": sum(len(batch[0]) for batch in eval_batches),
+        "validation_s": {impl: round(v, 2) for impl, v in valid.items()},
+        "validation_speedup": round(valid["recbole"] / valid["fused"], 3),
+        "max_score_difference": score_diff,
+        "max_abs_score": round(score_scale, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["beauty"])
+    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec", "FAME", "BERT4Rec"])
+    parser.add_argument("--data_path", default="dataset")
+    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    parser.add_argument("--eval_batch", type=int, default=4096, help="eval_batch_size")
+    parser.add_argument("--dropout", type=float, default=0.5, help="hidden and attention")
+    parser.add_argument("--steps", type=int, default=8, help="training batches per round")
+    parser.add_argument("--eval_batches", type=int, default=2, help="validation batches")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of both GELUs")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--output", help="write the rows and the machine as JSON here")
+    args = parser.parse_args()
+
+    from recbole_moe.benchmark.timing import measure_grid, write_results
+
+    machine, rows = measure_grid(args, measure)
+    print("\n| dataset | model | training step: recbole / fused | validation: recbole / fused |")
+    print("| --- | --- | ---: | ---: |")
+    for row in rows:
+        ms, s = row["step_ms"], row["validation_s"]
+        print(
+            f"| {row['dataset']} | {row['model']} | {ms['recbole']:.0f} / {ms['fused']:.0f} ms "
+            f"({row['step_speedup']:.2f}x) | {s['recbole']:.1f} / {s['fused']:.1f} s "
+            f"({row['validation_speedup']:.2f}x) |"
+        )
+    if args.output:
+        write_results(args.output, machine, args, rows)
+
+
+if __name__ == "__main__":
+    main()
