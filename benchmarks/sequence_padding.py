@@ -101,6 +101,7 @@ def main() -> None:
         help="train_batch_chunks values compared with 1",
     )
     parser.add_argument("--steps", type=int, default=12, help="timed steps per epoch")
+    parser.add_argument("--eval_only", action="store_true", help="only the validation passes")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
@@ -114,10 +115,11 @@ def main() -> None:
     rows, summary = [], []
     for dataset in args.datasets:
         for model in args.models:
-            base = train_row(model, dataset, 1, args)
-            print(json.dumps(base), flush=True)
-            rows.append(base)
-            for chunks in args.chunks:
+            base = None if args.eval_only else train_row(model, dataset, 1, args)
+            if base:
+                print(json.dumps(base), flush=True)
+                rows.append(base)
+            for chunks in [] if args.eval_only else args.chunks:
                 row = train_row(model, dataset, chunks, args)
                 print(json.dumps(row), flush=True)
                 rows.append(row)

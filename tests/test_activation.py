@@ -31,7 +31,7 @@ def test_both_are_the_exact_erf_gelu_with_its_gradient():
     expected = x.detach() * 0.5 * (1 + torch.erf(x.detach() / math.sqrt(2)))
     # d/dx x Φ(x) = Φ(x) + x φ(x)
     slope = 0.5 * (1 + torch.erf(x.detach() / math.sqrt(2))) + x.detach() * torch.exp(
-        -x.detach() ** 2 / 2
+        -(x.detach() ** 2) / 2
     ) / math.sqrt(2 * math.pi)
     for gelu in (F.gelu, recbole_gelu):
         (grad,) = torch.autograd.grad(gelu(x).sum(), x)

@@ -13,6 +13,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole_moe.config import Config
 from recbole_moe.data.lean import (
     PADDING_INVARIANT_MODELS,
+    SCORE_PADDING_INVARIANT_MODELS,
     LeanTrainDataLoader,
     create_lean_dataset,
     data_path_mode,
@@ -203,7 +204,7 @@ def test_length_sorted_evaluation_visits_every_user_once_by_length_trimmed(synth
 
 
 def test_length_sorted_evaluation_keeps_recbole_order_for_other_models(synth):
-    for model_name, overrides in (("BERT4Rec", {}), ("SASRec", {"eval_batch_order": "dataset"})):
+    for model_name, overrides in (("Caser", {}), ("SASRec", {"eval_batch_order": "dataset"})):
         parts = build(
             model_name,
             synth.data_path,
@@ -219,7 +220,7 @@ def test_length_sorted_evaluation_keeps_recbole_order_for_other_models(synth):
         assert torch.equal(users, torch.sort(users).values)  # RecBole's order (by user)
 
 
-@pytest.mark.parametrize("model_name", ["SASRec", "HyMoERec", "FAME", "GRU4Rec"])
+@pytest.mark.parametrize("model_name", ["SASRec", "HyMoERec", "FAME", "GRU4Rec", "BERT4Rec"])
 def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_name):
     results = {}
     for order in ("dataset", "length_sorted"):
@@ -347,6 +348,36 @@ def test_trimmed_batches_give_the_same_loss_and_scores(synth, model_name):
     losses = [loss[0] if isinstance(loss, tuple) else loss for loss in losses]
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(scores[0], scores[1], rtol=1e-5, atol=1e-5)
+
+
+def test_bert4rec_full_sort_scores_are_the_same_in_trimmed_batches(synth):
+    """BERT4Rec's training batches stay full width, but its full-sort scores (mask token after
+    each history, bidirectional attention over non-padding keys) do not depend on the trailing
+    padding, so evaluation trims it."""
+    parts = build("BERT4Rec", synth.data_path, synth.dataset, {"data_path_mode": "lean"})
+    dataset, model = parts.train_data._dataset, parts.model
+    assert "BERT4Rec" not in PADDING_INVARIANT_MODELS
+    assert "BERT4Rec" in SCORE_PADDING_INVARIANT_MODELS
+    model.eval()
+    full = dataset.rows(torch.arange(len(dataset)), trim=False)
+    width = full["item_id_list"].shape[1]
+    index = torch.nonzero(full["item_length"] <= width // 2).flatten()[::3][:64]
+    assert len(index) > 8
+    trimmed, full = dataset.rows(index, trim=True), dataset.rows(index, trim=False)
+    assert trimmed["item_id_list"].shape[1] <= width // 2
+    with torch.no_grad():
+        scores = [model.full_sort_predict(b) for b in (trimmed, full)]
+    torch.testing.assert_close(scores[0], scores[1], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(scores[0][0], scores[0][1])  # users are scored differently
+    # so its full-sort evaluation is length-sorted and trimmed by default
+    parts = build(
+        "BERT4Rec",
+        synth.data_path,
+        synth.dataset,
+        {"data_path_mode": "lean", "eval_batch_size": 16},
+    )
+    widths = [b["item_id_list"].shape[1] for b in eval_batches(parts.valid_data)]
+    assert widths == sorted(widths) and widths[0] < width
 
 
 def test_length_grouped_training_learns_and_is_reproducible(synth, tmp_path):

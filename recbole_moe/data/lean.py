@@ -65,6 +65,12 @@ EVAL_BATCH_ORDERS = ("length_sorted", "dataset")
 #: after it (causal or masked over right padding), so a batch may be cut to its longest
 #: history. ``tests/test_lean.py`` checks each one's loss and scores, trimmed vs full width.
 PADDING_INVARIANT_MODELS = ("SASRec", "GRU4Rec", "NARM", "HyMoERec", "FAME", "Mamba4Rec")
+#: Models whose full-sort scores alone do not depend on trailing padding, so full-sort
+#: evaluation may use length-sorted, trimmed batches. BERT4Rec attends bidirectionally over
+#: the non-padding keys only and appends its mask token after each history, dropping the first
+#: column (``reconstruct_test_data``), at any width of at least the longest history; its
+#: training batches are masked at random positions over the width, so they are not trimmed.
+SCORE_PADDING_INVARIANT_MODELS = (*PADDING_INVARIANT_MODELS, "BERT4Rec")
 
 
 # -- choosing the path -------------------------------------------------------------------------
@@ -183,9 +189,11 @@ def eval_batch_order_problem(config) -> str | None:
 def sorts_evaluation(config) -> bool:
     """Whether the lean path's full-sort evaluation visits users by history length, with
     trimmed batches: ``eval_batch_order: length_sorted`` and a model of
-    :data:`PADDING_INVARIANT_MODELS` (for any other model the order and width stay RecBole's)."""
+    :data:`SCORE_PADDING_INVARIANT_MODELS` (for any other model the order and width stay
+    RecBole's)."""
     return (
-        eval_batch_order(config) == "length_sorted" and config["model"] in PADDING_INVARIANT_MODELS
+        eval_batch_order(config) == "length_sorted"
+        and config["model"] in SCORE_PADDING_INVARIANT_MODELS
     )
 
 
@@ -590,7 +598,7 @@ class LeanFullSortEvalDataLoader(FullSortEvalDataLoader):
     and trims every batch to its longest history: a batch of short histories no longer
     carries ``MAX_ITEM_LIST_LENGTH`` columns of padding. The metrics are means over users, so
     they do not depend on the order, and a padding-invariant model
-    (:data:`PADDING_INVARIANT_MODELS`) scores each user as at full width. In data-parallel
+    (:data:`SCORE_PADDING_INVARIANT_MODELS`) scores each user as at full width. In data-parallel
     evaluation the distributed sampler splits the loader's positions as before.
     """
 
@@ -683,6 +691,7 @@ __all__ = [
     "EVAL_BATCH_ORDERS",
     "LeanFullSortEvalDataLoader",
     "PADDING_INVARIANT_MODELS",
+    "SCORE_PADDING_INVARIANT_MODELS",
     "LeanSequentialDataset",
     "LeanTrainDataLoader",
     "FullSortEvalDataLoader",
