@@ -37,6 +37,16 @@ def test_keep_fraction_matches_one_minus_p_in_every_lane(p):
     assert abs(both - (1 - p) ** 2) < 5 * math.sqrt((1 - p) ** 2 / n)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_a_floating_mask_keeps_the_same_elements_as_the_boolean_one(dtype):
+    torch.manual_seed(7)
+    expected = keep_mask((3, 50, 7), 0.3, torch.device("cpu"))
+    torch.manual_seed(7)
+    mask = keep_mask((3, 50, 7), 0.3, torch.device("cpu"), dtype)
+    assert mask.dtype == dtype
+    assert torch.equal(mask, expected.to(dtype))
+
+
 def test_output_is_input_times_mask_over_keep_probability_and_unbiased():
     torch.manual_seed(1)
     x = torch.randn(64, 50, 32, dtype=torch.float64)

@@ -30,6 +30,7 @@ computes that same math path itself, with the cheaper mask; everywhere else it i
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -47,6 +48,14 @@ from recbole_moe.layers.dropout import (
 )
 
 ATTENTION_IMPLS = ("recbole", "sdpa")
+
+
+@functools.lru_cache(maxsize=16)
+def causal_bias(queries: int, keys: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[Q, L]`` additive mask of top-left aligned causal attention: 0 where key j <= query i,
+    -inf above the diagonal (cached per size, dtype and device; never modified)."""
+    future = torch.ones(queries, keys, dtype=torch.bool, device=device).triu(1)
+    return torch.zeros(queries, keys, dtype=dtype, device=device).masked_fill_(future, -math.inf)
 
 
 def attend(
@@ -78,13 +87,14 @@ def attend(
         value = value.repeat_interleave(group, dim=-3)
     scores = torch.matmul(query / math.sqrt(query.size(-1)), key.transpose(-2, -1))
     if is_causal:  # top-left aligned, as scaled_dot_product_attention's is_causal
-        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).triu(1)
-        scores.masked_fill_(future, float("-inf"))
+        # an added constant: its backward passes the gradient through unchanged (a masked fill
+        # would copy and re-mask it; softmax already gives the future positions zero gradient)
+        scores.add_(causal_bias(scores.shape[-2], scores.shape[-1], scores.dtype, scores.device))
     elif attn_mask is not None:
         scores = scores + attn_mask
     probs = torch.softmax(scores, dim=-1)  # [B, Hq, Q, L]
     # Dropout(probs) V = ((probs · keep) V) · scale: the scale on the small [B, Hq, Q, d_h] result
-    keep = keep_mask(probs.shape, p, probs.device)
+    keep = keep_mask(probs.shape, p, probs.device, probs.dtype)
     return torch.matmul(masked(probs, keep), value) * keep_scale(p)  # [B, Hq, Q, d_h]
 
 
