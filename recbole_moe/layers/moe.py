@@ -257,7 +257,9 @@ class ExpertBank(nn.Module):
         y = _Permute.apply(torch.cat(ys), inverse, order).view(
             n_tokens, k, self.in_features
         )  # [T, K, D]
-        return torch.bmm(weights.unsqueeze(1).to(y.dtype), y).squeeze(1)  # [T, D] = Σ_k g_k y_k
+        # [T, D] = Σ_k g_k y_k, as a broadcast product and sum: T batched [1, K] @ [K, D]
+        # products (bmm) took 1.8x as long, forward and backward, at T = 25,600, K = 2, D = 64
+        return (weights.unsqueeze(-1).to(y.dtype) * y).sum(1)
 
     def _forward_dense(
         self, x: Tensor, weights: Tensor, indices: Tensor | None, token_mask: Tensor | None
