@@ -9,9 +9,11 @@ top operations), the largest item after the matrix products. :class:`FastDropout
     y = x · keep · 65536 / t
 
 so an element is kept with probability t / 65536 (within 7.7e-6 of 1 - p) and scaled by the
-inverse of that probability: E[y] = x exactly, as for ``nn.Dropout``. The mask is stored as
-booleans for the backward pass, as ``nn.Dropout`` does. On CUDA, where torch's dropout is a
-fused kernel, and for p = 0 or p = 1, :class:`FastDropout` is ``nn.Dropout``.
+inverse of that probability: E[y] = x exactly, as for ``nn.Dropout``. The comparison writes
+the mask as 0/1 in ``x``'s dtype, kept for the backward pass, and both passes multiply by it
+(``nn.Dropout`` keeps booleans; on this CPU multiplying by them costs a conversion each time,
+and ``torch.where`` is slower still). On CUDA, where torch's dropout is a fused kernel, and for
+p = 0 or p = 1, :class:`FastDropout` is ``nn.Dropout``.
 
 :func:`use_dropout_impl` switches the dropout modules of a built model (ours or RecBole's), in
 place: a dropout module has no parameters or buffers, so checkpoints are unchanged.
