@@ -19,7 +19,6 @@ ratios against ``fp32`` (> 1: faster) use the median of the later epochs.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import time
@@ -65,38 +64,30 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["ml-100k", "beauty"])
-    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec"])
-    parser.add_argument("--data_path", default="dataset")
-    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    import recbole_moe  # noqa: F401
+    from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
+    from recbole_moe.layers import shape_buckets
+
+    parser = grid_parser(__doc__, ["ml-100k", "beauty"], ["SASRec", "HyMoERec"])
     parser.add_argument("--chunks", type=int, default=4, help="train_batch_chunks")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per variant")
     parser.add_argument("--width_step", type=int, help="bf16 variant's width bucket")
     parser.add_argument("--row_step", type=int, help="bf16 variant's row bucket")
-    parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
-
-    import recbole_moe  # noqa: F401
-    from recbole_moe.benchmark.timing import measure_grid, write_results
-    from recbole_moe.layers import shape_buckets
-
     args.width_step = args.width_step or shape_buckets.WIDTH_STEP
     args.row_step = args.row_step or shape_buckets.ROW_STEP
 
-    machine, rows = measure_grid(args, measure)
-    print("\n| dataset | model | fp32 epoch | bf16 without buckets | bf16 with buckets |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for row in rows:
+    def cells(row: dict) -> str:
         median, speedup = row["median_later_s"], row["speedup_vs_fp32"]
-        print(
+        return (
             f"| {row['dataset']} | {row['model']} | {median['fp32']:.1f} s "
             f"| {median['bf16-plain']:.1f} s ({speedup['bf16-plain']:.2f}x) "
             f"| {median['bf16']:.1f} s ({speedup['bf16']:.2f}x) |"
         )
-    if args.output:
-        write_results(args.output, machine, args, rows)
+
+    header = "| dataset | model | fp32 epoch | bf16 without buckets | bf16 with buckets |\n"
+    header += "| --- | --- | ---: | ---: | ---: |"
+    report_grid(args, *measure_grid(args, measure), header, cells)
 
 
 if __name__ == "__main__":

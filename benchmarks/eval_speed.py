@@ -19,7 +19,6 @@ median times against ``recbole`` (> 1: faster) and the top operations of one pro
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import statistics
@@ -85,40 +84,34 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["beauty"])
-    parser.add_argument("--models", nargs="+", default=["SASRec"])
-    parser.add_argument("--data_path", default="dataset")
-    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    import recbole_moe  # noqa: F401
+    from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
+
+    parser = grid_parser(__doc__, ["beauty"], ["SASRec"])
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per collector")
     parser.add_argument("--top", type=int, default=6, help="profiled operations kept")
-    parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
 
-    import recbole_moe  # noqa: F401
-    from recbole_moe.benchmark.timing import measure_grid, write_results
-
-    machine, rows = measure_grid(args, measure, hide=("top_operations",))
-    print("\n| dataset | model | users x items | recbole | topk | topk+sdpa | same metrics |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
-    for row in rows:
+    def cells(row: dict) -> str:
         median, speedup = row["median_s"], row["speedup"]
-        cells = " | ".join(
+        timed = " | ".join(
             f"{median[name]:.2f} s" + (f" ({speedup[name]:.2f}x)" if name != "recbole" else "")
             for name in ("recbole", "topk", "topk+sdpa")
         )
         same = "yes" if all(row["same_metrics"].values()) else "NO"
-        print(
+        return (
             f"| {row['dataset']} | {row['model']} | {row['users']} x {row['items']} "
-            f"| {cells} | {same} |"
+            f"| {timed} | {same} |"
         )
+
+    machine, rows = measure_grid(args, measure, hide=("top_operations",))
+    header = "| dataset | model | users x items | recbole | topk | topk+sdpa | same metrics |\n"
+    header += "| --- | --- | ---: | ---: | ---: | ---: | --- |"
+    report_grid(args, machine, rows, header, cells)
     for row in rows:
         for name, ops in row["top_operations"].items():
             listed = ", ".join(f"{op['op']} {op['share']:.0%}" for op in ops)
             print(f"- {row['dataset']} {row['model']} {name}: {listed}")
-    if args.output:
-        write_results(args.output, machine, args, rows)
 
 
 if __name__ == "__main__":

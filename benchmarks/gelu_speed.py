@@ -17,7 +17,6 @@ Ratios use the median of the rounds after the first (> 1: fused is faster).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 
@@ -91,34 +90,27 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["beauty"])
-    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec", "FAME", "BERT4Rec"])
-    parser.add_argument("--data_path", default="dataset")
-    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
+
+    parser = grid_parser(__doc__, ["beauty"], ["SASRec", "HyMoERec", "FAME", "BERT4Rec"])
     parser.add_argument("--eval_batch", type=int, default=4096, help="eval_batch_size")
     parser.add_argument("--dropout", type=float, default=0.5, help="hidden and attention")
     parser.add_argument("--steps", type=int, default=8, help="training batches per round")
     parser.add_argument("--eval_batches", type=int, default=2, help="validation batches")
     parser.add_argument("--rounds", type=int, default=4, help="rounds of both GELUs")
-    parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
 
-    from recbole_moe.benchmark.timing import measure_grid, write_results
-
-    machine, rows = measure_grid(args, measure)
-    print("\n| dataset | model | training step: recbole / fused | validation: recbole / fused |")
-    print("| --- | --- | ---: | ---: |")
-    for row in rows:
+    def cells(row: dict) -> str:
         ms, s = row["step_ms"], row["validation_s"]
-        print(
+        return (
             f"| {row['dataset']} | {row['model']} | {ms['recbole']:.0f} / {ms['fused']:.0f} ms "
             f"({row['step_speedup']:.2f}x) | {s['recbole']:.1f} / {s['fused']:.1f} s "
             f"({row['validation_speedup']:.2f}x) |"
         )
-    if args.output:
-        write_results(args.output, machine, args, rows)
+
+    header = "| dataset | model | training step: recbole / fused | validation: recbole / fused |\n"
+    header += "| --- | --- | ---: | ---: |"
+    report_grid(args, *measure_grid(args, measure), header, cells)
 
 
 if __name__ == "__main__":

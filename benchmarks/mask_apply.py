@@ -23,7 +23,6 @@ rounds after the first (> 1: faster).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 
@@ -88,32 +87,25 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["beauty"])
-    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec", "FAME"])
-    parser.add_argument("--data_path", default="dataset")
-    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
+
+    parser = grid_parser(__doc__, ["beauty"], ["SASRec", "HyMoERec", "FAME"])
     parser.add_argument("--dropout", type=float, default=0.5, help="hidden and attention")
     parser.add_argument("--steps", type=int, default=10, help="batches per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of both applications")
-    parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--output", help="write the rows and the machine as JSON here")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the applications")
     args = parser.parse_args()
 
-    from recbole_moe.benchmark.timing import measure_grid, write_results
-
-    machine, rows = measure_grid(args, measure)
-    print("\n| dataset | model | dropout | `where` step | `uint8` | `float` |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for row in rows:
+    def cells(row: dict) -> str:
         ms, up = row["step_ms"], row["speedup_vs_where"]
-        print(
+        return (
             f"| {row['dataset']} | {row['model']} | {row['dropout']} | {ms['where']:.0f} ms "
             f"| {ms['uint8']:.0f} ms ({up['uint8']:.2f}x) | {ms['float']:.0f} ms "
             f"({up['float']:.2f}x) |"
         )
-    if args.output:
-        write_results(args.output, machine, args, rows)
+
+    header = "| dataset | model | dropout | `where` step | `uint8` | `float` |\n"
+    header += "| --- | --- | ---: | ---: | ---: | ---: |"
+    report_grid(args, *measure_grid(args, measure), header, cells)
 
 
 if __name__ == "__main__":

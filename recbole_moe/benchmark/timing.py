@@ -111,7 +111,15 @@ def time_alternatives(
     return seconds
 
 
-__all__ = ["measure_grid", "time_alternatives", "time_epoch", "timed_steps", "write_results"]
+__all__ = [
+    "grid_parser",
+    "measure_grid",
+    "report_grid",
+    "time_alternatives",
+    "time_epoch",
+    "timed_steps",
+    "write_results",
+]
 
 
 def measure_grid(
@@ -129,6 +137,39 @@ def measure_grid(
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k not in hide}), flush=True)
     return machine, rows
+
+
+def grid_parser(
+    doc: str, datasets: list[str], models: list[str], batch: int = 256
+) -> argparse.ArgumentParser:
+    """The command line every dataset x model benchmark script shares: ``--datasets``,
+    ``--models``, ``--data_path``, ``--batch`` (train_batch_size), ``--seed`` and ``--output``
+    (JSON of the rows); ``doc``'s first line describes the script. Add the script's own
+    arguments to it."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=datasets)
+    parser.add_argument("--models", nargs="+", default=models)
+    parser.add_argument("--data_path", default="dataset")
+    parser.add_argument("--batch", type=int, default=batch, help="train_batch_size")
+    parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--output", help="write the rows and the machine as JSON here")
+    return parser
+
+
+def report_grid(
+    args: argparse.Namespace,
+    machine: str,
+    rows: list[dict],
+    header: str,
+    cells: Callable[[dict], str],
+) -> None:
+    """Print the rows of :func:`measure_grid` as a Markdown table (``header``: its title and
+    separator lines; ``cells(row)``: one line) and write them to ``args.output`` when set."""
+    print("\n" + header)
+    for row in rows:
+        print(cells(row))
+    if args.output:
+        write_results(args.output, machine, args, rows)
 
 
 def write_results(
