@@ -25,13 +25,17 @@ def _grads(loss, *tensors):
 
 @pytest.mark.parametrize("chunk_rows", [1, 3, 7, 64])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_equals_full_logits_cross_entropy(chunk_rows, with_bias):
-    hidden, weight, bias, target = _inputs(rows=7, items=11)
+@pytest.mark.parametrize(("items", "item_step"), [(11, 1), (11, 4), (11, 16), (16, 16)])
+def test_equals_full_logits_cross_entropy(chunk_rows, with_bias, items, item_step):
+    """Padding the item axis (11 items to 12 or 16 columns; 16 items: none) changes nothing."""
+    hidden, weight, bias, target = _inputs(rows=7, items=items)
     b = bias if with_bias else None
     # reference: -log softmax at the target, averaged, written out by hand
     logits = hidden @ weight.t() + (bias if with_bias else 0.0)
     reference = (torch.logsumexp(logits, dim=1) - logits[torch.arange(7), target]).mean()
-    fused = linear_cross_entropy(hidden, weight, target, b, chunk_rows=chunk_rows)
+    fused = linear_cross_entropy(
+        hidden, weight, target, b, chunk_rows=chunk_rows, item_step=item_step
+    )
     torch.testing.assert_close(fused.double(), reference, rtol=1e-6, atol=1e-6)
     wrt = (hidden, weight, bias) if with_bias else (hidden, weight)
     # an upstream gradient other than 1 must scale every gradient
@@ -81,3 +85,19 @@ def test_gradient_reaches_an_embedding_through_indexing():
     torch.testing.assert_close(got_states, states.grad)
     torch.testing.assert_close(got_emb, emb.weight.grad)
     assert torch.all(got_states[~keep] == 0)
+
+
+def test_padded_items_get_no_probability():
+    """All logits 0 over 5 items padded to 16 columns: the loss is log 5 (padding columns
+    counted as logits 0 would give log 16)."""
+    hidden = torch.zeros(1, 2, dtype=torch.float64)
+    weight = torch.zeros(5, 2, dtype=torch.float64)
+    loss = linear_cross_entropy(hidden, weight, torch.tensor([3]), item_step=16)
+    torch.testing.assert_close(loss, torch.tensor(5.0, dtype=torch.float64).log())
+
+
+@pytest.mark.parametrize("item_step", [0, -16])
+def test_bad_item_step_is_refused(item_step):
+    hidden, weight, _, target = _inputs(rows=2, items=5)
+    with pytest.raises(ValueError, match=f"item_step must be a positive integer, got {item_step}"):
+        linear_cross_entropy(hidden, weight, target, item_step=item_step)
