@@ -4,16 +4,16 @@
 ``C`` positions by the ``[V, D]`` item table three times: the logits ``[C, D] @ [D, V]``, the
 states' gradient ``[C, V] @ [V, D]`` and the table's gradient. With ``V`` the dataset's item
 count (3,417 on ML-1M 5-core, 12,102 on Beauty: not multiples of 16), the rows of the ``[C, V]``
-matrices do not start on a 64-byte boundary, and on this AVX-512 CPU the products that write or
-read them along the item axis ran 3-5x slower than with ``V`` rounded up to a multiple of 16.
-The loss now pads the item axis to a multiple of ``item_step`` (zero item rows, logits
-``-inf``, so the same loss and gradients) and accumulates the table's gradient as
-``hidden.T @ grad``.
+matrices do not start on a 64-byte boundary. The loss pads the item axis to a multiple of
+``item_step`` (zero item rows, logits ``-inf``, so the same loss and gradients) and accumulates
+the table's gradient as ``hidden.T @ grad``.
 
 For each item count, the loss's forward and backward on random ``[--rows, --hidden]`` states
-are timed with ``item_step`` 1 (no padding) and each of ``--steps``, interleaved for
-``--rounds`` rounds in one process; ratios use the median of the rounds after the first
-(> 1: faster than ``item_step`` 1). The losses of all variants are printed beside the times.
+are timed interleaved for ``--rounds`` rounds in one process: ``previous`` (no padding, the
+table's gradient as ``grad.T @ hidden``: the layout before), ``item_step 1`` (no padding, the
+current gradient layout) and ``item_step N`` for each of ``--steps`` (the default is 16).
+Ratios use the median of the rounds after the first (> 1: faster than ``previous``); the
+losses of all variants are printed beside the times.
 
     OMP_NUM_THREADS=1 python benchmarks/loss_layout.py --threads 1 \\
         --output benchmarks/results/loss_layout.json
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def measure(name: str, args) -> dict:
     from recbole_moe.benchmark.timing import time_alternatives
-    from recbole_moe.layers.sequence_loss import linear_cross_entropy
+    from recbole_moe.layers import sequence_loss
 
     n_items = ITEMS[name]
     generator = torch.Generator().manual_seed(0)
@@ -53,21 +53,30 @@ def measure(name: str, args) -> dict:
     weight.requires_grad_(True)
     target = torch.randint(1, n_items, (args.rows,), generator=generator)
     losses: dict[str, float] = {}
-    current = {"step": 1}
+    current = {"name": "previous", "step": 1}
 
-    def use(step: int):
-        return lambda: current.update(step=step)
+    def use(name: str, step: int, transposed: bool):
+        def switch():
+            current.update(name=name, step=step)
+            sequence_loss.WEIGHT_GRAD_HT_G = transposed
+
+        return switch
 
     def work():
         hidden.grad = weight.grad = None
-        loss = linear_cross_entropy(hidden, weight, target, item_step=current["step"])
+        loss = sequence_loss.linear_cross_entropy(hidden, weight, target, item_step=current["step"])
         loss.backward()
-        losses[f"item_step {current['step']}"] = loss.item()
+        losses[current["name"]] = loss.item()
 
-    steps = [1, *args.steps]
-    seconds = time_alternatives({f"item_step {s}": use(s) for s in steps}, work, args.rounds)
+    alternatives = {"previous": use("previous", 1, False)}
+    for step in [1, *args.steps]:
+        alternatives[f"item_step {step}"] = use(f"item_step {step}", step, True)
+    try:
+        seconds = time_alternatives(alternatives, work, args.rounds)
+    finally:
+        sequence_loss.WEIGHT_GRAD_HT_G = True
     row = {"dataset": name, "items": n_items, "rows": args.rows}
-    base = statistics.median(seconds["item_step 1"][1:])
+    base = statistics.median(seconds["previous"][1:])
     for key, values in seconds.items():
         ms = statistics.median(values[1:]) * 1000
         row[f"{key} ms"] = round(ms, 1)
@@ -91,7 +100,7 @@ def main() -> None:
     for name in args.items:
         rows.append(measure(name, args))
         print(json.dumps(rows[-1]), flush=True)
-    keys = ["item_step 1", *(f"item_step {s}" for s in args.steps)]
+    keys = ["previous", "item_step 1", *(f"item_step {s}" for s in args.steps)]
     print(f"\nloss forward + backward, {args.rows} positions, hidden {args.hidden}: ms (speed-up)")
     print("| dataset | items | " + " | ".join(keys) + " |")
     print("| --- | ---: | " + " | ".join("---:" for _ in keys) + " |")

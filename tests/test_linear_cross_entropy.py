@@ -101,3 +101,20 @@ def test_bad_item_step_is_refused(item_step):
     hidden, weight, _, target = _inputs(rows=2, items=5)
     with pytest.raises(ValueError, match=f"item_step must be a positive integer, got {item_step}"):
         linear_cross_entropy(hidden, weight, target, item_step=item_step)
+
+
+def test_both_weight_gradient_layouts_agree(monkeypatch):
+    """The benchmark's ``previous`` layout (``grad.T @ hidden``) gives the same gradients."""
+    from recbole_moe.layers import sequence_loss
+
+    hidden, weight, bias, target = _inputs(rows=9, items=13, seed=5)
+    got = {}
+    for transposed in (True, False):
+        monkeypatch.setattr(sequence_loss, "WEIGHT_GRAD_HT_G", transposed)
+        loss = linear_cross_entropy(hidden, weight, target, bias, chunk_rows=4)
+        got[transposed] = _grads(loss, hidden, weight, bias)
+    logits = hidden @ weight.t() + bias
+    want = _grads(F.cross_entropy(logits, target), hidden, weight, bias)
+    for layout in got.values():
+        for g, w in zip(layout, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-8)

@@ -25,6 +25,10 @@ def sample_negatives(
 #: 64-byte cache line, one AVX-512 register).
 ITEM_STEP = 16
 
+#: The item table's gradient accumulated as ``hidden.T @ grad`` (True) or ``grad.T @ hidden``
+#: (False, the earlier layout; ``benchmarks/loss_layout.py`` switches it to compare).
+WEIGHT_GRAD_HT_G = True
+
 _CHUNK_ELEMENTS = 1 << 22  # logits held at once by linear_cross_entropy: 16 MiB in float32
 
 
@@ -43,11 +47,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     gradients by the incoming one.
 
     The item axis is padded to ``Vp``, a multiple of ``item_step`` (zero item rows whose
-    logits are set to ``-inf``, so their probability and gradient are exactly 0): a
-    ``[C, V]`` logits matrix with ``V`` not a multiple of 16 made both products that write or
-    read it along the item axis 3-5x slower on AVX-512 (``benchmarks/loss_layout.py``). For
-    the same reason the weight's gradient is accumulated as ``hidden.T @ grad``, ``[D, Vp]``,
-    and transposed once at the end, instead of ``grad.T @ hidden``.
+    logits are set to ``-inf``, so their probability and gradient are exactly 0), and the
+    weight's gradient is accumulated as ``hidden.T @ grad`` (``[D, Vp]``, transposed once at
+    the end): with ``V`` not a multiple of 16 the rows of the ``[C, V]`` products are not
+    aligned to a cache line. On two idle threads this is level with the unpadded layout; with
+    one thread beside other jobs it was 1.01-1.25x faster (``benchmarks/loss_layout.py``).
     """
 
     @staticmethod
@@ -84,8 +88,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad[torch.arange(y.shape[0], device=y.device), y] -= 1.0  # softmax - onehot
             if grad_h is not None:
                 grad_h[start : start + chunk_rows] = grad @ weight_acc
-            if grad_wt is not None:
+            if grad_wt is not None and WEIGHT_GRAD_HT_G:
                 grad_wt += h.to(acc).t() @ grad
+            elif grad_wt is not None:
+                grad_wt += (grad.t() @ h.to(acc)).t()
             if grad_b is not None:
                 grad_b += grad.sum(dim=0)
         grad_w = None if grad_wt is None else grad_wt[:, :n_items].t().contiguous()  # [V, D]
