@@ -103,18 +103,23 @@ def test_bad_item_step_is_refused(item_step):
         linear_cross_entropy(hidden, weight, target, item_step=item_step)
 
 
-def test_both_weight_gradient_layouts_agree(monkeypatch):
-    """The benchmark's ``previous`` layout (``grad.T @ hidden``) gives the same gradients."""
+def test_every_layout_agrees(monkeypatch):
+    """The benchmark's layouts (``benchmarks/loss_layout.py``): the table's gradient as
+    ``grad.T @ hidden`` or ``hidden.T @ grad``, logits in a new tensor per chunk or in one
+    buffer, items padded or not: all give the loss and gradients of ``F.cross_entropy``."""
     from recbole_moe.layers import sequence_loss
 
     hidden, weight, bias, target = _inputs(rows=9, items=13, seed=5)
-    got = {}
-    for transposed in (True, False):
-        monkeypatch.setattr(sequence_loss, "WEIGHT_GRAD_HT_G", transposed)
-        loss = linear_cross_entropy(hidden, weight, target, bias, chunk_rows=4)
-        got[transposed] = _grads(loss, hidden, weight, bias)
     logits = hidden @ weight.t() + bias
     want = _grads(F.cross_entropy(logits, target), hidden, weight, bias)
-    for layout in got.values():
-        for g, w in zip(layout, want, strict=True):
-            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-8)
+    for transposed in (True, False):
+        for reuse in (True, False):
+            monkeypatch.setattr(sequence_loss, "WEIGHT_GRAD_HT_G", transposed)
+            monkeypatch.setattr(sequence_loss, "REUSE_LOGITS_BUFFER", reuse)
+            for item_step in (1, 16):
+                loss = linear_cross_entropy(
+                    hidden, weight, target, bias, chunk_rows=4, item_step=item_step
+                )
+                torch.testing.assert_close(loss, F.cross_entropy(logits, target))
+                for g, w in zip(_grads(loss, hidden, weight, bias), want, strict=True):
+                    torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-8)
