@@ -27,10 +27,8 @@ median of the rounds after the first (> 1: faster).
 from __future__ import annotations
 
 import functools
-import itertools
-import statistics
 
-from sequence_padding import build
+from step_switches import measure_switched, report_switched, step_parser
 
 LAYOUTS = {  # item_step, WEIGHT_GRAD_HT_G, REUSE_LOGITS_BUFFER
     "previous": (1, False, False),
@@ -40,13 +38,8 @@ LAYOUTS = {  # item_step, WEIGHT_GRAD_HT_G, REUSE_LOGITS_BUFFER
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
-    from recbole_moe.benchmark.timing import time_alternatives, train_step
     from recbole_moe.layers import sequence_loss
 
-    overrides = {"hidden_dropout_prob": args.dropout, "attn_dropout_prob": args.dropout}
-    trainer, train_data, _ = build(model_name, dataset, args, **overrides)
-    loss_fn = trainer.training_loss()
-    batches = list(itertools.islice(iter(train_data), args.steps))
     current = (
         sequence_loss.linear_cross_entropy,
         sequence_loss.WEIGHT_GRAD_HT_G,
@@ -61,49 +54,20 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
         return switch
 
-    def steps():
-        for batch in batches:
-            train_step(trainer.model, trainer.optimizer, batch, loss_fn)
-
-    try:
-        switches = {name: use(*layout) for name, layout in LAYOUTS.items()}
-        seconds = time_alternatives(switches, steps, args.rounds)
-    finally:
+    def restore():
         (
             sequence_loss.linear_cross_entropy,
             sequence_loss.WEIGHT_GRAD_HT_G,
             sequence_loss.REUSE_LOGITS_BUFFER,
         ) = current
-    step = {name: statistics.median(v[1:] or v) / len(batches) for name, v in seconds.items()}
-    return {
-        "dataset": dataset,
-        "model": model_name,
-        "dropout": args.dropout,
-        "step_ms": {name: round(value * 1000, 1) for name, value in step.items()},
-        "speedup_vs_previous": {name: round(step["previous"] / v, 3) for name, v in step.items()},
-    }
+
+    switches = {name: use(*layout) for name, layout in LAYOUTS.items()}
+    return measure_switched(model_name, dataset, args, switches, restore)
 
 
 def main() -> None:
-    from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
-
-    parser = grid_parser(__doc__, ["beauty"], ["SASRec", "HyMoERec", "FAME"])
-    parser.add_argument("--dropout", type=float, default=0.5, help="hidden and attention")
-    parser.add_argument("--steps", type=int, default=8, help="batches per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the layouts")
-    args = parser.parse_args()
-
-    def cells(row: dict) -> str:
-        ms, up = row["step_ms"], row["speedup_vs_previous"]
-        return (
-            f"| {row['dataset']} | {row['model']} | {ms['previous']:.0f} ms "
-            f"| {ms['padded']:.0f} ms ({up['padded']:.2f}x) | {ms['padded+buffer']:.0f} ms "
-            f"({up['padded+buffer']:.2f}x) |"
-        )
-
-    header = "| dataset | model | `previous` step | `padded` | `padded+buffer` |\n"
-    header += "| --- | --- | ---: | ---: | ---: |"
-    report_grid(args, *measure_grid(args, measure), header, cells)
+    args = step_parser(__doc__, steps=8).parse_args()
+    report_switched(args, measure, list(LAYOUTS))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,8 @@ rounds after the first (> 1: faster).
 
 from __future__ import annotations
 
-import itertools
-import statistics
-
 import torch
-from sequence_padding import build
+from step_switches import measure_switched, report_switched, step_parser
 
 APPLICATIONS = ("where", "uint8", "float")
 
@@ -43,13 +40,8 @@ def _where_backward(ctx, grad):
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
-    from recbole_moe.benchmark.timing import time_alternatives, train_step
     from recbole_moe.layers import attention, dropout
 
-    overrides = {"hidden_dropout_prob": args.dropout, "attn_dropout_prob": args.dropout}
-    trainer, train_data, _ = build(model_name, dataset, args, **overrides)
-    loss_fn = trainer.training_loss()
-    batches = list(itertools.islice(iter(train_data), args.steps))
     current = (dropout._Masked.forward, dropout._Masked.backward, dropout.keep_mask)
 
     def boolean_mask(shape, p, device, dtype=torch.bool):
@@ -63,49 +55,17 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
         return switch
 
-    def steps():
-        for batch in batches:
-            train_step(trainer.model, trainer.optimizer, batch, loss_fn)
-
     switches = {
         "where": use(_where_forward, _where_backward, boolean_mask),
         "uint8": use(current[0], current[1], boolean_mask),
         "float": use(*current),
     }
-    try:
-        seconds = time_alternatives(switches, steps, args.rounds)
-    finally:
-        use(*current)()
-    step = {name: statistics.median(v[1:] or v) / len(batches) for name, v in seconds.items()}
-    return {
-        "dataset": dataset,
-        "model": model_name,
-        "dropout": args.dropout,
-        "step_ms": {name: round(value * 1000, 1) for name, value in step.items()},
-        "speedup_vs_where": {name: round(step["where"] / v, 3) for name, v in step.items()},
-    }
+    return measure_switched(model_name, dataset, args, switches, use(*current))
 
 
 def main() -> None:
-    from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
-
-    parser = grid_parser(__doc__, ["beauty"], ["SASRec", "HyMoERec", "FAME"])
-    parser.add_argument("--dropout", type=float, default=0.5, help="hidden and attention")
-    parser.add_argument("--steps", type=int, default=10, help="batches per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the applications")
-    args = parser.parse_args()
-
-    def cells(row: dict) -> str:
-        ms, up = row["step_ms"], row["speedup_vs_where"]
-        return (
-            f"| {row['dataset']} | {row['model']} | {row['dropout']} | {ms['where']:.0f} ms "
-            f"| {ms['uint8']:.0f} ms ({up['uint8']:.2f}x) | {ms['float']:.0f} ms "
-            f"({up['float']:.2f}x) |"
-        )
-
-    header = "| dataset | model | dropout | `where` step | `uint8` | `float` |\n"
-    header += "| --- | --- | ---: | ---: | ---: | ---: |"
-    report_grid(args, *measure_grid(args, measure), header, cells)
+    args = step_parser(__doc__, steps=10).parse_args()
+    report_switched(args, measure, list(APPLICATIONS))
 
 
 if __name__ == "__main__":
