@@ -13,7 +13,9 @@ the same loss and gradients (``tests/test_linear_cross_entropy.py``):
 * ``padded``: the item axis padded to a multiple of 16 (zero item rows, logits ``-inf``) and
   the table's gradient accumulated as ``hidden.T @ grad``;
 * ``padded+buffer``: the same, with every chunk's logits written into one ``[C, Vp]`` buffer
-  allocated once per call and both gradient products written in place (the current code).
+  allocated once per call and both gradient products written in place;
+* ``one call``: the same, with the states of a batch's length groups (``train_batch_chunks``)
+  scored in one loss call instead of one per group (the current code).
 
 For every dataset and model, one trainer (``train_objective: sequence``, hidden 64, 2 layers,
 ``--dropout`` for hidden and attention dropout) trains on the same ``--steps`` batches with each
@@ -30,27 +32,31 @@ import functools
 
 from step_switches import measure_switched, report_switched, step_parser
 
-LAYOUTS = {  # item_step, WEIGHT_GRAD_HT_G, REUSE_LOGITS_BUFFER
-    "previous": (1, False, False),
-    "padded": (16, True, False),
-    "padded+buffer": (16, True, True),
+LAYOUTS = {  # item_step, WEIGHT_GRAD_HT_G, REUSE_LOGITS_BUFFER, one loss call per batch
+    "previous": (1, False, False, False),
+    "padded": (16, True, False, False),
+    "padded+buffer": (16, True, True, False),
+    "one call": (16, True, True, True),
 }
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
     from recbole_moe.layers import sequence_loss
+    from recbole_moe.model.sequence import SequenceObjective
 
     current = (
         sequence_loss.linear_cross_entropy,
         sequence_loss.WEIGHT_GRAD_HT_G,
         sequence_loss.REUSE_LOGITS_BUFFER,
+        SequenceObjective.scores_states,
     )
 
-    def use(item_step: int, transposed: bool, reuse: bool):
+    def use(item_step: int, transposed: bool, reuse: bool, one_call: bool):
         def switch():
             sequence_loss.linear_cross_entropy = functools.partial(current[0], item_step=item_step)
             sequence_loss.WEIGHT_GRAD_HT_G = transposed
             sequence_loss.REUSE_LOGITS_BUFFER = reuse
+            SequenceObjective.scores_states = current[3] if one_call else lambda self: False
 
         return switch
 
@@ -59,6 +65,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
             sequence_loss.linear_cross_entropy,
             sequence_loss.WEIGHT_GRAD_HT_G,
             sequence_loss.REUSE_LOGITS_BUFFER,
+            SequenceObjective.scores_states,
         ) = current
 
     switches = {name: use(*layout) for name, layout in LAYOUTS.items()}

@@ -444,6 +444,26 @@ def test_chunked_batch_gives_the_batch_loss_and_gradient(cfg_root, name):
         torch.testing.assert_close(grads[3][key], value, rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["SASRec", "HyMoERec"])
+def test_chunked_batch_scores_all_groups_in_one_loss_call(cfg_root, name, monkeypatch):
+    """The length groups' states are scored together: one call of the chunked loss per batch,
+    over every non-padding position of the batch."""
+    from recbole_moe.layers import sequence_loss
+
+    calls = []
+    original = sequence_loss.linear_cross_entropy
+
+    def counted(hidden, *args, **kwargs):
+        calls.append(hidden.shape[0])
+        return original(hidden, *args, **kwargs)
+
+    monkeypatch.setattr(sequence_loss, "linear_cross_entropy", counted)
+    model = make_model(cfg_root, name)
+    model.train()
+    SequenceObjective(model, 0, 3)(sequence_batch(HISTORIES))
+    assert calls == [sum(len(h) - 1 for h in HISTORIES)]
+
+
 def test_chunked_batch_trims_each_group_to_its_longest_history(cfg_root):
     model = make_model(cfg_root, "SASRec")
     widths = []

@@ -109,10 +109,19 @@ class DotProductSequentialRecommender(SequentialRecommender):
         position ``j`` equals :meth:`forward` on the prefix of length ``j + 1``."""
         raise NotImplementedError(f"{type(self).__name__} does not train at every position")
 
+    def sequence_states(self, interaction) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``[B, L, D]`` states at every position and the model's extra loss terms (none
+        here): what :meth:`calculate_sequence_loss` scores, and what the ``sequence`` objective
+        collects over a batch's length groups to score them in one loss call."""
+        states = self.forward_positions(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return states, ()
+
     def calculate_sequence_loss(self, interaction, negatives: torch.Tensor | None = None):
         """Cross-entropy of the next item at every non-padding position (full softmax, or
-        sampled over ``negatives`` ``[N]``), see :func:`position_cross_entropy`."""
-        states = self.forward_positions(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return position_cross_entropy(
+        sampled over ``negatives`` ``[N]``), see :func:`position_cross_entropy`, plus the
+        extra terms of :meth:`sequence_states` (a tuple when there are any)."""
+        states, terms = self.sequence_states(interaction)
+        loss = position_cross_entropy(
             states, interaction[TARGET_LIST_FIELD], self.item_embedding.weight, negatives
         )
+        return (loss, *terms) if terms else loss

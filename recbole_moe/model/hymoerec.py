@@ -22,9 +22,8 @@ from torch import Tensor, nn
 
 from recbole_moe.layers.hymoe import HyMoEEncoder
 from recbole_moe.layers.moe import LB_TYPES, ExpertBank, RouterOutput, load_balance_loss
-from recbole_moe.layers.sequence_loss import position_cross_entropy
 from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
-from recbole_moe.objective import TARGET_LIST_FIELD, training_samples
+from recbole_moe.objective import training_samples
 
 WARMUP_TYPES = ("linear", "cosine")
 
@@ -204,20 +203,18 @@ class HyMoERec(DotProductSequentialRecommender):
             return loss, self.lb_weight * self.balance_loss(routings, token_mask)
         return loss
 
-    def calculate_sequence_loss(self, interaction, negatives: Tensor | None = None):
-        """``train_objective: sequence``: next-item cross-entropy at every non-padding position
-        plus the balance loss over the same tokens; the warm-up clock advances once
-        per call, as in :meth:`calculate_loss`."""
+    def sequence_states(self, interaction) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """``train_objective: sequence``: states ``[B, L, D]`` at every position and the balance
+        loss over the same tokens (when ``lb_weight > 0``); the warm-up clock advances once per
+        call, as in :meth:`calculate_loss`. The base class scores the states
+        (:meth:`calculate_sequence_loss`)."""
         states, routings, token_mask = self._encode_positions(interaction[self.ITEM_SEQ])
-        loss = position_cross_entropy(
-            states, interaction[TARGET_LIST_FIELD], self.item_embedding.weight, negatives
-        )
         if self.training:
             with torch.no_grad():
                 self.train_step += 1
         if self.lb_weight > 0 and routings:
-            return loss, self.lb_weight * self.balance_loss(routings, token_mask)
-        return loss
+            return states, (self.lb_weight * self.balance_loss(routings, token_mask),)
+        return states, ()
 
     # ------------------------------------------------------------------ statistics
     def epoch_statistics(self) -> dict[str, object]:

@@ -194,13 +194,15 @@ class SequenceObjective:
         The users are sorted by history length and split into groups; each group is trimmed to
         its longest history (the models are causal, so trailing padding changes no position's
         output; under CPU bf16 autocast the width is rounded up, see
-        :mod:`~recbole_moe.layers.shape_buckets`) and its loss, a mean over its non-padding
-        positions, is weighted by its share of the batch's positions. The sum is the batch's
-        cross-entropy (exactly, up to float rounding, when dropout is off); one backward pass
-        then gives the batch's gradient. HyMoERec's balance term is the same weighted mean of
-        the groups' terms (close to, not equal to, the term of the batch's mean router
-        distribution), and a model's optimizer-step clock (``train_step``) advances once per
-        batch, with every group seeing the same warm-up value.
+        :mod:`~recbole_moe.layers.shape_buckets`) and run through the model. The states of
+        every group's non-padding positions are then scored in one loss call, the mean over
+        all the batch's positions (exactly the batch's cross-entropy, up to float rounding,
+        when dropout is off); one backward pass gives the batch's gradient. A model's extra
+        terms (HyMoERec's balance loss) are weighted by each group's share of the batch's
+        positions (close to, not equal to, the term of the batch's mean router distribution),
+        and a model's optimizer-step clock (``train_step``) advances once per batch, with every
+        group seeing the same warm-up value. A model that only defines its own
+        ``calculate_sequence_loss`` gets the same share-weighted sum of its groups' losses.
         """
         model = self.model
         lengths = interaction[model.ITEM_SEQ_LEN]
@@ -208,7 +210,10 @@ class SequenceObjective:
         positions = float((targets > 0).sum().clamp(min=1))
         clock = getattr(model, "train_step", None)
         start = clock.clone() if isinstance(clock, Tensor) else None
+        per_group = not self.scores_states()
         total: Loss | None = None
+        extra: Loss | None = None
+        states, next_items = [], []
         for index in length_chunks(lengths, self.chunks):
             share = float((targets[index] > 0).sum()) / positions
             if share == 0:
@@ -218,8 +223,40 @@ class SequenceObjective:
             width = max(int(lengths[index].max()), 1)
             width = bucket_width(width, lengths.device, model.max_seq_length)
             rows = trim_rows(interaction, index, width)
-            total = combine(total, self.loss(rows, negatives), share)
-        return total
+            if per_group:
+                total = combine(total, self.loss(rows, negatives), share)
+                continue
+            group_states, terms = self.states(rows)
+            keep = rows[TARGET_LIST_FIELD] > 0  # [b, w]
+            states.append(group_states[keep])  # [t, D]
+            next_items.append(rows[TARGET_LIST_FIELD][keep])  # [t]
+            if terms:
+                extra = combine(extra, tuple(terms), share)
+        if per_group:
+            return total
+        loss = position_cross_entropy(
+            torch.cat(states).unsqueeze(0),
+            torch.cat(next_items).unsqueeze(0),
+            model.item_embedding.weight,
+            negatives,
+        )
+        return (loss, *extra) if extra else loss
+
+    def scores_states(self) -> bool:
+        """Whether the model's sequence loss is the cross-entropy of :meth:`states` against the
+        item table (all but a model with only its own ``calculate_sequence_loss``)."""
+        model = self.model
+        return hasattr(model, "sequence_states") or not hasattr(model, "calculate_sequence_loss")
+
+    def states(self, interaction) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """``[B, L, D]`` states at every position of ``interaction`` and the model's extra loss
+        terms."""
+        model = self.model
+        if hasattr(model, "sequence_states"):
+            return model.sequence_states(interaction)
+        return position_states(
+            model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+        ), ()
 
     def loss(self, interaction, negatives: Tensor | None) -> Loss:
         """The model's loss at every non-padding position of ``interaction``."""
