@@ -234,6 +234,8 @@ class SequenceObjective:
                 extra = combine(extra, tuple(terms), share)
         if per_group:
             return total
+        if not states:  # no position to score in the whole batch: the unchunked loss (nan)
+            return self.loss(interaction, negatives)
         loss = position_cross_entropy(
             torch.cat(states).unsqueeze(0),
             torch.cat(next_items).unsqueeze(0),
