@@ -1,4 +1,4 @@
-"""Training steps with the chunked sequence loss laid out three ways, side by side.
+"""Training steps with the chunked sequence loss laid out four ways, side by side.
 
 ``linear_cross_entropy`` (the ``sequence`` regime's full softmax over all items) multiplies each
 chunk of ``C`` positions by the ``[V, D]`` item table three times: the logits

@@ -201,8 +201,9 @@ class SequenceObjective:
         terms (HyMoERec's balance loss) are weighted by each group's share of the batch's
         positions (close to, not equal to, the term of the batch's mean router distribution),
         and a model's optimizer-step clock (``train_step``) advances once per batch, with every
-        group seeing the same warm-up value. A model that only defines its own
-        ``calculate_sequence_loss`` gets the same share-weighted sum of its groups' losses.
+        group seeing the same warm-up value. Without :meth:`scores_states` (a model with only
+        its own ``calculate_sequence_loss``; ``benchmarks/loss_layout.py`` switches it off to
+        time the earlier layout) the loss is the share-weighted sum of the groups' losses.
         """
         model = self.model
         lengths = interaction[model.ITEM_SEQ_LEN]
@@ -246,7 +247,8 @@ class SequenceObjective:
 
     def scores_states(self) -> bool:
         """Whether the model's sequence loss is the cross-entropy of :meth:`states` against the
-        item table (all but a model with only its own ``calculate_sequence_loss``)."""
+        item table: every model of :data:`~recbole_moe.objective.SEQUENCE_MODELS` (BERT4Rec is
+        never chunked), not a model with only its own ``calculate_sequence_loss``."""
         model = self.model
         return hasattr(model, "sequence_states") or not hasattr(model, "calculate_sequence_loss")
 
@@ -267,9 +269,7 @@ class SequenceObjective:
             return model.calculate_sequence_loss(interaction, negatives)
         if isinstance(model, BERT4Rec):
             return bert4rec_cloze_loss(model, interaction, negatives)
-        states = position_states(
-            model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
-        )
+        states, _ = self.states(interaction)
         return position_cross_entropy(
             states, interaction[TARGET_LIST_FIELD], model.item_embedding.weight, negatives
         )
