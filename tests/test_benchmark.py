@@ -289,3 +289,42 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, m
     (again,) = read_runs(str(tmp_path / "again" / RUNS_FILE))
     assert again["test_result"] == record["test_result"]
     assert not os.path.exists(os.path.join(out, "saved"))  # finished: checkpoints removed
+
+
+def _record(model: str, seed: int, ndcg: float) -> dict:
+    return {
+        "status": "ok",
+        "dataset": "toys",
+        "model": model,
+        "seed": seed,
+        "test_result": {"ndcg@10": ndcg},
+        "config": {"train_objective": "sequence"},
+        "plan": {"ours": ["FAME"], "report_metrics": ["NDCG@10"]},
+    }
+
+
+def test_single_seed_strongest_baseline_gets_a_tested_second_row():
+    from scipy import stats
+
+    from recbole_moe.benchmark.report import summarize
+
+    fame = [0.051, 0.050, 0.052]
+    sasrec = [0.044, 0.0445, 0.0441]
+    records = [_record("FAME", s, v) for s, v in enumerate(fame)]
+    records += [_record("SASRec", s, v) for s, v in enumerate(sasrec)]
+    records += [_record("GRU4Rec", s, v) for s, v in enumerate([0.03, 0.031, 0.029])]
+    records.append(_record("Mamba4Rec", 0, 0.048))  # strongest mean, one seed
+    (summary,) = summarize(records)
+    first, second = summary.comparisons
+    assert (first.baseline, first.n_pairs, first.tested_fallback) == ("Mamba4Rec", 1, False)
+    assert math.isnan(first.p_value)
+    # The fallback is the strongest of the baselines with >= 2 common seeds: SASRec, not GRU4Rec.
+    assert (second.baseline, second.n_pairs, second.tested_fallback) == ("SASRec", 3, True)
+    d = np.subtract(fame, sasrec)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
+    assert second.p_value == pytest.approx(2 * stats.t.sf(abs(t), df=2), rel=1e-9)
+    assert second.improvement == pytest.approx((np.mean(fame) / np.mean(sasrec) - 1) * 100)
+    # With three Mamba4Rec seeds it is tested directly and no second row is added.
+    records += [_record("Mamba4Rec", s, v) for s, v in [(1, 0.047), (2, 0.049)]]
+    (summary,) = summarize(records)
+    assert [(c.baseline, c.n_pairs) for c in summary.comparisons] == [("Mamba4Rec", 3)]
