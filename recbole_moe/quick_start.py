@@ -316,9 +316,11 @@ def run(
         timings, ``n_params`` and ``epoch_stats`` (the model's per-epoch statistics: HyMoERec's
         α and expert load, FAME's gate and router weights; empty for other models).
         ``epochs_run`` counts the epochs of ``valid_metric``'s own run, ``epochs_trained`` those
-        trained; ``selections`` maps each of ``extra_valid_metrics`` to what a run selecting
-        on it alone reports (``best_valid_score``, ``best_valid_result``, ``best_epoch``,
-        ``epochs_run``, ``test_result``, ``model_file``).
+        trained by this call, ``epochs_total`` those trained in all (a resumed run's earlier
+        epochs included), ``best_epoch`` the epoch of the best model; ``selections`` maps
+        each of ``extra_valid_metrics`` to what a run selecting on it alone reports
+        (``best_valid_score``, ``best_valid_result``, ``best_epoch``, ``epochs_run``,
+        ``test_result``, ``model_file``).
     """
     parts = prepare_run(
         model, dataset, config_dict, config_file_list, override_source=override_source
@@ -363,6 +365,10 @@ def run(
         # the epochs of valid_metric's own run (training may go on for extra_valid_metrics)
         "epochs_run": primary.epochs_run if primary else len(train_times),
         "epochs_trained": len(train_times),
+        # the epoch of the best model and the epochs trained in all, resumed parts included
+        # (RecBoleMoeTrainer; None for other trainers)
+        "best_epoch": getattr(trainer, "best_epoch", None),
+        "epochs_total": trainer.start_epoch + len(train_times) if train_times else None,
         "selections": selections,
         "train_time_per_epoch": _mean(train_times),
         "valid_time_per_epoch": _mean(getattr(trainer, "valid_epoch_times", [])),

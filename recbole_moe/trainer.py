@@ -351,6 +351,10 @@ class RecBoleMoeTrainer(Trainer):
         #: The model's per-epoch statistics (``epoch_statistics()``, as plain lists and
         #: numbers), one entry per training epoch, kept across a resume.
         self.epoch_stats: list[dict[str, Any]] = []
+        #: The epoch of the best model on ``valid_metric`` (the last one RecBole saved as its
+        #: best-model file; ``None`` until then, or when the run saves no model), kept across
+        #: a resume.
+        self.best_epoch: int | None = None
         #: ``valid_metric``'s and ``extra_valid_metrics``' selections (``None`` / ``[]`` when
         #: the run selects on ``valid_metric`` only).
         self.primary_selection, self.selections = build_selections(config, self.saved_model_file)
@@ -599,6 +603,7 @@ class RecBoleMoeTrainer(Trainer):
             "optimizer": self.optimizer.state_dict(),
             "best_model_file": self.saved_model_file,
             "epoch_stats": list(self.epoch_stats),
+            "best_epoch": self.best_epoch,
             "selections": [selection.state() for selection in self._all_selections()],
         }
 
@@ -607,6 +612,8 @@ class RecBoleMoeTrainer(Trainer):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        if saved_model_file == self.saved_model_file:
+            self.best_epoch = epoch
         atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
@@ -642,6 +649,7 @@ class RecBoleMoeTrainer(Trainer):
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")
+        self.best_epoch = checkpoint.get("best_epoch")
         self.epoch_stats = [
             s for s in checkpoint.get("epoch_stats") or [] if s["epoch"] < self.start_epoch
         ]

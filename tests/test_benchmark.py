@@ -137,6 +137,12 @@ def test_report_rows_and_mean_std_match_hand_computation(finished):
         efficiency = list(csv.DictReader(f))
     assert [r["model"] for r in efficiency] == MODELS
     assert all(float(r["train_s_per_epoch"]) > 0 for r in efficiency)
+    for row in efficiency:
+        runs = [r for r in records if r["model"] == row["model"]]
+        assert all(0 <= r["best_epoch"] < r["epochs_total"] for r in runs)
+        assert float(row["best_epoch"]) == pytest.approx(np.mean([r["best_epoch"] for r in runs]))
+        wall = np.mean([r["duration_s"] for r in runs]) / 60
+        assert float(row["wall_min"]) == pytest.approx(wall)
 
 
 def test_plots_written_when_matplotlib_available(finished):

@@ -60,6 +60,9 @@ def test_resume_after_crash_reaches_the_same_metrics(
     assert resumed["best_valid_result"] == full["best_valid_result"]
     assert resumed["test_result"] == full["test_result"]
     assert resumed["epochs_run"] == 2  # epochs 2 and 3 only
+    # the best epoch and the epochs in all count the part before the crash
+    assert resumed["epochs_total"] == full["epochs_total"] == 4
+    assert resumed["best_epoch"] == full["best_epoch"]
     # the per-epoch model statistics survive the crash: all 4 epochs, as without it
     assert resumed["epoch_stats"] == full["epoch_stats"]
     if model == "HyMoERec":
@@ -67,6 +70,22 @@ def test_resume_after_crash_reaches_the_same_metrics(
         assert all(len(s["alpha"]) == tiny_config.get("n_layers", 2) for s in full["epoch_stats"])
     else:
         assert full["epoch_stats"] == []
+
+
+def test_best_epoch_is_the_last_epoch_with_the_best_validation_score(tiny_config):
+    tiny_config.update(epochs=8, stopping_step=2)
+    scores: list[float] = []
+    result = recbole_moe.run(
+        "SASRec",
+        "synth",
+        config_dict=dict(tiny_config),
+        callback_fn=lambda epoch, score: scores.append(score),
+    )
+    # RecBole keeps a later epoch that ties the best (``value >= best``).
+    best = max(range(len(scores)), key=lambda i: (scores[i], i))
+    assert result["best_epoch"] == best
+    assert result["epochs_total"] == len(scores)
+    assert result["best_valid_score"] == pytest.approx(scores[best])
 
 
 def test_resume_refuses_another_models_checkpoint(tiny_config):

@@ -302,6 +302,9 @@ def efficiency_rows(records: list[dict]) -> list[dict]:
                 "n_runs": len(runs),
                 "n_params": runs[0].get("n_params"),
                 "epochs_run": mean("epochs_run"),
+                "epochs_total": mean("epochs_total"),
+                "best_epoch": mean("best_epoch"),
+                "wall_min": None if mean("duration_s") is None else mean("duration_s") / 60,
                 "train_s_per_epoch": mean("train_time_per_epoch"),
                 "valid_s_per_epoch": mean("valid_time_per_epoch"),
                 "eval_s": mean("eval_time"),
@@ -491,7 +494,10 @@ def efficiency_section(rows: list[dict]) -> list[str]:
         "Means over seeds. Train s/epoch: one training epoch; eval s: the full-sort test "
         "evaluation (all users × all items, best checkpoint reload included); "
         "valid s/epoch: one full-sort validation pass; peak RSS: the process's peak "
-        "resident memory during the run (includes Python, torch and the dataset).",
+        "resident memory during the run (includes Python, torch and the dataset). Epochs: "
+        "trained in all, resumed parts included where the record has it (else those of the "
+        "last process); best epoch: of the selected model, counted from 0 (records made before "
+        "it was stored: –); wall: the run's last process, from start to the test result.",
         "",
     ]
     table = [
@@ -500,7 +506,9 @@ def efficiency_section(rows: list[dict]) -> list[str]:
             r["model"],
             r["train_objective"],
             f"{r['n_params']:,}" if r["n_params"] else "–",
-            _fmt(r["epochs_run"], 1),
+            _fmt(r["epochs_total"] if r["epochs_total"] is not None else r["epochs_run"], 1),
+            _fmt(r["best_epoch"], 1),
+            _fmt(r["wall_min"], 1),
             _fmt(r["train_s_per_epoch"], 2),
             _fmt(r["valid_s_per_epoch"], 2),
             _fmt(r["eval_s"], 2),
@@ -518,6 +526,8 @@ def efficiency_section(rows: list[dict]) -> list[str]:
                 "train_objective",
                 "Params",
                 "Epochs",
+                "Best epoch",
+                "Wall min",
                 "Train s/epoch",
                 "Valid s/epoch",
                 "Eval s",

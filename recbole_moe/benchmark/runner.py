@@ -271,6 +271,8 @@ def run_one(
         test_result=result["test_result"],
         epochs_run=result.get("epochs_run"),
         epochs_trained=result.get("epochs_trained"),
+        best_epoch=result.get("best_epoch"),
+        epochs_total=result.get("epochs_total"),
         selections={
             metric: {
                 **{k: v for k, v in selection.items() if k != "model_file"},
@@ -359,6 +361,8 @@ def shared_record(record: dict, other: Plan, metric: str, source: str) -> dict:
         best_valid_result=selection["best_valid_result"],
         test_result=selection["test_result"],
         epochs_run=selection["epochs_run"],
+        best_epoch=selection.get("best_epoch"),
+        epochs_total=selection["epochs_run"],
         epoch_stats=_epochs_below(record.get("_all_epoch_stats"), selection["epochs_run"]),
         model_file=selection.get("model_file"),
         shared_run={
