@@ -271,7 +271,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, m
     config = {**tiny_config, **SMALL, "epochs": 3, "train_objective": "sequence"}
     config.pop("seed")
     plan = build_plan(
-        models=["SASRec"], datasets=["synth"], seeds=[0], overrides=config, name="resume"
+        models=["HyMoERec"], datasets=["synth"], seeds=[0], overrides=config, name="resume"
     )
     original = RecBoleMoeTrainer._add_train_loss_to_tensorboard
 
@@ -294,6 +294,10 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, m
     assert uninterrupted["ok"] == 1
     (again,) = read_runs(str(tmp_path / "again" / RUNS_FILE))
     assert again["test_result"] == record["test_result"]
+    # the record counts the epochs before the kill too: all three epochs' statistics
+    assert [s["epoch"] for s in record["epoch_stats"]] == [0, 1, 2]
+    assert record["epoch_stats"] == again["epoch_stats"]
+    assert (record["epochs_total"], record["best_epoch"]) == (3, again["best_epoch"])
     assert not os.path.exists(os.path.join(out, "saved"))  # finished: checkpoints removed
 
 

@@ -287,7 +287,11 @@ def run_one(
         valid_time_per_epoch=result.get("valid_time_per_epoch"),
         eval_time=result.get("test_time"),
         n_params=result.get("n_params"),
-        epoch_stats=_epochs_below(result.get("epoch_stats"), result.get("epochs_run")),
+        # valid_metric's own epochs when the run went on for extra_valid_metrics (its
+        # epochs_run then counts from epoch 0); otherwise every epoch, a resumed run's too
+        epoch_stats=_epochs_below(
+            result.get("epoch_stats"), result.get("epochs_run") if selections else None
+        ),
         # every trained epoch's, for the shared plans' records; not written (execute drops it)
         _all_epoch_stats=result.get("epoch_stats") if selections else None,
         peak_rss_mib=memory.peak / 2**20,
