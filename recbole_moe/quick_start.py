@@ -317,7 +317,9 @@ def run(
         α and expert load, FAME's gate and router weights; empty for other models).
         ``epochs_run`` counts the epochs of ``valid_metric``'s own run, ``epochs_trained`` those
         trained by this call, ``epochs_total`` those trained in all (a resumed run's earlier
-        epochs included), ``best_epoch`` the epoch of the best model; ``selections`` maps
+        epochs included), ``best_epoch`` the epoch of the best model, ``elapsed_before_s``
+        the seconds of training and validation of a resumed run's earlier processes (0 when
+        not resumed, ``None`` when they were not recorded); ``selections`` maps
         each of ``extra_valid_metrics`` to what a run selecting on it alone reports
         (``best_valid_score``, ``best_valid_result``, ``best_epoch``, ``epochs_run``,
         ``test_result``, ``model_file``).
@@ -369,6 +371,9 @@ def run(
         # (RecBoleMoeTrainer; None for other trainers)
         "best_epoch": getattr(trainer, "best_epoch", None),
         "epochs_total": trainer.start_epoch + len(train_times) if train_times else None,
+        # seconds of training and validation by the earlier processes of a resumed run
+        # (other trainers record none: unknown when they resumed)
+        "elapsed_before_s": getattr(trainer, "elapsed_before_s", None if config["resume"] else 0.0),
         "selections": selections,
         "train_time_per_epoch": _mean(train_times),
         "valid_time_per_epoch": _mean(getattr(trainer, "valid_epoch_times", [])),

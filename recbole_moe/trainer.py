@@ -355,6 +355,10 @@ class RecBoleMoeTrainer(Trainer):
         #: best-model file; ``None`` until then, or when the run saves no model), kept across
         #: a resume.
         self.best_epoch: int | None = None
+        #: Seconds spent training and validating before this process, by the processes a
+        #: resumed run continues (0 for a fresh run; ``None`` after resuming from a checkpoint
+        #: written before this was recorded).
+        self.elapsed_before_s: float | None = 0.0
         #: ``valid_metric``'s and ``extra_valid_metrics``' selections (``None`` / ``[]`` when
         #: the run selects on ``valid_metric`` only).
         self.primary_selection, self.selections = build_selections(config, self.saved_model_file)
@@ -604,8 +608,16 @@ class RecBoleMoeTrainer(Trainer):
             "best_model_file": self.saved_model_file,
             "epoch_stats": list(self.epoch_stats),
             "best_epoch": self.best_epoch,
+            "elapsed_s": self.elapsed_s(),
             "selections": [selection.state() for selection in self._all_selections()],
         }
+
+    def elapsed_s(self) -> float | None:
+        """Seconds of training and validation so far, earlier processes of a resumed run
+        included (``None`` when an earlier process did not record its own)."""
+        if self.elapsed_before_s is None:
+            return None
+        return self.elapsed_before_s + sum(self.train_epoch_times) + sum(self.valid_epoch_times)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's best-model checkpoint, written atomically."""
@@ -650,6 +662,7 @@ class RecBoleMoeTrainer(Trainer):
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")
         self.best_epoch = checkpoint.get("best_epoch")
+        self.elapsed_before_s = checkpoint.get("elapsed_s")
         self.epoch_stats = [
             s for s in checkpoint.get("epoch_stats") or [] if s["epoch"] < self.start_epoch
         ]

@@ -298,6 +298,9 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, m
     assert [s["epoch"] for s in record["epoch_stats"]] == [0, 1, 2]
     assert record["epoch_stats"] == again["epoch_stats"]
     assert (record["epochs_total"], record["best_epoch"]) == (3, again["best_epoch"])
+    # the wall time in all counts the killed process's epoch 0 too
+    assert again["wall_total_s"] == again["duration_s"]
+    assert record["wall_total_s"] > record["duration_s"]
     assert not os.path.exists(os.path.join(out, "saved"))  # finished: checkpoints removed
 
 
@@ -338,3 +341,14 @@ def test_single_seed_strongest_baseline_gets_a_tested_second_row():
     records += [_record("Mamba4Rec", s, v) for s, v in [(1, 0.047), (2, 0.049)]]
     (summary,) = summarize(records)
     assert [(c.baseline, c.n_pairs) for c in summary.comparisons] == [("Mamba4Rec", 3)]
+
+
+def test_wall_time_counts_every_process_of_a_resumed_run():
+    from recbole_moe.benchmark.report import efficiency_rows
+
+    fresh = dict(_record("FAME", 0, 0.05), duration_s=600.0, wall_total_s=600.0)
+    resumed = dict(_record("FAME", 1, 0.05), duration_s=300.0, wall_total_s=1500.0)
+    older = dict(_record("FAME", 2, 0.05), duration_s=900.0)  # recorded before wall_total_s
+    unknown = dict(_record("FAME", 3, 0.05), duration_s=60.0, wall_total_s=None)
+    (row,) = efficiency_rows([fresh, resumed, older, unknown])
+    assert row["wall_min"] == pytest.approx((600 + 1500 + 900) / 3 / 60)

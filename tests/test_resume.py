@@ -45,9 +45,13 @@ def test_resume_after_crash_reaches_the_same_metrics(
     crashing = dict(tiny_config, checkpoint_dir=str(crash_dir))
     original = RecBoleMoeTrainer._add_train_loss_to_tensorboard
 
+    before_crash: list[float] = []
+
     def crash_after_epoch_2(self, epoch_idx, losses, tag="Loss/Train"):
         original(self, epoch_idx, losses, tag)
         if epoch_idx == 2:
+            # the last checkpoint was written as epoch 2 began: epochs 0 and 1 were timed
+            before_crash.append(sum(self.train_epoch_times[:2]) + sum(self.valid_epoch_times[:2]))
             raise Interrupted("killed after epoch 2")
 
     monkeypatch.setattr(RecBoleMoeTrainer, "_add_train_loss_to_tensorboard", crash_after_epoch_2)
@@ -63,6 +67,10 @@ def test_resume_after_crash_reaches_the_same_metrics(
     # the best epoch and the epochs in all count the part before the crash
     assert resumed["epochs_total"] == full["epochs_total"] == 4
     assert resumed["best_epoch"] == full["best_epoch"]
+    # the time of the crashed process travels with the checkpoint
+    assert full["elapsed_before_s"] == 0.0
+    assert before_crash[0] > 0
+    assert resumed["elapsed_before_s"] == pytest.approx(before_crash[0])
     # the per-epoch model statistics survive the crash: all 4 epochs, as without it
     assert resumed["epoch_stats"] == full["epoch_stats"]
     if model == "HyMoERec":

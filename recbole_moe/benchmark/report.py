@@ -294,6 +294,9 @@ def efficiency_rows(records: list[dict]) -> list[dict]:
             vals = [r.get(field_name) for r in runs if r.get(field_name) is not None]
             return float(np.mean(vals)) if vals else None
 
+        # wall time of the run's every process; older records have only their last one's
+        walls = [r.get("wall_total_s", r.get("duration_s")) for r in runs]
+        walls = [w for w in walls if w is not None]
         rows.append(
             {
                 "dataset": dataset,
@@ -304,7 +307,7 @@ def efficiency_rows(records: list[dict]) -> list[dict]:
                 "epochs_run": mean("epochs_run"),
                 "epochs_total": mean("epochs_total"),
                 "best_epoch": mean("best_epoch"),
-                "wall_min": None if mean("duration_s") is None else mean("duration_s") / 60,
+                "wall_min": float(np.mean(walls)) / 60 if walls else None,
                 "train_s_per_epoch": mean("train_time_per_epoch"),
                 "valid_s_per_epoch": mean("valid_time_per_epoch"),
                 "eval_s": mean("eval_time"),

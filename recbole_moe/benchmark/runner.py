@@ -248,6 +248,8 @@ def run_one(
             hardware=hardware(),
         )
         return record
+    duration_s = time.perf_counter() - start
+    elapsed_before = result.get("elapsed_before_s", 0.0)
     config = result["config"]
     model_file = result.get("model_file")
     selections = result.get("selections") or {}
@@ -299,7 +301,10 @@ def run_one(
         cuda_max_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
         log_file=_relative_paths(result.get("log_file")),
         model_file=_relative_paths(model_file) if keep_checkpoints else None,
-        duration_s=time.perf_counter() - start,
+        duration_s=duration_s,
+        # a resumed run's earlier processes' training and validation time added (None when
+        # its checkpoint did not record them)
+        wall_total_s=None if elapsed_before is None else duration_s + elapsed_before,
         finished_at=_timestamp(),
         hardware=hardware(str(config["device"])),
     )
