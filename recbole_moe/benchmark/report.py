@@ -500,7 +500,9 @@ def efficiency_section(rows: list[dict]) -> list[str]:
         "resident memory during the run (includes Python, torch and the dataset). Epochs: "
         "trained in all, resumed parts included where the record has it (else those of the "
         "last process); best epoch: of the selected model, counted from 0 (records made before "
-        "it was stored: –); wall: the run's last process, from start to the test result.",
+        "it was stored: –); wall: from start to the test result, with a resumed run's earlier "
+        "processes' training and validation time where the record has it (else its last "
+        "process only).",
         "",
     ]
     table = [
