@@ -390,6 +390,9 @@ class RecBoleMoeTrainer(Trainer):
             )
         finally:
             self.stopping_step = self.config["stopping_step"]
+            # Flush and end tensorboard's writer thread now, not when the process exits (by
+            # then the run's working directory may be gone); a later write reopens it.
+            self.tensorboard.close()
         for selection in self._all_selections():
             self.logger.info(
                 f"Selection on {selection.metric}: best valid {selection.best_score} in epoch "

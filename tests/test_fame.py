@@ -4,6 +4,8 @@ prediction consistency, checkpoints, reproducibility and learning on the planted
 from __future__ import annotations
 
 import copy
+import glob
+import threading
 
 import pytest
 import torch
@@ -402,6 +404,30 @@ def test_trainer_logs_epoch_stats(trained):
     assert stats["epoch"] == 0 and len(stats["gate"]) == heads
     assert sum(stats["gate"]) == pytest.approx(1.0, abs=1e-4)
     assert len(stats["router"]) == heads
+
+
+def _tensorboard_writer_threads() -> int:
+    return sum(type(t).__name__ == "_AsyncWriterThread" for t in threading.enumerate())
+
+
+def test_run_leaves_no_tensorboard_writer_thread(env, tmp_path, monkeypatch):
+    """``fit`` closes its tensorboard writer: every epoch scalar is in the event file when the
+    run returns, and no writer thread is left to flush into a folder that may be gone."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(
+        env["root"], epochs=1, checkpoint_dir=str(tmp_path / "saved"), **E2E_SETTINGS
+    )
+    before = _tensorboard_writer_threads()
+    result = run("FAME", "synth", config_dict=config, saved=False)
+    assert _tensorboard_writer_threads() == before
+    (run_dir,) = glob.glob(str(tmp_path / "log_tensorboard" / "*"))
+    events = EventAccumulator(run_dir)
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"Loss/Train", "Vaild_score"} <= tags  # RecBole's own tags (its spelling)
+    assert {f"FAME/gate/{h}" for h in range(result["config"]["n_heads"])} <= tags
 
 
 def test_training_beats_untrained(env, trained):
