@@ -56,7 +56,11 @@ POSITIVE_INT_KEYS = (
     "d_conv",
     "expand",
     "length_group_size",
+    "scan_chunk_size",
+    "scan_batch_block",
 )
+#: On/off settings: ``True`` / ``False`` (or 1 / 0) when present.
+BOOL_KEYS = ("scan_compile",)
 #: Integer or float settings that must be >= 0 when present.
 NON_NEGATIVE_KEYS = ("warmup_steps", "warmup_epochs", "lb_weight", "weight_decay")
 #: Float settings that must be > 0 when present.
@@ -109,6 +113,9 @@ def config_problems(config: Config) -> list[str]:
     for key in POSITIVE_INT_KEYS:
         if present(key) and not (_is_int(config[key]) and config[key] >= 1):
             problems.append(_problem(config, key, "must be an integer >= 1"))
+    for key in BOOL_KEYS:
+        if present(key) and not (isinstance(config[key], bool) or config[key] in (0, 1)):
+            problems.append(_problem(config, key, "must be True or False"))
     for key in NON_NEGATIVE_KEYS:
         if present(key) and not (isinstance(config[key], (int, float)) and config[key] >= 0):
             problems.append(_problem(config, key, "must be a number >= 0"))

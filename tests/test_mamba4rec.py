@@ -96,8 +96,11 @@ def naive_block(block: MambaBlock, x):
     return (y * F.silu(z)) @ block.out_proj.weight.t()
 
 
-@pytest.mark.parametrize("chunk_size,batch_block", [(4, 2), (7, None), (64, 3)])
-def test_scan_and_gradients_match_naive_recurrence(chunk_size, batch_block):
+@pytest.mark.parametrize(
+    "chunk_size,batch_block,compiled",
+    [(4, 2, False), (7, None, False), (64, 3, False), (4, 2, True), (7, None, True)],
+)
+def test_scan_and_gradients_match_naive_recurrence(chunk_size, batch_block, compiled):
     torch.manual_seed(0)
     n, Lx, D, N = 5, 23, 6, 4
     u = torch.randn(n, Lx, D, requires_grad=True)
@@ -106,7 +109,7 @@ def test_scan_and_gradients_match_naive_recurrence(chunk_size, batch_block):
     Bm = torch.randn(n, Lx, N, requires_grad=True)
     C = torch.randn(n, Lx, N, requires_grad=True)
     inputs = (u, delta, A, Bm, C)
-    y = selective_scan(*inputs, chunk_size=chunk_size, batch_block=batch_block)
+    y = selective_scan(*inputs, chunk_size=chunk_size, batch_block=batch_block, compiled=compiled)
     ref = naive_scan(*inputs)
     assert y.shape == (n, Lx, D)
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
@@ -117,7 +120,8 @@ def test_scan_and_gradients_match_naive_recurrence(chunk_size, batch_block):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_scan_gradcheck_float64():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_scan_gradcheck_float64(compiled):
     torch.manual_seed(1)
     n, Lx, D, N = 3, 9, 3, 2
     inputs = (
@@ -129,13 +133,57 @@ def test_scan_gradcheck_float64():
     )
     inputs = tuple(t.requires_grad_() for t in inputs)
     assert torch.autograd.gradcheck(
-        lambda *a: selective_scan(*a, chunk_size=4, batch_block=2), inputs
+        lambda *a: selective_scan(*a, chunk_size=4, batch_block=2, compiled=compiled), inputs
     )
 
 
-def test_torch_block_matches_naive_step_by_step_block():
+def test_failed_compilation_warns_and_falls_back_to_the_eager_scan(monkeypatch, caplog):
+    from recbole_moe.layers import selective_scan as scan_module
+
+    def no_compiler(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler found")
+
+        return fail
+
+    monkeypatch.setattr(scan_module.torch, "compile", no_compiler)
+    monkeypatch.setattr(scan_module, "_compiled_kernels", {})
+    monkeypatch.setattr(scan_module, "_compile_error", [])
+    torch.manual_seed(2)
+    n, Lx, D, N = 3, 10, 4, 3
+    inputs = (
+        torch.randn(n, Lx, D),
+        F.softplus(torch.randn(n, Lx, D)),
+        -torch.rand(D, N) - 0.5,
+        torch.randn(n, Lx, N),
+        torch.randn(n, Lx, N),
+    )
+    with caplog.at_level(logging.WARNING):
+        y = selective_scan(*inputs, chunk_size=4, batch_block=2, compiled=True)
+    torch.testing.assert_close(y, naive_scan(*inputs), atol=1e-5, rtol=1e-5)
+    assert (
+        "Compiling the selective scan failed (RuntimeError: no C++ compiler found)" in caplog.text
+    )
+    assert scan_module._compile_error  # later calls take the eager path without trying again
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = selective_scan(*inputs, chunk_size=4, batch_block=2, compiled=True)
+    torch.testing.assert_close(again, y)
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("compile_scan", [False, True])
+def test_torch_block_matches_naive_step_by_step_block(compile_scan):
     torch.manual_seed(0)
-    block = MambaBlock(d_model=8, d_state=4, d_conv=3, expand=2, chunk_size=4, batch_block=2)
+    block = MambaBlock(
+        d_model=8,
+        d_state=4,
+        d_conv=3,
+        expand=2,
+        chunk_size=4,
+        batch_block=2,
+        compile_scan=compile_scan,
+    )
     with torch.no_grad():  # non-trivial values everywhere
         block.A_log.add_(torch.rand_like(block.A_log) - 0.5)
         block.D.uniform_(-1, 1)
@@ -246,6 +294,7 @@ def test_published_defaults_in_property_file(base_config):
         "loss_type": "CE",
         "mamba_backend": "auto",
         "mamba_dt_init": "recbole",
+        "scan_compile": True,
     }
     assert {k: cfg[k] for k in expected} == expected
     assert cfg["train_neg_sample_args"]["distribution"] == "none"

@@ -42,6 +42,8 @@ BAD_VALUES = [
         r"length_grouped' needs the lean data path; data_path_mode is 'recbole'",
     ),
     ({"length_group_size": 0}, "SASRec", r"length_group_size=0 .*>= 1"),
+    ({"scan_compile": "maybe"}, "Mamba4Rec", r"scan_compile='maybe' .*must be True or False"),
+    ({"scan_chunk_size": 0}, "Mamba4Rec", r"scan_chunk_size=0 .*>= 1"),
 ]
 
 

@@ -17,11 +17,23 @@ chunk boundary (``[L / chunk_size, B, D, N]``) for the backward pass, and recomp
 chunk's states there, the same recompute-in-backward strategy as the CUDA kernel. Peak memory is
 ``O(chunk_size · B · D · N)`` on top of the ``[B, L, D]`` inputs. The batch is additionally split
 into blocks of ``batch_block`` rows so that a chunk's working set stays in the CPU cache.
+
+Compiled kernels (``compiled=True``, CPU): :class:`_CompiledSelectiveScan` keeps the same
+chunking and recomputation but runs each chunk's forward and backward as one function written
+step by step (:func:`_forward_chunk`, :func:`_backward_chunk`) and compiled once per process by
+``torch.compile`` (inductor, which needs a C++ compiler). Inductor fuses the chunk's steps, so
+the ``[T, b, D, N]`` intermediates of the eager path are never written to memory. The sequence
+and batch are zero-padded to whole chunks and blocks, so one compiled shape serves every batch:
+a padded step has ``Δ = 0`` and ``u = B = C = 0``, leaving the state unchanged and adding
+nothing to any gradient. If compilation fails, a warning is logged and the eager path is used.
 """
 
+import logging
 import math
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 _LOG2E = math.log2(math.e)
@@ -144,14 +156,155 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, None, None
 
 
+# --------------------------------------------------------------------------- compiled kernels
+def _forward_chunk(dl: Tensor, q: Tensor, B: Tensor, C: Tensor, A2: Tensor, h: Tensor):
+    """One chunk forward, step by step (compiled: fused into a few loops).
+
+    Args:
+        dl, q: ``[T, b, D]`` ``Δ_t`` and ``Δ_t ⊙ u_t``.
+        B, C: ``[T, b, N]``.
+        A2: ``[D, N]`` ``A · log2(e)`` (so that ``exp(Δ A) = exp2(Δ A2)``).
+        h: ``[b, D, N]`` state before the chunk.
+
+    Returns:
+        ``y`` ``[T, b, D]`` and the state after the chunk ``[b, D, N]``.
+    """
+    ys = []
+    for t in range(dl.shape[0]):
+        h = torch.exp2(dl[t].unsqueeze(-1) * A2) * h + q[t].unsqueeze(-1) * B[t].unsqueeze(-2)
+        ys.append((h * C[t].unsqueeze(-2)).sum(-1))  # y_t = Σ_n h_t C_t
+    return torch.stack(ys), h
+
+
+def _backward_chunk(
+    dl: Tensor, q: Tensor, B: Tensor, C: Tensor, A2: Tensor, h: Tensor, dy: Tensor, carry: Tensor
+):
+    """One chunk backward, step by step: recompute the chunk's states from ``h``, then run the
+    adjoint recurrence ``G_t = dy_t ⊗ C_t + exp(Δ_{t+1} A) ⊙ G_{t+1}`` back from ``carry``
+    (``∂loss/∂h`` at the chunk's last step through the next chunk). Shapes as
+    :func:`_forward_chunk`, ``dy`` ``[T, b, D]``, ``carry`` ``[b, D, N]``.
+
+    Returns:
+        ``dq, dΔ`` (the part through ``exp(ΔA)``) ``[T, b, D]``, ``dB, dC`` ``[T, b, N]``, ``dA``
+        ``[D, N]`` summed over the chunk, and the carry into the previous chunk ``[b, D, N]``.
+    """
+    T = dl.shape[0]
+    A = A2 / _LOG2E
+    states, decays, dC = [h], [], []
+    for t in range(T):
+        decay = torch.exp2(dl[t].unsqueeze(-1) * A2)  # exp(Δ_t A)
+        h = decay * h + q[t].unsqueeze(-1) * B[t].unsqueeze(-2)
+        decays.append(decay)
+        states.append(h)
+        dC.append((dy[t].unsqueeze(-1) * h).sum(-2))  # Σ_d dy_t h_t
+    dq, ddl, dB = [], [], []
+    dA = torch.zeros_like(h)  # Σ_t P Δ_t, summed over the batch once at the end
+    for t in reversed(range(T)):
+        G = dy[t].unsqueeze(-1) * C[t].unsqueeze(-2) + carry  # ∂loss/∂h_t
+        dq.append((G * B[t].unsqueeze(-2)).sum(-1))  # Σ_n G B_t
+        dB.append((G * q[t].unsqueeze(-1)).sum(-2))  # Σ_d G q_t
+        P = G * decays[t] * states[t]  # ∂loss/∂(Δ_t A)
+        ddl.append((P * A).sum(-1))
+        dA = dA + P * dl[t].unsqueeze(-1)
+        carry = decays[t] * G
+    reverse = (torch.stack(g[::-1]) for g in (dq, ddl, dB))
+    return (*reverse, torch.stack(dC), dA.sum(0), carry)
+
+
+_KERNELS: dict[str, Callable] = {"forward": _forward_chunk, "backward": _backward_chunk}
+_compiled_kernels: dict[str, Callable] = {}
+_compile_error: list[str] = []  # set once compilation has failed: the eager path from then on
+
+
+def _run_kernel(name: str, *args: Tensor):
+    """Run the compiled chunk kernel ``name``; after a compilation failure, warn once and run
+    it uncompiled (every later :func:`selective_scan` call takes the eager path)."""
+    if not _compile_error:
+        if name not in _compiled_kernels:
+            _compiled_kernels[name] = torch.compile(_KERNELS[name], dynamic=False, fullgraph=True)
+        try:
+            return _compiled_kernels[name](*args)
+        except Exception as exc:  # no C++ compiler, or an inductor error
+            _compile_error.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            logging.getLogger(__name__).warning(
+                "Compiling the selective scan failed (%s); using the eager scan "
+                "(set scan_compile: False to skip compilation).",
+                _compile_error[0],
+            )
+    return _KERNELS[name](*args)
+
+
+def _to_blocks(x: Tensor, length: int, block: int) -> Tensor:
+    """``[Bt, L, K]`` → block-major, time-major ``[Bt' / block, length, block, K]``, zero-padded
+    at the end of the batch (to ``Bt'``, a multiple of ``block``) and of the sequence (to
+    ``length``), so that each chunk of a block is one contiguous ``[T, block, K]`` tensor."""
+    rows = -(-x.shape[0] // block) * block
+    x = F.pad(x, (0, 0, 0, length - x.shape[1], 0, rows - x.shape[0]))
+    return x.view(rows // block, block, length, x.shape[-1]).transpose(1, 2).contiguous()
+
+
+def _from_blocks(x: Tensor, rows: int, length: int) -> Tensor:
+    """Inverse of :func:`_to_blocks`: ``[n_blocks, L', block, K]`` → ``[rows, length, K]``."""
+    n_blocks, padded_length, block, K = x.shape
+    return x.transpose(1, 2).reshape(n_blocks * block, padded_length, K)[:rows, :length]
+
+
+class _CompiledSelectiveScan(torch.autograd.Function):
+    """``y = scan(u, Δ, A, B, C)`` with compiled chunk kernels (module docstring): the
+    sequence is padded to whole chunks, the batch to whole blocks, and only each chunk's
+    entering state (``[n_blocks, n_chunks, block, D, N]``) is kept for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, chunk_size: int, batch_block: int):
+        rows, length = u.shape[0], u.shape[1]
+        padded_length = -(-length // chunk_size) * chunk_size
+        u_, dl, B_, C_ = (_to_blocks(x, padded_length, batch_block) for x in (u, delta, B, C))
+        q, A2 = dl * u_, A * _LOG2E
+        y = torch.empty_like(u_)  # [n_blocks, L', block, D]
+        n_blocks, n_chunks = u_.shape[0], padded_length // chunk_size
+        boundary = u_.new_empty(n_blocks, n_chunks, batch_block, *A.shape)
+        for i in range(n_blocks):
+            h = u_.new_zeros(batch_block, *A.shape)
+            for c in range(n_chunks):
+                t = slice(c * chunk_size, (c + 1) * chunk_size)
+                boundary[i, c] = h
+                y[i, t], h = _run_kernel("forward", dl[i, t], q[i, t], B_[i, t], C_[i, t], A2, h)
+        ctx.chunk_size, ctx.rows, ctx.length = chunk_size, rows, length
+        ctx.save_for_backward(u_, dl, A, B_, C_, boundary)
+        return _from_blocks(y, rows, length)
+
+    @staticmethod
+    def backward(ctx, dy):
+        u_, dl, A, B_, C_, boundary = ctx.saved_tensors
+        chunk_size, n_blocks, n_chunks = ctx.chunk_size, boundary.shape[0], boundary.shape[1]
+        dy_ = _to_blocks(dy, u_.shape[1], u_.shape[2])
+        q, A2 = dl * u_, A * _LOG2E
+        dq, ddl, dB, dC = (torch.empty_like(x) for x in (q, dl, B_, C_))
+        dA = torch.zeros_like(A)
+        for i in range(n_blocks):
+            carry = torch.zeros_like(boundary[i, 0])
+            for c in reversed(range(n_chunks)):
+                t = slice(c * chunk_size, (c + 1) * chunk_size)
+                args = (dl[i, t], q[i, t], B_[i, t], C_[i, t], A2, boundary[i, c], dy_[i, t], carry)
+                dq[i, t], ddl[i, t], dB[i, t], dC[i, t], dA_chunk, carry = _run_kernel(
+                    "backward", *args
+                )
+                dA += dA_chunk
+        du, ddelta = dq * dl, ddl + dq * u_
+        grads = (_from_blocks(g, ctx.rows, ctx.length) for g in (du, ddelta, dB, dC))
+        du, ddelta, dB, dC = grads
+        return du, ddelta, dA, dB, dC, None, None
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
     B: Tensor,
     C: Tensor,
-    chunk_size: int = 16,
+    chunk_size: int = 8,
     batch_block: int | None = 32,
+    compiled: bool = False,
 ) -> Tensor:
     """Selective scan ``y_t = C_t · h_t`` (module docstring) for a batch of sequences.
 
@@ -163,9 +316,13 @@ def selective_scan(
         C: ``[Bt, L, N]`` input-dependent ``C_t``.
         chunk_size: steps per recomputation chunk.
         batch_block: rows processed together (``None``: the whole batch).
+        compiled: use the compiled chunk kernels (CPU; falls back to the eager path if
+            compilation fails).
 
     Returns:
         ``[Bt, L, D]`` scan output (without the ``D ⊙ u`` skip and the gate).
     """
     block = batch_block if batch_block else u.shape[0]
+    if compiled and not _compile_error:
+        return _CompiledSelectiveScan.apply(u, delta, A, B, C, chunk_size, block)
     return _ChunkedSelectiveScan.apply(u, delta, A, B, C, chunk_size, block)

@@ -86,8 +86,9 @@ class MambaBlock(nn.Module):
         d_conv: int = 4,
         expand: int = 2,
         backend: str = "torch",
-        chunk_size: int = 16,
+        chunk_size: int = 8,
         batch_block: int | None = 32,
+        compile_scan: bool = False,
     ):
         super().__init__()
         self.d_model = d_model
@@ -98,6 +99,7 @@ class MambaBlock(nn.Module):
         self.backend = backend
         self.chunk_size = chunk_size
         self.batch_block = batch_block
+        self.compile_scan = compile_scan
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv1d = nn.Conv1d(
@@ -151,7 +153,8 @@ class MambaBlock(nn.Module):
             ).transpose(1, 2)  # [B, L, E]
         else:
             delta = F.softplus(self.dt_proj(dt))  # [B, L, E]
-            y = selective_scan(x, delta, A, B, C, self.chunk_size, self.batch_block)  # [B, L, E]
+            compiled = self.compile_scan and not hidden.is_cuda
+            y = selective_scan(x, delta, A, B, C, self.chunk_size, self.batch_block, compiled)
             y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y)
 
@@ -188,10 +191,13 @@ class MambaLayer(nn.Module):
         backend: str,
         chunk_size: int,
         batch_block: int | None,
+        compile_scan: bool = False,
     ):
         super().__init__()
         self.residual = residual
-        self.mamba = MambaBlock(d_model, d_state, d_conv, expand, backend, chunk_size, batch_block)
+        self.mamba = MambaBlock(
+            d_model, d_state, d_conv, expand, backend, chunk_size, batch_block, compile_scan
+        )
         self.dropout = nn.Dropout(dropout)
         self.LayerNorm = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.ffn = FeedForward(d_model, 4 * d_model, dropout, layer_norm_eps)
@@ -227,6 +233,7 @@ class Mamba4Rec(DotProductSequentialRecommender):
         self.mamba_dt_init = config_choice(config, "mamba_dt_init", DT_INITS)
         self.scan_chunk_size = config["scan_chunk_size"]
         self.scan_batch_block = config["scan_batch_block"]
+        self.scan_compile = bool(config["scan_compile"])
         self.loss_type = config["loss_type"]
         self.backend = resolve_backend(config["mamba_backend"], config["device"])
 
@@ -246,6 +253,7 @@ class Mamba4Rec(DotProductSequentialRecommender):
                 backend=self.backend,
                 chunk_size=self.scan_chunk_size,
                 batch_block=self.scan_batch_block,
+                compile_scan=self.scan_compile,
             )
             for _ in range(self.num_layers)
         )
