@@ -335,6 +335,9 @@ class RecBoleMoeTrainer(Trainer):
     def __init__(self, config, model) -> None:
         with _data_parallel_construction(config):
             super().__init__(config, model)
+        # The new event file's header is queued for tensorboard's writer thread, which opens
+        # the file by its relative path: write it now, while the working directory is the run's.
+        self.tensorboard.flush()
         # RecBole's collector, with the top-k hits found without a dense [users, items] matrix
         self.eval_collector = (
             TopkCollector(config)
