@@ -113,6 +113,11 @@ def test_scan_and_gradients_match_naive_recurrence(chunk_size, batch_block, comp
     ref = naive_scan(*inputs)
     assert y.shape == (n, Lx, D)
     torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # evaluation: the forward alone, no chunk states kept
+        y_eval = selective_scan(
+            *inputs, chunk_size=chunk_size, batch_block=batch_block, compiled=compiled
+        )
+    torch.testing.assert_close(y_eval, ref.detach(), atol=1e-5, rtol=1e-5)
     g = torch.randn_like(y)
     for got, want in zip(
         torch.autograd.grad(y, inputs, g), torch.autograd.grad(ref, inputs, g), strict=False

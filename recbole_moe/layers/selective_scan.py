@@ -249,6 +249,37 @@ def _from_blocks(x: Tensor, rows: int, length: int) -> Tensor:
     return x.transpose(1, 2).reshape(n_blocks * block, padded_length, K)[:rows, :length]
 
 
+def _compiled_forward(
+    u_: Tensor, dl: Tensor, B_: Tensor, C_: Tensor, A: Tensor, chunk_size: int, keep: bool
+):
+    """The compiled forward over block-major inputs (:func:`_to_blocks`).
+
+    Returns:
+        ``y`` ``[n_blocks, L', block, D]`` and, when ``keep``, the state entering each chunk
+        ``[n_blocks, n_chunks, block, D, N]`` (else ``None``).
+    """
+    q, A2 = dl * u_, A * _LOG2E
+    y = torch.empty_like(u_)
+    n_blocks, n_chunks, block = u_.shape[0], u_.shape[1] // chunk_size, u_.shape[2]
+    boundary = u_.new_empty(n_blocks, n_chunks, block, *A.shape) if keep else None
+    for i in range(n_blocks):
+        h = u_.new_zeros(block, *A.shape)
+        for c in range(n_chunks):
+            t = slice(c * chunk_size, (c + 1) * chunk_size)
+            if boundary is not None:
+                boundary[i, c] = h
+            y[i, t], h = _run_kernel("forward", dl[i, t], q[i, t], B_[i, t], C_[i, t], A2, h)
+    return y, boundary
+
+
+def _compiled_scan_no_grad(u, delta, A, B, C, chunk_size: int, batch_block: int) -> Tensor:
+    """The compiled forward alone, when no gradient is needed (evaluation): no chunk states kept."""
+    padded_length = -(-u.shape[1] // chunk_size) * chunk_size
+    blocks = (_to_blocks(x, padded_length, batch_block) for x in (u, delta, B, C))
+    y, _ = _compiled_forward(*blocks, A, chunk_size, keep=False)
+    return _from_blocks(y, u.shape[0], u.shape[1])
+
+
 class _CompiledSelectiveScan(torch.autograd.Function):
     """``y = scan(u, Δ, A, B, C)`` with compiled chunk kernels (module docstring): the
     sequence is padded to whole chunks, the batch to whole blocks, and only each chunk's
@@ -259,16 +290,7 @@ class _CompiledSelectiveScan(torch.autograd.Function):
         rows, length = u.shape[0], u.shape[1]
         padded_length = -(-length // chunk_size) * chunk_size
         u_, dl, B_, C_ = (_to_blocks(x, padded_length, batch_block) for x in (u, delta, B, C))
-        q, A2 = dl * u_, A * _LOG2E
-        y = torch.empty_like(u_)  # [n_blocks, L', block, D]
-        n_blocks, n_chunks = u_.shape[0], padded_length // chunk_size
-        boundary = u_.new_empty(n_blocks, n_chunks, batch_block, *A.shape)
-        for i in range(n_blocks):
-            h = u_.new_zeros(batch_block, *A.shape)
-            for c in range(n_chunks):
-                t = slice(c * chunk_size, (c + 1) * chunk_size)
-                boundary[i, c] = h
-                y[i, t], h = _run_kernel("forward", dl[i, t], q[i, t], B_[i, t], C_[i, t], A2, h)
+        y, boundary = _compiled_forward(u_, dl, B_, C_, A, chunk_size, keep=True)
         ctx.chunk_size, ctx.rows, ctx.length = chunk_size, rows, length
         ctx.save_for_backward(u_, dl, A, B_, C_, boundary)
         return _from_blocks(y, rows, length)
@@ -324,5 +346,8 @@ def selective_scan(
     """
     block = batch_block if batch_block else u.shape[0]
     if compiled and not _compile_error:
-        return _CompiledSelectiveScan.apply(u, delta, A, B, C, chunk_size, block)
+        inputs = (u, delta, A, B, C)
+        if torch.is_grad_enabled() and any(x.requires_grad for x in inputs):
+            return _CompiledSelectiveScan.apply(*inputs, chunk_size, block)
+        return _compiled_scan_no_grad(*inputs, chunk_size, block)
     return _ChunkedSelectiveScan.apply(u, delta, A, B, C, chunk_size, block)
