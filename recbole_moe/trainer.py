@@ -42,6 +42,7 @@ import torch.distributed as dist
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 
 from recbole_moe.collector import TopkCollector
 from recbole_moe.compat import load_recbole_checkpoint
@@ -335,9 +336,13 @@ class RecBoleMoeTrainer(Trainer):
     def __init__(self, config, model) -> None:
         with _data_parallel_construction(config):
             super().__init__(config, model)
-        # The new event file's header is queued for tensorboard's writer thread, which opens
-        # the file by its relative path: write it now, while the working directory is the run's.
-        self.tensorboard.flush()
+        # RecBole names the tensorboard folder relative to the working directory, and the
+        # writer's thread reopens the event file by that name on every write: pin the folder
+        # to an absolute path, so that writes still land there if the directory changes.
+        log_dir = getattr(self.tensorboard, "log_dir", None)
+        if isinstance(log_dir, str) and not os.path.isabs(log_dir):
+            self.tensorboard.close()
+            self.tensorboard = SummaryWriter(os.path.abspath(log_dir))
         # RecBole's collector, with the top-k hits found without a dense [users, items] matrix
         self.eval_collector = (
             TopkCollector(config)

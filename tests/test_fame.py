@@ -430,6 +430,27 @@ def test_run_leaves_no_tensorboard_writer_thread(env, tmp_path, monkeypatch):
     assert {f"FAME/gate/{h}" for h in range(result["config"]["n_heads"])} <= tags
 
 
+def test_tensorboard_writes_land_in_the_run_folder_after_a_directory_change(
+    env, tmp_path, monkeypatch
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(run_dir)
+    parts = build("FAME", env["root"], "synth", E2E_SETTINGS)
+    trainer = get_trainer(parts.config, parts.model)
+    monkeypatch.chdir(elsewhere)  # e.g. the next step of a script, or the next test
+    trainer.tensorboard.add_scalar("check/value", 1.5, 0)
+    trainer.tensorboard.close()
+    (folder,) = glob.glob(str(run_dir / "log_tensorboard" / "*"))
+    events = EventAccumulator(folder)
+    events.Reload()
+    assert [e.value for e in events.Scalars("check/value")] == [1.5]
+    assert not (elsewhere / "log_tensorboard").exists()
+
+
 def test_training_beats_untrained(env, trained):
     _, first, _ = trained
     parts = build("FAME", env["root"], "synth", E2E_SETTINGS)
