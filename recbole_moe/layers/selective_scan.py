@@ -217,14 +217,15 @@ _compile_error: list[str] = []  # set once compilation has failed: the eager pat
 
 
 def _run_kernel(name: str, *args: Tensor):
-    """Run the compiled chunk kernel ``name``; after a compilation failure, warn once and run
-    it uncompiled (every later :func:`selective_scan` call takes the eager path)."""
+    """Run the compiled chunk kernel ``name`` (compiled at its first call, and again for new
+    input shapes or dtypes). If that fails, warn once and run it uncompiled; every later
+    :func:`selective_scan` call then takes the eager path."""
     if not _compile_error:
         if name not in _compiled_kernels:
             _compiled_kernels[name] = torch.compile(_KERNELS[name], dynamic=False, fullgraph=True)
         try:
             return _compiled_kernels[name](*args)
-        except Exception as exc:  # no C++ compiler, or an inductor error
+        except Exception as exc:  # typically no C++ compiler, or an inductor error
             _compile_error.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
             logging.getLogger(__name__).warning(
                 "Compiling the selective scan failed (%s); using the eager scan "
