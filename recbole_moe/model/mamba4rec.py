@@ -215,7 +215,8 @@ class Mamba4Rec(DotProductSequentialRecommender):
     No positional embedding: the selective SSM is order-aware. The hidden state at the last
     valid position (``item_seq_len - 1``) scores all items by a dot product with the item
     embeddings. ``mamba_backend`` chooses the CUDA kernels of ``mamba_ssm`` or the pure-PyTorch
-    chunked scan; both use the same parameters, so a checkpoint moves freely between them.
+    chunked scan (on CPU with compiled chunk kernels when ``scan_compile`` is on); all use the
+    same parameters, so a checkpoint moves freely between them.
     """
 
     def __init__(self, config, dataset):
