@@ -113,6 +113,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_switch(value: Any) -> bool:
+    """A valid on/off setting: ``True`` / ``False``, or the integers 1 / 0."""
+    return isinstance(value, bool) or (_is_int(value) and value in (0, 1))
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -222,14 +227,10 @@ class _Checker:
     # -- groups of settings --------------------------------------------------------------------
     def general(self) -> None:
         for key in BOOL_KEYS:
-            self.check(
-                key,
-                lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)),
-                "must be true or false",
-            )
+            self.check(key, is_switch, "must be true or false")
         self.check(
             "enable_amp",
-            lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)) or v == AMP_AUTO,
+            lambda v: is_switch(v) or v == AMP_AUTO,
             f"must be true, false or {AMP_AUTO!r}",
         )
         # RecBole reads these unconditionally: ~ (None) is refused too.
@@ -717,6 +718,7 @@ __all__ = [
     "AMP_AUTO",
     "check_recbole_settings",
     "cpu_supports_bf16",
+    "is_switch",
     "metric_display_names",
     "metric_uses_topk",
     "recbole_learners",

@@ -37,7 +37,7 @@ from recbole_moe.layers.activation import GELU_IMPLS
 from recbole_moe.layers.attention import ATTENTION_IMPLS
 from recbole_moe.layers.dropout import DROPOUT_IMPLS
 from recbole_moe.objective import is_sequence, objective_problems
-from recbole_moe.recbole_settings import computed_metrics
+from recbole_moe.recbole_settings import computed_metrics, is_switch
 from recbole_moe.selection import parse_extra_valid_metrics
 
 #: Integer settings that must be >= 1 when present (RecBole's own, such as ``epochs`` and
@@ -114,7 +114,7 @@ def config_problems(config: Config) -> list[str]:
         if present(key) and not (_is_int(config[key]) and config[key] >= 1):
             problems.append(_problem(config, key, "must be an integer >= 1"))
     for key in BOOL_KEYS:
-        if present(key) and not (isinstance(config[key], bool) or config[key] in (0, 1)):
+        if present(key) and not is_switch(config[key]):
             problems.append(_problem(config, key, "must be True or False"))
     for key in NON_NEGATIVE_KEYS:
         if present(key) and not (isinstance(config[key], (int, float)) and config[key] >= 0):
