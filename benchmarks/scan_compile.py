@@ -28,11 +28,12 @@ REFERENCE = ("eager", 16, 32)
 
 def measure(model_name: str, dataset: str, args) -> dict:
     from recbole_moe.benchmark.timing import time_alternatives, train_step
+    from recbole_moe.model.mamba4rec import MambaBlock
 
     trainer, train_data, _ = build(model_name, dataset, args)
     loss_fn = trainer.training_loss()
     batches = list(itertools.islice(iter(train_data), args.steps))
-    blocks = [m for m in trainer.model.modules() if hasattr(m, "compile_scan")]
+    blocks = [m for m in trainer.model.modules() if isinstance(m, MambaBlock)]
     sizes = [tuple(int(v) for v in size.split("/")) for size in args.sizes]
     alternatives = [REFERENCE] + [("compiled", chunk, block) for chunk, block in sizes]
 

@@ -273,10 +273,15 @@ def _compiled_forward(
     return y, boundary
 
 
+def _padded_blocks(sequences: tuple[Tensor, ...], chunk_size: int, batch_block: int) -> list:
+    """``[Bt, L, ·]`` tensors as :func:`_to_blocks`, the sequence padded to whole chunks."""
+    padded_length = -(-sequences[0].shape[1] // chunk_size) * chunk_size
+    return [_to_blocks(x, padded_length, batch_block) for x in sequences]
+
+
 def _compiled_scan_no_grad(u, delta, A, B, C, chunk_size: int, batch_block: int) -> Tensor:
     """The compiled forward alone, when no gradient is needed (evaluation): no chunk states kept."""
-    padded_length = -(-u.shape[1] // chunk_size) * chunk_size
-    blocks = (_to_blocks(x, padded_length, batch_block) for x in (u, delta, B, C))
+    blocks = _padded_blocks((u, delta, B, C), chunk_size, batch_block)
     y, _ = _compiled_forward(*blocks, A, chunk_size, keep=False)
     return _from_blocks(y, u.shape[0], u.shape[1])
 
@@ -289,8 +294,7 @@ class _CompiledSelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk_size: int, batch_block: int):
         rows, length = u.shape[0], u.shape[1]
-        padded_length = -(-length // chunk_size) * chunk_size
-        u_, dl, B_, C_ = (_to_blocks(x, padded_length, batch_block) for x in (u, delta, B, C))
+        u_, dl, B_, C_ = _padded_blocks((u, delta, B, C), chunk_size, batch_block)
         y, boundary = _compiled_forward(u_, dl, B_, C_, A, chunk_size, keep=True)
         ctx.chunk_size, ctx.rows, ctx.length = chunk_size, rows, length
         ctx.save_for_backward(u_, dl, A, B_, C_, boundary)
