@@ -495,6 +495,59 @@ def test_chunked_hymoerec_advances_its_clock_once_per_batch(cfg_root):
     assert seen and set(seen) == {0}  # every group saw the batch's step
 
 
-def test_bert4rec_is_never_chunked(cfg_root):
-    model = make_model(cfg_root, "BERT4Rec")
-    assert SequenceObjective(model, 0, 4).chunks == 1
+def bert4rec_loss_by_hand(model, histories: list[list[int]], seed: int) -> torch.Tensor:
+    """BERT4Rec's cloze loss written out: each whole history (inputs + last target) masked
+    with the draws of ``torch.rand`` under ``seed`` (one more masked item where none was),
+    the masked positions scored against every item with the output bias."""
+    width = max(len(h) for h in histories)
+    full = padded(histories, width)
+    torch.manual_seed(seed)
+    draws = torch.rand(full.shape)
+    logits, targets = [], []
+    for b, history in enumerate(histories):
+        picked = [t for t in range(len(history)) if draws[b, t] < model.mask_ratio]
+        picked = picked or [len(history) - 1]
+        inputs = full[b : b + 1].clone()
+        inputs[0, picked] = model.mask_token
+        states = model.forward(inputs)[0]  # [W, H]
+        for t in picked:
+            scores = states[t] @ model.item_embedding.weight[: model.n_items].t()
+            logits.append(scores + model.output_bias)
+            targets.append(history[t])
+    return F.cross_entropy(torch.stack(logits), torch.tensor(targets))
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_bert4rec_cloze_loss_equals_hand_computation(cfg_root, chunks):
+    """Whole or in length groups, the cloze loss is the mean cross-entropy of the batch's
+    masked items, each user's state computed alone at its own width."""
+    model = make_model(cfg_root, "BERT4Rec", mask_ratio=0.4)
+    model.eval()
+    torch.manual_seed(5)
+    loss = SequenceObjective(model, 0, chunks)(sequence_batch(HISTORIES))
+    expected = bert4rec_loss_by_hand(model, HISTORIES, seed=5)
+    torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_chunked_bert4rec_has_the_unchunked_gradient_and_trims_groups(cfg_root):
+    model = make_model(cfg_root, "BERT4Rec", mask_ratio=0.4)
+    model.eval()
+    widths = []
+    forward = model.trm_encoder.forward
+
+    def record(hidden, *args, **kwargs):
+        widths.append(hidden.size(1))
+        return forward(hidden, *args, **kwargs)
+
+    model.trm_encoder.forward = record
+    grads = {}
+    for chunks in (1, 3):
+        model.zero_grad()
+        torch.manual_seed(11)
+        SequenceObjective(model, 0, chunks)(sequence_batch(HISTORIES)).backward()
+        grads[chunks] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    lengths = sorted(len(h) for h in HISTORIES)  # whole histories: groups of 3, 3, 2 users
+    assert widths == [lengths[-1], lengths[2], lengths[5], lengths[7]]
+    for key, value in grads[1].items():
+        torch.testing.assert_close(grads[3][key], value, rtol=1e-7, atol=1e-10)
+    assert grads[3]["output_bias"].abs().sum() > 0

@@ -11,7 +11,7 @@ model's loss at every non-padding position:
   their own modules without the final gather, so their parameters (and checkpoints) stay
   RecBole's;
 * RecBole's ``BERT4Rec`` keeps its cloze objective on one masked sequence per user
-  (:func:`bert4rec_cloze_loss`).
+  (:func:`bert4rec_cloze_loss`, chunked the same way).
 
 With ``train_batch_chunks: C > 1`` a batch is computed as ``C`` groups of users of similar
 history length, each trimmed to its own longest history (:meth:`SequenceObjective.chunked`):
@@ -91,29 +91,60 @@ def whole_sequences(
     return full.gather(1, index), length - shift
 
 
-def bert4rec_cloze_loss(model: BERT4Rec, interaction, negatives: Tensor | None) -> Tensor:
+def cloze_mask(full: Tensor, mask_ratio: float) -> Tensor:
+    """``[B, W]`` positions BERT4Rec masks in ``[B, W]`` left-aligned sequences.
+
+    Every item is masked with probability ``mask_ratio``, as in RecBole's ``MaskItemSequence``;
+    a sequence with no masked item gets its last item masked, so every user contributes.
+    """
+    present = full > 0
+    masked = (torch.rand(full.shape, device=full.device) < mask_ratio) & present
+    last = present.sum(1) - 1  # [B]
+    none = ~masked.any(1)
+    masked[none, last[none]] = True
+    return masked
+
+
+def bert4rec_cloze_loss(
+    model: BERT4Rec, interaction, negatives: Tensor | None, chunks: int = 1
+) -> Tensor:
     """BERT4Rec's cloze objective on each user's whole training sequence (vectorised).
 
-    Every item is replaced by the mask token with probability ``mask_ratio``, as in RecBole's
-    ``MaskItemSequence``; a sequence with no masked item gets its last item masked, so every
-    user contributes. The loss is the cross-entropy (with BERT4Rec's output bias) of the
-    masked items.
+    The masked items (:func:`cloze_mask`) are replaced by the mask token; the loss is the mean
+    cross-entropy (with BERT4Rec's output bias) of the masked items over the batch. With
+    ``chunks > 1`` the masks are drawn for the whole batch first, then the users are run in
+    ``chunks`` groups of similar history length, each trimmed to its longest history: BERT4Rec
+    attends to non-padding keys only and its positions are left-aligned, so trailing padding
+    changes no item's state. The masked states of every group are scored in one loss call: the
+    same loss as at once (up to float rounding, with dropout off), with less padding computed.
     """
-    full, _ = whole_sequences(
+    full, length = whole_sequences(
         interaction[model.ITEM_SEQ],
         interaction[model.ITEM_SEQ_LEN],
         interaction[TARGET_LIST_FIELD],
         model.max_seq_length,
-    )  # [B, W]
-    present = full > 0
-    masked = (torch.rand(full.shape, device=full.device) < model.mask_ratio) & present
-    last = present.sum(1) - 1  # [B]
-    none = ~masked.any(1)
-    masked[none, last[none]] = True
-    states = model.forward(full.masked_fill(masked, model.mask_token))  # [B, W, H]
+    )  # [B, W], [B]
+    masked = cloze_mask(full, model.mask_ratio)  # [B, W]
+    inputs = full.masked_fill(masked, model.mask_token)
     cloze_targets = full.masked_fill(~masked, 0)  # [B, W]
     weight = model.item_embedding.weight[: model.n_items]  # without the mask token
-    return position_cross_entropy(states, cloze_targets, weight, negatives, model.output_bias)
+    if chunks <= 1 or len(full) <= 1:
+        states = model.forward(inputs)  # [B, W, H]
+        return position_cross_entropy(states, cloze_targets, weight, negatives, model.output_bias)
+    states, targets = [], []
+    for index in length_chunks(length, chunks):
+        width = bucket_width(max(int(length[index].max()), 1), full.device, model.max_seq_length)
+        group_targets = fit_columns(cloze_targets[index], width)  # [b, w]
+        keep = group_targets > 0
+        states.append(model.forward(fit_columns(inputs[index], width))[keep])  # [t, H]
+        targets.append(group_targets[keep])  # [t]
+    return position_cross_entropy(
+        torch.cat(states).unsqueeze(0),
+        torch.cat(targets).unsqueeze(0),
+        weight,
+        negatives,
+        model.output_bias,
+    )
 
 
 def length_chunks(item_seq_len: Tensor, chunks: int) -> list[Tensor]:
@@ -123,6 +154,13 @@ def length_chunks(item_seq_len: Tensor, chunks: int) -> list[Tensor]:
     return [part for part in torch.tensor_split(order, chunks) if len(part)]
 
 
+def fit_columns(value: Tensor, width: int) -> Tensor:
+    """``[B, W, ...]`` cut, or padded with 0, to ``[B, width, ...]``."""
+    if width <= value.size(1):
+        return value[:, :width]
+    return F.pad(value, (0, 0) * (value.dim() - 2) + (0, width - value.size(1)))
+
+
 def fit_width(interaction, width: int) -> Interaction:
     """A copy of ``interaction`` with every ``[B, W, ...]`` list field cut, or padded with 0
     (padding, no target), to ``width`` columns."""
@@ -130,10 +168,7 @@ def fit_width(interaction, width: int) -> Interaction:
     fields = {}
     for field, value in interaction.interaction.items():
         if value.dim() >= 2 and value.size(1) == full:
-            if width <= full:
-                value = value[:, :width]
-            else:
-                value = F.pad(value, (0, 0) * (value.dim() - 2) + (0, width - full))
+            value = fit_columns(value, width)
         fields[field] = value
     return Interaction(fields)
 
@@ -168,9 +203,7 @@ class SequenceObjective:
     def __init__(self, model: nn.Module, n_negatives: int = 0, chunks: int = 1) -> None:
         self.model = model
         self.n_negatives = int(n_negatives)
-        # BERT4Rec's cloze loss averages over randomly masked items: its chunks could not be
-        # weighted exactly, so it is always computed at once.
-        self.chunks = 1 if isinstance(model, BERT4Rec) else max(int(chunks), 1)
+        self.chunks = max(int(chunks), 1)
 
     def negatives(self, device: torch.device) -> Tensor | None:
         if not self.n_negatives:
@@ -181,6 +214,8 @@ class SequenceObjective:
         device = interaction[self.model.ITEM_SEQ].device
         negatives = self.negatives(device)
         if self.chunks > 1 and len(interaction) > 1:
+            if isinstance(self.model, BERT4Rec):
+                return bert4rec_cloze_loss(self.model, interaction, negatives, self.chunks)
             return self.chunked(interaction, negatives)
         width = interaction[TARGET_LIST_FIELD].size(1)
         bucket = bucket_width(width, device, self.model.max_seq_length)
@@ -247,8 +282,9 @@ class SequenceObjective:
 
     def scores_states(self) -> bool:
         """Whether the model's sequence loss is the cross-entropy of :meth:`states` against the
-        item table: every model of :data:`~recbole_moe.objective.SEQUENCE_MODELS` (BERT4Rec is
-        never chunked), not a model with only its own ``calculate_sequence_loss``."""
+        item table: every model of :data:`~recbole_moe.objective.SEQUENCE_MODELS` (BERT4Rec's
+        cloze loss chunks itself, :func:`bert4rec_cloze_loss`), not a model with only its own
+        ``calculate_sequence_loss``."""
         model = self.model
         return hasattr(model, "sequence_states") or not hasattr(model, "calculate_sequence_loss")
 
@@ -278,6 +314,7 @@ class SequenceObjective:
 __all__ = [
     "SequenceObjective",
     "bert4rec_cloze_loss",
+    "cloze_mask",
     "gru4rec_positions",
     "position_states",
     "sasrec_positions",
