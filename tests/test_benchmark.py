@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import types
 
@@ -91,6 +92,22 @@ def test_four_complete_lines(finished):
     by_model = {m: [r for r in records if r["model"] == m] for m in MODELS}
     assert by_model["SASRec"][0]["best_valid_score"] != by_model["SASRec"][1]["best_valid_score"]
     assert by_model["HyMoERec"][0]["n_params"] > by_model["SASRec"][0]["n_params"]
+
+
+def test_report_names_every_machine_with_its_runs(finished, tmp_path):
+    out = str(tmp_path / "two-machines")
+    shutil.copytree(finished.out, out)
+    records = [json.loads(line) for line in lines_of(out)]
+    records[0]["hardware"] = dict(records[0]["hardware"], cpu="Other CPU")
+    with open(os.path.join(out, RUNS_FILE), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    write_report(out, plots=False)
+    markdown = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    first = f"{records[0]['model']} seed {records[0]['seed']}"
+    other = [f"{r['model']} seed {r['seed']}" for r in records[1:]]
+    assert "(Other CPU), " in markdown
+    assert f"recbole 1.2.1: {first}.\n" in markdown
+    assert f"recbole 1.2.1: {', '.join(other)}.\n" in markdown
 
 
 def test_portable_data_path_of_the_embedded_ml_100k(tmp_path):

@@ -393,6 +393,21 @@ def _shared_lines(records: list[dict]) -> list[str]:
     return lines
 
 
+def _hardware_lines(records: list[dict]) -> list[str]:
+    """The machines and library versions the runs used; with more than one, the runs of each."""
+    machines: dict[str, list[str]] = {}
+    for r in records:
+        versions = r.get("versions", {})
+        text = (
+            f"{describe_hardware(r.get('hardware') or {})}; torch {versions.get('torch')}, "
+            f"recbole {versions.get('recbole')}"
+        )
+        machines.setdefault(text, []).append(f"{r['model']} seed {r['seed']}")
+    if len(machines) == 1:
+        return [f"- Hardware: {next(iter(machines))}."]
+    return ["- Hardware:"] + [f"  - {text}: {', '.join(runs)}." for text, runs in machines.items()]
+
+
 def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
     """Markdown for one dataset: setup, metric table, comparison with the strongest baseline."""
     rows_ok = [r for r in records if r.get("status") == "ok" and r["dataset"] == summary.dataset]
@@ -436,9 +451,7 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
         f"- Seeds: {', '.join(map(str, seeds))}; test metrics of the best-validation checkpoint "
         f"(valid metric {first.get('config', {}).get('valid_metric', '?')}), mean ± sample std "
         "over seeds, best mean per column in bold.",
-        f"- Hardware: {describe_hardware(first.get('hardware') or {})}; "
-        f"torch {first.get('versions', {}).get('torch')}, "
-        f"recbole {first.get('versions', {}).get('recbole')}.",
+        *_hardware_lines(rows_ok),
         "- Full resolved config of every run: `runs.jsonl` (field `config`).",
         "",
     ]
