@@ -464,8 +464,8 @@ def test_chunked_batch_scores_all_groups_in_one_loss_call(cfg_root, name, monkey
     assert calls == [sum(len(h) - 1 for h in HISTORIES)]
 
 
-def test_chunked_batch_trims_each_group_to_its_longest_history(cfg_root):
-    model = make_model(cfg_root, "SASRec")
+def record_encoder_widths(model) -> list[int]:
+    """The widths of the sequences that pass ``model.trm_encoder`` from now on, in order."""
     widths = []
     forward = model.trm_encoder.forward
 
@@ -474,6 +474,12 @@ def test_chunked_batch_trims_each_group_to_its_longest_history(cfg_root):
         return forward(hidden, *args, **kwargs)
 
     model.trm_encoder.forward = record
+    return widths
+
+
+def test_chunked_batch_trims_each_group_to_its_longest_history(cfg_root):
+    model = make_model(cfg_root, "SASRec")
+    widths = record_encoder_widths(model)
     SequenceObjective(model, 0, 3)(sequence_batch(HISTORIES))
     lengths = sorted(len(h) - 1 for h in HISTORIES)  # groups of 3, 3, 2 users
     assert widths == [lengths[2], lengths[5], lengths[7]]
@@ -532,14 +538,7 @@ def test_bert4rec_cloze_loss_equals_hand_computation(cfg_root, chunks):
 def test_chunked_bert4rec_has_the_unchunked_gradient_and_trims_groups(cfg_root):
     model = make_model(cfg_root, "BERT4Rec", mask_ratio=0.4)
     model.eval()
-    widths = []
-    forward = model.trm_encoder.forward
-
-    def record(hidden, *args, **kwargs):
-        widths.append(hidden.size(1))
-        return forward(hidden, *args, **kwargs)
-
-    model.trm_encoder.forward = record
+    widths = record_encoder_widths(model)
     grads = {}
     for chunks in (1, 3):
         model.zero_grad()
