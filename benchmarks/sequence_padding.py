@@ -8,7 +8,9 @@ the dataset's own MAX_ITEM_LIST_LENGTH, ``--batch`` users a batch):
   groups of users of similar length, each trimmed to its own longest history;
 * **full-sort validation pass**, ``eval_batch_order`` ``dataset`` (RecBole's order, every batch
   ``MAX_ITEM_LIST_LENGTH`` wide) against ``length_sorted`` (users by history length, batches
-  trimmed), with the metrics of both printed so their equality can be seen.
+  trimmed) scored whole (``eval_group_rows: 0``) and in groups of ``--group_rows`` users, each
+  trimmed to its own longest history; the metrics of each are printed so their equality can
+  be seen.
 
 Training epochs are timed with :func:`recbole_moe.benchmark.timing.time_epoch` (``--steps``
 steps spread over the epoch after a warm-up step; EXTRAPOLATED when the epoch has more
@@ -69,8 +71,15 @@ def train_row(model_name: str, dataset: str, chunks: int, args) -> dict:
     return row
 
 
-def eval_row(model_name: str, dataset: str, order: str, args) -> dict:
-    trainer, _, valid_data = build(model_name, dataset, args, eval_batch_order=order)
+def eval_row(model_name: str, dataset: str, order: str, group_rows: int, args) -> dict:
+    trainer, _, valid_data = build(
+        model_name,
+        dataset,
+        args,
+        eval_batch_order=order,
+        eval_group_rows=group_rows,
+        eval_batch_size=args.eval_batch,
+    )
     start = time.perf_counter()
     result = trainer.evaluate(valid_data, load_best_model=False)
     seconds = time.perf_counter() - start
@@ -79,6 +88,7 @@ def eval_row(model_name: str, dataset: str, order: str, args) -> dict:
         "model": model_name,
         "part": "eval",
         "order": order,
+        "group_rows": group_rows,
         "seconds": round(seconds, 2),
         "metrics": {k: round(float(v), 6) for k, v in result.items()},
     }
@@ -101,6 +111,10 @@ def main() -> None:
         help="train_batch_chunks values compared with 1",
     )
     parser.add_argument("--steps", type=int, default=12, help="timed steps per epoch")
+    parser.add_argument("--eval_batch", type=int, default=4096, help="eval_batch_size")
+    parser.add_argument(
+        "--group_rows", type=int, default=512, help="eval_group_rows compared with 0"
+    )
     parser.add_argument("--eval_only", action="store_true", help="only the validation passes")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--output", help="write the rows and the machine as JSON here")
@@ -133,23 +147,28 @@ def main() -> None:
                         "ratio": round(base["epoch_seconds"] / row["epoch_seconds"], 2),
                     }
                 )
-            full, trimmed = (
-                eval_row(model, dataset, o, args) for o in ("dataset", "length_sorted")
-            )
-            for row in (full, trimmed):
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-            summary.append(
-                {
-                    "dataset": dataset,
-                    "model": model,
-                    "part": "validation",
-                    "baseline": "dataset",
-                    "new": "length_sorted",
-                    "ratio": round(full["seconds"] / trimmed["seconds"], 2),
-                    "same_metrics": full["metrics"] == trimmed["metrics"],
-                }
-            )
+            variants = {
+                "dataset": ("dataset", 0),
+                "length_sorted": ("length_sorted", 0),
+                f"sorted+groups{args.group_rows}": ("length_sorted", args.group_rows),
+            }
+            passes = {}
+            for name, (order, group_rows) in variants.items():
+                passes[name] = eval_row(model, dataset, order, group_rows, args)
+                print(json.dumps(passes[name]), flush=True)
+                rows.append(passes[name])
+            for baseline, new in zip(list(passes), list(passes)[1:], strict=False):
+                summary.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "part": "validation",
+                        "baseline": baseline,
+                        "new": new,
+                        "ratio": round(passes[baseline]["seconds"] / passes[new]["seconds"], 2),
+                        "same_metrics": passes[baseline]["metrics"] == passes[new]["metrics"],
+                    }
+                )
     print(f"\n{'dataset':8} {'model':10} {'part':12} {'baseline':>10} {'new':>14} {'ratio':>7}")
     for s in summary:
         same = "" if "same_metrics" not in s else f"  same metrics: {s['same_metrics']}"

@@ -46,6 +46,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recbole_moe.collector import TopkCollector
 from recbole_moe.compat import load_recbole_checkpoint
+from recbole_moe.data.lean import sorts_evaluation
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.files import to_plain
 from recbole_moe.layers.moe import all_reduce_statistics, statistics_buffer_names
@@ -570,9 +571,15 @@ class RecBoleMoeTrainer(Trainer):
         per_row = max(int(self.tot_item_num), 1) * self.EVAL_BYTES_PER_SCORE
         return max(1, int(float(budget) * 2**20) // per_row)
 
-    @staticmethod
-    def _eval_rows(batched_data, start: int, end: int):
-        """Rows ``start:end`` of a full-sort batch ``(interaction, history, pos_u, pos_i)``."""
+    def _eval_group_rows(self) -> int | None:
+        """Rows scored together under length-sorted evaluation, each group trimmed to its
+        longest history (``eval_group_rows``; ``None``: whole batches)."""
+        rows = self.config["eval_group_rows"]
+        return int(rows) if rows and sorts_evaluation(self.config) else None
+
+    def _eval_rows(self, batched_data, start: int, end: int, trim: bool = False):
+        """Rows ``start:end`` of a full-sort batch ``(interaction, history, pos_u, pos_i)``;
+        with ``trim`` its ``[b, L]`` list fields are cut to the rows' longest history."""
         interaction, history_index, positive_u, positive_i = batched_data
 
         def rows(u, *values):
@@ -582,23 +589,44 @@ class RecBoleMoeTrainer(Trainer):
         if history_index is not None:
             history_index = rows(*history_index)
         positive_u, positive_i = rows(positive_u, positive_i)
-        return interaction[start:end], history_index, positive_u, positive_i
+        part = interaction[start:end]
+        if trim:
+            part = self._trim_lists(part)
+        return part, history_index, positive_u, positive_i
+
+    def _trim_lists(self, interaction):
+        """``interaction`` with every ``[b, L]`` list field cut to ``[b, max(item_length)]``."""
+        item_seq = self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]
+        full = interaction[item_seq].size(1)
+        width = max(int(interaction[self.config["ITEM_LIST_LENGTH_FIELD"]].max()), 1)
+        if width >= full:
+            return interaction
+        for field, value in interaction.interaction.items():
+            if value.dim() >= 2 and value.size(1) == full:
+                interaction.interaction[field] = value[:, :width]
+        return interaction
 
     def _full_sort_batch_eval(self, batched_data):
-        """RecBole's full-sort batch evaluation with the score buffer bounded.
+        """RecBole's full-sort batch evaluation in row groups.
 
-        A batch larger than :meth:`_eval_chunk_rows` is scored in row chunks; every chunk but
-        the last goes to the collector here, the last is returned for ``evaluate`` to collect.
-        The collector keeps per-row results, so the metrics equal the unchunked ones.
+        A batch is scored in groups of at most :meth:`_eval_chunk_rows` rows (the score
+        buffer's memory bound) and, under length-sorted evaluation, :meth:`_eval_group_rows`
+        rows, each trimmed to its own longest history (the users are in order of history
+        length, so most groups are much narrower than the batch; the models sorted evaluation
+        is used for score a user the same at any width). Every group but the last goes to the
+        collector here, the last is returned for ``evaluate`` to collect. The collector keeps
+        per-row results, so the metrics equal the ungrouped ones.
         """
         rows = len(batched_data[0])
-        chunk = self._eval_chunk_rows()
-        if chunk is None or rows <= chunk:
+        group = self._eval_group_rows()
+        sizes = [size for size in (self._eval_chunk_rows(), group) if size]
+        if not sizes or rows <= min(sizes):
             return super()._full_sort_batch_eval(batched_data)
-        for start in range(0, rows, chunk):
-            end = min(start + chunk, rows)
+        size = min(sizes)
+        for start in range(0, rows, size):
+            end = min(start + size, rows)
             interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(
-                self._eval_rows(batched_data, start, end)
+                self._eval_rows(batched_data, start, end, trim=group is not None)
             )
             if end == rows:
                 return interaction, scores, positive_u, positive_i

@@ -183,6 +183,12 @@ def config_problems(config: Config) -> list[str]:
     for key, allowed in impls:
         if present(key) and config[key] not in allowed:
             problems.append(_problem(config, key, f"allowed values are {', '.join(allowed)}"))
+    if present("eval_group_rows") and not (
+        _is_int(config["eval_group_rows"]) and config["eval_group_rows"] >= 0
+    ):
+        problems.append(
+            _problem(config, "eval_group_rows", "must be an integer >= 0 (~ or 0: whole batches)")
+        )
     if present("eval_batch_order"):
         problem = eval_batch_order_problem(config)
         if problem:

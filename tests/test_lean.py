@@ -220,6 +220,49 @@ def test_length_sorted_evaluation_keeps_recbole_order_for_other_models(synth):
         assert torch.equal(users, torch.sort(users).values)  # RecBole's order (by user)
 
 
+@pytest.mark.parametrize("model_name", ["SASRec", "BERT4Rec"])
+def test_evaluation_groups_are_trimmed_and_keep_metrics(synth, tmp_path, model_name):
+    """Under length-sorted evaluation a batch is scored in groups of ``eval_group_rows``
+    users, each trimmed to its own longest history; the metrics are those of whole batches."""
+    parts = build(
+        model_name,
+        synth.data_path,
+        synth.dataset,
+        {
+            "data_path_mode": "lean",
+            "eval_batch_size": 32,
+            "eval_group_rows": 0,
+            "checkpoint_dir": str(tmp_path),
+        },
+    )
+    config, model, valid_data = parts.config, parts.model, parts.valid_data
+    trainer = get_trainer(config, model)
+    trainer._train_epoch(parts.train_data, 0)
+    seen = []
+    predict = model.full_sort_predict
+
+    def recorded(interaction):
+        seen.append((len(interaction), interaction["item_id_list"].shape[1]))
+        seen.append(int(interaction["item_length"].max()))
+        return predict(interaction)
+
+    model.full_sort_predict = recorded
+    whole = trainer.evaluate(valid_data, load_best_model=False)
+    whole_calls = seen[::2]
+    seen.clear()
+    config["eval_group_rows"] = 5
+    grouped = trainer.evaluate(valid_data, load_best_model=False)
+    assert grouped == whole
+    calls, longest = seen[::2], seen[1::2]
+    batch_rows = [rows for rows, _ in whole_calls]
+    assert [rows for rows, _ in calls] == [
+        min(5, rows - start) for rows in batch_rows for start in range(0, rows, 5)
+    ]
+    assert [width for _, width in calls] == longest  # each group at its own longest history
+    assert max(width for _, width in calls) == max(width for _, width in whole_calls)
+    assert sum(w * r for r, w in calls) < sum(w * r for r, w in whole_calls)
+
+
 @pytest.mark.parametrize("model_name", ["SASRec", "HyMoERec", "FAME", "GRU4Rec", "BERT4Rec"])
 def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_name):
     results = {}

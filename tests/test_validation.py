@@ -44,6 +44,8 @@ BAD_VALUES = [
     ({"length_group_size": 0}, "SASRec", r"length_group_size=0 .*>= 1"),
     ({"scan_compile": "maybe"}, "Mamba4Rec", r"scan_compile='maybe' .*must be True or False"),
     ({"scan_chunk_size": 0}, "Mamba4Rec", r"scan_chunk_size=0 .*>= 1"),
+    ({"eval_group_rows": -1}, "SASRec", r"eval_group_rows=-1 .*integer >= 0 \(~ or 0: whole"),
+    ({"eval_group_rows": 0.5}, "SASRec", r"eval_group_rows=0.5 .*integer >= 0"),
 ]
 
 
