@@ -612,8 +612,8 @@ class RecBoleMoeTrainer(Trainer):
         A batch is scored in groups of at most :meth:`_eval_chunk_rows` rows (the score
         buffer's memory bound) and, under length-sorted evaluation, :meth:`_eval_group_rows`
         rows, each trimmed to its own longest history (the users are in order of history
-        length, so most groups are much narrower than the batch; the models sorted evaluation
-        is used for score a user the same at any width). Every group but the last goes to the
+        length, so most groups are much narrower than the batch; evaluation is sorted only for
+        models whose scores do not depend on trailing padding). Every group but the last goes to the
         collector here, the last is returned for ``evaluate`` to collect. The collector keeps
         per-row results, so the metrics equal the ungrouped ones.
         """
