@@ -46,7 +46,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recbole_moe.collector import TopkCollector
 from recbole_moe.compat import load_recbole_checkpoint
-from recbole_moe.data.lean import sorts_evaluation
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.files import to_plain
 from recbole_moe.layers.moe import all_reduce_statistics, statistics_buffer_names
@@ -344,6 +343,8 @@ class RecBoleMoeTrainer(Trainer):
         if isinstance(log_dir, str) and not os.path.isabs(log_dir):
             self.tensorboard.close()
             self.tensorboard = SummaryWriter(os.path.abspath(log_dir))
+        #: Whether the batches being evaluated come in order of history length, trimmed
+        self.eval_sorted = False
         # RecBole's collector, with the top-k hits found without a dense [users, items] matrix
         self.eval_collector = (
             TopkCollector(config)
@@ -502,6 +503,7 @@ class RecBoleMoeTrainer(Trainer):
         """RecBole's ``evaluate``; in a data-parallel run rank 0 reads the best checkpoint (the
         only rank that wrote it, after a barrier) and broadcasts it, and the metrics are
         computed from every rank's rows (:class:`RankGatheringCollector`)."""
+        self.eval_sorted = bool(getattr(eval_data, "sort_by_length", False))
         if self.config["single_spec"] or not eval_data:
             return super().evaluate(eval_data, load_best_model, model_file, show_progress)
         if load_best_model:
@@ -572,10 +574,11 @@ class RecBoleMoeTrainer(Trainer):
         return max(1, int(float(budget) * 2**20) // per_row)
 
     def _eval_group_rows(self) -> int | None:
-        """Rows scored together under length-sorted evaluation, each group trimmed to its
+        """Rows scored together when the evaluated loader sorts its users by history length
+        (the lean path's ``eval_batch_order: length_sorted``), each group trimmed to its
         longest history (``eval_group_rows``; ``None``: whole batches)."""
         rows = self.config["eval_group_rows"]
-        return int(rows) if rows and sorts_evaluation(self.config) else None
+        return int(rows) if rows and self.eval_sorted else None
 
     def _eval_rows(self, batched_data, start: int, end: int, trim: bool = False):
         """Rows ``start:end`` of a full-sort batch ``(interaction, history, pos_u, pos_i)``;

@@ -106,8 +106,9 @@ def test_report_names_every_machine_with_its_runs(finished, tmp_path):
     first = f"{records[0]['model']} seed {records[0]['seed']}"
     other = [f"{r['model']} seed {r['seed']}" for r in records[1:]]
     assert "(Other CPU), " in markdown
-    assert f"recbole 1.2.1: {first}.\n" in markdown
-    assert f"recbole 1.2.1: {', '.join(other)}.\n" in markdown
+    recbole = f"recbole {records[0]['versions']['recbole']}"
+    assert f"{recbole}: {first}.\n" in markdown
+    assert f"{recbole}: {', '.join(other)}.\n" in markdown
 
 
 def test_portable_data_path_of_the_embedded_ml_100k(tmp_path):

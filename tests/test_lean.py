@@ -262,6 +262,20 @@ def test_evaluation_groups_are_trimmed_and_keep_metrics(synth, tmp_path, model_n
     assert max(width for _, width in calls) == max(width for _, width in whole_calls)
     assert sum(w * r for r, w in calls) < sum(w * r for r, w in whole_calls)
 
+    # RecBole's data path keeps its order: no groups there
+    parts = build(
+        model_name,
+        synth.data_path,
+        synth.dataset,
+        {"data_path_mode": "recbole", "eval_batch_size": 32, "eval_group_rows": 5},
+    )
+    trainer = get_trainer(parts.config, parts.model)
+    seen.clear()
+    predict = parts.model.full_sort_predict
+    parts.model.full_sort_predict = recorded
+    trainer.evaluate(parts.valid_data, load_best_model=False)
+    assert len(seen) // 2 == len(list(parts.valid_data)) == len(whole_calls)
+
 
 @pytest.mark.parametrize("model_name", ["SASRec", "HyMoERec", "FAME", "GRU4Rec", "BERT4Rec"])
 def test_length_sorted_evaluation_gives_the_same_metrics(synth, tmp_path, model_name):

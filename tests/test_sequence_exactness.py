@@ -504,7 +504,9 @@ def test_chunked_hymoerec_advances_its_clock_once_per_batch(cfg_root):
 def bert4rec_loss_by_hand(model, histories: list[list[int]], seed: int) -> torch.Tensor:
     """BERT4Rec's cloze loss written out: each whole history (inputs + last target) masked
     with the draws of ``torch.rand`` under ``seed`` (one more masked item where none was),
-    the masked positions scored against every item with the output bias."""
+    the masked positions scored against every item with the output bias. A history longer
+    than the model's ``max_seq_length`` keeps its most recent items."""
+    histories = [h[-model.max_seq_length :] for h in histories]
     width = max(len(h) for h in histories)
     full = padded(histories, width)
     torch.manual_seed(seed)
@@ -523,6 +525,10 @@ def bert4rec_loss_by_hand(model, histories: list[list[int]], seed: int) -> torch
     return F.cross_entropy(torch.stack(logits), torch.tensor(targets))
 
 
+#: One history longer than ``MAX_LEN``: its oldest item is dropped.
+BERT4REC_HISTORIES = [*HISTORIES, list(range(1, MAX_LEN + 2))]
+
+
 @pytest.mark.parametrize("chunks", [1, 3])
 def test_bert4rec_cloze_loss_equals_hand_computation(cfg_root, chunks):
     """Whole or in length groups, the cloze loss is the mean cross-entropy of the batch's
@@ -530,8 +536,8 @@ def test_bert4rec_cloze_loss_equals_hand_computation(cfg_root, chunks):
     model = make_model(cfg_root, "BERT4Rec", mask_ratio=0.4)
     model.eval()
     torch.manual_seed(5)
-    loss = SequenceObjective(model, 0, chunks)(sequence_batch(HISTORIES))
-    expected = bert4rec_loss_by_hand(model, HISTORIES, seed=5)
+    loss = SequenceObjective(model, 0, chunks)(sequence_batch(BERT4REC_HISTORIES))
+    expected = bert4rec_loss_by_hand(model, BERT4REC_HISTORIES, seed=5)
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-12)
 
 
@@ -543,10 +549,11 @@ def test_chunked_bert4rec_has_the_unchunked_gradient_and_trims_groups(cfg_root):
     for chunks in (1, 3):
         model.zero_grad()
         torch.manual_seed(11)
-        SequenceObjective(model, 0, chunks)(sequence_batch(HISTORIES)).backward()
+        SequenceObjective(model, 0, chunks)(sequence_batch(BERT4REC_HISTORIES)).backward()
         grads[chunks] = {n: p.grad.clone() for n, p in model.named_parameters()}
-    lengths = sorted(len(h) for h in HISTORIES)  # whole histories: groups of 3, 3, 2 users
-    assert widths == [lengths[-1], lengths[2], lengths[5], lengths[7]]
+    # whole histories of at most MAX_LEN items; 3 groups of 3 users
+    lengths = sorted(min(len(h), MAX_LEN) for h in BERT4REC_HISTORIES)
+    assert widths == [lengths[-1], lengths[2], lengths[5], lengths[8]]
     for key, value in grads[1].items():
         torch.testing.assert_close(grads[3][key], value, rtol=1e-7, atol=1e-10)
     assert grads[3]["output_bias"].abs().sum() > 0

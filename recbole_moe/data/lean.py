@@ -68,8 +68,9 @@ PADDING_INVARIANT_MODELS = ("SASRec", "GRU4Rec", "NARM", "HyMoERec", "FAME", "Ma
 #: Models whose full-sort scores alone do not depend on trailing padding, so full-sort
 #: evaluation may use length-sorted, trimmed batches. BERT4Rec attends bidirectionally over
 #: the non-padding keys only and appends its mask token after each history, dropping the first
-#: column (``reconstruct_test_data``), at any width of at least the longest history; its
-#: training batches are masked at random positions over the width, so they are not trimmed.
+#: column (``reconstruct_test_data``), at any width of at least the longest history; in the
+#: prefix regime its training batches are masked (by RecBole) at random positions over the
+#: width, so they are not trimmed there (under ``sequence`` its cloze loss trims its groups).
 SCORE_PADDING_INVARIANT_MODELS = (*PADDING_INVARIANT_MODELS, "BERT4Rec")
 
 
