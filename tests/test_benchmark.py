@@ -111,6 +111,37 @@ def test_report_names_every_machine_with_its_runs(finished, tmp_path):
     assert f"{recbole}: {', '.join(other)}.\n" in markdown
 
 
+def write_records(folder, records: list[dict]) -> str:
+    os.makedirs(folder, exist_ok=True)
+    for record in records:
+        append_record(os.path.join(folder, RUNS_FILE), record)
+    return str(folder)
+
+
+def test_merge_brings_new_records_of_clones_into_one_folder(finished, tmp_path, capsys):
+    records = [json.loads(line) for line in lines_of(finished.out)]
+    clone_a = write_records(tmp_path / "a", records[:2])
+    shutil.copy(os.path.join(finished.out, "plan.json"), clone_a)
+    clone_b = write_records(tmp_path / "b", [records[0], *records[2:]])  # record 0 twice
+    out = str(tmp_path / "main")
+    assert benchmark.main(["merge", out, clone_a, clone_b]) == 0
+    merged = [json.loads(line) for line in lines_of(out)]
+    assert merged == records  # each once, in the sources' order
+    assert os.path.isfile(os.path.join(out, "plan.json"))
+    markdown = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    assert "| HyMoERec (ours) | 2 |" in markdown and "| SASRec | 2 |" in markdown
+    # Merging again adds nothing.
+    assert benchmark.main(["merge", out, clone_a, clone_b, "--no-report"]) == 0
+    assert len(lines_of(out)) == len(records)
+    # A finished run made with other settings is refused, and named.
+    other = dict(records[0], started_at="2099-01-01T00:00:00+00:00", fingerprint="other")
+    clone_c = write_records(tmp_path / "c", [other])
+    capsys.readouterr()
+    assert benchmark.main(["merge", out, clone_c, "--no-report"]) == 1
+    assert f"{clone_c}: {records[0]['key']} was run with other settings" in capsys.readouterr().err
+    assert len(lines_of(out)) == len(records)
+
+
 def test_portable_data_path_of_the_embedded_ml_100k(tmp_path):
     import recbole
 

@@ -4,10 +4,13 @@
     python -m recbole_moe.benchmark run --models HyMoERec SASRec --datasets beauty \\
         --seeds 0 1 2 --config_files common.yaml --epochs=50 --out results/beauty
     python -m recbole_moe.benchmark report results/beauty
+    python -m recbole_moe.benchmark merge results/beauty ../clone/results/beauty
 
 (also ``recbole-moe benchmark ...``). ``run`` is the default subcommand; it writes
 ``<out>/runs.jsonl`` (one JSON line per run, resumable) and then the report (``report.md``,
-one CSV per dataset, ``efficiency.csv``, PNG plots) into ``<out>``.
+one CSV per dataset, ``efficiency.csv``, PNG plots) into ``<out>``. ``merge`` brings the
+records of results folders written elsewhere (a campaign's separate clones) into ``<out>``
+and rewrites its report.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from recbole_moe.benchmark.runner import (
     SharedPlan,
     append_record,
     execute,
+    merge_runs,
     read_runs,
     shared_selection,
 )
@@ -158,6 +162,33 @@ def run_main(argv: Sequence[str]) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
+def merge_main(argv: Sequence[str]) -> int:
+    """``benchmark merge OUT SOURCE...``: the records ``OUT`` lacks, then ``OUT``'s report."""
+    parser = argparse.ArgumentParser(
+        prog="recbole-moe benchmark merge",
+        description="Append to <out>/runs.jsonl the run records of each <source>/runs.jsonl "
+        "that <out> lacks (same run and start time), then rewrite <out>'s report.",
+    )
+    parser.add_argument("out", help="results folder that receives the records")
+    parser.add_argument("sources", nargs="+", help="results folders to take records from")
+    parser.add_argument("--no-report", action="store_true", help="do not rewrite the report")
+    args = parser.parse_args(list(argv))
+    added, conflicts = merge_runs(args.sources, args.out)
+    for record in added:
+        print(f"[benchmark] merged {record['key']} ({record.get('status')})")
+    for conflict in conflicts:
+        print(
+            f"recbole-moe benchmark merge: not merged, {conflict} was run with other settings "
+            f"than the finished run in {args.out}",
+            file=sys.stderr,
+        )
+    print(f"[benchmark] {len(added)} record(s) merged into {args.out}")
+    if added and not args.no_report:
+        for path in write_report(args.out):
+            print(f"[benchmark] wrote {path}")
+    return 1 if conflicts else 0
+
+
 def report_main(argv: Sequence[str]) -> int:
     """``benchmark report OUT``: tables, CSVs and plots from ``OUT/runs.jsonl``."""
     parser = argparse.ArgumentParser(
@@ -183,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
         return report_main(argv[1:])
+    if argv and argv[0] == "merge":
+        return merge_main(argv[1:])
     if argv and argv[0] == "run":
         argv = argv[1:]
     return run_main(argv)

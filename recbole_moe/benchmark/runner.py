@@ -107,6 +107,49 @@ def latest_records(records: Iterable[dict]) -> dict[str, dict]:
     return latest
 
 
+def merge_runs(sources: Iterable[str], out: str) -> tuple[list[dict], list[str]]:
+    """Append to ``<out>/runs.jsonl`` the records of each ``<source>/runs.jsonl`` it lacks.
+
+    For a campaign run from separate clones: each clone writes its own results folder, and
+    this brings their records (and ``plan.json``, when ``out`` has none) into one folder. A
+    record is new when no record of ``out`` has its key and start time; records are appended
+    in each source's file order, sources in the order given. A finished (``ok``) record whose
+    settings fingerprint differs from a finished record of the same run in ``out`` is not
+    merged: one folder holds one setting per run (as :func:`execute` keeps it).
+
+    Returns:
+        ``(added, conflicts)``: the records appended, and ``"<source>: <key>"`` for each
+        record refused for its fingerprint.
+    """
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, RUNS_FILE)
+    existing = read_runs(path)
+    seen = {(r["key"], r.get("started_at")) for r in existing}
+    done = {k: r for k, r in latest_records(existing).items() if r.get("status") == "ok"}
+    added: list[dict] = []
+    conflicts: list[str] = []
+    for source in sources:
+        for record in read_runs(os.path.join(source, RUNS_FILE)):
+            ident = (record["key"], record.get("started_at"))
+            if ident in seen:
+                continue
+            previous = done.get(record["key"])
+            if record.get("status") == "ok" and previous is not None:
+                if previous.get("fingerprint") != record.get("fingerprint"):
+                    conflicts.append(f"{source}: {record['key']}")
+                    continue
+            append_record(path, record)
+            seen.add(ident)
+            added.append(record)
+            if record.get("status") == "ok":
+                done.setdefault(record["key"], record)
+        plan = os.path.join(source, PLAN_FILE)
+        if os.path.isfile(plan) and not os.path.isfile(os.path.join(out, PLAN_FILE)):
+            with open(plan, encoding="utf-8") as f:
+                atomic_write_json(os.path.join(out, PLAN_FILE), json.load(f))
+    return added, conflicts
+
+
 # --------------------------------------------------------------------------------------------
 # Environment and measurements
 # --------------------------------------------------------------------------------------------
