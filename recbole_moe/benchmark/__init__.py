@@ -162,14 +162,23 @@ def run_main(argv: Sequence[str]) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
+def _folder_parser(command: str, description: str, out_help: str) -> argparse.ArgumentParser:
+    """The parser of a subcommand that works on one results folder ``out``."""
+    parser = argparse.ArgumentParser(
+        prog=f"recbole-moe benchmark {command}", description=description
+    )
+    parser.add_argument("out", help=out_help)
+    return parser
+
+
 def merge_main(argv: Sequence[str]) -> int:
     """``benchmark merge OUT SOURCE...``: the records ``OUT`` lacks, then ``OUT``'s report."""
-    parser = argparse.ArgumentParser(
-        prog="recbole-moe benchmark merge",
-        description="Append to <out>/runs.jsonl the run records of each <source>/runs.jsonl "
-        "that <out> lacks (same run and start time), then rewrite <out>'s report.",
+    parser = _folder_parser(
+        "merge",
+        "Append to <out>/runs.jsonl the run records of each <source>/runs.jsonl that <out> "
+        "lacks (same run and start time), then rewrite <out>'s report.",
+        "results folder that receives the records",
     )
-    parser.add_argument("out", help="results folder that receives the records")
     parser.add_argument("sources", nargs="+", help="results folders to take records from")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite the report")
     args = parser.parse_args(list(argv))
@@ -191,12 +200,11 @@ def merge_main(argv: Sequence[str]) -> int:
 
 def report_main(argv: Sequence[str]) -> int:
     """``benchmark report OUT``: tables, CSVs and plots from ``OUT/runs.jsonl``."""
-    parser = argparse.ArgumentParser(
-        prog="recbole-moe benchmark report",
-        description="Write report.md, <dataset>.csv, efficiency.csv and PNG plots from "
-        "<out>/runs.jsonl.",
+    parser = _folder_parser(
+        "report",
+        "Write report.md, <dataset>.csv, efficiency.csv and PNG plots from <out>/runs.jsonl.",
+        "benchmark output folder (holds runs.jsonl)",
     )
-    parser.add_argument("out", help="benchmark output folder (holds runs.jsonl)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(list(argv))
     try:
