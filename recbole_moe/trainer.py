@@ -49,7 +49,7 @@ from recbole_moe.compat import load_recbole_checkpoint
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.files import to_plain
 from recbole_moe.layers.moe import all_reduce_statistics, statistics_buffer_names
-from recbole_moe.model.sequence import SequenceObjective
+from recbole_moe.model.sequence import SequenceObjective, fit_width
 from recbole_moe.objective import is_sequence, train_batch_chunks, train_negatives
 from recbole_moe.selection import Selection, build_selections, selection_file
 
@@ -600,14 +600,10 @@ class RecBoleMoeTrainer(Trainer):
     def _trim_lists(self, interaction):
         """``interaction`` with every ``[b, L]`` list field cut to ``[b, max(item_length)]``."""
         item_seq = self.config["ITEM_ID_FIELD"] + self.config["LIST_SUFFIX"]
-        full = interaction[item_seq].size(1)
         width = max(int(interaction[self.config["ITEM_LIST_LENGTH_FIELD"]].max()), 1)
-        if width >= full:
+        if width >= interaction[item_seq].size(1):
             return interaction
-        for field, value in interaction.interaction.items():
-            if value.dim() >= 2 and value.size(1) == full:
-                interaction.interaction[field] = value[:, :width]
-        return interaction
+        return fit_width(interaction, width, item_seq)
 
     def _full_sort_batch_eval(self, batched_data):
         """RecBole's full-sort batch evaluation in row groups.

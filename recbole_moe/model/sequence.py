@@ -161,10 +161,10 @@ def fit_columns(value: Tensor, width: int) -> Tensor:
     return F.pad(value, (0, 0) * (value.dim() - 2) + (0, width - value.size(1)))
 
 
-def fit_width(interaction, width: int) -> Interaction:
-    """A copy of ``interaction`` with every ``[B, W, ...]`` list field cut, or padded with 0
-    (padding, no target), to ``width`` columns."""
-    full = interaction[TARGET_LIST_FIELD].size(1)
+def fit_width(interaction, width: int, field: str = TARGET_LIST_FIELD) -> Interaction:
+    """A copy of ``interaction`` with every ``[B, W, ...]`` list field (``W`` the width of
+    ``field``) cut, or padded with 0 (padding, no target), to ``width`` columns."""
+    full = interaction[field].size(1)
     fields = {}
     for field, value in interaction.interaction.items():
         if value.dim() >= 2 and value.size(1) == full:
@@ -315,6 +315,7 @@ __all__ = [
     "SequenceObjective",
     "bert4rec_cloze_loss",
     "cloze_mask",
+    "fit_width",
     "gru4rec_positions",
     "position_states",
     "sasrec_positions",
