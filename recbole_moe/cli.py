@@ -27,6 +27,7 @@ from recbole_moe.overrides import parse_overrides, split_config_files
 from recbole_moe.process_group import wants_distributed
 from recbole_moe.quick_start import check_run, run
 from recbole_moe.quiet import internal_warnings_to_log
+from recbole_moe.trainer import TimeBudgetReached
 
 #: Subcommands other than ``train``: name -> module with a ``main(argv) -> int``.
 SUBCOMMANDS = {
@@ -179,7 +180,8 @@ def report_unexpected(exc: BaseException, argv: Sequence[str], debug: bool) -> i
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 done, 2 bad input, 1 unexpected error,
-    130 interrupted). No traceback reaches the terminal unless ``--debug`` is given."""
+    3 stopped by ``time_budget_minutes`` and resumable, 130 interrupted). No traceback
+    reaches the terminal unless ``--debug`` is given."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
@@ -191,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if argv and argv[0] == "train":
                 argv = argv[1:]
             return train_main(argv)
+        except TimeBudgetReached as exc:
+            print(f"recbole-moe: {exc}", file=sys.stderr)
+            return 3
         except RecBoleMoeError as exc:
             if debug:
                 traceback.print_exc()

@@ -18,6 +18,9 @@
 * atomic checkpoint writes (temporary file + rename), so a crash never leaves a truncated file
   where a good one was;
 * a non-finite loss stops training with the epoch, the batch and the model named;
+* ``time_budget_minutes``: training stops at the first epoch boundary after that many minutes
+  of this process, once that epoch's resume checkpoint is written (:class:`TimeBudgetReached`);
+  a resume continues exactly, so a long run can be split into bounded parts;
 * under ``train_objective: sequence``, the loss at every position of whole training sequences
   (:class:`~recbole_moe.model.sequence.SequenceObjective`);
 * ``extra_valid_metrics``: model selection on more validation metrics in the same run, each
@@ -64,6 +67,24 @@ class CheckpointMismatchError(RecBoleMoeError, ValueError):
 
 class CheckpointError(RecBoleMoeError, ValueError):
     """A checkpoint file that is missing, truncated, foreign or incomplete."""
+
+
+class TimeBudgetReached(RecBoleMoeError):
+    """Training stopped at an epoch boundary because ``time_budget_minutes`` ran out; the
+    resume checkpoint of that epoch was written first, so the run continues exactly.
+
+    Attributes:
+        epoch: the next epoch to train (where a resume starts).
+        minutes: minutes this process had trained when it stopped.
+        resume_file: the ``-last.pth`` checkpoint to resume from.
+    """
+
+    def __init__(self, epoch: int, minutes: float, budget: float, resume_file: str) -> None:
+        self.epoch, self.minutes, self.resume_file = epoch, minutes, resume_file
+        super().__init__(
+            f"time_budget_minutes={budget:g} reached after {minutes:.1f} minutes: training "
+            f"stopped before epoch {epoch}; continue it with --resume={resume_file}"
+        )
 
 
 #: Entries of every checkpoint RecBole's trainer and ours write, and those a resume reads.
@@ -373,6 +394,7 @@ class RecBoleMoeTrainer(Trainer):
         #: the run selects on ``valid_metric`` only).
         self.primary_selection, self.selections = build_selections(config, self.saved_model_file)
         self._epoch_idx = -1
+        self._started = time.perf_counter()
 
     # -- training ------------------------------------------------------------------------------
     def fit(
@@ -416,6 +438,7 @@ class RecBoleMoeTrainer(Trainer):
         try:
             if getattr(self, "_saved", False) and epoch_idx > 0:
                 self._save_last_checkpoint(epoch_idx)
+                self._check_time_budget(epoch_idx)
             checked = self._finite_loss(loss_func or self.training_loss(), epoch_idx)
             total_loss = super()._train_epoch(
                 train_data, epoch_idx, loss_func=checked, show_progress=show_progress
@@ -427,6 +450,26 @@ class RecBoleMoeTrainer(Trainer):
             return total_loss
         finally:
             self.train_epoch_times.append(time.perf_counter() - start)
+
+    def _check_time_budget(self, epoch_idx: int) -> None:
+        """Stop before ``epoch_idx`` once this process has run ``time_budget_minutes``
+        (called right after that epoch's resume checkpoint is written; at least one epoch
+        runs per process). In a data-parallel run every rank stops when any rank is over.
+
+        Raises:
+            TimeBudgetReached: the budget is spent.
+        """
+        budget = self.config["time_budget_minutes"]
+        if budget is None or not self.train_epoch_times:  # this process trains one epoch first
+            return
+        minutes = (time.perf_counter() - self._started) / 60
+        over = minutes >= float(budget)
+        if not self.config["single_spec"]:
+            flag = torch.tensor([float(over)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            over = bool(flag.item())
+        if over:
+            raise TimeBudgetReached(epoch_idx, minutes, float(budget), self.last_model_file)
 
     def _valid_epoch(self, valid_data, show_progress=False):
         start = time.perf_counter()

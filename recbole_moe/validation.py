@@ -62,7 +62,13 @@ POSITIVE_INT_KEYS = (
 #: On/off settings: ``True`` / ``False`` (or 1 / 0) when present.
 BOOL_KEYS = ("scan_compile",)
 #: Integer or float settings that must be >= 0 when present.
-NON_NEGATIVE_KEYS = ("warmup_steps", "warmup_epochs", "lb_weight", "weight_decay")
+NON_NEGATIVE_KEYS = (
+    "warmup_steps",
+    "warmup_epochs",
+    "lb_weight",
+    "weight_decay",
+    "time_budget_minutes",
+)
 #: Float settings that must be > 0 when present.
 POSITIVE_FLOAT_KEYS = ("learning_rate",)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import math
 import os
@@ -70,7 +71,7 @@ def lines_of(out: str) -> list[str]:
 
 
 def test_four_complete_lines(finished):
-    assert finished.counts == {"total": 4, "skipped": 0, "ok": 4, "failed": 0}
+    assert finished.counts == {"total": 4, "skipped": 0, "ok": 4, "failed": 0, "paused": 0}
     records = [json.loads(line) for line in lines_of(finished.out)]
     assert len(records) == 4
     assert {(r["model"], r["seed"]) for r in records} == {(m, s) for m in MODELS for s in SEEDS}
@@ -220,7 +221,7 @@ def test_deleted_line_reruns_only_that_run(finished, tmp_path):
     with open(os.path.join(out, RUNS_FILE), "w", encoding="utf-8") as f:
         f.write("\n".join(lines[:2] + lines[3:]) + "\n")
     counts = execute(finished.plan, out, log=quiet)
-    assert counts == {"total": 4, "skipped": 3, "ok": 1, "failed": 0}
+    assert counts == {"total": 4, "skipped": 3, "ok": 1, "failed": 0, "paused": 0}
     records = read_runs(os.path.join(out, RUNS_FILE))
     assert len(records) == 4
     assert records[-1]["key"] == dropped["key"]
@@ -264,7 +265,7 @@ def test_failing_model_is_recorded_and_the_others_go_on(tiny_config, tmp_path, m
     plan.layers.append({"model_overrides": {"Boom": {"loss_type": "CE"}}})
     out = str(tmp_path / "out")
     counts = execute(plan, out, log=quiet)
-    assert counts == {"total": 2, "skipped": 0, "ok": 1, "failed": 1}
+    assert counts == {"total": 2, "skipped": 0, "ok": 1, "failed": 1, "paused": 0}
     records = {r["model"]: r for r in read_runs(os.path.join(out, RUNS_FILE))}
     assert records["Boom"]["status"] == "failed"
     assert "boom: broken model" in records["Boom"]["error"]
@@ -273,7 +274,13 @@ def test_failing_model_is_recorded_and_the_others_go_on(tiny_config, tmp_path, m
     markdown = open(os.path.join(out, "report.md"), encoding="utf-8").read()
     assert "failed: Boom on synth, seed 0" in markdown
     # A failed run is retried on the next call (and fails again), the finished one is skipped.
-    assert execute(plan, out, log=quiet) == {"total": 2, "skipped": 1, "ok": 0, "failed": 1}
+    assert execute(plan, out, log=quiet) == {
+        "total": 2,
+        "skipped": 1,
+        "ok": 0,
+        "failed": 1,
+        "paused": 0,
+    }
 
 
 def test_presets_and_layering():
@@ -351,6 +358,45 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, m
     assert again["wall_total_s"] == again["duration_s"]
     assert record["wall_total_s"] > record["duration_s"]
     assert not os.path.exists(os.path.join(out, "saved"))  # finished: checkpoints removed
+
+
+def test_max_minutes_pauses_a_run_and_the_same_call_continues_it(tiny_config, tmp_path):
+    config = {**tiny_config, **SMALL, "epochs": 3, "stopping_step": 10}
+    config.update(train_objective="sequence")
+    config.pop("seed")
+    plan = build_plan(
+        models=["SASRec"], datasets=["synth"], seeds=[0, 1], overrides=config, name="budget"
+    )
+    out = str(tmp_path / "out")
+    # 0 minutes: each call trains one epoch of its first unfinished run, then pauses it
+    # (no record: it is not finished) and starts no other run.
+    messages: list[str] = []
+    counts = execute(plan, out, log=messages.append, max_minutes=0)
+    assert (counts["paused"], counts["ok"]) == (1, 0)
+    assert read_runs(os.path.join(out, RUNS_FILE)) == []
+    assert glob.glob(os.path.join(config["checkpoint_dir"], "*-last.pth"))  # the resume point
+    assert any("paused before epoch 1" in m for m in messages)
+    assert not any("seed 1" in m for m in messages)  # the second run waits
+    calls, finished = 1, 0
+    while not finished and calls < 10:
+        calls += 1
+        finished = execute(plan, out, log=quiet, max_minutes=0)["ok"]
+    assert (calls, finished) == (3, 1)  # seed 0's epochs 0, 1 and 2, one call each
+    (record,) = read_runs(os.path.join(out, RUNS_FILE))
+    assert (record["seed"], record["epochs_run"], record["epochs_total"]) == (0, 1, 3)
+    uninterrupted = execute(plan, str(tmp_path / "again"), log=quiet)
+    assert uninterrupted["ok"] == 2
+    again = {r["seed"]: r for r in read_runs(str(tmp_path / "again" / RUNS_FILE))}
+    assert again[0]["test_result"] == record["test_result"]
+
+
+def test_max_minutes_must_not_be_negative(capsys):
+    from recbole_moe.benchmark import run_main
+
+    with pytest.raises(SystemExit) as exc:
+        run_main(["--protocol", "hymoerec", "--max-minutes", "-1", "--dry-run"])
+    assert exc.value.code == 2
+    assert "--max-minutes must be a number of minutes >= 0, got -1" in capsys.readouterr().err
 
 
 def _record(model: str, seed: int, ndcg: float) -> dict:

@@ -13,6 +13,7 @@ from recbole_moe.trainer import (
     CheckpointMismatchError,
     NonFiniteLossError,
     RecBoleMoeTrainer,
+    TimeBudgetReached,
     atomic_torch_save,
 )
 
@@ -78,6 +79,43 @@ def test_resume_after_crash_reaches_the_same_metrics(
         assert all(len(s["alpha"]) == tiny_config.get("n_layers", 2) for s in full["epoch_stats"])
     else:
         assert full["epoch_stats"] == []
+
+
+def test_time_budget_stops_at_an_epoch_boundary_and_the_run_resumes_exactly(tiny_config, tmp_path):
+    tiny_config.update(epochs=3, warmup_steps=20)
+    full = recbole_moe.run("HyMoERec", "synth", config_dict=dict(tiny_config))
+
+    # A budget of 0 minutes: each process trains one epoch, then stops before the next with
+    # that epoch's resume checkpoint written.
+    config = dict(tiny_config, checkpoint_dir=str(tmp_path / "ckpt"), time_budget_minutes=0)
+    with pytest.raises(TimeBudgetReached) as first:
+        recbole_moe.run("HyMoERec", "synth", config_dict=dict(config))
+    assert first.value.epoch == 1
+    assert os.path.isfile(first.value.resume_file) and first.value.resume_file.endswith("-last.pth")
+    assert "time_budget_minutes=0" in str(first.value) and "--resume=" in str(first.value)
+    with pytest.raises(TimeBudgetReached) as second:
+        recbole_moe.run(
+            "HyMoERec", "synth", config_dict=dict(config, resume=first.value.resume_file)
+        )
+    assert second.value.epoch == 2
+    resumed = recbole_moe.run(
+        "HyMoERec",
+        "synth",
+        config_dict=dict(config, resume=second.value.resume_file, time_budget_minutes=None),
+    )
+    assert resumed["test_result"] == full["test_result"]
+    assert resumed["best_valid_result"] == full["best_valid_result"]
+    assert resumed["epoch_stats"] == full["epoch_stats"]
+    assert (resumed["epochs_run"], resumed["epochs_total"]) == (1, 3)
+
+
+def test_a_time_budget_not_yet_spent_changes_nothing(tiny_config, tmp_path):
+    tiny_config.update(epochs=2)
+    full = recbole_moe.run("SASRec", "synth", config_dict=dict(tiny_config))
+    config = dict(tiny_config, checkpoint_dir=str(tmp_path / "ckpt"), time_budget_minutes=60)
+    budgeted = recbole_moe.run("SASRec", "synth", config_dict=config)
+    assert budgeted["test_result"] == full["test_result"]
+    assert budgeted["epochs_run"] == 2
 
 
 def test_best_epoch_is_the_last_epoch_with_the_best_validation_score(tiny_config):

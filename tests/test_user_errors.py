@@ -440,3 +440,16 @@ def test_valid_run_prints_no_warning(run_tiny_cli, tmp_path):
     )
     log = open(os.path.join(tmp_path, log_file), encoding="utf-8").read()
     assert "not shown on the terminal" in log and "GradScaler" in log
+
+
+def test_a_spent_time_budget_exits_3_naming_the_resume_checkpoint(synth, tmp_path, capsys):
+    argv = [a for a in tiny(synth.data_path) if a != "--epochs=1"]
+    argv += ["--epochs=2", f"--checkpoint_dir={tmp_path / 'ckpt'}"]
+    code = cli.main(argv + ["--time_budget_minutes=0"])
+    err = capsys.readouterr().err
+    assert code == 3
+    (line,) = [line for line in err.splitlines() if line.startswith("recbole-moe:")]
+    assert "stopped before epoch 1" in line and "error" not in line
+    resume = re.search(r"--resume=(\S+)", line).group(1)
+    assert resume.endswith("-last.pth") and resume.startswith(str(tmp_path / "ckpt"))
+    assert cli.main(argv + [f"--resume={resume}"]) == 0

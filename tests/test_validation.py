@@ -46,6 +46,8 @@ BAD_VALUES = [
     ({"scan_chunk_size": 0}, "Mamba4Rec", r"scan_chunk_size=0 .*>= 1"),
     ({"eval_group_rows": -1}, "SASRec", r"eval_group_rows=-1 .*integer >= 0 \(~ or 0: whole"),
     ({"eval_group_rows": 0.5}, "SASRec", r"eval_group_rows=0.5 .*integer >= 0"),
+    ({"time_budget_minutes": -5}, "SASRec", r"time_budget_minutes=-5 .*number >= 0"),
+    ({"time_budget_minutes": "soon"}, "SASRec", r"time_budget_minutes='soon' .*number >= 0"),
 ]
 
 

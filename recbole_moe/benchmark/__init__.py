@@ -74,6 +74,13 @@ def _run_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep each run's best checkpoint under <out>/saved",
     )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop after M minutes: the run under way stops at its next epoch boundary with its "
+        "resume checkpoint written, and the same command continues it exactly (exit code 3)",
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write the report")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the runs and their overrides, run nothing"
@@ -98,7 +105,8 @@ def _shared_plan(spec: str, args: argparse.Namespace, overrides, config_files) -
 
 
 def run_main(argv: Sequence[str]) -> int:
-    """``benchmark run``: returns 0 when every run of the plan is finished, 1 otherwise."""
+    """``benchmark run``: returns 0 when every run of the plan is finished, 1 when one failed,
+    3 when ``--max-minutes`` paused the call before the end (the same command continues)."""
     parser = _run_parser()
     args, extra = parser.parse_known_args(list(argv))
     try:
@@ -120,6 +128,8 @@ def run_main(argv: Sequence[str]) -> int:
         ]
     except ValueError as exc:
         parser.error(str(exc))
+    if args.max_minutes is not None and not args.max_minutes >= 0:
+        parser.error(f"--max-minutes must be a number of minutes >= 0, got {args.max_minutes:g}")
     out = args.out or f"benchmarks/results/{plan.name}"
     if args.dry_run:
         print(f"plan {plan.name}: {plan.description}")
@@ -146,6 +156,7 @@ def run_main(argv: Sequence[str]) -> int:
             keep_checkpoints=args.keep_checkpoints,
             command=command,
             share_with=share_with,
+            max_minutes=args.max_minutes,
         )
     except ValueError as exc:
         print(f"recbole-moe benchmark: error: {exc}", file=sys.stderr)
@@ -153,13 +164,16 @@ def run_main(argv: Sequence[str]) -> int:
     print(
         f"[benchmark] done: {counts['ok']} ok, {counts['failed']} failed, "
         f"{counts['skipped']} skipped of {counts['total']}"
+        + (f", {counts['paused']} paused (run again to continue)" if counts["paused"] else "")
         + (f"; {counts['shared']} records written to shared plans" if share_with else "")
     )
     if not args.no_report:
         for folder in [out] + [shared.out for shared in share_with]:
             for path in write_report(folder):
                 print(f"[benchmark] wrote {path}")
-    return 0 if counts["failed"] == 0 else 1
+    if counts["failed"]:
+        return 1
+    return 3 if counts["paused"] else 0
 
 
 def _folder_parser(command: str, description: str, out_help: str) -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from recbole_moe.benchmark.plans import Plan
 from recbole_moe.environment import PeakRSS, code_version, hardware, package_versions
 from recbole_moe.files import atomic_write_json, to_plain
 from recbole_moe.quick_start import run
+from recbole_moe.trainer import TimeBudgetReached
 
 RUNS_FILE = "runs.jsonl"
 PLAN_FILE = "plan.json"
@@ -226,8 +227,13 @@ def run_one(
     checkpoint_dir: str | None = None,
     command: str | None = None,
     extra_valid_metrics: dict[str, int] | None = None,
+    time_budget_minutes: float | None = None,
 ) -> dict:
     """Train and evaluate one cell through :func:`recbole_moe.run`; returns its record.
+
+    With ``time_budget_minutes`` the run stops at the first epoch boundary after that many
+    minutes, its resume checkpoint written: the record then has ``status: paused`` and
+    ``next_epoch``, and the next call continues it (``checkpoint_dir`` needed).
 
     ``extra_valid_metrics`` (metric -> epoch budget) are selected on in the same run (the
     record's ``selections``, see :func:`shared_record`); they do not change the run's
@@ -265,6 +271,8 @@ def run_one(
         "versions": package_versions(),
         "commit": code_version(),
     }
+    if time_budget_minutes is not None:
+        config_dict["time_budget_minutes"] = max(float(time_budget_minutes), 0.0)
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -279,6 +287,16 @@ def run_one(
                 config_file_list=plan.config_files or None,
                 saved=True,
             )
+    except TimeBudgetReached as exc:
+        record.update(
+            status="paused",
+            next_epoch=exc.epoch,
+            resume_file=_relative_paths(exc.resume_file),
+            duration_s=time.perf_counter() - start,
+            finished_at=_timestamp(),
+            hardware=hardware(),
+        )
+        return record
     except BaseException as exc:  # noqa: BLE001 - a failing run must not stop the plan
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -448,16 +466,23 @@ def execute(
     log: Callable[[str], None] = print,
     command: str | None = None,
     share_with: list[SharedPlan] | None = None,
+    max_minutes: float | None = None,
 ) -> dict[str, int]:
     """Run every unfinished cell of ``plan``, appending one line per run to ``<out>/runs.jsonl``.
+
+    With ``max_minutes`` the call stops once that many minutes have passed: a run under way
+    stops at its next epoch boundary with its resume checkpoint written (no record: it is not
+    finished), runs not started wait; calling again with the same arguments continues
+    exactly where it stopped.
 
     With ``share_with``, a run whose cell is also unfinished in a shared plan, and trains
     exactly as that plan's would, selects on that plan's ``valid_metric`` too
     (``extra_valid_metrics``) and appends that plan's record to its ``runs.jsonl``.
 
     Returns:
-        counts: ``total``, ``skipped`` (already ok), ``ok`` and ``failed`` in this call, and
-        with ``share_with``, ``shared`` (records written to the shared plans).
+        counts: ``total``, ``skipped`` (already ok), ``ok``, ``failed`` and ``paused`` (stopped
+        by ``max_minutes``, to be continued) in this call, and with ``share_with``, ``shared``
+        (records written to the shared plans).
 
     Raises:
         ValueError: ``out`` already holds finished runs of the same cells made with different
@@ -485,7 +510,13 @@ def execute(
         os.makedirs(shared.out, exist_ok=True)
         if not os.path.isfile(os.path.join(shared.out, PLAN_FILE)):
             _write_plan(os.path.join(shared.out, PLAN_FILE), shared.plan, shared.plan.runs())
-    counts = {"total": len(cells), "skipped": len(cells) - len(todo), "ok": 0, "failed": 0}
+    counts = {
+        "total": len(cells),
+        "skipped": len(cells) - len(todo),
+        "ok": 0,
+        "failed": 0,
+        "paused": 0,
+    }
     if share_with:
         counts["shared"] = 0
     log(
@@ -495,6 +526,15 @@ def execute(
     checkpoint_dir = os.path.join(out, "saved")
     started = time.perf_counter()
     for index, (model, dataset, seed) in enumerate(todo, start=1):
+        budget = None
+        if max_minutes is not None:
+            budget = max_minutes - (time.perf_counter() - started) / 60
+            if budget <= 0 and index > 1:  # the call's first run always starts (one epoch)
+                log(
+                    f"[benchmark] --max-minutes {max_minutes:g} spent: {len(todo) - index + 1} "
+                    "run(s) not started; run the same command again to continue"
+                )
+                break
         note = (
             " (train_objective prefix: the model cannot train with sequence)"
             if plan.falls_back_to_prefix(model, dataset)
@@ -511,8 +551,17 @@ def execute(
         also = f"; also selecting on {', '.join(extra)} for {len(targets)} plan(s)" if extra else ""
         log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}{note}{also}")
         record = run_one(
-            plan, model, dataset, seed, keep_checkpoints, checkpoint_dir, command, extra
+            plan, model, dataset, seed, keep_checkpoints, checkpoint_dir, command, extra, budget
         )
+        if record["status"] == "paused":
+            counts["paused"] += 1
+            log(
+                f"[benchmark] run {index}/{len(todo)} paused before epoch {record['next_epoch']} "
+                f"(--max-minutes {max_minutes:g} spent, {record['duration_s'] / 60:.1f} min in "
+                f"this run; resume point {record['resume_file']}); run the same command again "
+                "to continue"
+            )
+            break
         if record["status"] == "ok":
             for shared, metric, shared_path in targets:
                 source = os.path.relpath(os.path.abspath(out), os.path.abspath(shared.out))
