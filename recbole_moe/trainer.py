@@ -454,7 +454,8 @@ class RecBoleMoeTrainer(Trainer):
     def _check_time_budget(self, epoch_idx: int) -> None:
         """Stop before ``epoch_idx`` once this process has run ``time_budget_minutes``
         (called right after that epoch's resume checkpoint is written; at least one epoch
-        runs per process). In a data-parallel run every rank stops when any rank is over.
+        runs per process; minutes counted from the trainer's start, data loading excluded).
+        One training process only: validation refuses it for data-parallel runs.
 
         Raises:
             TimeBudgetReached: the budget is spent.
@@ -463,12 +464,7 @@ class RecBoleMoeTrainer(Trainer):
         if budget is None or not self.train_epoch_times:  # this process trains one epoch first
             return
         minutes = (time.perf_counter() - self._started) / 60
-        over = minutes >= float(budget)
-        if not self.config["single_spec"]:
-            flag = torch.tensor([float(over)], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            over = bool(flag.item())
-        if over:
+        if minutes >= float(budget):
             raise TimeBudgetReached(epoch_idx, minutes, float(budget), self.last_model_file)
 
     def _valid_epoch(self, valid_data, show_progress=False):

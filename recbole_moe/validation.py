@@ -195,6 +195,19 @@ def config_problems(config: Config) -> list[str]:
         problems.append(
             _problem(config, "eval_group_rows", "must be an integer >= 0 (~ or 0: whole batches)")
         )
+    if present("time_budget_minutes") and (
+        (_is_int(config["nproc"]) and config["nproc"] > 1)
+        or (_is_int(config["world_size"]) and config["world_size"] > 0)
+        or config["single_spec"] is False
+    ):
+        problems.append(
+            _problem(
+                config,
+                "time_budget_minutes",
+                "works with one training process only (a data-parallel run stops as a failed "
+                "worker); leave it unset or train with one process",
+            )
+        )
     if present("eval_batch_order"):
         problem = eval_batch_order_problem(config)
         if problem:

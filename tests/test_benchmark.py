@@ -384,6 +384,7 @@ def test_max_minutes_pauses_a_run_and_the_same_call_continues_it(tiny_config, tm
     assert (calls, finished) == (3, 1)  # seed 0's epochs 0, 1 and 2, one call each
     (record,) = read_runs(os.path.join(out, RUNS_FILE))
     assert (record["seed"], record["epochs_run"], record["epochs_total"]) == (0, 1, 3)
+    assert "time_budget_minutes" not in record["config"]  # how a call was bounded, not the run
     uninterrupted = execute(plan, str(tmp_path / "again"), log=quiet)
     assert uninterrupted["ok"] == 2
     again = {r["seed"]: r for r in read_runs(str(tmp_path / "again" / RUNS_FILE))}

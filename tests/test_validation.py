@@ -48,6 +48,7 @@ BAD_VALUES = [
     ({"eval_group_rows": 0.5}, "SASRec", r"eval_group_rows=0.5 .*integer >= 0"),
     ({"time_budget_minutes": -5}, "SASRec", r"time_budget_minutes=-5 .*number >= 0"),
     ({"time_budget_minutes": "soon"}, "SASRec", r"time_budget_minutes='soon' .*number >= 0"),
+    ({"time_budget_minutes": 30, "nproc": 2}, "SASRec", r"time_budget_minutes=30 .*one training"),
 ]
 
 

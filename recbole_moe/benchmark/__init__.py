@@ -105,8 +105,9 @@ def _shared_plan(spec: str, args: argparse.Namespace, overrides, config_files) -
 
 
 def run_main(argv: Sequence[str]) -> int:
-    """``benchmark run``: returns 0 when every run of the plan is finished, 1 when one failed,
-    3 when ``--max-minutes`` paused the call before the end (the same command continues)."""
+    """``benchmark run``: returns 3 when ``--max-minutes`` paused the call before the end (the
+    same command continues, and retries failed runs), else 1 when a run failed, 0 when every
+    run of the plan is finished."""
     parser = _run_parser()
     args, extra = parser.parse_known_args(list(argv))
     try:
@@ -171,9 +172,9 @@ def run_main(argv: Sequence[str]) -> int:
         for folder in [out] + [shared.out for shared in share_with]:
             for path in write_report(folder):
                 print(f"[benchmark] wrote {path}")
-    if counts["failed"]:
-        return 1
-    return 3 if counts["paused"] else 0
+    if counts["paused"]:  # the failed runs are retried by the same next call too
+        return 3
+    return 1 if counts["failed"] else 0
 
 
 def _folder_parser(command: str, description: str, out_help: str) -> argparse.ArgumentParser:

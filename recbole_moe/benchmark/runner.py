@@ -182,6 +182,7 @@ def resolved_config(config, out: str | None = None) -> dict:
     """The full resolved RecBole config of a run as plain JSON values, with no absolute path of
     this machine's data (``data_path`` relative to the results folder ``out``)."""
     resolved = _relative_paths(to_plain(dict(config.final_config_dict), json_safe=True))
+    resolved.pop("time_budget_minutes", None)  # how one call was bounded, not the run's setting
     if out is not None and resolved.get("data_path"):
         resolved["data_path"] = portable_data_path(config["data_path"], out)
     return resolved
