@@ -37,6 +37,7 @@ from recbole_moe.layers.activation import GELU_IMPLS
 from recbole_moe.layers.attention import ATTENTION_IMPLS
 from recbole_moe.layers.dropout import DROPOUT_IMPLS
 from recbole_moe.objective import is_sequence, objective_problems
+from recbole_moe.process_group import wants_distributed
 from recbole_moe.recbole_settings import computed_metrics, is_switch
 from recbole_moe.selection import parse_extra_valid_metrics
 
@@ -196,9 +197,7 @@ def config_problems(config: Config) -> list[str]:
             _problem(config, "eval_group_rows", "must be an integer >= 0 (~ or 0: whole batches)")
         )
     if present("time_budget_minutes") and (
-        (_is_int(config["nproc"]) and config["nproc"] > 1)
-        or (_is_int(config["world_size"]) and config["world_size"] > 0)
-        or config["single_spec"] is False
+        wants_distributed(config.final_config_dict) or config["single_spec"] is False
     ):
         problems.append(
             _problem(
