@@ -9,8 +9,10 @@ validation and test items), input ``items[:-1]`` and targets ``items[1:]``, with
 non-padding position: full cross-entropy over all items, or a sampled softmax over
 ``train_negatives`` items shared by the batch. With ``train_window: random`` a user whose
 training history is longer than ``MAX_ITEM_LIST_LENGTH + 1`` items gets a window drawn anew each
-epoch, uniformly among all its full windows, instead of the most recent one. Evaluation is the
-same in both regimes.
+epoch, uniformly among all its full windows, instead of the most recent one; with
+``train_window: all`` such a history is cut into consecutive windows (the most recent one as
+under ``last``, earlier ones ``train_window_stride`` items apart) so that every training target
+is trained every epoch. Evaluation is the same in both regimes.
 
 This module holds the names and the checks every layer shares; the loss lives in
 :mod:`recbole_moe.layers.sequence_loss` and :mod:`recbole_moe.model.sequence`, the samples in
@@ -22,9 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 TRAIN_OBJECTIVES = ("prefix", "sequence")
-#: Which window of a long training history a ``sequence`` sample is: the most recent one, or
-#: one drawn uniformly each epoch among all full windows.
-TRAIN_WINDOWS = ("last", "random")
+#: Which windows of a long training history are ``sequence`` samples: the most recent one, one
+#: drawn uniformly each epoch among all full windows, or all windows ending every
+#: ``train_window_stride`` items back from the most recent one (every target in at least one).
+TRAIN_WINDOWS = ("last", "random", "all")
 #: Training batches under ``sequence`` carry the next item of every input position here
 #: (``[B, L]``, 0 at padding), beside RecBole's ``item_id_list`` / ``item_length`` fields.
 TARGET_LIST_FIELD = "target_item_id_list"
@@ -57,6 +60,24 @@ def train_window(config) -> str:
     return config["train_window"] or "last"
 
 
+def train_window_stride(config) -> int:
+    """Items between the ends of consecutive ``train_window: all`` windows (default: the
+    window's length ``MAX_ITEM_LIST_LENGTH``, so windows do not overlap)."""
+    return int(config["train_window_stride"] or config["MAX_ITEM_LIST_LENGTH"])
+
+
+def windows_per_user(targets: np.ndarray, max_len: int, stride: int) -> np.ndarray:
+    """Samples of each user per epoch under ``train_window: all``, ``[U]``.
+
+    A user with ``n`` training targets (positions ``1..n`` of the history; position 0 is only an
+    input) has windows ending at ``n, n - stride, ...``; a window ending at ``p`` trains the
+    targets ``max(1, p - max_len + 1)..p``, so windows are added until one reaches position 1:
+    ``1 + ceil(max(0, n - max_len) / stride)``.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    return 1 + -(-np.maximum(targets - max_len, 0) // stride)
+
+
 def objective_problems(config) -> list[tuple[str, str]]:
     """Why ``config``'s training regime cannot be used: ``(setting, message)`` per problem,
     naming the setting whose value is refused (empty: fine).
@@ -83,6 +104,15 @@ def objective_problems(config) -> list[tuple[str, str]]:
     if window not in TRAIN_WINDOWS:
         allowed = ", ".join(TRAIN_WINDOWS)
         return [("train_window", f"train_window={window!r}: allowed values are {allowed}")]
+    stride = config["train_window_stride"]
+    if stride is not None:
+        max_len = config["MAX_ITEM_LIST_LENGTH"]
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= max_len:
+            message = f"must be an integer from 1 to MAX_ITEM_LIST_LENGTH ({max_len})"
+            return [("train_window_stride", f"train_window_stride={stride!r}: {message}")]
+        if window != "all":
+            message = "applies to train_window='all' (the distance between its windows' ends)"
+            return [("train_window_stride", f"train_window_stride={stride!r} {message}")]
     if objective == "prefix":
         if window != "last":
             message = (
@@ -142,16 +172,22 @@ def objective_problems(config) -> list[tuple[str, str]]:
 
 def user_count(dataset) -> int:
     """Distinct users of ``dataset``'s interactions: the training samples per epoch under
-    ``sequence`` (one per user with a training target)."""
+    ``sequence`` with ``train_window`` ``last`` or ``random`` (one per user with a training
+    target)."""
     return int(np.unique(dataset.inter_feat[dataset.uid_field].numpy()).size)
 
 
 def training_samples(config, dataset) -> int:
     """Training samples per epoch of ``dataset`` (the training split) under ``config``'s
-    regime: every prefix (``prefix``) or one per user (``sequence``)."""
-    if is_sequence(config):
+    regime: every prefix (``prefix``), one per user (``sequence``), or every window of
+    :func:`windows_per_user` (``sequence`` with ``train_window: all``)."""
+    if not is_sequence(config):
+        return int(dataset.inter_num)
+    if train_window(config) != "all":
         return user_count(dataset)
-    return int(dataset.inter_num)
+    _, targets = np.unique(dataset.inter_feat[dataset.uid_field].numpy(), return_counts=True)
+    max_len = config["MAX_ITEM_LIST_LENGTH"]
+    return int(windows_per_user(targets, max_len, train_window_stride(config)).sum())
 
 
 __all__ = [
@@ -165,6 +201,8 @@ __all__ = [
     "train_negatives",
     "train_objective",
     "train_window",
+    "train_window_stride",
     "training_samples",
     "user_count",
+    "windows_per_user",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ import recbole_moe
 from recbole_moe.data.sequence import SequenceTrainDataLoader
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.sequence_loss import position_cross_entropy
-from recbole_moe.objective import TARGET_LIST_FIELD
+from recbole_moe.objective import TARGET_LIST_FIELD, training_samples
 from recbole_moe.testing import build, train_twice_and_untrained
 
 
@@ -106,7 +108,114 @@ def test_random_windows_cover_every_full_window_of_the_training_history(synth):
         assert tuple(inputs + targets[-1:]) == tuple(histories[user][:-2][-(L + 1) :])
 
 
-def test_validation_and_test_items_never_reach_training(synth):
+def _samples_of_an_epoch(train_data) -> list[tuple[int, tuple[int, ...]]]:
+    """Every sample of one epoch as (user, window of raw item tokens), sorted."""
+    dataset = train_data._dataset
+    out = []
+    for batch in train_data:
+        users = dataset.id2token(dataset.uid_field, batch[dataset.uid_field].numpy())
+        for row, user in enumerate(users):
+            n = int(batch["item_length"][row])
+            inputs, targets = (
+                dataset.id2token(dataset.iid_field, batch[f][row, :n].numpy()).astype(int).tolist()
+                for f in ("item_id_list", TARGET_LIST_FIELD)
+            )
+            assert inputs[1:] == targets[:-1]  # targets are the next items
+            out.append((int(user), tuple(inputs + targets[-1:])))
+    return sorted(out)
+
+
+def _expected_all_windows(histories, L: int, stride: int) -> list[tuple[int, tuple[int, ...]]]:
+    """The windows of ``train_window: all``, written out per user: ends at the last training
+    item and every ``stride`` items before it, until a window starts at the first item."""
+    expected = []
+    for user, items in histories.items():
+        train_items = items[:-2]  # validation and test items held out
+        end = len(train_items)  # one past the window's last item
+        while True:
+            expected.append((user, tuple(train_items[max(0, end - L - 1) : end])))
+            if end - L - 1 <= 0:
+                break
+            end -= stride
+    return sorted(expected)
+
+
+@pytest.mark.parametrize("worker", [0, 1])
+@pytest.mark.parametrize("stride", [None, 4])
+def test_all_windows_train_every_target_every_epoch(synth, worker, stride):
+    L = 10
+    overrides = dict(MAX_ITEM_LIST_LENGTH=L, train_window="all", worker=worker, seed=5)
+    if stride is not None:
+        overrides["train_window_stride"] = stride
+    parts = _sequence_build(synth, **overrides)
+    histories = _histories(synth)
+    expected = _expected_all_windows(histories, L, stride or L)
+    assert len(expected) > 1.5 * len(histories)  # the data has histories longer than L + 1
+    epochs = [_samples_of_an_epoch(parts.train_data) for _ in range(2)]
+    assert epochs[0] == epochs[1] == expected
+    assert training_samples(parts.config, parts.train_data._dataset) == len(expected)
+    # every training target (positions 1.. of a history; position 0 is only an input) is a
+    # target of some window; with windows side by side, of exactly one
+    for user, items in histories.items():
+        n = len(items) - 2
+        covered = collections.Counter()
+        end = n
+        while True:
+            covered.update(range(max(1, end - L), end))
+            if end - L - 1 <= 0:
+                break
+            end -= stride or L
+        assert set(covered) == set(range(1, n)), user
+        if stride is None:
+            assert set(covered.values()) == {1}, user
+
+
+@pytest.mark.parametrize("worker", [0, 1])
+def test_random_windows_are_drawn_anew_with_worker_processes(synth, worker):
+    L = 10
+    parts = _sequence_build(synth, MAX_ITEM_LIST_LENGTH=L, train_window="random", worker=worker)
+    histories = _histories(synth)
+    epochs = [dict(_samples_of_an_epoch(parts.train_data)) for _ in range(4)]
+    long_users = [u for u, items in histories.items() if len(items) - 2 > L + 3]
+    assert long_users
+    for epoch in epochs:
+        assert set(epoch) == set(histories)  # one sample per user
+        for user, window in epoch.items():
+            train_items = histories[user][:-2]
+            starts = range(max(len(train_items) - L, 0) + (len(train_items) <= L))
+            assert window in {tuple(train_items[s : s + L + 1]) for s in starts}
+    # the windows change from epoch to epoch (not the most recent one every time)
+    assert any(len({epoch[u] for epoch in epochs}) > 1 for u in long_users)
+    again = _sequence_build(synth, MAX_ITEM_LIST_LENGTH=L, train_window="random", worker=worker)
+    assert [dict(_samples_of_an_epoch(again.train_data)) for _ in range(2)] == epochs[:2]
+
+
+def test_windows_in_a_data_parallel_loader(synth, tmp_path):
+    """The data-parallel path (a DistributedSampler over the samples): ``random`` draws new
+    windows each epoch, ``all`` serves every window."""
+    import torch.distributed as dist
+
+    L = 10
+    histories = _histories(synth)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdv'}", rank=0, world_size=1)
+    try:
+        for window in ("random", "all"):
+            parts = _sequence_build(synth, MAX_ITEM_LIST_LENGTH=L, train_window=window)
+            config = parts.config
+            config["single_spec"], config["world_size"] = False, 1
+            loader = SequenceTrainDataLoader(config, parts.train_data._dataset, None, shuffle=True)
+            epochs = [_samples_of_an_epoch(loader) for _ in range(3)]
+            if window == "all":
+                assert epochs[0] == epochs[2] == _expected_all_windows(histories, L, L)
+            else:
+                assert all(len(epoch) == len(histories) for epoch in epochs)
+                assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("window", ["last", "random", "all"])
+def test_validation_and_test_items_never_reach_training(synth, window):
     """Mark each user's last two interactions with unique item ids: none may appear."""
     import os
     import tempfile
@@ -119,9 +228,8 @@ def test_validation_and_test_items_never_reach_training(synth):
     root = tempfile.mkdtemp()
     os.makedirs(f"{root}/held")
     df.to_csv(f"{root}/held/held.inter", sep="\t", index=False)
-    parts = build(
-        "SASRec", root, "held", {"train_objective": "sequence", "MAX_ITEM_LIST_LENGTH": 50}
-    )
+    settings = {"train_objective": "sequence", "MAX_ITEM_LIST_LENGTH": 8, "train_window": window}
+    parts = build("SASRec", root, "held", settings)
     dataset, train_data, valid_data = parts.train_data._dataset, parts.train_data, parts.valid_data
     held = {
         dataset.token2id(dataset.iid_field, str(t))
@@ -159,7 +267,19 @@ def test_validation_and_test_items_never_reach_training(synth):
         ),
         (
             {"train_objective": "sequence", "train_window": "latest"},
-            "train_window='latest': allowed values are last, random",
+            "train_window='latest': allowed values are last, random, all",
+        ),
+        (
+            {"train_objective": "sequence", "train_window": "all", "train_window_stride": 0},
+            "train_window_stride=0: must be an integer from 1 to MAX_ITEM_LIST_LENGTH",
+        ),
+        (
+            {"train_objective": "sequence", "train_window": "all", "train_window_stride": 500},
+            "train_window_stride=500: must be an integer from 1 to MAX_ITEM_LIST_LENGTH",
+        ),
+        (
+            {"train_objective": "sequence", "train_window_stride": 5},
+            "train_window_stride=5 applies to train_window='all'",
         ),
         (
             {"train_window": "random"},

@@ -84,8 +84,9 @@ class Plan:
         config = self._layered(model, dataset)
         if self.falls_back_to_prefix(model, dataset):
             config["train_objective"] = "prefix"
-            if "train_window" in config:  # a sequence-only setting
+            if "train_window" in config:  # sequence-only settings
                 config["train_window"] = "last"
+            config.pop("train_window_stride", None)
         config["seed"] = int(seed)
         return config
 

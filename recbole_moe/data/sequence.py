@@ -9,7 +9,10 @@ of the training split, so their items are neither inputs nor targets.
 
 With ``train_window: random`` the sample of a user whose training history is longer than the
 window is instead the window ending at a training row drawn anew each epoch, uniformly among the
-rows with a full ``MAX_ITEM_LIST_LENGTH`` history (:func:`window_rows`).
+rows with a full ``MAX_ITEM_LIST_LENGTH`` history (:func:`window_rows`). With ``train_window:
+all`` it has several samples, the windows ending every ``train_window_stride`` rows back from its
+last row until one starts at the beginning of its history (:func:`all_window_rows`), so every
+training target is a target once per epoch (more than once where windows overlap).
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_moe.data.lean import TARGET_FIELD, LeanSequentialDataset, LeanTrainDataLoader
-from recbole_moe.objective import TARGET_LIST_FIELD, is_sequence, train_window
+from recbole_moe.objective import (
+    TARGET_LIST_FIELD,
+    is_sequence,
+    train_window,
+    train_window_stride,
+    windows_per_user,
+)
 
 
 def last_rows_per_user(dataset: LeanSequentialDataset) -> torch.Tensor:
@@ -63,6 +72,25 @@ def window_rows(
     )
 
 
+def all_window_rows(dataset: LeanSequentialDataset, stride: int) -> torch.Tensor:
+    """The rows ending the windows of ``train_window: all``, ``[S]``, by user then position.
+
+    A user's ``n`` training rows hold the targets at positions ``1..n`` of its history; the
+    windows end at positions ``n, n - stride, ...``, as many as :func:`windows_per_user` counts
+    (the last window ends at position ``<= MAX_ITEM_LIST_LENGTH``, so it starts at the history's
+    first item).
+    """
+    uid = dataset.inter_feat[dataset.uid_field].numpy()
+    target = dataset.inter_feat[TARGET_FIELD].numpy()
+    order = np.lexsort((target, uid))  # by user, then by position in the history
+    _, first, count = np.unique(uid[order], return_index=True, return_counts=True)
+    windows = windows_per_user(count, dataset._lean_max_len, stride)  # [U]
+    user = np.repeat(np.arange(len(count)), count)  # [R]: each sorted row's user
+    back = (first + count)[user] - 1 - np.arange(len(order))  # [R]: rows before the last
+    keep = (back % stride == 0) & (back < windows[user] * stride)
+    return torch.from_numpy(order[keep].astype(np.int64))
+
+
 class SequenceTrainDataLoader(LeanTrainDataLoader):
     """Training loader of ``train_objective: sequence``.
 
@@ -73,13 +101,18 @@ class SequenceTrainDataLoader(LeanTrainDataLoader):
     the sequence objective masks whole sequences itself.
 
     Under ``train_window: random`` each epoch first draws every user's window end from the same
-    generator (:func:`window_rows`), so a resumed run draws the same windows.
+    generator (:func:`window_rows`), so a resumed run draws the same windows; so do all ranks of
+    a data-parallel run, and the draw is made in this process before worker processes start.
+    Under ``train_window: all`` an epoch is one shuffled pass over every window
+    (:func:`all_window_rows`).
     """
 
     def __init__(self, config, dataset, sampler, shuffle=False):
+        window = train_window(config)
         self._rows = last_rows_per_user(dataset)  # [U]: the epoch's window end of each user
-        random_window = train_window(config) == "random"
-        self._windows = window_rows(dataset, self._rows) if random_window else None
+        self._windows = window_rows(dataset, self._rows) if window == "random" else None
+        if window == "all":
+            self._rows = all_window_rows(dataset, train_window_stride(config))  # [S]
         super().__init__(config, dataset, sampler, shuffle=shuffle)
 
     def _count_samples(self, dataset) -> int:
@@ -93,13 +126,23 @@ class SequenceTrainDataLoader(LeanTrainDataLoader):
     def collate_fn(self, index):
         return self._samples(index)
 
+    def _draw_windows(self) -> None:
+        """Under ``train_window: random``, draw this epoch's window end of every user."""
+        if self._windows is not None:
+            rows, first, count = self._windows
+            pick = torch.rand(len(count), generator=self.generator, dtype=torch.float64) * count
+            self._rows = rows[first + torch.minimum(pick.long(), count - 1)]  # [U]
+
+    def __iter__(self):
+        if not self.config["single_spec"] or self.config["worker"]:
+            self._draw_windows()  # before torch's iterator copies this loader to its workers
+            return super().__iter__()
+        return self._batches()
+
     def _batches(self):
         n = self.sample_size
         torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        if self._windows is not None:
-            rows, first, count = self._windows
-            pick = (torch.rand(n, generator=self.generator, dtype=torch.float64) * count).long()
-            self._rows = rows[first + torch.minimum(pick, count - 1)]  # [U]
+        self._draw_windows()
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.step):
             yield self._samples(order[start : start + self.step])
@@ -112,4 +155,10 @@ def train_loader_class(config) -> type:
     return SequenceTrainDataLoader if is_sequence(config) else LeanTrainDataLoader
 
 
-__all__ = ["SequenceTrainDataLoader", "last_rows_per_user", "train_loader_class", "window_rows"]
+__all__ = [
+    "SequenceTrainDataLoader",
+    "all_window_rows",
+    "last_rows_per_user",
+    "train_loader_class",
+    "window_rows",
+]
