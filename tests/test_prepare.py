@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from recbole_moe.data.prepare import (
     prepare_dataset,
 )
 from recbole_moe.errors import DatasetNotFoundError
+
+# The small ratings files below tie timestamps on purpose; one test checks the warning.
+pytestmark = pytest.mark.filterwarnings("ignore::recbole_moe.data.prepare.TieOrderWarning")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 STAGED = SHARED / "datasets"
@@ -104,6 +108,27 @@ def test_movielens_dat_sorted_by_time_with_stable_ties(tmp_path):
     assert stats["format"] == "movielens-dat"
     assert (stats["users"], stats["items"], stats["interactions"]) == (2, 6, 6)
     assert stats["sparsity"] == pytest.approx(1 - 6 / 12)
+
+
+def test_equal_timestamps_reported_and_warned(tmp_path, capsys):
+    source = write(tmp_path / "ratings.dat", RATINGS_DAT)
+    # user 1 rated at 100, 300, 300, 300: three of its four ratings tied, its test and validation
+    # items among them; user 2 at 100, 200: no tie
+    with pytest.warns(prep.TieOrderWarning, match=r"50\.0% of the interactions.* 1 of 2 users"):
+        stats = prepare_dataset("ml", source, tmp_path / "data", force=True)
+    assert stats["ties"] == {"tied": 0.5, "held_out_users": 1, "users": 2}
+    assert "equal times" in capsys.readouterr().out
+    untied = RATINGS_DAT.replace("1::12::4::300", "1::12::4::400").replace(
+        "1::13::2::300", "1::13::2::500"
+    )
+    source = write(tmp_path / "untied.dat", untied)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", prep.TieOrderWarning)
+        stats = prepare_dataset("ml2", source, tmp_path / "data", fmt="movielens-dat")
+    assert stats["ties"] == {"tied": 0.0, "held_out_users": 0, "users": 2}
+    # only the tie of a user's validation item with the item before it
+    ties = prep.tie_stats([7, 7, 7, 8], [1, 1, 2, 5])
+    assert ties == {"tied": 0.5, "held_out_users": 1, "users": 2}
 
 
 def test_movielens_csv_and_zip_archive(tmp_path):

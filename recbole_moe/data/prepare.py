@@ -62,6 +62,10 @@ class DatasetStatsWarning(UserWarning):
     """The prepared dataset's statistics differ from the published ones."""
 
 
+class TieOrderWarning(UserWarning):
+    """Interactions of a user share a timestamp, so their order decides held-out items."""
+
+
 @dataclass(frozen=True)
 class KnownDataset:
     """A dataset recbole-moe knows: where its raw file usually lives and what it must give.
@@ -444,6 +448,33 @@ def compute_stats(user: np.ndarray, item: np.ndarray) -> dict[str, Any]:
     }
 
 
+def tie_stats(user: np.ndarray, timestamp: np.ndarray) -> dict[str, Any]:
+    """How much of the order of ``user``'s interactions is decided by ties in ``timestamp``.
+
+    ``tied``: the share of interactions that share their timestamp with another interaction of
+    the same user (their order in a leave-one-out split is the file's order, RecBole's sort
+    being stable). ``held_out_users``: users whose test item (last interaction) or validation
+    item (second last) is tied with the interaction before it, so the order of equal timestamps
+    decides which item is held out.
+    """
+    user, timestamp = np.asarray(user), np.asarray(timestamp)
+    order = np.lexsort((timestamp, user))
+    user, timestamp = user[order], timestamp[order]
+    same = (user[1:] == user[:-1]) & (timestamp[1:] == timestamp[:-1])  # [n - 1]: i+1 ties i
+    tied = np.zeros(len(user), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    ties_previous = np.append(False, same)  # [n]: row i ties row i - 1 of the same user
+    last = np.flatnonzero(np.append(user[1:] != user[:-1], True))  # [U]: each user's last row
+    before = np.maximum(last - 1, 0)
+    decided = ties_previous[last] | (ties_previous[before] & (user[before] == user[last]))
+    return {
+        "tied": float(tied.mean()) if len(user) else 0.0,
+        "held_out_users": int(decided.sum()),
+        "users": int(len(last)),
+    }
+
+
 def _filter_items(user: np.ndarray, item: np.ndarray, item_min: int) -> tuple[np.ndarray, ...]:
     """Drop items with fewer than ``item_min`` interactions (``item_inter_num_interval``)."""
     _, inverse, counts = np.unique(item, return_inverse=True, return_counts=True)
@@ -474,6 +505,12 @@ def _stats_lines(dataset: str, stats: dict[str, Any]) -> tuple[list[str], list[s
             f"  (min {values['min_length']}, max {values['max_length']})"
         )
         lines.append(f"  {'sparsity':<14}{100 * values['sparsity']:>11.2f}%")
+        if "ties" in values:
+            ties = values["ties"]
+            lines.append(
+                f"  {'equal times':<14}{100 * ties['tied']:>11.2f}%  of interactions; held-out "
+                f"items of {ties['held_out_users']:,} users decided by their order"
+            )
     return lines, mismatches
 
 
@@ -610,6 +647,8 @@ def prepare_dataset(
             return _write_inter(handle, table)
 
     stats = compute_stats(table.user, table.item)
+    if "timestamp" in table.columns:
+        stats["ties"] = tie_stats(table.user, table.columns["timestamp"])
     known = KNOWN_DATASETS.get(dataset)
     if known and known.item_min:
         stats["filtered"] = compute_stats(*_filter_items(table.user, table.item, known.item_min))
@@ -638,6 +677,17 @@ def prepare_dataset(
     if verbose:
         print(f"Prepared {output} from {display} ({fmt}) in {stats['seconds']:.1f} s")
         print("\n".join(lines))
+    ties = stats.get("ties")
+    if ties and ties["held_out_users"]:
+        warnings.warn(
+            f"{dataset}: {100 * ties['tied']:.1f}% of the interactions share their timestamp "
+            f"with another of the same user; for {ties['held_out_users']:,} of "
+            f"{ties['users']:,} users the test or validation item is one of such a tie, so "
+            "the order of equal timestamps (kept from the source file) decides which item is "
+            "held out",
+            TieOrderWarning,
+            stacklevel=2,
+        )
     if mismatches:
         warnings.warn(
             f"{dataset}: statistics differ from the published ones ({'; '.join(mismatches)}); "
