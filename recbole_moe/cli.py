@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -22,10 +23,11 @@ import traceback
 from collections.abc import Sequence
 
 from recbole_moe import distributed
+from recbole_moe.console import quiet_console
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.overrides import parse_overrides, split_config_files
 from recbole_moe.process_group import wants_distributed
-from recbole_moe.quick_start import check_run, run
+from recbole_moe.quick_start import check_run, resume_file_of_current_run, run
 from recbole_moe.quiet import internal_warnings_to_log
 from recbole_moe.trainer import TimeBudgetReached
 
@@ -178,14 +180,31 @@ def report_unexpected(exc: BaseException, argv: Sequence[str], debug: bool) -> i
     return 1
 
 
+def _resume_hint(argv: Sequence[str]) -> str:
+    """How to continue an interrupted training run: the same command with ``--resume`` (empty
+    when no resume checkpoint has been written yet, or for a subcommand)."""
+    if argv and argv[0] in SUBCOMMANDS:
+        return ""
+    path = resume_file_of_current_run()
+    if path is None:
+        return ""
+    args, skip = [], False
+    for arg in argv:  # the command without its own --resume (either form)
+        if not skip and not arg.startswith("--resume"):
+            args.append(arg)
+        skip = arg == "--resume"
+    return f"; continue with: recbole-moe {shlex.join(args)} --resume={shlex.quote(path)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 done, 2 bad input, 1 unexpected error,
     3 stopped by ``time_budget_minutes`` and resumable, 130 interrupted). No traceback
     reaches the terminal unless ``--debug`` is given."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    argv = [arg for arg in argv if arg != "--debug"]
-    with internal_warnings_to_log():
+    debug, verbose = "--debug" in argv, "--verbose" in argv
+    argv = [arg for arg in argv if arg not in ("--debug", "--verbose")]
+    run_lines = not (argv and argv[0] == "tune")  # tune prints a line per trial instead
+    with internal_warnings_to_log(), quiet_console(verbose=verbose, run_lines=run_lines):
         try:
             if argv and argv[0] in SUBCOMMANDS:
                 module = importlib.import_module(SUBCOMMANDS[argv[0]])
@@ -202,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"recbole-moe: error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("recbole-moe: interrupted", file=sys.stderr)
+            print(f"recbole-moe: interrupted{_resume_hint(argv)}", file=sys.stderr)
             return 130
         except SystemExit as exc:
             if exc.code is None or isinstance(exc.code, int):

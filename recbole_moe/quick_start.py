@@ -28,6 +28,7 @@ from recbole.utils import (
     get_trainer as recbole_get_trainer,
 )
 
+from recbole_moe import console
 from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
 from recbole_moe.data import lean
@@ -38,6 +39,7 @@ from recbole_moe.layers.activation import gelu_impl, use_gelu_impl
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
 from recbole_moe.layers.dropout import dropout_impl, use_dropout_impl
 from recbole_moe.model import get_model
+from recbole_moe.objective import is_sequence, train_window
 from recbole_moe.process_group import as_single_process
 from recbole_moe.trainer import (
     RESUME_KEYS,
@@ -75,6 +77,15 @@ class RunParts:
 
 # Handlers ``init_logger`` attached to the root logger in an earlier run of this process.
 _RUN_HANDLERS: list[logging.Handler] = []
+# The resume checkpoint (``-last.pth``) of the run in progress in this process.
+_RESUME_FILE: list[str] = []
+
+
+def resume_file_of_current_run() -> str | None:
+    """The ``-last.pth`` checkpoint of the run in progress or last run in this process, when it
+    has been written (None otherwise): ``--resume`` continues from it."""
+    path = _RESUME_FILE[0] if _RESUME_FILE else None
+    return path if path and os.path.isfile(path) else None
 
 
 def _init_run_logger(config: Config) -> str | None:
@@ -95,6 +106,7 @@ def _init_run_logger(config: Config) -> str | None:
     root.handlers = []
     init_logger(config)
     new = [h for h in root.handlers if h not in before]
+    console.attach(root)
     _RUN_HANDLERS.extend(new)
     root.handlers = saved_handlers + new
     for handler in new:
@@ -287,6 +299,19 @@ def _selection_result(trainer, selection, test_data, saved: bool) -> dict:
     }
 
 
+def run_header(config: Config, n_params: int, log_file: str | None) -> str:
+    """The run's first terminal line: model, dataset, regime, size, device and log file."""
+    regime = "prefix training (RecBole's regime)"
+    if is_sequence(config):
+        regime = f"sequence training (train_window {train_window(config)})"
+    where = f"; log {log_file}" if log_file else ""
+    resumed = f", resumed from {config['resume']}" if config["resume"] else ""
+    return (
+        f"{config['model']} on {config['dataset']}: {regime}, {n_params:,} parameters, "
+        f"{config['device']}, up to {config['epochs']} epochs{resumed}{where}"
+    )
+
+
 def run(
     model: Any,
     dataset: str,
@@ -333,11 +358,14 @@ def run(
     n_params = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
+    _RESUME_FILE[:] = [os.path.abspath(trainer.last_model_file)] if saved else []
+    console.show(logger, run_header(config, n_params, parts.log_file))
+    show_progress = console.progress_bars(config["show_progress"])
     best_valid_score, best_valid_result = trainer.fit(
         parts.train_data,
         parts.valid_data,
         saved=saved,
-        show_progress=config["show_progress"],
+        show_progress=show_progress,
         callback_fn=callback_fn,
     )
     # seconds per training epoch and validation pass (RecBoleMoeTrainer; none for others)
@@ -345,7 +373,7 @@ def run(
     primary = getattr(trainer, "primary_selection", None)
     test_start = time.perf_counter()
     test_result = trainer.evaluate(
-        parts.test_data, load_best_model=saved, show_progress=config["show_progress"]
+        parts.test_data, load_best_model=saved, show_progress=show_progress
     )
     test_time = time.perf_counter() - test_start
     selections = {

@@ -47,6 +47,7 @@ from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
+from recbole_moe import console
 from recbole_moe.collector import TopkCollector
 from recbole_moe.compat import load_recbole_checkpoint
 from recbole_moe.errors import RecBoleMoeError
@@ -411,6 +412,13 @@ class RecBoleMoeTrainer(Trainer):
             train_data.generator.set_state(self._pending_generator_state)
             self._pending_generator_state = None
         self._saved = saved
+        self._validates = valid_data is not None and self.eval_step > 0
+
+        def validated(epoch_idx: int, valid_score: float) -> None:
+            self._show_epoch(epoch_idx, valid_score)
+            if callback_fn is not None:
+                callback_fn(epoch_idx, valid_score)
+
         try:
             result = super().fit(
                 train_data,
@@ -418,8 +426,10 @@ class RecBoleMoeTrainer(Trainer):
                 verbose=verbose,
                 saved=saved,
                 show_progress=show_progress,
-                callback_fn=callback_fn,
+                callback_fn=validated,
             )
+            if saved and self._epoch_idx >= self.start_epoch:
+                self._save_last_checkpoint(self._epoch_idx + 1)  # a finished run's last epoch
         finally:
             self.stopping_step = self.config["stopping_step"]
             # Flush and end tensorboard's writer thread now, not when the process exits (by
@@ -447,9 +457,41 @@ class RecBoleMoeTrainer(Trainer):
                 all_reduce_statistics(self.model)  # every rank logs the whole epoch's
                 total_loss = self._average_over_ranks(total_loss)
             self._record_statistics(epoch_idx)
+            self._last_loss = total_loss
             return total_loss
         finally:
             self.train_epoch_times.append(time.perf_counter() - start)
+            if not getattr(self, "_validates", False) or (epoch_idx + 1) % self.eval_step:
+                self._show_epoch(epoch_idx)  # no validation after this epoch
+
+    def _show_epoch(self, epoch_idx: int, valid_score: float | None = None) -> None:
+        """The epoch's terminal line: loss, validation score, best so far and its epoch,
+        patience left, seconds of this epoch and in all (:mod:`recbole_moe.console`)."""
+        loss = getattr(self, "_last_loss", None)
+        loss = sum(loss) if isinstance(loss, tuple) else loss
+        parts = [f"epoch {epoch_idx} (of {self.epochs})"]
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4f}")
+        seconds = self.train_epoch_times[-1] if self.train_epoch_times else 0.0
+        if valid_score is not None:
+            if self.cur_step == 0:  # RecBole's early stopping just took this epoch as best
+                self._best_shown = epoch_idx
+            best_epoch = getattr(self, "_best_shown", self.best_epoch)
+            best = f"best {float(self.best_valid_score):.4f}"
+            if best_epoch is not None:
+                best += f" (epoch {best_epoch})"
+            stopping = self.config["stopping_step"]
+            parts += [
+                f"valid {self.valid_metric.lower()} {float(valid_score):.4f}",
+                best,
+                f"patience {max(stopping - self.cur_step, 0)}/{stopping}",
+            ]
+            seconds += self.valid_epoch_times[-1] if self.valid_epoch_times else 0.0
+        parts.append(f"{seconds:.1f} s")
+        elapsed = self.elapsed_s()
+        if elapsed is not None:
+            parts.append(f"elapsed {time.strftime('%H:%M:%S', time.gmtime(elapsed))}")
+        console.show(self.logger, ", ".join(parts))
 
     def _check_time_budget(self, epoch_idx: int) -> None:
         """Stop before ``epoch_idx`` once this process has run ``time_budget_minutes``

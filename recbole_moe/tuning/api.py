@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from recbole_moe.config import Config
+from recbole_moe.console import quiet_console
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.files import atomic_write_text
 from recbole_moe.quick_start import check_dataset_files
@@ -310,7 +311,8 @@ def _worker_main(spec: TuneSpec, worker: int) -> None:  # pragma: no cover - in 
         print(line.replace("[tune]", f"[tune worker {worker}]", 1), flush=True)
 
     try:
-        work(spec, worker, log, after_trial=lambda study: write_tables(spec, study))
+        with quiet_console(run_lines=False):  # a line per trial, as in the first process
+            work(spec, worker, log, after_trial=lambda study: write_tables(spec, study))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except RecBoleMoeError as exc:
