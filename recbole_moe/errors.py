@@ -17,3 +17,8 @@ class UnknownModelError(ConfigError):
 
 class DatasetNotFoundError(RecBoleMoeError, FileNotFoundError):
     """A dataset whose atomic files are not where the configuration points."""
+
+
+class CheckpointMismatchError(RecBoleMoeError, ValueError):
+    """A checkpoint made by another model, on other data or with other settings than the
+    current run."""

@@ -35,6 +35,7 @@ from recbole_moe.data import lean
 from recbole_moe.data.prepare import ensure_dataset
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
+from recbole_moe.fingerprint import check_data, check_settings, run_fingerprint
 from recbole_moe.layers.activation import gelu_impl, use_gelu_impl
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
 from recbole_moe.layers.dropout import dropout_impl, use_dropout_impl
@@ -177,10 +178,12 @@ def load_dataset(config: Config):
 
 def check_resume_checkpoint(config: Config) -> None:
     """Refuse ``resume`` before any data is loaded: the file must be an intact checkpoint of
-    this model on this dataset, with everything a resume reads."""
+    this model on this dataset, with everything a resume reads, written with the same settings
+    (:data:`recbole_moe.fingerprint.RUN_SETTINGS`)."""
     path = str(config["resume"])
     checkpoint = read_checkpoint(path, map_location="cpu", required=RESUME_KEYS)
     check_checkpoint_matches(checkpoint, config["model"], config["dataset"], path)
+    check_settings(checkpoint, config, path)
 
 
 def build_model(config: Config, dataset) -> Any:
@@ -355,6 +358,7 @@ def run(
     config = parts.config
     logger = getLogger()
     trainer = get_trainer(config, parts.model)
+    trainer.fingerprint = run_fingerprint(config, parts.dataset)  # saved, compared on a resume
     n_params = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
@@ -427,6 +431,8 @@ def load_model(
     Raises:
         CheckpointError: the file is missing, truncated, not a torch file or not a RecBole
             checkpoint, or its weights do not fit the model its config builds.
+        CheckpointMismatchError: the dataset's users or items differ from those the
+            checkpoint was trained on (:func:`recbole_moe.fingerprint.check_data`).
     """
     if checkpoint is None:
         checkpoint = read_checkpoint(model_file, map_location="cpu")
@@ -443,6 +449,7 @@ def load_model(
     data, train_data, valid_data, test_data = lean.load_data(
         config, load_dataset, data_preparation, train_loader_class(config)
     )
+    check_data(checkpoint, run_fingerprint(config, data), model_file)
     init_seed(config["seed"], config["reproducibility"])
     model = build_model(config, train_data._dataset)
     load_state(model, checkpoint["state_dict"], model_file, f"model {config['model']}")

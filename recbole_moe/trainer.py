@@ -50,8 +50,9 @@ from torch.utils.tensorboard import SummaryWriter
 from recbole_moe import console
 from recbole_moe.collector import TopkCollector
 from recbole_moe.compat import load_recbole_checkpoint
-from recbole_moe.errors import RecBoleMoeError
+from recbole_moe.errors import CheckpointMismatchError, RecBoleMoeError
 from recbole_moe.files import to_plain
+from recbole_moe.fingerprint import check_data, run_fingerprint
 from recbole_moe.layers.moe import all_reduce_statistics, statistics_buffer_names
 from recbole_moe.model.sequence import SequenceObjective, fit_width
 from recbole_moe.objective import is_sequence, train_batch_chunks, train_negatives
@@ -60,10 +61,6 @@ from recbole_moe.selection import Selection, build_selections, selection_file
 
 class NonFiniteLossError(RecBoleMoeError, FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-class CheckpointMismatchError(RecBoleMoeError, ValueError):
-    """A checkpoint made by a different model or dataset than the current run."""
 
 
 class CheckpointError(RecBoleMoeError, ValueError):
@@ -174,7 +171,7 @@ def load_state(target: Any, state: Any, path: str, what: str) -> None:
         detail = "; ".join(lines[1:3] if len(lines) > 1 else lines)[:300]
         raise CheckpointError(
             f"checkpoint {path} does not fit this {what}: {detail} (was it made with other "
-            "settings, e.g. hidden_size or n_layers?)"
+            "settings, e.g. hidden_size or n_layers, or on other data, e.g. with items added?)"
         ) from exc
 
 
@@ -396,6 +393,10 @@ class RecBoleMoeTrainer(Trainer):
         self.primary_selection, self.selections = build_selections(config, self.saved_model_file)
         self._epoch_idx = -1
         self._started = time.perf_counter()
+        #: The data and settings of this run (:func:`recbole_moe.fingerprint.run_fingerprint`),
+        #: recorded in every checkpoint and compared on a resume; set from the training data
+        #: by ``fit`` unless given before.
+        self.fingerprint: dict[str, Any] | None = None
 
     # -- training ------------------------------------------------------------------------------
     def fit(
@@ -408,6 +409,8 @@ class RecBoleMoeTrainer(Trainer):
         callback_fn=None,
     ):
         self._train_data = train_data
+        if self.fingerprint is None:
+            self.fingerprint = run_fingerprint(self.config, train_data._dataset)
         if self._pending_generator_state is not None:
             train_data.generator.set_state(self._pending_generator_state)
             self._pending_generator_state = None
@@ -729,6 +732,7 @@ class RecBoleMoeTrainer(Trainer):
             "best_epoch": self.best_epoch,
             "elapsed_s": self.elapsed_s(),
             "selections": [selection.state() for selection in self._all_selections()],
+            "fingerprint": self.fingerprint,
         }
 
     def elapsed_s(self) -> float | None:
@@ -769,13 +773,16 @@ class RecBoleMoeTrainer(Trainer):
         """Continue from a checkpoint (the ``-last.pth`` one, or RecBole's best-model file).
 
         Raises:
-            CheckpointMismatchError: the checkpoint belongs to another model or dataset.
+            CheckpointMismatchError: the checkpoint belongs to another model or dataset, or
+                was trained on other data than ``fingerprint``'s (when set).
         """
         resume_file = str(resume_file)
         checkpoint = read_checkpoint(resume_file, map_location=self.device, required=RESUME_KEYS)
         check_checkpoint_matches(
             checkpoint, self.config["model"], self.config["dataset"], resume_file
         )
+        if self.fingerprint is not None:
+            check_data(checkpoint, self.fingerprint, resume_file, resume=True)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]

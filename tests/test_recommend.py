@@ -113,3 +113,85 @@ def test_cli_recommend(checkpoint, capsys):
     assert len(out["3"]["items"]) == 4
     assert cli.main(["recommend", "--checkpoint", checkpoint, "--user", "nobody"]) == 2
     assert "unknown user id 'nobody'" in capsys.readouterr().err
+
+
+# -- checkpoints bound to their data ---------------------------------------------------------
+
+
+@pytest.fixture
+def own_data(tmp_path):
+    """A small synthetic dataset of this test's own (the tests edit its ``.inter`` file) and a
+    2-epoch SASRec checkpoint trained on it: ``(data_path, inter_file, checkpoint)``."""
+    from recbole_moe.testing import make_synthetic_dataset, tiny_config
+
+    root = tmp_path / "data"
+    make_synthetic_dataset(str(root), name="synth", n_users=60, n_items=30)
+    result = recbole_moe.run(
+        "SASRec",
+        "synth",
+        config_dict=tiny_config(str(root), epochs=2, checkpoint_dir=str(tmp_path / "saved")),
+    )
+    return str(root), root / "synth" / "synth.inter", result["model_file"]
+
+
+def _cli_recommend(checkpoint: str, capsys) -> tuple[int, dict | None, str]:
+    """``recommend --checkpoint ... --user 7 --topk 5``: exit code, JSON output, stderr."""
+    argv = ["recommend", "--checkpoint", checkpoint, "--user", "7", "--topk", "5", "--json"]
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1]) if code == 0 else None
+    return code, out, captured.err
+
+
+def test_recommend_refuses_reordered_rows_and_gives_the_same_items_once_restored(own_data, capsys):
+    _, inter, checkpoint = own_data
+    code, before, _ = _cli_recommend(checkpoint, capsys)
+    assert code == 0 and len(before["7"]["items"]) == 5
+    original = inter.read_text(encoding="utf-8")
+    header, *rows = original.splitlines(keepends=True)
+    inter.write_text(header + "".join(reversed(rows)), encoding="utf-8")
+    code, _, err = _cli_recommend(checkpoint, capsys)
+    assert code == 2
+    assert "the same 60 users and 30 items in another order" in err and "rows reordered" in err
+    assert "Traceback" not in err and "hidden_size" not in err
+
+    inter.write_text(original, encoding="utf-8")
+    code, after, _ = _cli_recommend(checkpoint, capsys)
+    assert code == 0
+    assert after["7"]["items"] == before["7"]["items"]
+
+
+def test_recommend_refuses_added_items_naming_them(own_data, capsys):
+    _, inter, checkpoint = own_data
+    with open(inter, "a", encoding="utf-8") as f:
+        f.write("7\t31\t100\n7\t32\t101\n")  # two items the data did not have
+    code, _, err = _cli_recommend(checkpoint, capsys)
+    assert code == 2
+    assert "2 items added ('31', '32')" in err
+    assert "hidden_size" not in err and "users" not in err
+
+
+def test_recommend_warns_when_the_file_changed_but_ids_map_the_same(own_data):
+    from recbole_moe.fingerprint import DataChangedWarning
+
+    _, inter, checkpoint = own_data
+    header, *rows = inter.read_text(encoding="utf-8").splitlines(keepends=True)
+    user, item, time = rows[-1].rstrip("\n").split("\t")
+    rows[-1] = f"{user}\t{item}\t{float(time) + 0.5}\n"  # a later time: same order, same ids
+    inter.write_text(header + "".join(rows), encoding="utf-8")
+    with pytest.warns(DataChangedWarning, match="same users and items at the same indices"):
+        Recommender.load(checkpoint)
+
+
+def test_a_checkpoint_without_a_fingerprint_loads_with_a_warning(own_data, tmp_path):
+    from recbole_moe.fingerprint import UncheckedCheckpointWarning
+
+    _, _, checkpoint = own_data
+    expected = Recommender.load(checkpoint).recommend(["7"], topk=5)[0].items
+    made = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert made.pop("fingerprint")["items"]["tokens"].split("\n")[0] == "[PAD]"
+    old = tmp_path / "old.pth"
+    torch.save(made, old)
+    with pytest.warns(UncheckedCheckpointWarning, match="cannot be checked"):
+        rec = Recommender.load(str(old))
+    assert rec.recommend(["7"], topk=5)[0].items == expected

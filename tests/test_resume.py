@@ -173,3 +173,46 @@ def test_atomic_save_keeps_the_previous_file_on_crash(tmp_path, monkeypatch):
         atomic_torch_save({"w": torch.zeros(3)}, str(path))
     assert path.read_bytes() == good
     assert os.listdir(tmp_path) == ["model.pth"]
+
+
+@pytest.fixture
+def trained_on_own_data(tiny_config, tmp_path):
+    """A 2-epoch SASRec on a small synthetic dataset of this test's own (the test edits it):
+    ``(settings, inter_file, last_checkpoint)``."""
+    from recbole_moe.testing import make_synthetic_dataset
+
+    make_synthetic_dataset(str(tmp_path / "data"), name="synth", n_users=60, n_items=30)
+    settings = dict(tiny_config, data_path=str(tmp_path / "data"), epochs=2)
+    recbole_moe.run("SASRec", "synth", config_dict=dict(settings))
+    (last,) = glob.glob(os.path.join(settings["checkpoint_dir"], "*-last.pth"))
+    return settings, tmp_path / "data" / "synth" / "synth.inter", last
+
+
+def test_resume_on_changed_data_is_refused_before_training(trained_on_own_data, monkeypatch):
+    settings, inter, last = trained_on_own_data
+    fits = []
+    monkeypatch.setattr(RecBoleMoeTrainer, "fit", lambda self, *a, **k: fits.append(a))
+    original = inter.read_text(encoding="utf-8")
+    header, *rows = original.splitlines(keepends=True)
+    inter.write_text(header + "".join(reversed(rows)), encoding="utf-8")
+    with pytest.raises(CheckpointMismatchError, match=r"rows reordered.*start a new run"):
+        recbole_moe.run("SASRec", "synth", config_dict=dict(settings, resume=last))
+    inter.write_text(original + "7\t5\t100\n", encoding="utf-8")  # one more row, same ids
+    with pytest.raises(CheckpointMismatchError, match="same users and items at the same"):
+        recbole_moe.run("SASRec", "synth", config_dict=dict(settings, resume=last))
+    assert fits == []
+
+
+def test_a_checkpoint_without_a_fingerprint_resumes_with_a_warning(trained_on_own_data, tmp_path):
+    from recbole_moe.fingerprint import UncheckedCheckpointWarning
+
+    settings, _, last = trained_on_own_data
+    made = torch.load(last, map_location="cpu", weights_only=False)
+    del made["fingerprint"]
+    old = tmp_path / "old-last.pth"
+    torch.save(made, old)
+    with pytest.warns(UncheckedCheckpointWarning, match="cannot be checked"):
+        result = recbole_moe.run(
+            "SASRec", "synth", config_dict=dict(settings, epochs=3, resume=str(old))
+        )
+    assert result["epochs_total"] == 3

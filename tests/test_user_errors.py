@@ -453,3 +453,37 @@ def test_a_spent_time_budget_exits_3_naming_the_resume_checkpoint(synth, tmp_pat
     resume = re.search(r"--resume=(\S+)", line).group(1)
     assert resume.endswith("-last.pth") and resume.startswith(str(tmp_path / "ckpt"))
     assert cli.main(argv + [f"--resume={resume}"]) == 0
+
+
+def test_resume_with_changed_settings_is_refused_before_data_loads(
+    synth, tmp_path, capsys, no_data_loaded
+):
+    """A run trained with the sequence objective, learning rate 0.001 and seed 2020, resumed
+    with another value of one of them: refused naming the old and the new value."""
+    trained = _with(
+        tiny(synth.data_path),
+        [
+            "--epochs=2",
+            "--train_objective=sequence",
+            "--learning_rate=0.001",
+            "--seed=2020",
+            f"--checkpoint_dir={tmp_path / 'saved'}",
+        ],
+    )
+    assert cli.main(trained) == 0
+    capsys.readouterr()
+    no_data_loaded.clear()
+    (last,) = (tmp_path / "saved").glob("*-last.pth")
+    changes = [
+        ("--learning_rate=0.05", "learning_rate 0.001 -> 0.05"),
+        ("--seed=7", "seed 2020 -> 7"),
+        ("--train_objective=prefix", "train_objective 'sequence' -> 'prefix'"),
+    ]
+    for change, expected in changes:
+        code = cli.main(_with(trained, [change, f"--resume={last}"]))
+        _assert_refused(
+            code,
+            capsys.readouterr(),
+            [expected, "start a new run (without --resume)"],
+            no_data_loaded,
+        )
