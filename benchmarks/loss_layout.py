@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import functools
 
-from step_switches import measure_switched, report_switched, step_parser
-
 LAYOUTS = {  # item_step, WEIGHT_GRAD_HT_G, REUSE_LOGITS_BUFFER, one loss call per batch
     "previous": (1, False, False, False),
     "padded": (16, True, False, False),
@@ -41,6 +39,7 @@ LAYOUTS = {  # item_step, WEIGHT_GRAD_HT_G, REUSE_LOGITS_BUFFER, one loss call p
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
+    from recbole_moe.benchmark.timing import measure_switched
     from recbole_moe.layers import sequence_loss
     from recbole_moe.model.sequence import SequenceObjective
 
@@ -73,6 +72,8 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
+    from recbole_moe.benchmark.timing import report_switched, step_parser
+
     args = step_parser(__doc__, steps=8).parse_args()
     report_switched(args, measure, list(LAYOUTS))
 
