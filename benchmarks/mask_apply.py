@@ -3,7 +3,7 @@
 ``dropout_impl: fast`` draws its keep mask from 16-bit random lanes. How the mask is applied
 (forward and backward) has changed twice; all three give the same values:
 
-* ``where``: a boolean mask and ``torch.where(mask, x, 0)``, which on the CPU costs about 8x a
+* ``where``: a boolean mask and ``torch.where(mask, x, 0)``, which on the CPU costs several times a
   multiply;
 * ``uint8``: a boolean mask multiplied as its bytes read as ``uint8`` (the multiply converts
   them to float, forward and backward);
