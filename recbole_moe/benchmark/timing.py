@@ -21,6 +21,27 @@ import torch
 from recbole_moe.environment import describe_machine
 from recbole_moe.files import atomic_write_json
 
+__all__ = [
+    "benchmark_settings",
+    "build_trainer",
+    "grid_parser",
+    "measure_grid",
+    "measure_switched",
+    "medians",
+    "report_grid",
+    "report_switched",
+    "speedups",
+    "step_parser",
+    "time_alternatives",
+    "time_epoch",
+    "time_interleaved",
+    "timed_steps",
+    "top_operations",
+    "train_step",
+    "train_steps",
+    "write_results",
+]
+
 
 def train_step(
     model: torch.nn.Module,
@@ -200,28 +221,6 @@ def build_trainer(model_name: str, dataset: str, args: argparse.Namespace, **ove
     settings = benchmark_settings(args, **{"train_objective": "sequence", **overrides})
     parts = prepare_run(model_name, dataset, settings, log=False)
     return get_trainer(parts.config, parts.model), parts.train_data, parts.valid_data
-
-
-__all__ = [
-    "benchmark_settings",
-    "build_trainer",
-    "grid_parser",
-    "measure_grid",
-    "measure_switched",
-    "medians",
-    "report_grid",
-    "report_switched",
-    "speedups",
-    "step_parser",
-    "time_alternatives",
-    "time_epoch",
-    "time_interleaved",
-    "timed_steps",
-    "top_operations",
-    "train_step",
-    "train_steps",
-    "write_results",
-]
 
 
 def measure_grid(
