@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from recbole_moe.benchmark import timing
+from recbole_moe.testing import TINY_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO_ROOT / "benchmarks").glob("*.py"))
@@ -130,3 +131,21 @@ def test_timed_steps_spreads_over_the_epoch_after_the_warm_up():
     assert timing.timed_steps(5, 8) == set(range(5))
     assert timing.timed_steps(11, 3) == {1, 5, 10}
     assert 0 not in timing.timed_steps(100, 10)
+
+
+def test_build_trainer_applies_the_shared_settings_then_the_overrides(synth):
+    args = types.SimpleNamespace(data_path=synth.data_path, batch=48, seed=7)
+    synthetic = {  # what the synthetic dataset needs (its columns, a leave-one-out split)
+        key: TINY_CONFIG[key] for key in ("load_col", "eval_args", "user_inter_num_interval")
+    }
+    trainer, train_data, valid_data = timing.build_trainer(
+        "SASRec", synth.dataset, args, n_layers=1, MAX_ITEM_LIST_LENGTH=12, **synthetic
+    )
+    config = trainer.config
+    assert config["train_objective"] == "sequence"
+    assert (config["hidden_size"], config["n_layers"]) == (64, 1)
+    assert (config["train_batch_size"], config["seed"]) == (48, 7)
+    assert trainer.model.hidden_size == 64 and trainer.model.n_layers == 1
+    batch = next(iter(train_data))
+    assert batch["item_id_list"].shape[0] <= 48 and batch["item_id_list"].shape[1] <= 12
+    assert len(valid_data) > 0
