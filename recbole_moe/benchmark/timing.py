@@ -20,6 +20,7 @@ import torch
 
 from recbole_moe.environment import describe_machine
 from recbole_moe.files import atomic_write_json
+from recbole_moe.quick_start import get_trainer, prepare_run
 
 __all__ = [
     "benchmark_settings",
@@ -216,8 +217,6 @@ def build_trainer(model_name: str, dataset: str, args: argparse.Namespace, **ove
     Returns:
         ``(trainer, train_data, valid_data)``.
     """
-    from recbole_moe.quick_start import get_trainer, prepare_run
-
     settings = benchmark_settings(args, **{"train_objective": "sequence", **overrides})
     parts = prepare_run(model_name, dataset, settings, log=False)
     return get_trainer(parts.config, parts.model), parts.train_data, parts.valid_data
