@@ -19,36 +19,41 @@ ratios against ``fp32`` (> 1: faster) use the median of the later epochs.
 
 from __future__ import annotations
 
+import functools
 import gc
-import statistics
-import time
-
-from sequence_padding import build
 
 VARIANTS = {"fp32": (False, True), "bf16-plain": (True, False), "bf16": (True, True)}
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
+    from recbole_moe.benchmark.timing import build_trainer, medians, speedups, time_alternatives
     from recbole_moe.layers import shape_buckets
 
     steps = (args.width_step, args.row_step)
     defaults = (shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP)
     trainers = {
-        name: build(model_name, dataset, args, enable_amp=amp, train_batch_chunks=args.chunks)
+        name: build_trainer(
+            model_name, dataset, args, enable_amp=amp, train_batch_chunks=args.chunks
+        )
         for name, (amp, _) in VARIANTS.items()
     }
-    seconds = {name: [] for name in VARIANTS}
-    for epoch in range(args.epochs):
-        for name, (trainer, train_data, _) in trainers.items():
-            bucketed = VARIANTS[name][1]
-            shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = steps if bucketed else (1, 1)
-            try:
-                start = time.perf_counter()
-                trainer._train_epoch(train_data, epoch)
-                seconds[name].append(time.perf_counter() - start)
-            finally:
-                shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = defaults
-    later = {name: statistics.median(v[1:] or v) for name, v in seconds.items()}
+    epochs = dict.fromkeys(VARIANTS, 0)
+
+    def use(name: str) -> None:
+        bucketed = VARIANTS[name][1]
+        shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = steps if bucketed else (1, 1)
+
+    def epoch(name: str, trainers: dict = trainers) -> None:
+        trainer, train_data, _ = trainers[name]
+        trainer._train_epoch(train_data, epochs[name])
+        epochs[name] += 1
+
+    switches = {name: functools.partial(use, name) for name in VARIANTS}
+    try:
+        seconds = time_alternatives(switches, epoch, args.epochs)
+    finally:
+        shape_buckets.WIDTH_STEP, shape_buckets.ROW_STEP = defaults
+    later = medians(seconds, skip=1)
     row = {
         "dataset": dataset,
         "model": model_name,
@@ -56,7 +61,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
         "train_batch_chunks": args.chunks,
         "seconds": {name: [round(v, 2) for v in values] for name, values in seconds.items()},
         "median_later_s": {name: round(v, 2) for name, v in later.items()},
-        "speedup_vs_fp32": {name: round(later["fp32"] / v, 3) for name, v in later.items()},
+        "speedup_vs_fp32": {name: round(v, 3) for name, v in speedups(later, "fp32").items()},
     }
     del trainers
     gc.collect()
@@ -64,7 +69,6 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
-    import recbole_moe  # noqa: F401
     from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
     from recbole_moe.layers import shape_buckets
 

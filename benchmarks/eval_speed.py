@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import functools
 import gc
-import statistics
-import time
-
-from sequence_padding import build
-from step_speed import top_operations
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
     from recbole.evaluator import Collector
 
+    from recbole_moe.benchmark.timing import (
+        build_trainer,
+        medians,
+        speedups,
+        time_alternatives,
+        top_operations,
+    )
     from recbole_moe.collector import TopkCollector
     from recbole_moe.layers.attention import use_attention_impl
 
-    trainer, train_data, valid_data = build(model_name, dataset, args)
+    trainer, train_data, valid_data = build_trainer(model_name, dataset, args)
     trainer._train_epoch(train_data, 0)
     variants = {
         "recbole": (Collector(trainer.config), "recbole"),
@@ -46,22 +48,23 @@ def measure(model_name: str, dataset: str, args) -> dict:
         trainer.eval_collector, impl = variants[name]
         use_attention_impl(trainer.model, impl)
 
-    seconds = {name: [] for name in variants}
-    metrics = {}
-    for _ in range(args.repeats):
-        for name in variants:
-            use(name)
-            start = time.perf_counter()
-            result = trainer.evaluate(valid_data, load_best_model=False)
-            seconds[name].append(time.perf_counter() - start)
-            metrics[name] = {k: round(float(v), 6) for k, v in result.items()}
+    results = {}  # each variant's metrics of its last pass
+
+    def validation(name: str, trainer=trainer, valid_data=valid_data) -> None:
+        results[name] = trainer.evaluate(valid_data, load_best_model=False)
+
+    switches = {name: functools.partial(use, name) for name in variants}
+    seconds = time_alternatives(switches, validation, args.repeats)
+    metrics = {
+        name: {k: round(float(v), 6) for k, v in result.items()} for name, result in results.items()
+    }
     top = {}
     for name in variants:
         use(name)
         top[name] = top_operations(
             functools.partial(trainer.evaluate, valid_data, load_best_model=False), args.top
         )
-    median = {name: statistics.median(values) for name, values in seconds.items()}
+    median = medians(seconds)
     row = {
         "dataset": dataset,
         "model": model_name,
@@ -69,7 +72,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
         "items": int(trainer.tot_item_num),
         "seconds": {name: [round(v, 3) for v in values] for name, values in seconds.items()},
         "median_s": {name: round(v, 3) for name, v in median.items()},
-        "speedup": {name: round(median["recbole"] / v, 3) for name, v in median.items()},
+        "speedup": {name: round(v, 3) for name, v in speedups(median, "recbole").items()},
         # equal to 4 decimals: the fused attention may round differently in the last digits
         "same_metrics": {
             name: all(abs(m[k] - metrics["recbole"][k]) < 5e-5 for k in m)
@@ -84,7 +87,6 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
-    import recbole_moe  # noqa: F401
     from recbole_moe.benchmark.timing import grid_parser, measure_grid, report_grid
 
     parser = grid_parser(__doc__, ["beauty"], ["SASRec"])

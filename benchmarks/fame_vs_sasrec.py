@@ -14,26 +14,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 from recbole.model.sequential_recommender.sasrec import SASRec
 from torch.profiler import ProfilerActivity, profile
 
 import recbole_moe  # noqa: F401  (compatibility patches before RecBole is used)
-from recbole_moe.benchmark.timing import train_step
+from recbole_moe.benchmark.timing import medians, time_interleaved, train_step
 from recbole_moe.model.fame import FAME
-
-
-class _Dataset:
-    """The only part of a RecBole dataset a sequential model's constructor reads."""
-
-    def __init__(self, n_items: int):
-        self.n_items = n_items
-
-    def num(self, field: str) -> int:
-        return self.n_items
+from recbole_moe.testing import FakeDataset
 
 
 def base_config(args: argparse.Namespace) -> dict:
@@ -118,7 +108,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     config = base_config(args)
-    dataset = _Dataset(args.items)
+    dataset = FakeDataset(args.items)
     torch.manual_seed(0)
     models = {"SASRec": SASRec(config, dataset)}
     for fusion in args.variants:
@@ -135,14 +125,12 @@ def main() -> None:
         with torch.no_grad():
             model.full_sort_predict(batch)
 
-    times = {name: {"train": [], "eval": []} for name in models}
-    for i in range(args.warmup + args.repeats):
-        for name in models:  # interleaved, so load changes hit every model alike
-            for kind, step in (("train", train), ("eval", eval_step)):
-                start = time.perf_counter()
-                step(name)
-                if i >= args.warmup:
-                    times[name][kind].append((time.perf_counter() - start) * 1000)
+    work = {  # interleaved, so load changes hit every model alike
+        f"{name} {kind}": functools.partial(step, name)
+        for name in models
+        for kind, step in (("train", train), ("eval", eval_step))
+    }
+    median = medians(time_interleaved(work, args.warmup + args.repeats), skip=args.warmup)
 
     print(
         f"B={args.batch} L={args.length} d={args.hidden} layers={args.layers} heads={args.heads} "
@@ -154,8 +142,7 @@ def main() -> None:
     )
     ref = None
     for name, model in models.items():
-        train = statistics.median(times[name]["train"])
-        evaluate = statistics.median(times[name]["eval"])
+        train, evaluate = 1000 * median[f"{name} train"], 1000 * median[f"{name} eval"]
         peak = eval_peak_mib(model, batch)
         ref = ref or (train, evaluate, peak)
         params = sum(p.numel() for p in model.parameters())

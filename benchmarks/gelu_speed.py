@@ -17,17 +17,21 @@ Ratios use the median of the rounds after the first (> 1: fused is faster).
 
 from __future__ import annotations
 
+import functools
 import itertools
-import statistics
 
 import torch
-from sequence_padding import build
 
 IMPLS = ("recbole", "fused")
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
-    from recbole_moe.benchmark.timing import time_alternatives, train_step
+    from recbole_moe.benchmark.timing import (
+        build_trainer,
+        medians,
+        time_alternatives,
+        train_steps,
+    )
     from recbole_moe.layers.activation import use_gelu_impl
 
     overrides = {
@@ -35,31 +39,21 @@ def measure(model_name: str, dataset: str, args) -> dict:
         "attn_dropout_prob": args.dropout,
         "eval_batch_size": args.eval_batch,
     }
-    trainer, train_data, valid_data = build(model_name, dataset, args, **overrides)
+    trainer, train_data, valid_data = build_trainer(model_name, dataset, args, **overrides)
     model = trainer.model
     loss_fn = trainer.training_loss()
     batches = list(itertools.islice(iter(train_data), args.steps))
     eval_batches = list(itertools.islice(iter(valid_data), args.eval_batches))
-    current, scores_of = {}, {}  # scores_of: each GELU's validation scores
+    scores_of = {}  # each GELU's validation scores
+    switches = {impl: functools.partial(use_gelu_impl, model, impl) for impl in IMPLS}
 
-    def switch_to(impl):
-        def switch():
-            use_gelu_impl(model, impl)
-            current["impl"] = impl
+    def steps(_impl: str) -> None:
+        train_steps(trainer, batches, loss_fn)
 
-        return switch
-
-    switches = {impl: switch_to(impl) for impl in IMPLS}
-
-    def steps():
-        for batch in batches:
-            train_step(model, trainer.optimizer, batch, loss_fn)
-
-    def validation():
+    def validation(impl: str) -> None:
         model.eval()
         with torch.no_grad():
-            scores = [model.full_sort_predict(batch[0]) for batch in eval_batches]
-        scores_of[current["impl"]] = scores
+            scores_of[impl] = [model.full_sort_predict(batch[0]) for batch in eval_batches]
 
     try:
         train = time_alternatives(switches, steps, args.rounds)
@@ -70,11 +64,8 @@ def measure(model_name: str, dataset: str, args) -> dict:
     score_diff = max((a - b).abs().max().item() for a, b in pairs)
     score_scale = max(a.abs().max().item() for a in scores_of["recbole"])
 
-    def median(values):
-        return statistics.median(values[1:] or values)
-
-    step = {impl: median(v) / len(batches) for impl, v in train.items()}
-    valid = {impl: median(v) for impl, v in evaluate.items()}
+    step = {impl: v / len(batches) for impl, v in medians(train, skip=1).items()}
+    valid = medians(evaluate, skip=1)
     return {
         "dataset": dataset,
         "model": model_name,

@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 MODES = ("recbole", "lean", "lean+grouped")
@@ -34,29 +33,21 @@ def child(args) -> dict:
     import recbole
     import torch
 
-    import recbole_moe  # noqa: F401
-    from recbole_moe.benchmark.timing import train_step
+    from recbole_moe.benchmark.timing import benchmark_settings, timed_steps, train_step
     from recbole_moe.quick_start import get_trainer, prepare_run
 
     data_path = args.data_path
     if args.dataset == "ml-100k" and not os.path.isdir(os.path.join(data_path, "ml-100k")):
         data_path = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
-    config_dict = {
-        "data_path": data_path,
-        "data_path_mode": args.mode.split("+")[0],
-        "MAX_ITEM_LIST_LENGTH": args.max_len,
-        "hidden_size": 64,
-        "inner_size": 256,
-        "n_layers": 2,
-        "n_heads": 2,
-        "train_batch_size": args.batch,
-        "state": "ERROR",
-        "show_progress": False,
-        "log_wandb": False,
-        "seed": args.seed,
-        "checkpoint_dir": os.path.join(tempfile.gettempdir(), "lean_speed_saved"),
-        "train_batch_order": "length_grouped" if args.mode == "lean+grouped" else "random",
-    }
+    config_dict = benchmark_settings(
+        args,
+        data_path=data_path,
+        data_path_mode=args.mode.split("+")[0],
+        MAX_ITEM_LIST_LENGTH=args.max_len,
+        inner_size=256,
+        n_heads=2,
+        train_batch_order="length_grouped" if args.mode == "lean+grouped" else "random",
+    )
     start = time.perf_counter()
     parts = prepare_run(args.model, args.dataset, config_dict=config_dict, log=False)
     config, train_data, model = parts.config, parts.train_data, parts.model
@@ -77,10 +68,7 @@ def child(args) -> dict:
     if args.max_batches:
         model.train()
         # One warm-up step, then --max_batches steps spread evenly over the epoch.
-        timed = {0} | {
-            1 + round(k * (n_batches - 2) / max(args.max_batches - 1, 1))
-            for k in range(args.max_batches)
-        }
+        timed = {0} | timed_steps(n_batches, args.max_batches)
         times, widths = [], []
         for i, batch in enumerate(train_data):
             if i not in timed:

@@ -3,7 +3,7 @@
 ``dropout_impl: fast`` draws its keep mask from 16-bit random lanes. How the mask is applied
 (forward and backward) has changed twice; all three give the same values:
 
-* ``where``: a boolean mask and ``torch.where(mask, x, 0)``, which on the CPU costs about 8x a
+* ``where``: a boolean mask and ``torch.where(mask, x, 0)``, which on the CPU costs several times a
   multiply;
 * ``uint8``: a boolean mask multiplied as its bytes read as ``uint8`` (the multiply converts
   them to float, forward and backward);
@@ -24,7 +24,6 @@ rounds after the first (> 1: faster).
 from __future__ import annotations
 
 import torch
-from step_switches import measure_switched, report_switched, step_parser
 
 APPLICATIONS = ("where", "uint8", "float")
 
@@ -40,6 +39,7 @@ def _where_backward(ctx, grad):
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
+    from recbole_moe.benchmark.timing import measure_switched
     from recbole_moe.layers import attention, dropout
 
     current = (dropout._Masked.forward, dropout._Masked.backward, dropout.keep_mask)
@@ -64,6 +64,8 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
 
 def main() -> None:
+    from recbole_moe.benchmark.timing import report_switched, step_parser
+
     args = step_parser(__doc__, steps=10).parse_args()
     report_switched(args, measure, list(APPLICATIONS))
 

@@ -1,6 +1,8 @@
 """Time the two ExpertBank implementations (``loop`` dispatch vs ``dense`` batched) side by side.
 
-Forward + backward of one routed-expert layer on random tokens, same weights for both.
+Forward, and forward + backward, of one routed-expert layer on random tokens, same weights for
+both, all four interleaved in each round (after ``--warmup`` rounds; the median of
+``--repeats``).
 
 Usage::
 
@@ -11,16 +13,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 
+from recbole_moe.benchmark.timing import medians, time_interleaved
 from recbole_moe.layers.moe import ExpertBank, Router
 
 
-def time_impl(impl: str, args: argparse.Namespace) -> tuple[float, float]:
-    """Median milliseconds of (forward, forward+backward) over ``args.repeats`` runs."""
+def setup(impl: str, args: argparse.Namespace):
+    """A forward (+ backward) step of one routed-expert layer with ``impl``, on the same
+    random tokens and weights (seed 0) for every impl: ``step(backward)``."""
     torch.manual_seed(0)
     device = torch.device(args.device)
     router = Router(args.hidden, args.experts, args.top_k).to(device)
@@ -29,27 +32,29 @@ def time_impl(impl: str, args: argparse.Namespace) -> tuple[float, float]:
     mask = torch.rand(args.batch, args.length, device=device) < args.fill
 
     def step(backward: bool) -> None:
-        r = router(x)
-        y = bank(x, r.weights, r.indices, mask)
-        if backward:
-            y.sum().backward()
-
-    fwd, fwdbwd = [], []
-    for i in range(args.warmup + args.repeats):
-        for backward, out in ((False, fwd), (True, fwdbwd)):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+        with torch.set_grad_enabled(backward):
+            r = router(x)
+            y = bank(x, r.weights, r.indices, mask)
             if backward:
-                step(True)
-            else:
-                with torch.no_grad():
-                    step(False)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= args.warmup:
-                out.append((time.perf_counter() - start) * 1000)
-    return statistics.median(fwd), statistics.median(fwdbwd)
+                y.sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return step
+
+
+def time_impls(impls: tuple[str, ...], args: argparse.Namespace) -> dict[str, float]:
+    """Median milliseconds of ``<impl> fwd`` and ``<impl> fwd+bwd`` over ``args.repeats``
+    rounds after ``args.warmup``, every impl and pass interleaved in each round."""
+    work = {}
+    for impl in impls:
+        step = setup(impl, args)
+        work[f"{impl} fwd"] = functools.partial(step, False)
+        work[f"{impl} fwd+bwd"] = functools.partial(step, True)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time_interleaved(work, args.warmup + args.repeats)
+    return {name: 1000 * value for name, value in medians(seconds, skip=args.warmup).items()}
 
 
 def main() -> None:
@@ -76,9 +81,10 @@ def main() -> None:
         f"K={args.top_k} fill={args.fill} device={args.device} threads={torch.get_num_threads()}"
     )
     print(f"{'impl':<6} {'fwd ms':>9} {'fwd+bwd ms':>11}")
-    for impl in ("loop", "dense"):
-        f, fb = time_impl(impl, args)
-        print(f"{impl:<6} {f:>9.1f} {fb:>11.1f}")
+    impls = ("loop", "dense")
+    ms = time_impls(impls, args)
+    for impl in impls:
+        print(f"{impl:<6} {ms[f'{impl} fwd']:>9.1f} {ms[f'{impl} fwd+bwd']:>11.1f}")
 
 
 if __name__ == "__main__":

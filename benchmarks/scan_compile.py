@@ -21,16 +21,20 @@ from __future__ import annotations
 import itertools
 import statistics
 
-from sequence_padding import build
-
 REFERENCE = ("eager", 16, 32)
 
 
 def measure(model_name: str, dataset: str, args) -> dict:
-    from recbole_moe.benchmark.timing import time_alternatives, train_step
+    from recbole_moe.benchmark.timing import (
+        build_trainer,
+        medians,
+        speedups,
+        time_alternatives,
+        train_steps,
+    )
     from recbole_moe.model.mamba4rec import MambaBlock
 
-    trainer, train_data, _ = build(model_name, dataset, args)
+    trainer, train_data, _ = build_trainer(model_name, dataset, args)
     loss_fn = trainer.training_loss()
     batches = list(itertools.islice(iter(train_data), args.steps))
     blocks = [m for m in trainer.model.modules() if isinstance(m, MambaBlock)]
@@ -48,15 +52,14 @@ def measure(model_name: str, dataset: str, args) -> dict:
 
         return switch
 
-    def steps():
-        for batch in batches:
-            train_step(trainer.model, trainer.optimizer, batch, loss_fn)
+    def steps(_name: str) -> None:
+        train_steps(trainer, batches, loss_fn)
 
     names = {
         f"{impl} {chunk}/{block}": use(impl, chunk, block) for impl, chunk, block in alternatives
     }
     seconds = time_alternatives(names, steps, args.rounds)
-    step = {name: statistics.median(v[1:] or v) / len(batches) for name, v in seconds.items()}
+    step = {name: v / len(batches) for name, v in medians(seconds, skip=1).items()}
     reference = next(iter(names))
     list_field = trainer.config["ITEM_ID_FIELD"] + trainer.config["LIST_SUFFIX"]
     return {
@@ -67,7 +70,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
         "step_ms": {name: round(value * 1000, 1) for name, value in step.items()},
         "first_round_s": {name: round(v[0], 1) for name, v in seconds.items()},
         f"speedup_vs_{reference}": {
-            name: round(step[reference] / value, 3) for name, value in step.items()
+            name: round(value, 3) for name, value in speedups(step, reference).items()
         },
     }
 

@@ -22,43 +22,15 @@ batches). Ratios are printed last (baseline time / new time).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
-import os
-import tempfile
 import time
 
 
-def build(model_name: str, dataset: str, args, **overrides):
-    from recbole_moe.quick_start import get_trainer, prepare_run
-
-    config_dict = {
-        "data_path": args.data_path,
-        "train_objective": "sequence",
-        "hidden_size": 64,
-        "n_layers": 2,
-        "train_batch_size": args.batch,
-        "state": "ERROR",
-        "show_progress": False,
-        "seed": args.seed,
-        "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_padding_saved"),
-        **overrides,
-    }
-    parts = prepare_run(model_name, dataset, config_dict, log=False)
-    config, train_data, valid_data, model = (
-        parts.config,
-        parts.train_data,
-        parts.valid_data,
-        parts.model,
-    )
-    return get_trainer(config, model), train_data, valid_data
-
-
 def train_row(model_name: str, dataset: str, chunks: int, args) -> dict:
-    from recbole_moe.benchmark.timing import time_epoch
+    from recbole_moe.benchmark.timing import build_trainer, time_epoch
 
-    trainer, train_data, _ = build(model_name, dataset, args, train_batch_chunks=chunks)
+    trainer, train_data, _ = build_trainer(model_name, dataset, args, train_batch_chunks=chunks)
     row = {
         "dataset": dataset,
         "model": model_name,
@@ -72,7 +44,9 @@ def train_row(model_name: str, dataset: str, chunks: int, args) -> dict:
 
 
 def eval_row(model_name: str, dataset: str, order: str, group_rows: int, args) -> dict:
-    trainer, _, valid_data = build(
+    from recbole_moe.benchmark.timing import build_trainer
+
+    trainer, _, valid_data = build_trainer(
         model_name,
         dataset,
         args,
@@ -98,11 +72,10 @@ def eval_row(model_name: str, dataset: str, order: str, group_rows: int, args) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["beauty"])
-    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
-    parser.add_argument("--data_path", default="dataset")
-    parser.add_argument("--batch", type=int, default=256, help="train_batch_size")
+    from recbole_moe.benchmark.timing import grid_parser, write_results
+    from recbole_moe.environment import describe_machine
+
+    parser = grid_parser(__doc__, ["beauty"], ["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
     parser.add_argument(
         "--chunks",
         nargs="+",
@@ -116,13 +89,7 @@ def main() -> None:
         "--group_rows", type=int, default=512, help="eval_group_rows compared with 0"
     )
     parser.add_argument("--eval_only", action="store_true", help="only the validation passes")
-    parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
-
-    import recbole_moe  # noqa: F401
-    from recbole_moe.benchmark.timing import write_results
-    from recbole_moe.environment import describe_machine
 
     machine = describe_machine()
     print(f"# {machine}", flush=True)

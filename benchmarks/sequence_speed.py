@@ -20,33 +20,22 @@ printed last is prefix epoch / sequence epoch.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
-import os
-import tempfile
 import time
 
 
 def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
     """Time one training epoch of ``model_name`` on ``dataset`` under ``objective``."""
-    from recbole_moe.benchmark.timing import time_epoch
+    from recbole_moe.benchmark.timing import benchmark_settings, time_epoch
     from recbole_moe.quick_start import get_trainer, prepare_run
 
-    config_dict = {
-        "data_path": args.data_path,
-        "data_path_mode": "lean",
-        "train_objective": objective,
-        "train_negatives": args.train_negatives,
-        "hidden_size": 64,
-        "n_layers": 2,
-        "train_batch_size": args.batch,
-        "state": "ERROR",
-        "show_progress": False,
-        "log_wandb": False,
-        "seed": args.seed,
-        "checkpoint_dir": os.path.join(tempfile.gettempdir(), "sequence_speed_saved"),
-    }
+    config_dict = benchmark_settings(
+        args,
+        data_path_mode="lean",
+        train_objective=objective,
+        train_negatives=args.train_negatives,
+    )
     start = time.perf_counter()
     parts = prepare_run(model_name, dataset, config_dict, log=False)
     config, train_data, model = parts.config, parts.train_data, parts.model
@@ -67,20 +56,13 @@ def epoch_time(model_name: str, dataset: str, objective: str, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["ml-1m", "beauty"])
-    parser.add_argument("--models", nargs="+", default=["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
-    parser.add_argument("--data_path", default="dataset")
-    parser.add_argument("--batch", type=int, default=256, help="train_batch_size (both)")
+    from recbole_moe.benchmark.timing import grid_parser, write_results
+    from recbole_moe.environment import describe_machine
+
+    parser = grid_parser(__doc__, ["ml-1m", "beauty"], ["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per epoch")
     parser.add_argument("--train_negatives", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=2020)
-    parser.add_argument("--output", help="write the rows and the machine as JSON here")
     args = parser.parse_args()
-
-    import recbole_moe  # noqa: F401
-    from recbole_moe.benchmark.timing import write_results
-    from recbole_moe.environment import describe_machine
 
     machine = describe_machine()
     print(f"# {machine}", flush=True)

@@ -15,17 +15,16 @@ Prints one row per model and the ratio of each time to the reference (the first 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 import psutil
 import torch
 
-from recbole_moe.benchmark.timing import train_step
+from recbole_moe.benchmark.timing import medians, time_interleaved, train_step
 from recbole_moe.environment import PeakRSS
 from recbole_moe.testing import build, make_synthetic_dataset
 
@@ -112,14 +111,12 @@ def main(argv=None) -> int:
         with torch.no_grad():
             model.full_sort_predict(batch)
 
-    times = {name: {"train": [], "eval": []} for name in args.models}
+    med = {name: {} for name in args.models}
     for phase, step in (("train", train), ("eval", eval_step)):
-        for rep in range(args.warmup + args.repeats):
-            for name in args.models:  # interleaved: every model sees the same machine state
-                start = time.perf_counter()
-                step(name)
-                if rep >= args.warmup:
-                    times[name][phase].append(time.perf_counter() - start)
+        work = {name: functools.partial(step, name) for name in args.models}
+        seconds = time_interleaved(work, args.warmup + args.repeats)
+        for name, value in medians(seconds, skip=args.warmup).items():
+            med[name][phase] = value
 
     memory = {}
     for name in args.models:
@@ -128,7 +125,6 @@ def main(argv=None) -> int:
         memory[name] = (peak.peak - peak.start) / 2**20
 
     ref = args.models[0]
-    med = {n: {p: statistics.median(v) for p, v in t.items()} for n, t in times.items()}
     print(
         f"# speed.py  {platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}"

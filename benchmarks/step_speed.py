@@ -38,9 +38,9 @@ step adds (process RSS, sampled) and the top operations by self CPU time of one 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
-import statistics
 import time
 import traceback
 
@@ -120,25 +120,6 @@ def with_logits_cross_entropy(loss_fn):
     return loss
 
 
-def top_operations(step, n: int) -> list[dict]:
-    """The ``n`` operations with the most self CPU time in one profiled call of ``step``."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1
-    return [
-        {
-            "op": e.key,
-            "self_ms": round(e.self_cpu_time_total / 1000, 2),
-            "share": round(e.self_cpu_time_total / total, 3),
-            "calls": e.count,
-        }
-        for e in events[:n]
-    ]
-
-
 def build_variant(model_name: str, root: str, variant: str, length: int, dropout: float, args):
     """(model, optimizer, loss function, batch) of one variant, built from the same seed."""
     from recbole_moe.model.sequence import SequenceObjective
@@ -179,8 +160,13 @@ def build_variant(model_name: str, root: str, variant: str, length: int, dropout
 
 
 def measure(args) -> tuple[list[dict], str]:
-    import recbole_moe  # noqa: F401  (compatibility patches)
-    from recbole_moe.benchmark.timing import train_step
+    from recbole_moe.benchmark.timing import (
+        medians,
+        speedups,
+        time_interleaved,
+        top_operations,
+        train_step,
+    )
     from recbole_moe.environment import PeakRSS, describe_machine
     from recbole_moe.testing import full_width_dataset
 
@@ -218,20 +204,16 @@ def measure(args) -> tuple[list[dict], str]:
                     if variant == "sdpa+compile":
                         row["compile_s"] = round(time.perf_counter() - start, 1)
                         step(variant)  # a second untimed step: any recompilation
-                times = {variant: [] for variant in setups}
-                for _ in range(args.repeats):
-                    for variant in setups:  # interleaved
-                        start = time.perf_counter()
-                        step(variant)
-                        times[variant].append(time.perf_counter() - start)
+                work = {variant: functools.partial(step, variant) for variant in setups}
+                median = medians(time_interleaved(work, args.repeats))
                 for variant in setups:
                     with PeakRSS(interval=0.0005) as peak:
                         step(variant)
-                    row[f"{variant}_ms"] = round(1000 * statistics.median(times[variant]), 1)
+                    row[f"{variant}_ms"] = round(1000 * median[variant], 1)
                     row[f"{variant}_step_mib"] = round((peak.peak - peak.start) / 2**20, 1)
-                reference = row["recbole_ms"]
-                for variant in setups:
-                    row[f"{variant}_speedup"] = round(reference / row[f"{variant}_ms"], 2)
+                ms = {variant: row[f"{variant}_ms"] for variant in setups}
+                for variant, speedup in speedups(ms, "recbole").items():
+                    row[f"{variant}_speedup"] = round(speedup, 2)
                 fastest = min(setups, key=lambda v: row[f"{v}_ms"])
                 row["fastest"] = fastest
                 row["profile"] = {

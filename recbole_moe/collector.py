@@ -4,9 +4,8 @@ For the top-k metrics (HR, NDCG, MRR, Recall, Precision, ...) RecBole's
 ``Collector.eval_batch_collect`` builds a dense ``[users, n_items]`` int32 matrix of the
 positive items (``zeros_like`` of the scores, a scatter, then a row sum that converts it to
 int64) only to read it back at the ``k`` recommended items and to count each user's positives.
-With a large catalogue that matrix costs about as much as scoring the items: in a Beauty
-validation pass (22,363 users, 12,102 items, one positive each) it was about a quarter of the
-pass (``benchmarks/eval_speed.py``).
+With a large catalogue building that matrix is a large part of a validation pass
+(``benchmarks/eval_speed.py`` measures the pass with each collector).
 
 :class:`TopkCollector` computes the same ``[users, k + 1]`` result (hits at each of the ``k``
 ranks, then the number of positives) from the positive pairs themselves: each distinct

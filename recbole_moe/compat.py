@@ -168,8 +168,8 @@ def disable_sine_anomaly_mode() -> None:
     """``recbole/model/sequential_recommender/sine.py`` calls
     ``torch.autograd.set_detect_anomaly(True)`` at import time, and importing any of RecBole's
     sequential models imports it. Anomaly mode records a stack trace for every forward operation
-    and checks every backward output for NaN: about 25% of a SASRec training step on CPU, for
-    every model. Import RecBole's sequential models once here and switch the mode back off
+    and checks every backward output for NaN, a large part of every model's training step.
+    Import RecBole's sequential models once here and switch the mode back off
     (the trainer still stops on a non-finite loss)."""
     anomaly = torch.is_anomaly_enabled()
     # Imported here, between reading and restoring the mode: the import runs sine.py's code.

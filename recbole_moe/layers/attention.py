@@ -15,9 +15,8 @@ right-padded sequences (items first, padding after). There a query at a real pos
 may read keys ``0..i``, and all of those are real items, so the padding part of the mask
 changes no real position's output. For these models (:func:`is_causal_model`) the fused layer
 passes ``is_causal=True`` and no mask, which lets PyTorch use its fused (flash) kernel when
-attention dropout is off, as in every evaluation: the attention itself about 5× faster than
-the masked path at batch 128, length 200 on one CPU thread, a whole validation pass at length
-200 1.3-1.4× (``benchmarks/eval_speed.py``). Outputs at real positions are the same;
+attention dropout is off, as in every evaluation (``benchmarks/eval_speed.py`` measures the
+validation pass against RecBole's layers). Outputs at real positions are the same;
 outputs at padding positions differ and are never read (the loss, the last-position gather,
 HyMoERec's expert routing and FAME's facet layer all skip padding).
 

@@ -1,8 +1,8 @@
 """Dropout with a cheaper random mask on the CPU (``dropout_impl: fast``).
 
 ``torch.nn.Dropout`` draws its mask with ``bernoulli_``: one call of the random generator per
-element. On a CPU that is 18-26% of a training step of our models (``benchmarks/step_speed.py``,
-top operations), the largest item after the matrix products. :class:`FastDropout` draws one
+element, on a CPU a large part of a training step after the matrix products
+(``benchmarks/step_speed.py`` lists the top operations). :class:`FastDropout` draws one
 64-bit random word per four elements and compares each 16-bit lane with a threshold:
 
     keep = u < t,  u ~ Uniform{0, …, 65535},  t = round((1 - p) · 65536)
@@ -72,7 +72,7 @@ class _Masked(torch.autograd.Function):
     """y = x · mask; the mask is kept for the backward pass.
 
     On the CPU a multiply is far cheaper than ``torch.where(mask, x, 0)`` on a boolean mask
-    (20 ms against 2.4 ms for ``[64, 16, 50, 50]`` on one thread). A mask in ``x``'s floating
+    (``benchmarks/mask_apply.py`` compares them). A mask in ``x``'s floating
     dtype multiplies directly (the fast path's masks are made so by :func:`keep_mask`); a
     boolean one is read as ``uint8`` (a view), which the multiply converts. As in
     ``nn.Dropout``, which also multiplies by its mask, a dropped inf or NaN stays NaN.

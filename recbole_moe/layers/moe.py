@@ -68,10 +68,10 @@ def log_softmax_fp32(logits: Tensor, dim: int = -1) -> Tensor:
 def resolve_impl(impl: str, device: torch.device) -> str:
     """Resolve ``moe_impl: auto | loop | dense`` to a concrete implementation for ``device``.
 
-    ``auto`` picks ``loop`` (per-expert dispatch) on CPU, where it measured several times faster
-    than dense compute (see ``benchmarks/moe_impl.py``). On CUDA it picks ``dense``: batched
-    matmuls need no host synchronisation and are expected to win for small E. The CUDA choice
-    is not measured yet; run ``benchmarks/moe_impl.py`` on a GPU to confirm it.
+    ``auto`` picks ``loop`` (per-expert dispatch) on CPU, where computing only each expert's
+    routed tokens beats dense compute (``benchmarks/moe_impl.py`` compares them). On CUDA it
+    picks ``dense``: batched matmuls need no host synchronisation and are expected to win for
+    small E (``benchmarks/moe_impl.py --device cuda`` checks it).
     """
     if impl not in MOE_IMPLS:
         raise ValueError(f"moe_impl must be one of {MOE_IMPLS}, got {impl!r}")
@@ -258,7 +258,7 @@ class ExpertBank(nn.Module):
             n_tokens, k, self.in_features
         )  # [T, K, D]
         # [T, D] = Σ_k g_k y_k, as a broadcast product and sum: T batched [1, K] @ [K, D]
-        # products (bmm) took 1.8x as long, forward and backward, at T = 25,600, K = 2, D = 64
+        # products (bmm) are slower for small K, forward and backward
         return (weights.unsqueeze(-1).to(y.dtype) * y).sum(1)
 
     def _forward_dense(

@@ -54,9 +54,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     weight's gradient is accumulated in place as ``hidden.T @ grad`` (``[D, Vp]``, transposed
     once at the end), and without autocast every chunk's logits are written into one
     ``[C, Vp]`` buffer: with ``V`` not a multiple of 16 the rows of the ``[C, V]`` products are
-    not aligned to a cache line, and a new 16 MiB tensor per chunk cost page faults. With
-    one loss call per batch (``SequenceObjective.chunked``), training steps on the Amazon
-    datasets were 1.2-1.4x faster, on ML-1M level within the noise (``benchmarks/loss_layout.py``).
+    not aligned to a cache line, and a new 16 MiB tensor per chunk cost page faults
+    (``benchmarks/loss_layout.py`` compares the layouts, with one loss call per batch:
+    ``SequenceObjective.chunked``).
     """
 
     @staticmethod

@@ -2,8 +2,9 @@
 
 On a CPU with native bf16, PyTorch runs bfloat16 matrix products through oneDNN, which builds
 (JIT-compiles) a kernel for every new shape and caches a limited number of them. A shape seen
-before costs the product alone; a new one costs about 30 ms more (measured on the 2-core
-AVX-512 machine: ``[M, 64] @ [64, 1683]``, 4.7 ms cached, 32 ms new). Sequence training makes
+before costs the product alone; a new one adds the kernel's build, which for the small
+products of these models costs more than the product itself (``benchmarks/amp_epoch.py``
+times epochs with and without the buckets below). Sequence training makes
 new shapes all the time: batches are trimmed to their longest history, the chunked loss ends
 with a remainder of arbitrary length, and HyMoERec's experts receive a different number of
 tokens every step. float32 products (MKL) have no such cost.
