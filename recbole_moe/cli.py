@@ -13,6 +13,7 @@ unexpected error; without it the error is one line and the traceback goes to a l
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import shlex
@@ -20,10 +21,11 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from recbole_moe import distributed
+from recbole_moe import __version__, distributed
 from recbole_moe.console import quiet_console
+from recbole_moe.environment import package_versions
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.overrides import parse_overrides, split_config_files
 from recbole_moe.process_group import wants_distributed
@@ -31,13 +33,41 @@ from recbole_moe.quick_start import check_run, resume_file_of_current_run, run
 from recbole_moe.quiet import internal_warnings_to_log
 from recbole_moe.trainer import TimeBudgetReached
 
-#: Subcommands other than ``train``: name -> module with a ``main(argv) -> int``.
+#: Subcommands other than ``train``: name -> ``module`` with a ``main(argv) -> int``, or
+#: ``module:function`` taking the same arguments.
 SUBCOMMANDS = {
     "prepare": "recbole_moe.data.prepare",
     "benchmark": "recbole_moe.benchmark",
+    "report": "recbole_moe.benchmark:report_main",
+    "merge": "recbole_moe.benchmark:merge_main",
     "recommend": "recbole_moe.recommend",
     "tune": "recbole_moe.tuning",
 }
+
+
+def subcommand(name: str) -> Callable[[list[str]], int]:
+    """The entry point of subcommand ``name`` (imported on first use)."""
+    module, _, function = SUBCOMMANDS[name].partition(":")
+    return getattr(importlib.import_module(module), function or "main")
+
+
+def unknown_command(word: str) -> str:
+    """The error for a first argument that is neither a subcommand nor an option."""
+    known = ["train", *SUBCOMMANDS]
+    close = difflib.get_close_matches(word, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return (
+        f"unknown command '{word}'{hint} (commands: {', '.join(known)}; "
+        "training needs no command: recbole-moe --model M --dataset D)"
+    )
+
+
+def version_line() -> str:
+    """``recbole-moe --version``: this package's version and those it runs on."""
+    others = ", ".join(
+        f"{k} {v}" for k, v in package_versions().items() if v and k != "recbole-moe"
+    )
+    return f"recbole-moe {__version__} ({others})"
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -207,10 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with internal_warnings_to_log(), quiet_console(verbose=verbose, run_lines=run_lines):
         try:
             if argv and argv[0] in SUBCOMMANDS:
-                module = importlib.import_module(SUBCOMMANDS[argv[0]])
-                return int(module.main(argv[1:]) or 0)
+                return int(subcommand(argv[0])(argv[1:]) or 0)
             if argv and argv[0] == "train":
                 argv = argv[1:]
+            elif argv and argv[0] == "--version":
+                print(version_line())
+                return 0
+            elif argv and not argv[0].startswith("-"):
+                print(f"recbole-moe: error: {unknown_command(argv[0])}", file=sys.stderr)
+                return 2
             return train_main(argv)
         except TimeBudgetReached as exc:
             print(f"recbole-moe: {exc}", file=sys.stderr)
