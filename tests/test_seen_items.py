@@ -137,17 +137,26 @@ def test_the_whole_history_is_removed_not_only_the_window(trained):
     assert int(sizes.max()) > WINDOW
 
 
-def test_run_reports_both_protocols(trained):
+def test_run_reports_both_protocols(trained, tmp_path):
     data_path, result = trained
     again = recbole_moe.run(
         "SASRec",
         DATASET,
-        config_dict=tiny_config(data_path, epochs=1, **SETTINGS),
-        saved=False,
+        config_dict=tiny_config(
+            data_path,
+            epochs=1,
+            checkpoint_dir=str(tmp_path),
+            extra_valid_metrics=["Hit@10"],
+            **SETTINGS,
+        ),
         both_protocols=True,
     )
     assert set(again["test_result_seen_removed"]) == set(again["test_result"])
     assert again["test_result_seen_removed"] != again["test_result"]
+    # a selection's own checkpoint (here the same epoch) is tested both ways too
+    selection = again["selections"]["Hit@10"]
+    assert selection["test_result"] == again["test_result"]
+    assert selection["test_result_seen_removed"] == again["test_result_seen_removed"]
     assert "test_result_seen_removed" not in result  # only when asked for
     # configured with removal, both results are the one evaluation
     removed = recbole_moe.run(
