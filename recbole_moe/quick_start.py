@@ -352,7 +352,8 @@ def run(
         not resumed, ``None`` when they were not recorded); ``selections`` maps
         each of ``extra_valid_metrics`` to what a run selecting on it alone reports
         (``best_valid_score``, ``best_valid_result``, ``best_epoch``, ``epochs_run``,
-        ``test_result``, ``model_file``).
+        ``test_result``, ``model_file``). With ``both_protocols``, the run's and each
+        selection's ``test_result_seen_removed`` too.
     """
     parts = prepare_run(
         model, dataset, config_dict, config_file_list, override_source=override_source

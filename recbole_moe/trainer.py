@@ -25,7 +25,9 @@
   (:class:`~recbole_moe.model.sequence.SequenceObjective`);
 * ``extra_valid_metrics``: model selection on more validation metrics in the same run, each
   frozen where its own run would have stopped and kept in its own checkpoint
-  (:mod:`recbole_moe.selection`).
+  (:mod:`recbole_moe.selection`);
+* ``eval_filter_seen`` (or ``evaluate(..., filter_seen=True)``): a sequential model's full
+  ranking without the items each user has seen before the target (:mod:`recbole_moe.data.seen`).
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ def seen_problem(config) -> str | None:
     return None
 
 
-def ragged_pairs(indptr: torch.Tensor, items: torch.Tensor, users: torch.Tensor):
+def ragged_pairs(
+    indptr: torch.Tensor, items: torch.Tensor, users: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rows, items)`` ``[P]``: for each row ``b`` of ``users`` ``[B]``, every item of user
     ``users[b]`` in the CSR structure ``indptr`` / ``items``, rows in order."""
     start, end = indptr[users], indptr[users + 1]  # [B]
