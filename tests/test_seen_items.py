@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
+import recbole
 import torch
 from recbole.data.interaction import Interaction
 
@@ -16,7 +18,9 @@ from recbole_moe.testing import build, make_synthetic_dataset, tiny_config, user
 
 DATASET = "repeats"
 #: Histories up to 40 items over 30 items (the planted walk wraps around: repeats), read
-#: through a window of 8, so the whole history is most often longer than the window.
+#: through a window of 8, so the whole history is most often longer than the window; and
+#: MovieLens-100K's first 150 users (20 to 400 ratings each, ties in time, no repeats).
+MOVIELENS = "ml-100k-150u"
 WINDOW = 8
 SETTINGS = {"MAX_ITEM_LIST_LENGTH": WINDOW, "eval_batch_size": 64, "topk": [5, 10]}
 PATHS = {
@@ -42,11 +46,32 @@ def trained(tmp_path_factory):
     return str(root), result
 
 
-def _histories(data_path: str) -> dict[str, list[str]]:
-    return user_histories(f"{data_path}/{DATASET}/{DATASET}.inter")
+@pytest.fixture(scope="module")
+def movielens(tmp_path_factory):
+    """A SASRec trained 1 epoch on MovieLens-100K's users 1-150: its checkpoint."""
+    root = tmp_path_factory.mktemp("movielens")
+    source = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")
+    os.makedirs(root / MOVIELENS)
+    with open(os.path.join(source, "ml-100k.inter"), encoding="utf-8") as f:
+        next(f)
+        rows = [line.split("\t") for line in f]
+    with open(root / MOVIELENS / f"{MOVIELENS}.inter", "w", encoding="utf-8") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        f.writelines(f"{u}\t{i}\t{t}" for u, i, _, t in rows if int(u) <= 150)
+    settings = tiny_config(
+        str(root), epochs=1, train_batch_size=256, checkpoint_dir=str(root / "saved"), **SETTINGS
+    )
+    result = recbole_moe.run("SASRec", MOVIELENS, config_dict=settings)
+    return str(root), result
 
 
-def expected_metrics(parts, data_path: str, split: str, remove_seen: bool) -> tuple[dict, int]:
+def _histories(data_path: str, dataset: str = DATASET) -> dict[str, list[str]]:
+    return user_histories(f"{data_path}/{dataset}/{dataset}.inter")
+
+
+def expected_metrics(
+    parts, data_path: str, split: str, remove_seen: bool, dataset_name: str = DATASET
+) -> tuple[dict, int]:
     """HR@K and NDCG@K computed by hand: the model reads the last ``WINDOW`` items before the
     target (``valid``: the second-to-last item, ``test``: the last); every earlier item but
     the target itself is masked with plain torch; the rank is the number of better items.
@@ -54,7 +79,7 @@ def expected_metrics(parts, data_path: str, split: str, remove_seen: bool) -> tu
     dataset, model = parts.dataset, parts.model
     users, inputs, lengths, targets, masks = [], [], [], [], []
     n_items = dataset.item_num
-    histories = _histories(data_path)
+    histories = _histories(data_path, dataset_name)
     for user, items in histories.items():
         ids = [int(i) for i in dataset.token2id(dataset.iid_field, items)]
         end = len(ids) - (2 if split == "valid" else 1)
@@ -92,32 +117,35 @@ def expected_metrics(parts, data_path: str, split: str, remove_seen: bool) -> tu
     return result, repeats
 
 
-def _parts(data_path: str, model_file: str, **settings):
+def _parts(data_path: str, model_file: str, dataset: str = DATASET, **settings):
     """The checkpoint's weights in a model built on the data path ``settings`` choose."""
-    parts = build("SASRec", data_path, DATASET, {**SETTINGS, **settings})
+    parts = build("SASRec", data_path, dataset, {**SETTINGS, **settings})
     state = torch.load(model_file, map_location="cpu", weights_only=False)["state_dict"]
     parts.model.load_state_dict(state)
     parts.model.eval()
     return parts
 
 
+@pytest.mark.parametrize("dataset", [DATASET, MOVIELENS])
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_removal_equals_masking_the_whole_history_by_hand(trained, path, caplog):
-    data_path, result = trained
-    parts = _parts(data_path, result["model_file"], eval_filter_seen=True, **PATHS[path])
+def test_removal_equals_masking_the_whole_history_by_hand(request, dataset, path, caplog):
+    data_path, result = request.getfixturevalue("trained" if dataset == DATASET else "movielens")
+    parts = _parts(data_path, result["model_file"], dataset, eval_filter_seen=True, **PATHS[path])
     trainer = get_trainer(parts.config, parts.model)
+    users = len(_histories(data_path, dataset))
     for split, data in (("valid", parts.valid_data), ("test", parts.test_data)):
         with caplog.at_level(logging.INFO):
             got = trainer.evaluate(data, load_best_model=False)
-        expected, repeats = expected_metrics(parts, data_path, split, remove_seen=True)
-        assert repeats > 0  # the data has repeat targets: they are ranked, not masked
-        assert data.seen_items.repeats == (repeats, 200)
-        assert f"eval_filter_seen: {repeats} of 200 {split} targets" in caplog.text
+        expected, repeats = expected_metrics(parts, data_path, split, True, dataset)
+        # the synthetic data has repeat targets: they are ranked, not masked
+        assert repeats > 0 if dataset == DATASET else repeats == 0
+        assert data.seen_items.repeats == (repeats, users)
+        assert f"eval_filter_seen: {repeats} of {users} {split} targets" in caplog.text
         for key, value in expected.items():
             assert float(got[key]) == pytest.approx(value, abs=1e-4), (split, key)
         # RecBole's protocol (every item ranked) is the other computation, and differs
         kept = trainer.evaluate(data, load_best_model=False, filter_seen=False)
-        kept_expected, _ = expected_metrics(parts, data_path, split, remove_seen=False)
+        kept_expected, _ = expected_metrics(parts, data_path, split, False, dataset)
         for key, value in kept_expected.items():
             assert float(kept[key]) == pytest.approx(value, abs=1e-4), (split, key)
         assert kept_expected != expected
