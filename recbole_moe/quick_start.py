@@ -18,6 +18,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
 from recbole.trainer import Trainer
 from recbole.utils import (
+    ModelType,
     get_environment,
     get_flops,
     init_logger,
@@ -33,6 +34,7 @@ from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
 from recbole_moe.data import lean
 from recbole_moe.data.prepare import ensure_dataset
+from recbole_moe.data.seen import full_sort_evaluation, seen_problem
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
 from recbole_moe.fingerprint import check_data, check_settings, run_fingerprint
@@ -284,15 +286,36 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _selection_result(trainer, selection, test_data, saved: bool) -> dict:
+def seen_removed_result(trainer, test_data, test_result: dict) -> dict | None:
+    """The loaded model's test result with each user's seen items removed from the ranking
+    (:mod:`recbole_moe.data.seen`): ``test_result`` itself when it was evaluated so
+    (``eval_filter_seen``) or the model is a general one (RecBole ranks without its history),
+    ``None`` where removal does not apply (sampled or non leave-one-out evaluation, a trainer
+    of RecBole's own)."""
+    config = trainer.config
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return test_result if full_sort_evaluation(config) else None
+    if seen_problem(config) or not isinstance(trainer, RecBoleMoeTrainer):
+        return None
+    if config["eval_filter_seen"]:
+        return test_result
+    return _plain(trainer.evaluate(test_data, load_best_model=False, filter_seen=True))
+
+
+def _selection_result(
+    trainer, selection, test_data, saved: bool, both_protocols: bool = False
+) -> dict:
     """What a run selecting on ``selection.metric`` alone would report (``extra_valid_metrics``):
-    its best validation, the test result of its best checkpoint (``None`` when not ``saved``)."""
-    test_result = None
+    its best validation, the test result of its best checkpoint (``None`` when not ``saved``)
+    and, with ``both_protocols``, that checkpoint's result with seen items removed."""
+    test_result = seen_removed = None
     if saved and selection.best_epoch is not None:
         test_result = _plain(
             trainer.evaluate(test_data, load_best_model=True, model_file=selection.model_file)
         )
-    return {
+        if both_protocols:
+            seen_removed = seen_removed_result(trainer, test_data, test_result)
+    result = {
         "best_valid_score": selection.best_score,
         "best_valid_result": _plain(selection.best_result),
         "best_epoch": selection.best_epoch,
@@ -300,6 +323,9 @@ def _selection_result(trainer, selection, test_data, saved: bool) -> dict:
         "test_result": test_result,
         "model_file": os.path.abspath(selection.model_file) if saved else None,
     }
+    if both_protocols:
+        result["test_result_seen_removed"] = seen_removed
+    return result
 
 
 def run_header(config: Config, n_params: int, log_file: str | None) -> str:
@@ -323,6 +349,7 @@ def run(
     saved: bool = True,
     override_source: str = "config_dict",
     callback_fn: Callable[[int, float], None] | None = None,
+    both_protocols: bool = False,
 ) -> dict:
     """Train ``model`` on ``dataset`` and evaluate it, like RecBole's ``run_recbole``.
 
@@ -337,6 +364,9 @@ def run(
         callback_fn: passed to RecBole's ``Trainer.fit``: called as
             ``callback_fn(epoch_idx, valid_score)`` after each validation (``recbole-moe tune``
             reports the score to its pruner there).
+        both_protocols: test the selected model also with each user's seen items removed
+            from the ranking (``test_result_seen_removed``, see :func:`seen_removed_result`;
+            ``test_result`` stays as ``eval_filter_seen`` says).
 
     Returns:
         dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
@@ -350,7 +380,8 @@ def run(
         not resumed, ``None`` when they were not recorded); ``selections`` maps
         each of ``extra_valid_metrics`` to what a run selecting on it alone reports
         (``best_valid_score``, ``best_valid_result``, ``best_epoch``, ``epochs_run``,
-        ``test_result``, ``model_file``).
+        ``test_result``, ``model_file``). With ``both_protocols``, the run's and each
+        selection's ``test_result_seen_removed`` too.
     """
     parts = prepare_run(
         model, dataset, config_dict, config_file_list, override_source=override_source
@@ -380,8 +411,19 @@ def run(
         parts.test_data, load_best_model=saved, show_progress=show_progress
     )
     test_time = time.perf_counter() - test_start
+    protocols = {}
+    if both_protocols:
+        protocols["test_result_seen_removed"] = seen_removed_result(
+            trainer, parts.test_data, _plain(test_result)
+        )
+        logger.info(
+            set_color("test result, seen items removed", "yellow")
+            + f": {protocols['test_result_seen_removed']}"
+        )
     selections = {
-        selection.metric: _selection_result(trainer, selection, parts.test_data, saved)
+        selection.metric: _selection_result(
+            trainer, selection, parts.test_data, saved, both_protocols
+        )
         for selection in getattr(trainer, "selections", [])
     }
     environment_tb = get_environment(config)
@@ -393,6 +435,7 @@ def run(
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": _plain(best_valid_result),
         "test_result": _plain(test_result),
+        **protocols,
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
         "log_file": parts.log_file,
         "config": config,

@@ -5,7 +5,7 @@
 Python:
 
     rec = Recommender.load("saved/HyMoERec-....pth")
-    rec.recommend(user_ids=["42"], topk=10)           # from each user's full known history
+    rec.recommend(user_ids=["42"], topk=10)           # none of the user's known items
     rec.recommend_for_history(["50", "172", "133"])   # from a raw item-id history
 """
 
@@ -22,6 +22,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import ModelType
 
+from recbole_moe.data.seen import SeenItems, history_pairs, remove_seen
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.quick_start import load_model
 from recbole_moe.trainer import check_checkpoint_matches, read_checkpoint
@@ -45,7 +46,9 @@ class Recommendation:
 class Recommender:
     """A trained model with its dataset's id mappings, ready to recommend."""
 
-    def __init__(self, config, model, dataset, test_data) -> None:
+    def __init__(self, config, model, dataset, test_data, seen: SeenItems | None = None) -> None:
+        """``seen``: every user's known items (all splits), excluded from the user's
+        recommendations (``None``: the items of :attr:`histories`)."""
         self.config = config
         self.model = model
         self.dataset = dataset
@@ -55,6 +58,7 @@ class Recommender:
         self.item_len_field = model.ITEM_SEQ_LEN
         self.max_len = model.max_seq_length
         self.histories = self._full_histories(test_data._dataset)
+        self.seen = seen
 
     @classmethod
     def load(
@@ -81,7 +85,8 @@ class Recommender:
                 "sequential models do"
             )
         parts = load_model(checkpoint, device=device, checkpoint=made)
-        return cls(parts.config, parts.model, parts.dataset, parts.test_data)
+        splits = [data._dataset for data in (parts.train_data, parts.valid_data, parts.test_data)]
+        return cls(parts.config, parts.model, parts.dataset, parts.test_data, SeenItems(splits))
 
     def _full_histories(self, test_dataset) -> dict[int, np.ndarray]:
         """Internal user id -> the user's latest items in order (the test input, at most
@@ -122,8 +127,13 @@ class Recommender:
 
     @torch.no_grad()
     def _recommend(
-        self, histories: list[np.ndarray], users: list[int], topk: int, exclude_history: bool
+        self,
+        histories: list[np.ndarray],
+        users: list[int],
+        topk: int,
+        seen: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> list[Recommendation]:
+        """Top-k of each history's scores, without the ``(row, item)`` pairs of ``seen``."""
         if topk < 1:
             raise RecBoleMoeError(f"topk={topk} must be an integer >= 1")
         batch = len(histories)
@@ -143,9 +153,8 @@ class Recommender:
         self.model.eval()
         scores = self.model.full_sort_predict(interaction).view(batch, -1).float().cpu()
         scores[:, 0] = -torch.inf  # padding id
-        if exclude_history:
-            for row, history in enumerate(histories):
-                scores[row, torch.as_tensor(history)] = -torch.inf
+        if seen is not None:
+            remove_seen(scores, seen)
         k = min(topk, int(torch.isfinite(scores).sum(dim=1).min()))
         top_scores, top_ids = torch.topk(scores, k, dim=1)
         results = []
@@ -157,15 +166,24 @@ class Recommender:
     def recommend(
         self, user_ids: Sequence[str], topk: int = 10, exclude_history: bool = True
     ) -> list[Recommendation]:
-        """Top-k next items for each user (original ids), from the user's full known history."""
+        """Top-k next items for each user (original ids), from the user's latest items; with
+        ``exclude_history`` none of the user's known items (the whole history) is recommended."""
         users = [self._user_index(u) for u in user_ids]
-        return self._recommend([self.histories[u] for u in users], users, topk, exclude_history)
+        histories = [self.histories[u] for u in users]
+        seen = None
+        if exclude_history:
+            known = torch.as_tensor(users, dtype=torch.long)
+            seen = self.seen.pairs(known) if self.seen else history_pairs(histories)
+        return self._recommend(histories, users, topk, seen)
 
     def recommend_for_history(
         self, item_ids: Sequence[str], topk: int = 10, exclude_history: bool = True
     ) -> Recommendation:
-        """Top-k next items after a raw item-id history (oldest first)."""
-        return self._recommend([self._item_indices(item_ids)], [0], topk, exclude_history)[0]
+        """Top-k next items after a raw item-id history (oldest first); with
+        ``exclude_history`` none of its items is recommended."""
+        history = self._item_indices(item_ids)
+        seen = history_pairs([history]) if exclude_history else None
+        return self._recommend([history], [0], topk, seen)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

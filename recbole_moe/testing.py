@@ -89,6 +89,23 @@ def make_synthetic_dataset(
     return directory
 
 
+def user_histories(inter_file: str) -> dict[str, list[str]]:
+    """Every user's items in a ``user_id, item_id, timestamp`` file, oldest first (original
+    ids): a history computed without RecBole, for tests to compare with. Times are compared
+    as RecBole stores them (float32, so epoch seconds close together tie), ties in file
+    order, as RecBole's stable sort keeps them."""
+    rows: dict[str, list[tuple[float, str]]] = {}
+    with open(inter_file, encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            user, item, time = line.rstrip("\n").split("\t")[:3]
+            rows.setdefault(user, []).append((np.float32(time), item))
+    return {
+        user: [item for _, item in sorted(items, key=lambda row: row[0])]
+        for user, items in rows.items()
+    }
+
+
 def tiny_config(data_path: str, **overrides: Any) -> dict[str, Any]:
     """``TINY_CONFIG`` pointing at ``data_path`` (the folder holding the dataset folder)."""
     config = dict(TINY_CONFIG)

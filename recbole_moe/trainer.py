@@ -25,7 +25,9 @@
   (:class:`~recbole_moe.model.sequence.SequenceObjective`);
 * ``extra_valid_metrics``: model selection on more validation metrics in the same run, each
   frozen where its own run would have stopped and kept in its own checkpoint
-  (:mod:`recbole_moe.selection`).
+  (:mod:`recbole_moe.selection`);
+* ``eval_filter_seen`` (or ``evaluate(..., filter_seen=True)``): a sequential model's full
+  ranking without the items each user has seen before the target (:mod:`recbole_moe.data.seen`).
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ import recbole.trainer.trainer as recbole_trainer
 import torch
 import torch.distributed as dist
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import ModelType, set_color
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from recbole_moe import console
 from recbole_moe.collector import TopkCollector
 from recbole_moe.compat import load_recbole_checkpoint
+from recbole_moe.data.seen import SeenItems, seen_problem
 from recbole_moe.errors import CheckpointMismatchError, RecBoleMoeError
 from recbole_moe.files import to_plain
 from recbole_moe.fingerprint import check_data, run_fingerprint
@@ -364,6 +367,8 @@ class RecBoleMoeTrainer(Trainer):
             self.tensorboard = SummaryWriter(os.path.abspath(log_dir))
         #: Whether the batches being evaluated come in order of history length, trimmed
         self.eval_sorted = False
+        #: The seen items removed from the rankings being evaluated (None: none removed)
+        self.eval_seen: SeenItems | None = None
         # RecBole's collector, with the top-k hits found without a dense [users, items] matrix
         self.eval_collector = (
             TopkCollector(config)
@@ -583,11 +588,23 @@ class RecBoleMoeTrainer(Trainer):
         self.epoch_stats.append({"epoch": epoch_idx, **stats})
 
     # -- data-parallel evaluation --------------------------------------------------------------
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+    def evaluate(
+        self,
+        eval_data,
+        load_best_model=True,
+        model_file=None,
+        show_progress=False,
+        filter_seen: bool | None = None,
+    ):
         """RecBole's ``evaluate``; in a data-parallel run rank 0 reads the best checkpoint (the
         only rank that wrote it, after a barrier) and broadcasts it, and the metrics are
-        computed from every rank's rows (:class:`RankGatheringCollector`)."""
+        computed from every rank's rows (:class:`RankGatheringCollector`).
+
+        ``filter_seen``: rank without the items each user has seen before the target
+        (``None``: as ``eval_filter_seen`` says; :mod:`recbole_moe.data.seen`).
+        """
         self.eval_sorted = bool(getattr(eval_data, "sort_by_length", False))
+        self.eval_seen = self._seen_items(eval_data, filter_seen)
         if self.config["single_spec"] or not eval_data:
             return super().evaluate(eval_data, load_best_model, model_file, show_progress)
         if load_best_model:
@@ -604,6 +621,22 @@ class RecBoleMoeTrainer(Trainer):
             return super().evaluate(eval_data, False, None, show_progress)
         finally:
             self.eval_collector.eval_data = None
+
+    def _seen_items(self, eval_data, filter_seen: bool | None) -> SeenItems | None:
+        """The seen items to remove from ``eval_data``'s rankings (``None``: keep them; a
+        general model's history is removed by RecBole's own loader)."""
+        if filter_seen is None:
+            filter_seen = bool(self.config["eval_filter_seen"])
+        if not filter_seen or self.config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            return None
+        seen = getattr(eval_data, "seen_items", None)
+        if seen is None:
+            raise RecBoleMoeError(
+                "seen-item removal (eval_filter_seen) needs an evaluation loader of "
+                f"recbole_moe's data loading; {type(eval_data).__name__} has no seen items "
+                f"({seen_problem(self.config) or 'built elsewhere'})"
+            )
+        return seen
 
     def _map_reduce(self, result, num_sample):
         # metrics computed from the gathered rows are already global: skip RecBole's average
@@ -692,6 +725,9 @@ class RecBoleMoeTrainer(Trainer):
     def _full_sort_batch_eval(self, batched_data):
         """RecBole's full-sort batch evaluation in row groups.
 
+        Under seen-item removal (:attr:`eval_seen`) each row's seen items go with the batch
+        as RecBole's history index, which its evaluation sets to ``-inf``.
+
         A batch is scored in groups of at most :meth:`_eval_chunk_rows` rows (the score
         buffer's memory bound) and, under length-sorted evaluation, :meth:`_eval_group_rows`
         rows, each trimmed to its own longest history (the users are in order of history
@@ -700,6 +736,12 @@ class RecBoleMoeTrainer(Trainer):
         collector here, the last is returned for ``evaluate`` to collect. The collector keeps
         per-row results, so the metrics equal the ungrouped ones.
         """
+        if self.eval_seen is not None and batched_data[1] is None:
+            # the user's seen items, as RecBole passes a general model's history (row, item)
+            interaction, _, positive_u, positive_i = batched_data
+            users = interaction[self.config["USER_ID_FIELD"]]
+            seen = self.eval_seen.pairs(users, positive_i)  # each row's target stays ranked
+            batched_data = (interaction, seen, positive_u, positive_i)
         rows = len(batched_data[0])
         group = self._eval_group_rows()
         sizes = [size for size in (self._eval_chunk_rows(), group) if size]

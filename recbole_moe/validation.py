@@ -15,7 +15,8 @@ from typing import Any
 
 import recbole
 import yaml
-from recbole.utils import ModelType
+from recbole.trainer import Trainer
+from recbole.utils import ModelType, get_trainer
 from recbole.utils.argument_list import (
     dataset_arguments,
     evaluation_arguments,
@@ -32,6 +33,7 @@ from recbole_moe.config import (
 from recbole_moe.data.atomic import check_atomic_file, check_interaction_file, read_header
 from recbole_moe.data.lean import batch_order_problem, data_path_mode, eval_batch_order_problem
 from recbole_moe.data.prepare import DataPreparationError
+from recbole_moe.data.seen import seen_problem
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.activation import GELU_IMPLS
 from recbole_moe.layers.attention import ATTENTION_IMPLS
@@ -61,7 +63,7 @@ POSITIVE_INT_KEYS = (
     "scan_batch_block",
 )
 #: On/off settings: ``True`` / ``False`` (or 1 / 0) when present.
-BOOL_KEYS = ("scan_compile",)
+BOOL_KEYS = ("scan_compile", "eval_filter_seen")
 #: Integer or float settings that must be >= 0 when present.
 NON_NEGATIVE_KEYS = (
     "warmup_steps",
@@ -211,8 +213,22 @@ def config_problems(config: Config) -> list[str]:
         problem = eval_batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {config.source_of('eval_batch_order')})")
+    if present("eval_filter_seen") and is_switch(config["eval_filter_seen"]):
+        problem = filter_seen_problem(config)
+        if problem:
+            problems.append(_problem(config, "eval_filter_seen", problem))
     problems += selection_problems(config)
     return problems
+
+
+def filter_seen_problem(config: Config) -> str | None:
+    """Why ``eval_filter_seen: True`` cannot be used (``None``: it can, or it is off)."""
+    if not config["eval_filter_seen"]:
+        return None
+    problem = seen_problem(config)
+    if problem is None and get_trainer(config["MODEL_TYPE"], config["model"]) is not Trainer:
+        problem = f"model {config['model']} trains with a RecBole trainer of its own"
+    return f"cannot be True: {problem}; leave it False" if problem else None
 
 
 def selection_problems(config: Config) -> list[str]:

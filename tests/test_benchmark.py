@@ -182,7 +182,22 @@ def test_report_rows_and_mean_std_match_hand_computation(finished):
     improvement = (float(hy["hit@10_mean"]) - float(sas["hit@10_mean"])) / float(sas["hit@10_mean"])
     assert "| HyMoERec | HR@10 | SASRec |" in markdown
     assert f"{improvement * 100:+.1f}%" in markdown
-    assert "(n=2)" in markdown
+    assert "(n=2 vs 2)" in markdown
+    assert "p (Welch t)" in markdown and "Wins, ties and losses" in markdown
+    # both protocols, the selection's named; the second table from test_result_seen_removed
+    assert (
+        "- Ranking protocols: model selection on validation NDCG@10 with every item ranked "
+        "(RecBole's protocol)" in markdown
+    )
+    seen_part = markdown.split("### Test, each user's seen items removed")[1]
+    with open(os.path.join(finished.out, "synth_seen_removed.csv"), encoding="utf-8") as f:
+        seen_rows = list(csv.DictReader(f))
+    for row in seen_rows:
+        values = [
+            r["test_result_seen_removed"]["ndcg@10"] for r in records if r["model"] == row["model"]
+        ]
+        assert float(row["ndcg@10_mean"]) == pytest.approx(np.mean(values), abs=1e-12)
+        assert _fmt_mean_std(values) in seen_part
     with open(os.path.join(finished.out, "efficiency.csv"), encoding="utf-8") as f:
         efficiency = list(csv.DictReader(f))
     assert [r["model"] for r in efficiency] == MODELS
@@ -193,6 +208,25 @@ def test_report_rows_and_mean_std_match_hand_computation(finished):
         assert float(row["best_epoch"]) == pytest.approx(np.mean([r["best_epoch"] for r in runs]))
         wall = np.mean([r["duration_s"] for r in runs]) / 60
         assert float(row["wall_min"]) == pytest.approx(wall)
+
+
+def _fmt_mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def test_records_hold_both_protocols_of_the_kept_checkpoint(finished):
+    """Each record's two test results are its kept best checkpoint evaluated both ways."""
+    from recbole_moe.quick_start import get_trainer, load_model
+
+    for record in read_runs(os.path.join(finished.out, RUNS_FILE)):
+        model_file = os.path.join(os.path.dirname(finished.out), record["model_file"])
+        assert os.path.isfile(model_file)  # kept for further protocols
+        parts = load_model(model_file)
+        trainer = get_trainer(parts.config, parts.model)
+        for key, removed in (("test_result", False), ("test_result_seen_removed", True)):
+            result = trainer.evaluate(parts.test_data, load_best_model=False, filter_seen=removed)
+            assert record[key] == {k: float(v) for k, v in result.items()}
+        assert record["test_result_seen_removed"] != record["test_result"]
 
 
 def test_plots_written_when_matplotlib_available(finished):
@@ -357,7 +391,9 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tiny_config, tmp_path, m
     # the wall time in all counts the killed process's epoch 0 too
     assert again["wall_total_s"] == again["duration_s"]
     assert record["wall_total_s"] > record["duration_s"]
-    assert not os.path.exists(os.path.join(out, "saved"))  # finished: checkpoints removed
+    # finished: the resume point removed, the best checkpoint kept for further protocols
+    assert not glob.glob(os.path.join(config["checkpoint_dir"], "*-last.pth"))
+    assert os.path.isfile(record["model_file"])
 
 
 def test_max_minutes_pauses_a_run_and_the_same_call_continues_it(tiny_config, tmp_path):
@@ -413,8 +449,6 @@ def _record(model: str, seed: int, ndcg: float) -> dict:
 
 
 def test_single_seed_strongest_baseline_gets_a_tested_second_row():
-    from scipy import stats
-
     from recbole_moe.benchmark.report import summarize
 
     fame = [0.051, 0.050, 0.052]
@@ -425,18 +459,94 @@ def test_single_seed_strongest_baseline_gets_a_tested_second_row():
     records.append(_record("Mamba4Rec", 0, 0.048))  # strongest mean, one seed
     (summary,) = summarize(records)
     first, second = summary.comparisons
-    assert (first.baseline, first.n_pairs, first.tested_fallback) == ("Mamba4Rec", 1, False)
-    assert math.isnan(first.p_value)
-    # The fallback is the strongest of the baselines with >= 2 common seeds: SASRec, not GRU4Rec.
-    assert (second.baseline, second.n_pairs, second.tested_fallback) == ("SASRec", 3, True)
-    d = np.subtract(fame, sasrec)
-    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
-    assert second.p_value == pytest.approx(2 * stats.t.sf(abs(t), df=2), rel=1e-9)
+    assert (first.baseline, first.n_base, first.tested_fallback) == ("Mamba4Rec", 1, False)
+    assert math.isnan(first.p_value) and first.outcome == "untested"
+    # The fallback is the strongest of the baselines with >= 2 seeds: SASRec, not GRU4Rec.
+    assert (second.baseline, second.n_ours, second.n_base) == ("SASRec", 3, 3)
+    assert second.tested_fallback
+    assert second.p_value == pytest.approx(_welch_p(fame, sasrec), rel=1e-9)
     assert second.improvement == pytest.approx((np.mean(fame) / np.mean(sasrec) - 1) * 100)
     # With three Mamba4Rec seeds it is tested directly and no second row is added.
     records += [_record("Mamba4Rec", s, v) for s, v in [(1, 0.047), (2, 0.049)]]
     (summary,) = summarize(records)
-    assert [(c.baseline, c.n_pairs) for c in summary.comparisons] == [("Mamba4Rec", 3)]
+    assert [(c.baseline, c.n_base) for c in summary.comparisons] == [("Mamba4Rec", 3)]
+
+
+def _welch_p(a: list[float], b: list[float]) -> float:
+    """Welch's two-sided p-value by its formula (Welch-Satterthwaite degrees of freedom)."""
+    from scipy import stats
+
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    t = (np.mean(a) - np.mean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return float(2 * stats.t.sf(abs(t), df))
+
+
+def test_welch_test_is_scipys_and_ignores_seed_order():
+    """Model-vs-model rows use Welch's test: scipy's ttest_ind(equal_var=False) on the seeds,
+    the same p-value whatever seed of one model would be paired with which of the other."""
+    from scipy import stats
+
+    from recbole_moe.benchmark.report import summarize
+
+    fame = [0.0512, 0.0498, 0.0530]
+    sasrec = [0.0481, 0.0502, 0.0470, 0.0490]  # a different number of seeds
+    records = [_record("FAME", s, v) for s, v in enumerate(fame)]
+    records += [_record("SASRec", s, v) for s, v in enumerate(sasrec)]
+    (row,) = summarize(records)[0].comparisons
+    expected = stats.ttest_ind(fame, sasrec, equal_var=False).pvalue
+    assert row.p_value == pytest.approx(expected, rel=1e-12)
+    assert row.p_value == pytest.approx(_welch_p(fame, sasrec), rel=1e-9)
+    assert (row.n_ours, row.n_base) == (3, 4)
+    # SASRec's seeds relabelled: a paired test would change, Welch's does not
+    shuffled = [_record("SASRec", s, v) for s, v in enumerate(reversed(sasrec))]
+    (again,) = summarize(records[:3] + shuffled)[0].comparisons
+    assert again.p_value == pytest.approx(row.p_value, rel=1e-12)
+    paired = [stats.ttest_rel(fame, b[:3]).pvalue for b in (sasrec, sasrec[::-1])]
+    assert paired[0] != pytest.approx(paired[1])
+
+
+def test_outcomes_of_both_protocols_and_old_records_shown_as_missing(tmp_path):
+    """The report's win / tie / lose summary follows Welch's p < 0.05 and the sign, in each
+    protocol; records written before test_result_seen_removed existed show as missing."""
+    from recbole_moe.benchmark.report import summarize
+
+    fame = {0: 0.060, 1: 0.061, 2: 0.062}
+    sasrec = {0: 0.050, 1: 0.051, 2: 0.049}
+    records = []
+    for seed in range(3):
+        ours = _record("FAME", seed, fame[seed])
+        ours["test_result"]["hit@10"] = 0.09 + seed * 0.01  # a tie: spread over both sides
+        ours["test_result_seen_removed"] = {"ndcg@10": sasrec[seed], "hit@10": 0.2}
+        base = _record("SASRec", seed, sasrec[seed])
+        base["test_result"]["hit@10"] = 0.10 + seed * 0.001
+        if seed:  # seed 0 recorded before both protocols were
+            base["test_result_seen_removed"] = {"ndcg@10": fame[seed], "hit@10": 0.1 + seed / 1000}
+        records += [ours, base]
+    plan = {"ours": ["FAME"], "report_metrics": ["NDCG@10", "Hit@10"]}
+    for record in records:
+        record["plan"] = plan
+    (configured,) = summarize(records)
+    assert {c.metric: c.outcome for c in configured.comparisons} == {
+        "ndcg@10": "win",
+        "hit@10": "tie",
+    }
+    (seen,) = summarize(records, "test_result_seen_removed")
+    assert seen.missing == ["SASRec"]
+    assert seen.cell("SASRec").seeds == [1, 2]
+    outcomes = {c.metric: c.outcome for c in seen.comparisons}
+    assert outcomes == {"ndcg@10": "lose", "hit@10": "win"}
+    out = tmp_path / "out"
+    out.mkdir()
+    for record in records:
+        record["key"] = f"{record['model']}|toys|{record['seed']}"
+        append_record(str(out / RUNS_FILE), record)
+    write_report(str(out), plots=False)
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    configured_part, seen_part = markdown.split("### Test, each user's seen items removed")
+    assert "Missing (recorded without these results): SASRec (1 run)." in seen_part
+    assert "| FAME | SASRec | NDCG@10 +" in configured_part
+    assert "| FAME | SASRec | HR@10 +" in seen_part and "| NDCG@10 -" in seen_part
 
 
 def test_wall_time_counts_every_process_of_a_resumed_run():

@@ -36,8 +36,9 @@ def _settings(data_path: str, checkpoint_dir: str, **overrides) -> dict:
     return tiny_config(data_path, checkpoint_dir=checkpoint_dir, **SETTINGS, **overrides)
 
 
-def _single_process_eval(model_file: str, split: str) -> dict:
-    """Metrics of a checkpoint evaluated by one process (no process group)."""
+def _single_process_eval(model_file: str, split: str, filter_seen: bool | None = None) -> dict:
+    """Metrics of a checkpoint evaluated by one process (no process group); ``filter_seen``
+    as :meth:`RecBoleMoeTrainer.evaluate` takes it."""
     from recbole_moe import load_model
     from recbole_moe.quick_start import get_trainer
 
@@ -45,7 +46,8 @@ def _single_process_eval(model_file: str, split: str) -> dict:
     trainer = get_trainer(parts.config, parts.model)
     trainer.eval_collector.data_collect(parts.valid_data)  # as fit() does before evaluating
     data = parts.valid_data if split == "valid" else parts.test_data
-    return {k: float(v) for k, v in trainer.evaluate(data, load_best_model=False).items()}
+    result = trainer.evaluate(data, load_best_model=False, filter_seen=filter_seen)
+    return {k: float(v) for k, v in result.items()}
 
 
 def _train_loss(model_file: str) -> float:
@@ -215,6 +217,27 @@ def test_length_grouped_batches_in_two_processes(data_path, tmp_path):
     max_len = result["config"]["MAX_ITEM_LIST_LENGTH"]
     assert min(rank0["widths"] + rank1["widths"]) < max_len  # trimmed batches
     assert result["test_result"] == _single_process_eval(result["model_file"], "test")
+
+
+def test_seen_items_removed_in_two_processes(data_path, tmp_path):
+    """``eval_filter_seen`` under DDP: each rank removes its rows' seen items, and the
+    gathered metrics equal one process's evaluation of the checkpoint, on both splits."""
+    import torch.multiprocessing as mp
+
+    from recbole_moe.distributed import launch
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    extra = {"eval_filter_seen": True}
+    (result,) = launch(
+        _train_worker,
+        2,
+        (["SASRec"], data_path, str(tmp_path), _free_ports(1), queue, extra),
+        queue,
+    )
+    assert result["config"]["eval_filter_seen"] is True
+    assert result["best_valid_result"] == _single_process_eval(result["model_file"], "valid")
+    assert result["test_result"] == _single_process_eval(result["model_file"], "test")
+    assert result["test_result"] != _single_process_eval(result["model_file"], "test", False)
 
 
 def test_occupied_port_fails_fast_with_clear_error(data_path, tmp_path):

@@ -10,6 +10,7 @@ import torch
 import recbole_moe
 from recbole_moe import cli
 from recbole_moe.recommend import Recommender, UnknownIdError
+from recbole_moe.testing import user_histories
 from recbole_moe.trainer import CheckpointMismatchError
 
 DATA_PATHS = {
@@ -35,28 +36,29 @@ def checkpoint(request, synth, tmp_path_factory):
 
 def test_histories_are_each_users_latest_items_in_time_order(checkpoint, synth):
     rec = Recommender.load(checkpoint)
-    rows = {}
-    with open(f"{synth.data_path}/synth/synth.inter", encoding="utf-8") as f:
-        next(f)
-        for line in f:
-            user, item, time = line.split("\t")
-            rows.setdefault(user, []).append((float(time), item))
+    rows = user_histories(f"{synth.data_path}/synth/synth.inter")
     assert len(rec.histories) == len(rows)
     for user in ("1", "7", "42", "300"):
         uid = rec.dataset.field2token_id[rec.uid_field][user]
         items = [str(i) for i in rec.dataset.id2token(rec.iid_field, rec.histories[uid])]
-        expected = [item for _, item in sorted(rows[user])]
+        expected = rows[user]
         # the test input (the latest MAX_ITEM_LIST_LENGTH items before it) + the test item
         assert items == expected[-(rec.max_len + 1) :]
 
 
-def test_recommendations_are_the_top_k_of_full_sort_predict(checkpoint):
+def test_recommendations_are_the_top_k_of_full_sort_predict(checkpoint, synth):
     rec = Recommender.load(checkpoint)
-    users = ["1", "7", "42"]
+    everything = user_histories(f"{synth.data_path}/synth/synth.inter")
+    users = ["1", "7", "42", "15"]
+    # user 15's whole history is longer than the model's input and the test item together
+    assert len(everything["15"]) > rec.max_len + 1
     results = rec.recommend(users, topk=5)
     for user, result in zip(users, results, strict=False):
         uid = rec.dataset.field2token_id[rec.uid_field][user]
         history = rec.histories[uid]
+        known = rec.dataset.token2id(rec.iid_field, everything[user])
+        _, excluded = rec.seen.pairs(torch.tensor([uid]))
+        assert sorted(excluded.tolist()) == sorted(set(known.tolist()))
         seq = torch.zeros(1, rec.max_len, dtype=torch.long)
         recent = torch.as_tensor(history[-rec.max_len :])
         seq[0, : len(recent)] = recent
@@ -72,11 +74,11 @@ def test_recommendations_are_the_top_k_of_full_sort_predict(checkpoint):
         with torch.no_grad():
             scores = rec.model.full_sort_predict(inter).view(-1)
         scores[0] = -torch.inf
-        scores[torch.as_tensor(history)] = -torch.inf
+        scores[torch.as_tensor(known)] = -torch.inf  # the whole history, not only the input
         expected = rec.dataset.id2token(rec.iid_field, torch.topk(scores, 5).indices.numpy())
         assert result.items == [str(t) for t in expected]
         assert result.scores == sorted(result.scores, reverse=True)
-        assert not set(result.items) & set(rec.dataset.id2token(rec.iid_field, history))
+        assert not set(result.items) & set(everything[user])
 
 
 def test_history_variant_follows_the_planted_pattern(checkpoint):

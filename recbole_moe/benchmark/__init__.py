@@ -71,8 +71,10 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--keep-checkpoints",
-        action="store_true",
-        help="keep each run's best checkpoint under <out>/saved",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep each run's best checkpoint under <out>/saved (default), so that another "
+        "evaluation protocol needs no retraining",
     )
     parser.add_argument(
         "--max-minutes",

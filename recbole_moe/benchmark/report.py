@@ -2,11 +2,15 @@
 
 ``write_report(out)`` writes into ``out``:
 
-* ``report.md``: per dataset, mean ± std over seeds of every test metric with the best value per
-  column in bold; each of our models against the strongest baseline per metric (relative
-  improvement and a paired t-test across seeds); an efficiency table; the comparison with
-  published numbers (``recbole_moe/reference/published.yaml``); failed and missing runs.
-* ``<dataset>.csv`` (one per dataset) and ``efficiency.csv``.
+* ``report.md``: per dataset and ranking protocol (the test result as configured, then with
+  each user's seen items removed, ``test_result_seen_removed``; older records without it show
+  as missing), mean ± std over seeds of every test metric with the best value per column in
+  bold; each of our models against the strongest baseline per metric (relative improvement
+  and Welch's t-test over the seeds: seeds of two models are independent runs, not pairs)
+  and a win / tie / lose summary; an efficiency table; the comparison with published numbers
+  (``recbole_moe/reference/published.yaml``); failed and missing runs.
+* ``<dataset>.csv`` and ``<dataset>_seen_removed.csv`` (one per dataset) and
+  ``efficiency.csv``.
 * ``<dataset>_metrics.png`` and ``time_vs_quality.png`` when matplotlib is installed.
 
 Standard deviations are sample standard deviations (``ddof=1``); with one seed there is none.
@@ -32,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy.stats import ttest_rel
+from scipy.stats import ttest_ind
 
 from recbole_moe.benchmark.insight import insight_files, insight_plots, insight_section
 from recbole_moe.benchmark.plans import OUR_MODELS
@@ -59,12 +63,28 @@ _METRIC_NAMES = {
     "map": "MAP",
 }
 _METRIC_ORDER = ["hit", "ndcg", "mrr", "recall", "precision", "map"]
+#: p-value below which a difference counts as a win or a loss.
+SIGNIFICANCE = 0.05
 
 
 def metric_label(key: str) -> str:
     """``"hit@10"`` -> ``"HR@10"``."""
     name, _, k = key.partition("@")
     return f"{_METRIC_NAMES.get(name, name)}@{k}" if k else _METRIC_NAMES.get(name, name)
+
+
+#: The ranking protocols of the test results, as the report names them.
+PROTOCOLS = {
+    "all": "every item ranked (RecBole's protocol)",
+    "seen": "each user's seen items removed",
+}
+
+
+def protocol_label(records: list[dict]) -> str:
+    """The ranking protocol the runs were configured with (``eval_filter_seen``; both names
+    when they differ)."""
+    kinds = {"seen" if (r.get("config") or {}).get("eval_filter_seen") else "all" for r in records}
+    return " / ".join(PROTOCOLS[k] for k in PROTOCOLS if k in kinds)
 
 
 def record_regime(record: dict) -> str:
@@ -146,11 +166,22 @@ class Comparison:
     ours: float
     base: float
     improvement: float  # percent
-    p_value: float  # paired t-test across common seeds; NaN when it cannot be computed
-    n_pairs: int
-    # True for the second row of a metric whose strongest baseline shares fewer than 2 seeds
-    # with ours: the strongest baseline that does, so that the metric still has a test.
+    p_value: float  # Welch's t-test over the seeds; NaN when it cannot be computed
+    n_ours: int  # seeds of ours
+    n_base: int  # seeds of the baseline
+    # True for the second row of a metric whose strongest baseline has fewer than 2 seeds:
+    # the strongest baseline that has, so that the metric still has a test.
     tested_fallback: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """``win`` / ``lose`` (p < 0.05, by the sign of the difference), ``tie``, or
+        ``untested`` (no p-value)."""
+        if math.isnan(self.p_value):
+            return "untested"
+        if self.p_value >= SIGNIFICANCE:
+            return "tie"
+        return "win" if self.ours > self.base else "lose"
 
 
 @dataclass
@@ -161,6 +192,7 @@ class DatasetSummary:
     ours: list[str]
     comparisons: list[Comparison] = field(default_factory=list)
     regime: str = "prefix"  # train_objective of most runs; cells trained otherwise are labelled
+    missing: list[str] = field(default_factory=list)  # models whose runs lack these results
 
     @property
     def regime_label(self) -> str:
@@ -181,44 +213,50 @@ class DatasetSummary:
         return max(cells, key=lambda c: c.mean(metric)).model if cells else None
 
 
-def _choose_metrics(records: list[dict]) -> list[str]:
+def _choose_metrics(records: list[dict], result: str = "test_result") -> list[str]:
     """The plan's report metrics when every run has them, else every test metric."""
-    available = set.intersection(*(set(r["test_result"]) for r in records))
+    available = set.intersection(*(set(r[result]) for r in records))
     wanted = [m.lower() for m in records[0].get("plan", {}).get("report_metrics", [])]
     chosen = [m for m in wanted if m in available]
     return chosen or sorted(available, key=_metric_sort_key)
 
 
-def paired_test(ours: Cell, base: Cell, metric: str) -> tuple[float, int]:
-    """Paired t-test (``scipy.stats.ttest_rel``) over the seeds both cells ran.
+def welch_test(ours: Cell, base: Cell, metric: str) -> float:
+    """Welch's t-test (``scipy.stats.ttest_ind``, ``equal_var=False``) of the two cells' seeds.
+
+    Seeds of two models are independent runs, so they are not paired: any pairing of them
+    is arbitrary, and its p-value depends on it.
 
     Returns:
-        ``(p_value, n_pairs)``; the p-value is NaN with fewer than 2 pairs or identical
-        differences.
+        the two-sided p-value; NaN with fewer than 2 seeds on a side, or no variance on
+        either.
     """
-    common = [s for s in ours.seeds if s in base.seeds]
-    if len(common) < 2:
-        return math.nan, len(common)
-    a = [ours.values[metric][ours.seeds.index(s)] for s in common]
-    b = [base.values[metric][base.seeds.index(s)] for s in common]
-    diffs = np.subtract(a, b)
-    if np.allclose(diffs, diffs[0]):
-        return math.nan, len(common)
+    a, b = ours.values[metric], base.values[metric]
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(ttest_rel(a, b).pvalue), len(common)
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def summarize(records: list[dict]) -> list[DatasetSummary]:
-    """Group ``ok`` records by dataset and model (in first-seen order) and compare.
+def summarize(records: list[dict], result: str = "test_result") -> list[DatasetSummary]:
+    """Group ``ok`` records by dataset and model (in first-seen order) and compare, on the
+    test results in each record's field ``result`` (``test_result``, or
+    ``test_result_seen_removed``: records without it are left out, their models listed in
+    ``missing``).
 
     ``records`` are the latest records per key (see :func:`runner.latest_records`).
     """
-    ok = [r for r in records if r.get("status") == "ok"]
+    done = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in done if r.get(result)]
     summaries = []
-    for dataset in dict.fromkeys(r["dataset"] for r in ok):
+    for dataset in dict.fromkeys(r["dataset"] for r in done):
         rows = [r for r in ok if r["dataset"] == dataset]
-        metrics = _choose_metrics(rows)
+        lacking = [r["model"] for r in done if r["dataset"] == dataset and not r.get(result)]
+        if not rows:
+            summaries.append(DatasetSummary(dataset, [], [], [], missing=lacking))
+            continue
+        metrics = _choose_metrics(rows, result)
         ours = rows[0].get("plan", {}).get("ours") or list(OUR_MODELS)
         cells = []
         regimes = model_regimes(rows)
@@ -228,11 +266,13 @@ def summarize(records: list[dict]) -> list[DatasetSummary]:
                 Cell(
                     model,
                     [r["seed"] for r in runs],
-                    {m: [float(r["test_result"][m]) for r in runs] for m in metrics},
+                    {m: [float(r[result][m]) for r in runs] for m in metrics},
                     regimes[model],
                 )
             )
-        summary = DatasetSummary(dataset, metrics, cells, ours, regime=main_regime(rows))
+        summary = DatasetSummary(
+            dataset, metrics, cells, ours, regime=main_regime(rows), missing=lacking
+        )
         baselines = [c for c in cells if c.model not in ours]
         for cell in cells:
             if cell.model not in ours or not baselines:
@@ -244,7 +284,7 @@ def summarize(records: list[dict]) -> list[DatasetSummary]:
 
 
 def _comparison(ours: Cell, base: Cell, metric: str, tested_fallback: bool) -> Comparison:
-    p_value, n_pairs = paired_test(ours, base, metric)
+    p_value = welch_test(ours, base, metric)
     improvement = (
         (ours.mean(metric) - base.mean(metric)) / base.mean(metric) * 100
         if base.mean(metric)
@@ -258,7 +298,8 @@ def _comparison(ours: Cell, base: Cell, metric: str, tested_fallback: bool) -> C
         base.mean(metric),
         improvement,
         p_value,
-        n_pairs,
+        len(ours.seeds),
+        len(base.seeds),
         tested_fallback,
     )
 
@@ -266,16 +307,14 @@ def _comparison(ours: Cell, base: Cell, metric: str, tested_fallback: bool) -> C
 def compare(ours: Cell, baselines: list[Cell], metric: str) -> list[Comparison]:
     """``ours`` against the baseline with the highest mean on ``metric``.
 
-    When that baseline shares fewer than 2 seeds with ``ours`` (one seed of Mamba4Rec beside
-    three of SASRec), a second row compares against the strongest baseline that shares at
-    least 2, so that every metric keeps a paired test where the runs allow one.
+    When that baseline has fewer than 2 seeds (one seed of Mamba4Rec beside three of SASRec),
+    a second row compares against the strongest baseline that has at least 2, so that every
+    metric keeps a test where the runs allow one.
     """
     base = max(baselines, key=lambda c: c.mean(metric))
     rows = [_comparison(ours, base, metric, tested_fallback=False)]
-    if rows[0].n_pairs < 2:
-        testable = [
-            c for c in baselines if len(set(c.seeds) & set(ours.seeds)) >= 2 and c is not base
-        ]
+    if len(base.seeds) < 2 and len(ours.seeds) >= 2:
+        testable = [c for c in baselines if len(c.seeds) >= 2 and c is not base]
         if testable:
             fallback = max(testable, key=lambda c: c.mean(metric))
             rows.append(_comparison(ours, fallback, metric, tested_fallback=True))
@@ -351,10 +390,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _p_text(p_value: float, n_pairs: int) -> str:
+def _p_text(p_value: float, n_ours: int, n_base: int) -> str:
+    seeds = f"n={n_ours} vs {n_base}"
     if math.isnan(p_value):
-        return f"n/a (n={n_pairs})"
-    return f"{p_value:.3g}{' *' if p_value < 0.05 else ''} (n={n_pairs})"
+        return f"n/a ({seeds})"
+    return f"{p_value:.3g}{' *' if p_value < SIGNIFICANCE else ''} ({seeds})"
 
 
 def _config_summary(record: dict) -> str:
@@ -408,8 +448,12 @@ def _hardware_lines(records: list[dict]) -> list[str]:
     return ["- Hardware:"] + [f"  - {text}: {', '.join(runs)}." for text, runs in machines.items()]
 
 
-def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
-    """Markdown for one dataset: setup, metric table, comparison with the strongest baseline."""
+def dataset_section(
+    summary: DatasetSummary, records: list[dict], seen: DatasetSummary | None = None
+) -> list[str]:
+    """Markdown for one dataset: setup, then per ranking protocol (``summary``: the test
+    results as configured, ``seen``: with seen items removed) the metric table, the comparison
+    with the strongest baseline and the win / tie / lose summary."""
     rows_ok = [r for r in records if r.get("status") == "ok" and r["dataset"] == summary.dataset]
     first = rows_ok[0]
     plan = first.get("plan", {})
@@ -447,14 +491,37 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
     commits = sorted({r.get("commit") or "not recorded" for r in rows_ok})
     lines.append(f"- Code commit: {', '.join(commits)}")
     lines += _shared_lines(rows_ok)
+    valid_metric = first.get("config", {}).get("valid_metric", "?")
+    configured = protocol_label(rows_ok)
     lines += [
         f"- Seeds: {', '.join(map(str, seeds))}; test metrics of the best-validation checkpoint "
-        f"(valid metric {first.get('config', {}).get('valid_metric', '?')}), mean ± sample std "
-        "over seeds, best mean per column in bold.",
+        f"(valid metric {valid_metric}), mean ± sample std over seeds, best mean per column in "
+        "bold.",
+        f"- Ranking protocols: model selection on validation {valid_metric} with {configured}; "
+        f"the selected checkpoint is tested with {configured} and with {PROTOCOLS['seen']} "
+        "(`test_result_seen_removed`).",
         *_hardware_lines(rows_ok),
         "- Full resolved config of every run: `runs.jsonl` (field `config`).",
         "",
     ]
+    lines += results_lines(summary, f"Test, {configured}")
+    if configured == PROTOCOLS["seen"]:
+        lines += [f"(Test with {PROTOCOLS['seen']}: the table above.)", ""]
+    elif seen is not None:
+        lines += results_lines(seen, f"Test, {PROTOCOLS['seen']}")
+    return lines
+
+
+def results_lines(summary: DatasetSummary, heading: str) -> list[str]:
+    """One protocol's results: the metric table, the comparison with the strongest baseline
+    and the win / tie / lose summary."""
+    lines = [f"### {heading}", ""]
+    if summary.missing:
+        counts = Counter(summary.missing)
+        listed = ", ".join(f"{model} ({n} run{'s' * (n > 1)})" for model, n in counts.items())
+        lines += [f"Missing (recorded without these results): {listed}.", ""]
+    if not summary.cells:
+        return lines
     header = ["Model", "seeds"] + [metric_label(m) for m in summary.metrics]
     best = {m: summary.best(m) for m in summary.metrics}
     rows = []
@@ -467,40 +534,59 @@ def dataset_section(summary: DatasetSummary, records: list[dict]) -> list[str]:
             row.append(f"**{text}**" if best[metric] == cell.model else text)
         rows.append(row)
     lines += _table(header, rows) + [""]
-    if summary.comparisons:
-        lines += [
-            "Our models against the strongest baseline of each column (relative "
-            "improvement of the means; paired t-test across seeds, * p < 0.05; n/a: fewer than "
-            "2 common seeds, or the same difference on every seed; where the strongest baseline "
-            "has fewer than 2 seeds in common with ours, a second row gives the strongest one "
-            "that has, marked (tested)):",
-            "",
+    if not summary.comparisons:
+        return lines
+    lines += [
+        "Our models against the strongest baseline of each column (relative improvement of "
+        "the means; Welch's t-test over the seeds, since seeds of two models are independent "
+        "runs, not pairs; * p < 0.05; n/a: fewer than 2 seeds on a side, or no variance; "
+        "where the strongest baseline has fewer than 2 seeds, a second row gives the strongest "
+        "one that has, marked (tested)):",
+        "",
+    ]
+    rows = [
+        [
+            summary.label(c.model),
+            metric_label(c.metric),
+            summary.label(c.baseline) + (" (tested)" if c.tested_fallback else ""),
+            _fmt(c.ours),
+            _fmt(c.base),
+            f"{c.improvement:+.1f}%" if not math.isnan(c.improvement) else "–",
+            _p_text(c.p_value, c.n_ours, c.n_base),
         ]
-        rows = [
-            [
-                summary.label(c.model),
-                metric_label(c.metric),
-                summary.label(c.baseline) + (" (tested)" if c.tested_fallback else ""),
-                _fmt(c.ours),
-                _fmt(c.base),
-                f"{c.improvement:+.1f}%" if not math.isnan(c.improvement) else "–",
-                _p_text(c.p_value, c.n_pairs),
-            ]
-            for c in summary.comparisons
-        ]
-        lines += _table(
-            [
-                "Ours",
-                "Metric",
-                "Strongest baseline",
-                "Ours mean",
-                "Baseline mean",
-                "Improv.",
-                "p (paired t)",
-            ],
-            rows,
-        ) + [""]
-    return lines
+        for c in summary.comparisons
+    ]
+    header = ["Ours", "Metric", "Strongest baseline", "Ours mean", "Baseline mean", "Improv."]
+    lines += _table(header + ["p (Welch t)"], rows) + [""]
+    return lines + outcome_lines(summary)
+
+
+#: Outcomes of a comparison, in the columns of the win / tie / lose summary.
+OUTCOMES = ("win", "tie", "lose", "untested")
+
+
+def outcome_lines(summary: DatasetSummary) -> list[str]:
+    """Win / tie / lose summary: per model and baseline, the metrics where ours is better or
+    worse at p < 0.05, those where the difference is not significant, and those without a
+    test."""
+    groups: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for c in summary.comparisons:
+        baseline = summary.label(c.baseline)  # a (tested) row counts for its baseline
+        text = f"{metric_label(c.metric)} {c.improvement:+.1f}%"
+        if not math.isnan(c.p_value):
+            text += f" (p {c.p_value:.2g})"
+        outcomes = groups.setdefault((summary.label(c.model), baseline), {o: [] for o in OUTCOMES})
+        outcomes[c.outcome].append(text)
+    rows = [
+        [model, baseline] + [", ".join(outcomes[o]) or "–" for o in OUTCOMES]
+        for (model, baseline), outcomes in groups.items()
+    ]
+    return [
+        f"Wins, ties and losses (Welch's t-test, p < {SIGNIFICANCE}):",
+        "",
+        *_table(["Ours", "Baseline", "wins", "ties", "loses", "untested"], rows),
+        "",
+    ]
 
 
 def efficiency_section(rows: list[dict]) -> list[str]:
@@ -775,6 +861,7 @@ def write_report(out: str, plots: bool = True, published_file: str = PUBLISHED_F
         with open(plan_path, encoding="utf-8") as f:
             plan_cells = [tuple(c) for c in json.load(f).get("cells", [])]
     summaries = summarize(records)
+    seen_removed = {s.dataset: s for s in summarize(records, "test_result_seen_removed")}
     efficiency = efficiency_rows(records)
     written = []
 
@@ -790,12 +877,17 @@ def write_report(out: str, plots: bool = True, published_file: str = PUBLISHED_F
         "",
     ]
     for summary in summaries:
-        lines += dataset_section(summary, records)
+        seen = seen_removed.get(summary.dataset)
+        lines += dataset_section(summary, records, seen)
         if plots:
             lines += [f"![{summary.dataset}]({summary.dataset}_metrics.png)", ""]
         path = os.path.join(out, f"{summary.dataset}.csv")
         dataset_csv(path, summary)
         written.append(path)
+        if seen is not None and seen.cells:
+            path = os.path.join(out, f"{summary.dataset}_seen_removed.csv")
+            dataset_csv(path, seen)
+            written.append(path)
     if efficiency:
         lines += efficiency_section(efficiency)
         if plots and summaries:

@@ -224,13 +224,19 @@ def run_one(
     model: str,
     dataset: str,
     seed: int,
-    keep_checkpoints: bool = False,
+    keep_checkpoints: bool = True,
     checkpoint_dir: str | None = None,
     command: str | None = None,
     extra_valid_metrics: dict[str, int] | None = None,
     time_budget_minutes: float | None = None,
 ) -> dict:
     """Train and evaluate one cell through :func:`recbole_moe.run`; returns its record.
+
+    The selected checkpoint is tested in both ranking protocols: ``test_result`` as the run is
+    configured (``eval_filter_seen``) and ``test_result_seen_removed`` with each user's seen
+    items removed (``None`` where removal does not apply). With ``keep_checkpoints`` (the
+    default) the best checkpoints stay (under ``checkpoint_dir``), so a further protocol
+    never needs a retrain; the resume point is removed either way.
 
     With ``time_budget_minutes`` the run stops at the first epoch boundary after that many
     minutes, its resume checkpoint written: the record then has ``status: paused`` and
@@ -287,6 +293,7 @@ def run_one(
                 config_dict=config_dict,
                 config_file_list=plan.config_files or None,
                 saved=True,
+                both_protocols=True,
             )
     except TimeBudgetReached as exc:
         record.update(
@@ -333,6 +340,7 @@ def run_one(
         best_valid_score=result["best_valid_score"],
         best_valid_result=result["best_valid_result"],
         test_result=result["test_result"],
+        test_result_seen_removed=result.get("test_result_seen_removed"),
         epochs_run=result.get("epochs_run"),
         epochs_trained=result.get("epochs_trained"),
         best_epoch=result.get("best_epoch"),
@@ -431,6 +439,7 @@ def shared_record(record: dict, other: Plan, metric: str, source: str) -> dict:
         best_valid_score=selection["best_valid_score"],
         best_valid_result=selection["best_valid_result"],
         test_result=selection["test_result"],
+        test_result_seen_removed=selection.get("test_result_seen_removed"),
         epochs_run=selection["epochs_run"],
         best_epoch=selection.get("best_epoch"),
         epochs_total=selection["epochs_run"],
@@ -463,7 +472,7 @@ def _done_records(path: str, log: Callable[[str], None]) -> dict[str, dict]:
 def execute(
     plan: Plan,
     out: str,
-    keep_checkpoints: bool = False,
+    keep_checkpoints: bool = True,
     log: Callable[[str], None] = print,
     command: str | None = None,
     share_with: list[SharedPlan] | None = None,

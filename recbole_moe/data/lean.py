@@ -53,6 +53,7 @@ from recbole.data.utils import create_samplers, get_dataloader
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
 from recbole_moe.data.atomic import check_interaction_file
+from recbole_moe.data.seen import attach_seen_items, seen_problem
 from recbole_moe.objective import is_sequence
 
 #: Name of the hidden 1-D field holding each sample's target position in the flat arrays.
@@ -664,7 +665,9 @@ def lean_data_preparation(
 def load_data(
     config, create_dataset, data_preparation, train_loader_class: type = LeanTrainDataLoader
 ):
-    """The dataset and its three loaders on the path ``data_path_mode`` selects.
+    """The dataset and its three loaders on the path ``data_path_mode`` selects; the
+    evaluation loaders carry the items each user has seen before (``seen_items``,
+    :mod:`recbole_moe.data.seen`) where seen-item removal applies.
 
     ``create_dataset`` / ``data_preparation`` are the RecBole-path functions to use otherwise;
     ``train_loader_class`` is the lean path's training loader.
@@ -681,10 +684,14 @@ def load_data(
             check_interaction_file(inter_file)  # names file and line of a malformed row
             raise
         logger.info(dataset)
-        return (dataset, *lean_data_preparation(config, dataset, train_loader_class))
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    return (dataset, *data_preparation(config, dataset))
+        loaders = lean_data_preparation(config, dataset, train_loader_class)
+    else:
+        dataset = create_dataset(config)
+        logger.info(dataset)
+        loaders = data_preparation(config, dataset)
+    if seen_problem(config) is None:
+        attach_seen_items(*loaders)  # eval_filter_seen, or a second protocol of a benchmark
+    return (dataset, *loaders)
 
 
 __all__ = [
