@@ -7,6 +7,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import recbole_moe  # noqa: F401  (applies the RecBole compatibility patches)
@@ -129,6 +130,13 @@ def test_equal_timestamps_reported_and_warned(tmp_path, capsys):
     # only the tie of a user's validation item with the item before it
     ties = prep.tie_stats([7, 7, 7, 8], [1, 1, 2, 5])
     assert ties == {"tied": 0.5, "held_out_users": 1, "users": 2}
+    # RecBole keeps timestamps as float32, 64 seconds apart at a 2000s Unix time: 978300710
+    # and 978300760 are the same float32 number (a tie), 978300600 and 978300700 are not
+    assert np.float32(978300710) == np.float32(978300760) != np.float32(978300700)
+    ties = prep.tie_stats([1, 1, 1], [978300600, 978300710, 978300760])
+    assert ties == {"tied": 2 / 3, "held_out_users": 1, "users": 1}
+    ties = prep.tie_stats([1, 1, 1], [978300600, 978300700, 978300860])
+    assert ties == {"tied": 0.0, "held_out_users": 0, "users": 1}
 
 
 def test_movielens_csv_and_zip_archive(tmp_path):

@@ -451,13 +451,15 @@ def compute_stats(user: np.ndarray, item: np.ndarray) -> dict[str, Any]:
 def tie_stats(user: np.ndarray, timestamp: np.ndarray) -> dict[str, Any]:
     """How much of the order of ``user``'s interactions is decided by ties in ``timestamp``.
 
-    ``tied``: the share of interactions that share their timestamp with another interaction of
-    the same user (their order in a leave-one-out split is the file's order, RecBole's sort
-    being stable). ``held_out_users``: users whose test item (last interaction) or validation
-    item (second last) is tied with the interaction before it, so the order of equal timestamps
+    Ties are counted as RecBole sees them: it stores a float field as float32, which holds a
+    Unix time of today to 64 seconds, and sorts each history stably, so interactions within
+    the same 64 seconds keep the file's order. ``tied``: the share of interactions tied with
+    another of the same user. ``held_out_users``: users whose test item (last interaction) or
+    validation item (second last) is tied with the interaction before it, so the file's order
     decides which item is held out.
     """
-    user, timestamp = np.asarray(user), np.asarray(timestamp)
+    user = np.asarray(user)
+    timestamp = np.asarray(timestamp).astype(np.float32)  # RecBole's storage of float fields
     order = np.lexsort((timestamp, user))
     user, timestamp = user[order], timestamp[order]
     same = (user[1:] == user[:-1]) & (timestamp[1:] == timestamp[:-1])  # [n - 1]: i+1 ties i
@@ -508,8 +510,8 @@ def _stats_lines(dataset: str, stats: dict[str, Any]) -> tuple[list[str], list[s
         if "ties" in values:
             ties = values["ties"]
             lines.append(
-                f"  {'equal times':<14}{100 * ties['tied']:>11.2f}%  of interactions; held-out "
-                f"items of {ties['held_out_users']:,} users decided by their order"
+                f"  {'equal times':<14}{100 * ties['tied']:>11.2f}%  of interactions (as float32); "
+                f"held-out items of {ties['held_out_users']:,} users decided by file order"
             )
     return lines, mismatches
 
@@ -681,10 +683,10 @@ def prepare_dataset(
     if ties and ties["held_out_users"]:
         warnings.warn(
             f"{dataset}: {100 * ties['tied']:.1f}% of the interactions share their timestamp "
-            f"with another of the same user; for {ties['held_out_users']:,} of "
-            f"{ties['users']:,} users the test or validation item is one of such a tie, so "
-            "the order of equal timestamps (kept from the source file) decides which item is "
-            "held out",
+            f"with another of the same user, as RecBole stores it (float32: 64 seconds at "
+            f"today's Unix times); for {ties['held_out_users']:,} of {ties['users']:,} users "
+            "the test or validation item is one of such a tie, so the order of the source "
+            "file decides which item is held out",
             TieOrderWarning,
             stacklevel=2,
         )
