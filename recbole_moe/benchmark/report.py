@@ -35,7 +35,6 @@ import yaml
 from scipy.stats import ttest_rel
 
 from recbole_moe.benchmark.insight import insight_files, insight_plots, insight_section
-from recbole_moe.benchmark.plans import OUR_MODELS
 from recbole_moe.benchmark.runner import (
     PLAN_FILE,
     RUNS_FILE,
@@ -45,6 +44,7 @@ from recbole_moe.benchmark.runner import (
 )
 from recbole_moe.environment import describe_hardware
 from recbole_moe.files import atomic_write_text
+from recbole_moe.model import proposed_models
 
 PUBLISHED_FILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference", "published.yaml"
@@ -219,7 +219,8 @@ def summarize(records: list[dict]) -> list[DatasetSummary]:
     for dataset in dict.fromkeys(r["dataset"] for r in ok):
         rows = [r for r in ok if r["dataset"] == dataset]
         metrics = _choose_metrics(rows)
-        ours = rows[0].get("plan", {}).get("ours") or list(OUR_MODELS)
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        ours = rows[0].get("plan", {}).get("ours") or proposed_models(models)
         cells = []
         regimes = model_regimes(rows)
         for model in dict.fromkeys(r["model"] for r in rows):

@@ -37,7 +37,16 @@ from recbole_moe.layers.facet_attention import (
     query_key_mask,
 )
 from recbole_moe.layers.moe import MeanWeights, softmax_fp32
-from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
+from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.declaration import (
+    Insight,
+    Number,
+    OneOf,
+    Panel,
+    Switch,
+    entropy,
+    fmt_list,
+)
 
 
 class FAME(DotProductSequentialRecommender):
@@ -49,6 +58,39 @@ class FAME(DotProductSequentialRecommender):
     so full-sort scoring costs the same as SASRec and builds nothing larger than ``[B, |I|]``.
     """
 
+    # ------------------------------------------------------------------ declarations
+    #: Each setting's allowed values or range, checked before any data is loaded.
+    accepts = {
+        "head_inner_size": Number(low=0, integer=True, optional=True),
+        "n_experts": Number(low=1, integer=True),
+        "moe_attention": Switch(),
+        "head_prediction": Switch(),
+        "gate": OneOf(("learned", "uniform")),
+        "fusion": OneOf(("logits", "probs")),
+        "item_subemb": OneOf(("proj", "split")),
+    }
+    #: Trains under ``train_objective: sequence`` (:meth:`forward_positions`).
+    sequence_trainable = True
+    #: Compared against the strongest baseline in benchmark reports.
+    proposed = True
+    #: Benchmark ``cpu-smoke`` scale: per-head size 16 at the reduced hidden size 32.
+    smoke_settings = {"n_heads": 2}
+    #: What a benchmark report shows of :meth:`epoch_statistics`.
+    insight = Insight(
+        description="FAME: mean gate weight per head (facet) and the normalised entropy of "
+        "each head's mean router distribution over its query experts (1: the experts are "
+        "mixed evenly, 0: one expert per head).",
+        columns=(
+            ("gate per head", lambda s: fmt_list(s["gate"])),
+            ("gate entropy", lambda s: f"{entropy(s['gate']):.3f}"),
+            ("router entropy per head", lambda s: fmt_list([entropy(h) for h in s["router"]])),
+        ),
+        panels=(
+            Panel("gate weight per head", lambda s: s["gate"]),
+            Panel("router entropy per head", lambda s: [entropy(h) for h in s["router"]]),
+        ),
+        series="head",
+    )
     #: Attention uses RecBole's causal + padding mask and no padding position is read
     #: (``attention_impl: sdpa`` may then attend with ``is_causal=True``).
     causal_attention = True
@@ -62,9 +104,9 @@ class FAME(DotProductSequentialRecommender):
         self.n_experts = config["n_experts"]
         self.moe_attention = bool(config["moe_attention"])
         self.head_prediction = bool(config["head_prediction"])
-        self.gate_type = config_choice(config, "gate", ("learned", "uniform"))
-        self.fusion = config_choice(config, "fusion", ("logits", "probs"))
-        self.item_subemb = config_choice(config, "item_subemb", ("proj", "split"))
+        self.gate_type = config["gate"]
+        self.fusion = config["fusion"]
+        self.item_subemb = config["item_subemb"]
         if self.n_layers < 1 or self.hidden_size % self.n_heads != 0:
             raise ValueError("FAME needs n_layers >= 1 and hidden_size a multiple of n_heads")
         self.head_size = self.hidden_size // self.n_heads

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_moe.layers.selective_scan import selective_scan
-from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
+from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.declaration import Number, OneOf, Switch
 
 BACKENDS = ("auto", "mamba_ssm", "torch")
 DT_INITS = ("recbole", "mamba")
@@ -219,6 +220,22 @@ class Mamba4Rec(DotProductSequentialRecommender):
     same parameters, so a checkpoint moves freely between them.
     """
 
+    #: Each setting's allowed values or range, checked before any data is loaded.
+    accepts = {
+        "d_state": Number(low=1, integer=True),
+        "d_conv": Number(low=1, integer=True),
+        "expand": Number(low=1, integer=True),
+        "mamba_backend": OneOf(BACKENDS),
+        "mamba_dt_init": OneOf(DT_INITS),
+        "scan_chunk_size": Number(low=1, integer=True),
+        "scan_batch_block": Number(low=1, integer=True, optional=True),
+        "scan_compile": Switch(),
+    }
+    #: Trains under ``train_objective: sequence`` (:meth:`forward_positions`).
+    sequence_trainable = True
+    #: Benchmark ``cpu-smoke`` scale: a smaller SSM state.
+    smoke_settings = {"d_state": 16}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 
@@ -231,7 +248,7 @@ class Mamba4Rec(DotProductSequentialRecommender):
         self.expand = config["expand"]
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
-        self.mamba_dt_init = config_choice(config, "mamba_dt_init", DT_INITS)
+        self.mamba_dt_init = config["mamba_dt_init"]
         self.scan_chunk_size = config["scan_chunk_size"]
         self.scan_batch_block = config["scan_batch_block"]
         self.scan_compile = bool(config["scan_compile"])
