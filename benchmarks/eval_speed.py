@@ -32,7 +32,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
     from recbole.evaluator import Collector
 
     from recbole_moe.collector import TopkCollector
-    from recbole_moe.layers.attention import use_attention_impl
+    from recbole_moe.layers.recbole_models import use_attention_impl
 
     trainer, train_data, valid_data = build(model_name, dataset, args)
     trainer._train_epoch(train_data, 0)

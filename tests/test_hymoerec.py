@@ -242,12 +242,9 @@ def test_each_ablation_switch_changes_the_computation(base_config, name):
 def test_invalid_switches_raise(base_config):
     with pytest.raises(ValueError):
         make_model(base_config, shared_expert=False, routed_experts=False)
-    for key, value in [
-        ("fusion", "max"),
-        ("lb_type", "z"),
-        ("warmup_type", "step"),
-        ("moe_impl", "x"),
-    ]:
+    # the layers refuse these too when built directly (a run refuses every declared setting
+    # before any data loads: tests/test_validation.py)
+    for key, value in [("fusion", "max"), ("moe_impl", "x")]:
         with pytest.raises(ValueError):
             make_model(base_config, **{key: value})
 

@@ -6,11 +6,12 @@ Reference:
     Mingrui Liu, Sixiao Zhang, Cheng Long. "Facet-Aware Multi-Head Mixture-of-Experts Model
     for Sequential Recommendation." in WSDM 2025 (arXiv 2411.01457).
 
-The backbone is SASRec: the first ``n_layers - 1`` layers are RecBole ``TransformerEncoder``
-layers; the last layer is :class:`~recbole_moe.layers.facet_attention.FacetMoELayer` (the
-paper's MoE self-attention inside each head, then a per-head Add & Norm and FFN'), and every
-head scores the items through its own item sub-embedding; a gate fuses the per-head scores (the
-paper's facet-aware multi-head prediction).
+The backbone is SASRec: the first ``n_layers - 1`` layers are RecBole's ``TransformerEncoder``
+layers (:mod:`recbole_moe.layers.transformer`, built with the chosen attention kernel); the
+last layer is :class:`~recbole_moe.layers.facet_attention.FacetMoELayer` (the paper's MoE
+self-attention inside each head, then a per-head Add & Norm and FFN'), and every head scores
+the items through its own item sub-embedding; a gate fuses the per-head scores (the paper's
+facet-aware multi-head prediction).
 
 For scoring, only the last valid position of the last layer reaches the output (every operation
 after the attention is position-wise), so that layer evaluates its queries at that position only.
@@ -25,9 +26,9 @@ The ablation switches ``moe_attention``, ``head_prediction``, ``gate``, ``fusion
 
 import torch
 import torch.nn.functional as F
-from recbole.model.layers import TransformerEncoder
 from torch import nn
 
+from recbole_moe.layers.dropout import make_dropout
 from recbole_moe.layers.facet_attention import (
     FacetMoELayer,
     MoEMultiHeadAttention,
@@ -37,6 +38,7 @@ from recbole_moe.layers.facet_attention import (
     query_key_mask,
 )
 from recbole_moe.layers.moe import MeanWeights, softmax_fp32
+from recbole_moe.layers.transformer import TransformerEncoder, layer_impls
 from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole_moe.model.declaration import (
     Insight,
@@ -91,9 +93,6 @@ class FAME(DotProductSequentialRecommender):
         ),
         series="head",
     )
-    #: Attention uses RecBole's causal + padding mask and no padding position is read
-    #: (``attention_impl: sdpa`` may then attend with ``is_causal=True``).
-    causal_attention = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -113,12 +112,17 @@ class FAME(DotProductSequentialRecommender):
         n_experts = self.n_experts if self.moe_attention else 1
         if not self.head_inner_size:
             self.head_inner_size = 4 * self.head_size
+        # How the layers compute, chosen here (same parameters either way): the lower layers'
+        # self-attention by RecBole's operations or one scaled_dot_product_attention call
+        # (attention_impl; causal: is_causal=True instead of the mask), dropout masks
+        # (dropout_impl), GELU (gelu_impl).
+        self.impls = layer_impls(config)
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.dropout = make_dropout(self.hidden_dropout_prob, self.impls.dropout)
         self.trm_encoder = TransformerEncoder(
             n_layers=self.n_layers - 1,
             n_heads=self.n_heads,
@@ -128,6 +132,8 @@ class FAME(DotProductSequentialRecommender):
             attn_dropout_prob=self.attn_dropout_prob,
             hidden_act=self.hidden_act,
             layer_norm_eps=self.layer_norm_eps,
+            impls=self.impls,
+            causal=True,  # RecBole's causal + padding mask; no padding position is read
         )
         self.last_layer = FacetMoELayer(
             n_heads=self.n_heads,
@@ -139,6 +145,7 @@ class FAME(DotProductSequentialRecommender):
             hidden_act=self.hidden_act,
             layer_norm_eps=self.layer_norm_eps,
             head_output=self.head_prediction,
+            impls=self.impls,
         )
         # W_f: row block h of the weight is W_f^(h)ᵀ (d' x d), the item sub-embeddings
         self.item_proj = (

@@ -20,6 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from recbole_moe.layers.dropout import make_dropout
 from recbole_moe.layers.hymoe import FUSIONS, HyMoEEncoder
 from recbole_moe.layers.moe import (
     LB_TYPES,
@@ -28,6 +29,7 @@ from recbole_moe.layers.moe import (
     RouterOutput,
     load_balance_loss,
 )
+from recbole_moe.layers.transformer import layer_impls
 from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole_moe.model.declaration import Insight, Number, OneOf, Panel, Switch, fmt_list
 from recbole_moe.objective import training_samples
@@ -97,9 +99,6 @@ class HyMoERec(DotProductSequentialRecommender):
         ),
         series="layer",
     )
-    #: Attention uses RecBole's causal + padding mask and no padding position is read
-    #: (``attention_impl: sdpa`` may then attend with ``is_causal=True``).
-    causal_attention = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -119,6 +118,10 @@ class HyMoERec(DotProductSequentialRecommender):
         self.lb_type = config["lb_type"]
         self.moe_impl = config["moe_impl"]
         self.last_position_only = bool(config["last_position_only"])
+        # How the layers compute, chosen here (same parameters either way): self-attention by
+        # RecBole's operations or one scaled_dot_product_attention call (attention_impl; causal:
+        # is_causal=True instead of the mask), dropout masks (dropout_impl), GELU (gelu_impl).
+        self.impls = layer_impls(config)
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -141,9 +144,11 @@ class HyMoERec(DotProductSequentialRecommender):
             fixed_alpha=self.fixed_alpha,
             alpha_init=self.alpha_init,
             moe_impl=self.moe_impl,
+            impls=self.impls,
+            causal=True,  # RecBole's causal + padding mask; no padding position is read
         )
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.dropout = make_dropout(self.hidden_dropout_prob, self.impls.dropout)
 
         self.loss_fct = self.build_loss()
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_moe.layers.dropout import dropout_impl, make_dropout
 from recbole_moe.layers.selective_scan import selective_scan
 from recbole_moe.model.base import DotProductSequentialRecommender
 from recbole_moe.model.declaration import Number, OneOf, Switch
@@ -163,11 +164,18 @@ class MambaBlock(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise FFN: LayerNorm(x + Dropout(W2 · Dropout(GELU(W1 · x))))."""
 
-    def __init__(self, d_model: int, inner_size: int, dropout: float, layer_norm_eps: float):
+    def __init__(
+        self,
+        d_model: int,
+        inner_size: int,
+        dropout: float,
+        layer_norm_eps: float,
+        dropout_impl: str = "torch",
+    ):
         super().__init__()
         self.w_1 = nn.Linear(d_model, inner_size)
         self.w_2 = nn.Linear(inner_size, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = make_dropout(dropout, dropout_impl)
         self.LayerNorm = nn.LayerNorm(d_model, eps=layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,15 +201,16 @@ class MambaLayer(nn.Module):
         chunk_size: int,
         batch_block: int | None,
         compile_scan: bool = False,
+        dropout_impl: str = "torch",
     ):
         super().__init__()
         self.residual = residual
         self.mamba = MambaBlock(
             d_model, d_state, d_conv, expand, backend, chunk_size, batch_block, compile_scan
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = make_dropout(dropout, dropout_impl)
         self.LayerNorm = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.ffn = FeedForward(d_model, 4 * d_model, dropout, layer_norm_eps)
+        self.ffn = FeedForward(d_model, 4 * d_model, dropout, layer_norm_eps, dropout_impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, L, D]`` → ``[B, L, D]``."""
@@ -254,11 +263,12 @@ class Mamba4Rec(DotProductSequentialRecommender):
         self.scan_compile = bool(config["scan_compile"])
         self.loss_type = config["loss_type"]
         self.backend = resolve_backend(config["mamba_backend"], config["device"])
+        self.dropout_impl = dropout_impl(config)  # torch's dropout masks or the cheaper CPU ones
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.dropout = nn.Dropout(self.dropout_prob)
+        self.dropout = make_dropout(self.dropout_prob, self.dropout_impl)
         self.mamba_layers = nn.ModuleList(
             MambaLayer(
                 d_model=self.hidden_size,
@@ -272,6 +282,7 @@ class Mamba4Rec(DotProductSequentialRecommender):
                 chunk_size=self.scan_chunk_size,
                 batch_block=self.scan_batch_block,
                 compile_scan=self.scan_compile,
+                dropout_impl=self.dropout_impl,
             )
             for _ in range(self.num_layers)
         )
