@@ -203,12 +203,16 @@ def config_problems(config: Config) -> list[str]:
 
 def model_setting_problems(config: Config) -> list[str]:
     """Each setting the model declares (``accepts``, :mod:`recbole_moe.model.declaration`)
-    whose value is not among its allowed values or in its range."""
+    whose value is not among its allowed values or in its range, then (when all are) each of
+    its rules between settings that ``config`` breaks (``setting_rules``)."""
+    declaration = declared(config.model_class)
     problems = []
-    for key, allowed in declared(config.model_class).accepts.items():
+    for key, allowed in declaration.accepts.items():
         problem = allowed.problem(config[key])
         if problem:
             problems.append(_problem(config, key, problem))
+    if not problems:
+        problems = [_problem(config, key, p) for key, p in declaration.setting_rules(config)]
     return problems
 
 

@@ -69,6 +69,12 @@ BAD_VALUES = [
     ({"lb_weight": -0.1}, "HyMoERec", r"lb_weight=-0.1 .*must be a number >= 0"),
     ({"mamba_dt_init": "zero"}, "Mamba4Rec", r"mamba_dt_init='zero' .*recbole, mamba"),
     ({"d_state": 0}, "Mamba4Rec", r"d_state=0 .*>= 1"),
+    (
+        {"shared_expert": False, "routed_experts": False},
+        "HyMoERec",
+        r"routed_experts=False \(from config_dict\): HyMoERec needs the routed experts when "
+        "shared_expert is off",
+    ),
 ]
 
 

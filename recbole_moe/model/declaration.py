@@ -4,6 +4,8 @@ A model class may set these class attributes (RecBole's own classes set none; de
 
 * ``accepts``: ``{setting: OneOf(...) | Number(...) | Switch()}``, each model setting's allowed
   values or range, checked with the rest of the configuration before any data is loaded;
+* ``setting_rules(config)``: a static method giving ``(setting, problem)`` for each rule
+  between its settings that ``config`` breaks (checked once every declared value is allowed);
 * ``sequence_trainable``: it can train under ``train_objective: sequence`` (it implements
   ``calculate_sequence_loss``, see :class:`~recbole_moe.model.base.DotProductSequentialRecommender`
   and :mod:`recbole_moe.model.sequence`);
@@ -127,11 +129,17 @@ def fmt_list(values: Sequence[float], digits: int = 3) -> str:
     return "[" + ", ".join(f"{v:.{digits}f}" for v in values) + "]"
 
 
+def no_rules(config: Any) -> list[tuple[str, str]]:
+    """The ``setting_rules`` of a model that declares none."""
+    return []
+
+
 @dataclass(frozen=True)
 class Declaration:
     """A model class's declarations, with the defaults of a class that declares nothing."""
 
     accepts: dict[str, Allowed] = field(default_factory=dict)
+    setting_rules: Callable[[Any], list[tuple[str, str]]] = no_rules
     sequence_trainable: bool = False
     proposed: bool = False
     smoke_settings: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +151,7 @@ class Declaration:
         cannot declare it itself (RecBole's)."""
         return cls(
             accepts=dict(getattr(model_class, "accepts", {}) or {}),
+            setting_rules=getattr(model_class, "setting_rules", no_rules),
             sequence_trainable=bool(getattr(model_class, "sequence_trainable", sequence_trainable)),
             proposed=bool(getattr(model_class, "proposed", False)),
             smoke_settings=dict(getattr(model_class, "smoke_settings", {}) or {}),

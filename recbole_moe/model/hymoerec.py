@@ -66,6 +66,16 @@ class HyMoERec(DotProductSequentialRecommender):
         "lb_weight": Number(low=0),
         "lb_type": OneOf(LB_TYPES),
     }
+
+    @staticmethod
+    def setting_rules(config) -> list[tuple[str, str]]:
+        """Rules between settings: ``(setting, problem)`` for each one ``config`` breaks."""
+        if not (config["shared_expert"] or config["routed_experts"]):
+            return [
+                ("routed_experts", "HyMoERec needs the routed experts when shared_expert is off")
+            ]
+        return []
+
     #: Trains under ``train_objective: sequence`` (:meth:`sequence_states`).
     sequence_trainable = True
     #: Compared against the strongest baseline in benchmark reports.
