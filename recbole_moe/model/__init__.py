@@ -20,7 +20,8 @@ import difflib
 import importlib
 import importlib.util
 import pkgutil
-from functools import cache
+import sys
+from functools import cache, lru_cache
 from importlib.metadata import entry_points
 
 from recbole.model.abstract_recommender import AbstractRecommender
@@ -49,8 +50,15 @@ def _is_model(obj: object) -> bool:
 
 def model_packages() -> list[str]:
     """recbole-moe's model package, then every registered one (entry points, by name)."""
+    return [OWN_MODEL_PACKAGE, *_registered_packages(tuple(sys.path))]
+
+
+@lru_cache(maxsize=4)
+def _registered_packages(search_path: tuple[str, ...]) -> tuple[str, ...]:
+    """The model packages registered by the distributions on ``search_path`` (``sys.path``:
+    looked up again when it changes)."""
     registered = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-    return [OWN_MODEL_PACKAGE] + [ep.value for ep in registered]
+    return tuple(ep.value for ep in registered)
 
 
 def _package_models(package: str) -> list[str]:

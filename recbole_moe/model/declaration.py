@@ -9,6 +9,9 @@ A model class may set these class attributes (RecBole's own classes set none; de
 * ``sequence_trainable``: it can train under ``train_objective: sequence`` (it implements
   ``calculate_sequence_loss``, see :class:`~recbole_moe.model.base.DotProductSequentialRecommender`
   and :mod:`recbole_moe.model.sequence`);
+* ``padding_invariant``: its loss and scores at the read position do not depend on the
+  padding after it (causal, or masked over right padding), so the lean data path may trim a
+  batch to its longest history;
 * ``proposed``: a model under study, compared in benchmark reports against the strongest
   baseline (every other model is a baseline);
 * ``smoke_settings``: its overrides under the benchmark's reduced ``cpu-smoke`` scale;
@@ -141,6 +144,7 @@ class Declaration:
     accepts: dict[str, Allowed] = field(default_factory=dict)
     setting_rules: Callable[[Any], list[tuple[str, str]]] = no_rules
     sequence_trainable: bool = False
+    padding_invariant: bool = False
     proposed: bool = False
     smoke_settings: dict[str, Any] = field(default_factory=dict)
     insight: Insight | None = None
@@ -153,6 +157,7 @@ class Declaration:
             accepts=dict(getattr(model_class, "accepts", {}) or {}),
             setting_rules=getattr(model_class, "setting_rules", no_rules),
             sequence_trainable=bool(getattr(model_class, "sequence_trainable", sequence_trainable)),
+            padding_invariant=bool(getattr(model_class, "padding_invariant", False)),
             proposed=bool(getattr(model_class, "proposed", False)),
             smoke_settings=dict(getattr(model_class, "smoke_settings", {}) or {}),
             insight=getattr(model_class, "insight", None),

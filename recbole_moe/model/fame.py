@@ -73,6 +73,8 @@ class FAME(DotProductSequentialRecommender):
     }
     #: Trains under ``train_objective: sequence`` (:meth:`forward_positions`).
     sequence_trainable = True
+    #: Causal, with no padding position read: batches may be trimmed to their longest history.
+    padding_invariant = True
     #: Compared against the strongest baseline in benchmark reports.
     proposed = True
     #: Benchmark ``cpu-smoke`` scale: per-head size 16 at the reduced hidden size 32.

@@ -78,6 +78,8 @@ class HyMoERec(DotProductSequentialRecommender):
 
     #: Trains under ``train_objective: sequence`` (:meth:`sequence_states`).
     sequence_trainable = True
+    #: Causal, with no padding position read: batches may be trimmed to their longest history.
+    padding_invariant = True
     #: Compared against the strongest baseline in benchmark reports.
     proposed = True
     #: Benchmark ``cpu-smoke`` scale: experts as small as the reduced FFN, warm-up within 2 epochs.

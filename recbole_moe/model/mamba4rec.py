@@ -242,6 +242,8 @@ class Mamba4Rec(DotProductSequentialRecommender):
     }
     #: Trains under ``train_objective: sequence`` (:meth:`forward_positions`).
     sequence_trainable = True
+    #: Causal, with no padding position read: batches may be trimmed to their longest history.
+    padding_invariant = True
     #: Benchmark ``cpu-smoke`` scale: a smaller SSM state.
     smoke_settings = {"d_state": 16}
 
