@@ -15,9 +15,13 @@ import torch
 from recbole.model.layers import MultiHeadAttention
 from torch import Tensor, nn
 
-from recbole_moe.layers.attention import SelfAttention
 from recbole_moe.layers.moe import ExpertBank, Router, RouterOutput, RoutingStats
-from recbole_moe.layers.transformer import RECBOLE_IMPLS, FeedForward, LayerImpls
+from recbole_moe.layers.transformer import (
+    RECBOLE_IMPLS,
+    FeedForward,
+    LayerImpls,
+    self_attention,
+)
 
 FUSIONS = ("adaptive", "fixed", "sum")
 
@@ -160,15 +164,14 @@ class HyMoETransformerLayer(nn.Module):
         **ffn_kwargs,
     ):
         super().__init__()
-        self.multi_head_attention = SelfAttention(
+        self.multi_head_attention = self_attention(
             n_heads,
             hidden_size,
             hidden_dropout_prob,
             attn_dropout_prob,
             layer_norm_eps,
-            impl=impls.attention,
-            causal=causal,
-            dropout_impl=impls.dropout,
+            impls,
+            causal,
         )
         self.feed_forward = HyMoEFeedForward(
             hidden_size,

@@ -50,6 +50,29 @@ def layer_impls(config) -> LayerImpls:
     return LayerImpls(attention_impl(config), dropout_impl(config), gelu_impl(config))
 
 
+def self_attention(
+    n_heads: int,
+    hidden_size: int,
+    hidden_dropout_prob: float,
+    attn_dropout_prob: float,
+    layer_norm_eps: float,
+    impls: LayerImpls = RECBOLE_IMPLS,
+    causal: bool = False,
+) -> SelfAttention:
+    """RecBole's ``MultiHeadAttention`` (its arguments first) computed as ``impls`` says;
+    ``causal``: every attention mask is RecBole's causal + padding mask."""
+    return SelfAttention(
+        n_heads,
+        hidden_size,
+        hidden_dropout_prob,
+        attn_dropout_prob,
+        layer_norm_eps,
+        impl=impls.attention,
+        causal=causal,
+        dropout_impl=impls.dropout,
+    )
+
+
 class FeedForward(recbole_layers.FeedForward):
     """RecBole's ``FeedForward`` with its GELU (``impls.gelu``) and dropout (``impls.dropout``)
     chosen when built: ``LayerNorm(x + Dropout(dense_2(act(dense_1(x)))))``, ``[B, L, D]``."""
@@ -87,15 +110,14 @@ class TransformerLayer(recbole_layers.TransformerLayer):
         causal: bool = False,
     ) -> None:
         nn.Module.__init__(self)
-        self.multi_head_attention = SelfAttention(
+        self.multi_head_attention = self_attention(
             n_heads,
             hidden_size,
             hidden_dropout_prob,
             attn_dropout_prob,
             layer_norm_eps,
-            impl=impls.attention,
-            causal=causal,
-            dropout_impl=impls.dropout,
+            impls,
+            causal,
         )
         self.feed_forward = FeedForward(
             hidden_size, intermediate_size, hidden_dropout_prob, hidden_act, layer_norm_eps, impls
@@ -141,4 +163,5 @@ __all__ = [
     "TransformerEncoder",
     "TransformerLayer",
     "layer_impls",
+    "self_attention",
 ]
