@@ -34,7 +34,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
         top_operations,
     )
     from recbole_moe.collector import TopkCollector
-    from recbole_moe.layers.attention import use_attention_impl
+    from recbole_moe.layers.recbole_models import use_attention_impl
 
     trainer, train_data, valid_data = build_trainer(model_name, dataset, args)
     trainer._train_epoch(train_data, 0)

@@ -2,7 +2,7 @@
 
 For every dataset and model, one trainer (``train_objective: sequence``, hidden 64, 2 layers,
 ``--dropout`` for hidden and attention dropout, the defaults otherwise) is switched between
-``gelu_impl: recbole`` and ``fused`` (:func:`recbole_moe.layers.activation.use_gelu_impl`, the
+``gelu_impl: recbole`` and ``fused`` (:func:`recbole_moe.layers.recbole_models.use_gelu_impl`, the
 same parameters) and, interleaved for ``--rounds`` rounds in one process:
 
 * trains on the same ``--steps`` batches (forward, backward, Adam);
@@ -32,7 +32,7 @@ def measure(model_name: str, dataset: str, args) -> dict:
         time_alternatives,
         train_steps,
     )
-    from recbole_moe.layers.activation import use_gelu_impl
+    from recbole_moe.layers.recbole_models import use_gelu_impl
 
     overrides = {
         "hidden_dropout_prob": args.dropout,

@@ -16,13 +16,14 @@ setting itself.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
-from recbole_moe.errors import ConfigError
+from recbole_moe.errors import ConfigError, UnknownModelError
 from recbole_moe.model import get_model
 from recbole_moe.process_group import init_device
 from recbole_moe.recbole_settings import check_recbole_settings, resolve_amp
@@ -33,8 +34,17 @@ DATASET_OVERRIDES_KEY = "dataset_overrides"
 
 
 def model_property_file(model: str) -> str:
-    """Path of our property file for ``model`` (may not exist)."""
-    return os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")
+    """Path of the property file of ``model`` (may not exist): ours in ``properties/model/``,
+    or, for a model of a registered model package, ``<Name>.yaml`` next to its module."""
+    own = os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")
+    if os.path.isfile(own):
+        return own
+    try:
+        module_file = sys.modules[get_model(model).__module__].__file__ or ""
+    except UnknownModelError:
+        return own
+    beside = os.path.join(os.path.dirname(module_file), f"{model}.yaml")
+    return beside if os.path.isfile(beside) else own
 
 
 def dataset_property_file(dataset: str) -> str:

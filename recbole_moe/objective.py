@@ -21,6 +21,8 @@ This module holds the names and the checks every layer shares; the loss lives in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 TRAIN_OBJECTIVES = ("prefix", "sequence")
@@ -31,9 +33,6 @@ TRAIN_WINDOWS = ("last", "random", "all")
 #: Training batches under ``sequence`` carry the next item of every input position here
 #: (``[B, L]``, 0 at padding), beside RecBole's ``item_id_list`` / ``item_length`` fields.
 TARGET_LIST_FIELD = "target_item_id_list"
-#: Models that can train under ``sequence``: causal (or cloze-trained) encoders whose output at
-#: every position is a prediction of the next item.
-SEQUENCE_MODELS = ("SASRec", "GRU4Rec", "BERT4Rec", "HyMoERec", "FAME", "Mamba4Rec")
 
 
 def train_objective(config) -> str:
@@ -78,9 +77,12 @@ def windows_per_user(targets: np.ndarray, max_len: int, stride: int) -> np.ndarr
     return 1 + -(-np.maximum(targets - max_len, 0) // stride)
 
 
-def objective_problems(config) -> list[tuple[str, str]]:
+def objective_problems(config, sequence_models: Sequence[str]) -> list[tuple[str, str]]:
     """Why ``config``'s training regime cannot be used: ``(setting, message)`` per problem,
-    naming the setting whose value is refused (empty: fine).
+    naming the setting whose value is refused (empty: fine). ``sequence_models``: the models
+    that can train under ``sequence``, causal (or cloze-trained) encoders whose output at every
+    position predicts the next item (what each model class declares,
+    :func:`recbole_moe.model.sequence_models`).
 
     Checked before any data is loaded.
     """
@@ -122,12 +124,12 @@ def objective_problems(config) -> list[tuple[str, str]]:
             return [("train_window", f"train_window={window!r} {message}")]
         return []
     model = config["model"]
-    if model not in SEQUENCE_MODELS:
+    if model not in sequence_models:
         return [
             (
                 "train_objective",
                 f"train_objective='sequence' is not available for model {model}: it trains "
-                f"with a loss at every position, which only {', '.join(SEQUENCE_MODELS)} "
+                f"with a loss at every position, which only {', '.join(sequence_models)} "
                 "support; use train_objective='prefix' (RecBole's regime) for this model",
             )
         ]
@@ -191,7 +193,6 @@ def training_samples(config, dataset) -> int:
 
 
 __all__ = [
-    "SEQUENCE_MODELS",
     "TARGET_LIST_FIELD",
     "TRAIN_OBJECTIVES",
     "TRAIN_WINDOWS",

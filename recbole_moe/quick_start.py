@@ -38,9 +38,8 @@ from recbole_moe.data.seen import full_sort_evaluation, seen_problem
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
 from recbole_moe.fingerprint import check_data, check_settings, run_fingerprint
-from recbole_moe.layers.activation import gelu_impl, use_gelu_impl
-from recbole_moe.layers.attention import attention_impl, use_attention_impl
-from recbole_moe.layers.dropout import dropout_impl, use_dropout_impl
+from recbole_moe.layers.recbole_models import is_recbole_model, use_layer_impls
+from recbole_moe.layers.transformer import layer_impls
 from recbole_moe.model import get_model
 from recbole_moe.objective import is_sequence, train_window
 from recbole_moe.process_group import as_single_process
@@ -189,14 +188,13 @@ def check_resume_checkpoint(config: Config) -> None:
 
 
 def build_model(config: Config, dataset) -> Any:
-    """``config``'s model on ``dataset``, on ``config``'s device, with its attention layers
-    computed as ``attention_impl`` says (RecBole's layers or the fused path, same parameters),
-    its dropout masks drawn as ``dropout_impl`` says (torch's or the cheaper CPU mask) and its
-    feed-forward GELUs computed as ``gelu_impl`` says (RecBole's or one fused operation)."""
+    """``config``'s model on ``dataset``, on ``config``'s device. Our models build their layers
+    as ``attention_impl``, ``dropout_impl`` and ``gelu_impl`` say; RecBole's own models, whose
+    layers we cannot build, are switched to them afterwards
+    (:mod:`recbole_moe.layers.recbole_models`)."""
     net = get_model(config["model"])(config, dataset).to(config["device"])
-    use_attention_impl(net, attention_impl(config))
-    use_dropout_impl(net, dropout_impl(config))
-    use_gelu_impl(net, gelu_impl(config))
+    if is_recbole_model(net):
+        use_layer_impls(net, layer_impls(config))
     return net
 
 

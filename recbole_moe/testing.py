@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from recbole_moe.config import Config
+from recbole_moe.model import ENTRY_POINT_GROUP
 from recbole_moe.quick_start import RunParts, get_trainer, load_model, prepare_run, run
 
 #: Fast settings for a sequential model on the synthetic dataset (CPU, seconds per epoch).
@@ -203,3 +204,26 @@ def full_width_dataset(name: str, batch: int, n_items: int, length: int) -> str:
         max_len=length + 10,
     )
     return root
+
+
+def write_model_package(root: str, package: str, files: dict[str, str]) -> str:
+    """Write the model package ``<root>/<package>/`` with ``files`` (``{file name: text}``:
+    model modules and their property files) and register it as ``pip install`` of a
+    distribution declaring it would: a ``recbole_moe.models`` entry point in
+    ``<root>/<package>-0.0.dist-info``. Put ``root`` on ``sys.path`` to use it.
+
+    Returns:
+        the package directory.
+    """
+    directory = os.path.join(root, package)
+    os.makedirs(directory, exist_ok=True)
+    for name, text in {"__init__.py": "", **files}.items():
+        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+            f.write(text)
+    info = os.path.join(root, f"{package}-0.0.dist-info")
+    os.makedirs(info, exist_ok=True)
+    with open(os.path.join(info, "METADATA"), "w", encoding="utf-8") as f:
+        f.write(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.0\n")
+    with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as f:
+        f.write(f"[{ENTRY_POINT_GROUP}]\n{package} = {package}\n")
+    return directory

@@ -28,6 +28,7 @@ from recbole_moe.config import (
     DATASET_OVERRIDES_KEY,
     PROPERTIES_DIR,
     Config,
+    model_property_file,
     read_yaml,
 )
 from recbole_moe.data.atomic import check_atomic_file, check_interaction_file, read_header
@@ -38,40 +39,27 @@ from recbole_moe.errors import ConfigError
 from recbole_moe.layers.activation import GELU_IMPLS
 from recbole_moe.layers.attention import ATTENTION_IMPLS
 from recbole_moe.layers.dropout import DROPOUT_IMPLS
+from recbole_moe.model import declared, sequence_models
 from recbole_moe.objective import is_sequence, objective_problems
 from recbole_moe.process_group import wants_distributed
 from recbole_moe.recbole_settings import computed_metrics, is_switch
 from recbole_moe.selection import parse_extra_valid_metrics
 
-#: Integer settings that must be >= 1 when present (RecBole's own, such as ``epochs`` and
-#: ``stopping_step``, are checked once, by :data:`recbole_moe.recbole_settings.INT_KEYS`).
+#: Integer settings of RecBole's models and ours that must be >= 1 when present (RecBole's own
+#: training settings, such as ``epochs``, are checked once, by
+#: :data:`recbole_moe.recbole_settings.INT_KEYS`; a model's own settings by its declaration,
+#: :func:`model_setting_problems`).
 POSITIVE_INT_KEYS = (
     "hidden_size",
     "embedding_size",
     "inner_size",
-    "expert_inner_size",
     "n_layers",
     "num_layers",
     "n_heads",
-    "n_experts",
-    "top_k",
-    "d_state",
-    "d_conv",
-    "expand",
     "length_group_size",
-    "scan_chunk_size",
-    "scan_batch_block",
 )
-#: On/off settings: ``True`` / ``False`` (or 1 / 0) when present.
-BOOL_KEYS = ("scan_compile", "eval_filter_seen")
 #: Integer or float settings that must be >= 0 when present.
-NON_NEGATIVE_KEYS = (
-    "warmup_steps",
-    "warmup_epochs",
-    "lb_weight",
-    "weight_decay",
-    "time_budget_minutes",
-)
+NON_NEGATIVE_KEYS = ("weight_decay", "time_budget_minutes")
 #: Float settings that must be > 0 when present.
 POSITIVE_FLOAT_KEYS = ("learning_rate",)
 
@@ -122,9 +110,6 @@ def config_problems(config: Config) -> list[str]:
     for key in POSITIVE_INT_KEYS:
         if present(key) and not (_is_int(config[key]) and config[key] >= 1):
             problems.append(_problem(config, key, "must be an integer >= 1"))
-    for key in BOOL_KEYS:
-        if present(key) and not is_switch(config[key]):
-            problems.append(_problem(config, key, "must be True or False"))
     for key in NON_NEGATIVE_KEYS:
         if present(key) and not (isinstance(config[key], (int, float)) and config[key] >= 0):
             problems.append(_problem(config, key, "must be a number >= 0"))
@@ -178,7 +163,8 @@ def config_problems(config: Config) -> list[str]:
         )
     if present("loss_type") and config["loss_type"] not in ("CE", "BPR"):
         problems.append(_problem(config, "loss_type", "allowed values are 'CE' and 'BPR'"))
-    for key, problem in objective_problems(config):
+    problems += model_setting_problems(config)
+    for key, problem in objective_problems(config, sequence_models()):
         problems.append(f"{problem} (from {config.source_of(key)})")
     if present("train_batch_order") and not is_sequence(config):
         problem = batch_order_problem(config)
@@ -213,7 +199,9 @@ def config_problems(config: Config) -> list[str]:
         problem = eval_batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {config.source_of('eval_batch_order')})")
-    if present("eval_filter_seen") and is_switch(config["eval_filter_seen"]):
+    if present("eval_filter_seen") and not is_switch(config["eval_filter_seen"]):
+        problems.append(_problem(config, "eval_filter_seen", "must be True or False"))
+    elif present("eval_filter_seen"):
         problem = filter_seen_problem(config)
         if problem:
             problems.append(_problem(config, "eval_filter_seen", problem))
@@ -229,6 +217,21 @@ def filter_seen_problem(config: Config) -> str | None:
     if problem is None and get_trainer(config["MODEL_TYPE"], config["model"]) is not Trainer:
         problem = f"model {config['model']} trains with a RecBole trainer of its own"
     return f"cannot be True: {problem}; leave it False" if problem else None
+
+
+def model_setting_problems(config: Config) -> list[str]:
+    """Each setting the model declares (``accepts``, :mod:`recbole_moe.model.declaration`)
+    whose value is not among its allowed values or in its range, then (when all are) each of
+    its rules between settings that ``config`` breaks (``setting_rules``)."""
+    declaration = declared(config.model_class)
+    problems = []
+    for key, allowed in declaration.accepts.items():
+        problem = allowed.problem(config[key])
+        if problem:
+            problems.append(_problem(config, key, problem))
+    if not problems:
+        problems = [_problem(config, key, p) for key, p in declaration.setting_rules(config)]
+    return problems
 
 
 def selection_problems(config: Config) -> list[str]:
@@ -292,7 +295,11 @@ def known_keys() -> frozenset:
 def unknown_key_messages(config: Config, keys: Iterable[str] | None = None) -> list[str]:
     """Warnings for user-given keys that no model, dataset or RecBole setting knows."""
     keys = list(config.external_config_dict) if keys is None else list(keys)
-    known = known_keys()
+    # and the settings of a model from a registered model package (its own property file)
+    model_file = model_property_file(config.model)
+    own = read_yaml(model_file) if os.path.isfile(model_file) else None
+    known = known_keys() | (set(own) - {DATASET_OVERRIDES_KEY} if isinstance(own, dict) else set())
+    known |= set(declared(config.model_class).accepts)
     messages = []
     for key in keys:
         if key in known:

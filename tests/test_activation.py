@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 
 from recbole_moe.errors import ConfigError
-from recbole_moe.layers.activation import recbole_gelu, use_gelu_impl
+from recbole_moe.layers.activation import recbole_gelu
 from recbole_moe.layers.moe import ExpertBank
+from recbole_moe.layers.recbole_models import use_gelu_impl
 from recbole_moe.testing import build
 
 
@@ -45,16 +46,25 @@ def test_both_are_the_exact_erf_gelu_with_its_gradient():
     # routed experts per layer; FAME: its lower layer's FeedForward and the facet layer's
     [("SASRec", 2), ("BERT4Rec", 2), ("HyMoERec", 4), ("FAME", 2)],
 )
-def test_fused_is_the_default_for_every_feed_forward_and_switches_back(synth, model_name, expected):
+def test_fused_is_the_default_for_every_feed_forward(synth, model_name, expected):
     model = build(model_name, synth.data_path, synth.dataset, {"n_layers": 2}).model
     acts = _activations(model)
     assert len(acts) == expected and all(fn is F.gelu for fn in acts)
+    model = build(
+        model_name, synth.data_path, synth.dataset, {"n_layers": 2, "gelu_impl": "recbole"}
+    )
+    assert all(fn is recbole_gelu for fn in _activations(model.model))
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "BERT4Rec"])
+def test_recboles_models_switch_and_switch_back(synth, model_name):
+    model = build(model_name, synth.data_path, synth.dataset, {"n_layers": 2}).model
     keys = set(model.state_dict())
-    assert use_gelu_impl(model, "recbole") == expected
+    assert use_gelu_impl(model, "recbole") == 2
     assert all(fn is recbole_gelu for fn in _activations(model))
     assert use_gelu_impl(model, "recbole") == 0  # already there
     assert set(model.state_dict()) == keys
-    assert use_gelu_impl(model, "fused") == expected
+    assert use_gelu_impl(model, "fused") == 2
     with pytest.raises(ValueError, match="gelu_impl='tanh': allowed values are fused, recbole"):
         use_gelu_impl(model, "tanh")
 
@@ -67,15 +77,16 @@ def test_other_activations_are_left_alone(synth):
 
 @pytest.mark.parametrize("model_name", ["SASRec", "HyMoERec"])
 def test_loss_and_gradients_equal_with_either_gelu(synth, model_name):
-    config = {"gelu_impl": "recbole", "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
-    parts = build(model_name, synth.data_path, synth.dataset, config)
-    model = parts.model.double()  # float64: the two differ by rounding only
-    batch = next(iter(parts.train_data))
-    start = {k: v.clone() for k, v in model.state_dict().items()}  # HyMoERec's warm-up clock
-    results = []
+    config = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
+    models, batch = {}, None
     for impl in ("recbole", "fused"):
-        model.load_state_dict(start)
-        use_gelu_impl(model, impl)
+        parts = build(model_name, synth.data_path, synth.dataset, {**config, "gelu_impl": impl})
+        models[impl] = parts.model.double()  # float64: the two differ by rounding only
+        batch = next(iter(parts.train_data))
+    start = {k: v.clone() for k, v in models["recbole"].state_dict().items()}
+    results = []
+    for model in models.values():
+        model.load_state_dict(start)  # the same weights and HyMoERec warm-up clock
         model.zero_grad()
         torch.manual_seed(0)
         loss = model.calculate_loss(batch)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from recbole.model.layers import MultiHeadAttention
 
 from recbole_moe.errors import ConfigError
-from recbole_moe.layers.attention import SdpaMultiHeadAttention, use_attention_impl
+from recbole_moe.layers.attention import SelfAttention
+from recbole_moe.layers.recbole_models import use_attention_impl
 from recbole_moe.model.sequence import SequenceObjective
 from recbole_moe.testing import build
 
@@ -28,9 +27,8 @@ def additive_mask(lengths: torch.Tensor, width: int, causal: bool) -> torch.Tens
 def test_outputs_and_gradients_equal_recboles_layer(causal):
     torch.manual_seed(0)
     reference = MultiHeadAttention(4, 32, 0.0, 0.0, 1e-12)
-    fused = copy.deepcopy(reference)
-    assert use_attention_impl(fused, "sdpa") == 1
-    assert type(fused) is SdpaMultiHeadAttention
+    fused = SelfAttention(4, 32, 0.0, 0.0, 1e-12, impl="sdpa")
+    fused.load_state_dict(reference.state_dict())  # RecBole's layer's checkpoint, strict
     lengths = torch.tensor([9, 1, 5, 9, 3])  # a padded batch, one full-width row
     mask = additive_mask(lengths, 9, causal)
     outputs, grads = [], []
@@ -48,10 +46,11 @@ def test_outputs_and_gradients_equal_recboles_layer(causal):
 def test_switching_keeps_parameters_and_goes_both_ways():
     layer = MultiHeadAttention(2, 16, 0.1, 0.1, 1e-12)
     before = {k: v.clone() for k, v in layer.state_dict().items()}
-    use_attention_impl(layer, "sdpa")
+    assert use_attention_impl(layer, "sdpa") == 1
+    assert type(layer) is SelfAttention and layer.impl == "sdpa"
     assert layer.state_dict().keys() == before.keys()
     assert all(torch.equal(layer.state_dict()[k], v) for k, v in before.items())
-    assert use_attention_impl(layer, "recbole") == 1 and type(layer) is MultiHeadAttention
+    assert use_attention_impl(layer, "recbole") == 1 and layer.impl == "recbole"
     with pytest.raises(
         ValueError, match="attention_impl='flash': allowed values are recbole, sdpa"
     ):
@@ -66,7 +65,11 @@ def test_models_score_the_same_with_either_implementation(synth, model_name):
             model_name, synth.data_path, synth.dataset, {"attention_impl": impl, "n_layers": 2}
         )
         test_data, model = parts.test_data, parts.model
-        classes[impl] = {type(m) for m in model.modules() if isinstance(m, MultiHeadAttention)}
+        classes[impl] = {
+            getattr(m, "impl", "recbole")
+            for m in model.modules()
+            if isinstance(m, MultiHeadAttention)
+        }
         model.eval()
         batch = next(iter(test_data))[0]
         with torch.no_grad():
@@ -74,8 +77,7 @@ def test_models_score_the_same_with_either_implementation(synth, model_name):
         if impl == "sdpa":  # a checkpoint of either loads into the other
             reference = build(model_name, synth.data_path, synth.dataset, {"n_layers": 2}).model
             reference.load_state_dict(model.state_dict())
-    assert classes["recbole"] == {MultiHeadAttention}
-    assert classes["sdpa"] == {SdpaMultiHeadAttention}
+    assert classes == {"recbole": {"recbole"}, "sdpa": {"sdpa"}}
     torch.testing.assert_close(scores["sdpa"], scores["recbole"], rtol=1e-4, atol=1e-4)
 
 
@@ -90,9 +92,8 @@ def test_unknown_attention_impl_is_refused(synth):
 def test_causal_path_equals_the_masked_layer_at_every_real_position(dropout):
     torch.manual_seed(0)
     reference = MultiHeadAttention(2, 16, 0.0, dropout, 1e-12)
-    fused = copy.deepcopy(reference)
-    use_attention_impl(fused, "sdpa", causal=True)
-    assert fused.causal
+    fused = SelfAttention(2, 16, 0.0, dropout, 1e-12, impl="sdpa", causal=True)
+    fused.load_state_dict(reference.state_dict())
     lengths = torch.tensor([7, 2, 5])  # right-padded: items first, padding after
     real = torch.arange(7)[None, :] < lengths[:, None]  # [B, L]
     mask = additive_mask(lengths, 7, causal=True)
@@ -120,7 +121,7 @@ def test_causal_models_attend_with_is_causal_and_train_the_same(synth, model_nam
             model_name, synth.data_path, synth.dataset, {"attention_impl": impl, **settings}
         )
         model = parts.model
-        fused = [m for m in model.modules() if isinstance(m, SdpaMultiHeadAttention)]
+        fused = [m for m in model.modules() if getattr(m, "impl", None) == "sdpa"]
         assert all(m.causal is causal for m in fused) and (impl == "recbole") != bool(fused)
         torch.manual_seed(4)  # BERT4Rec's masking draws
         loss = SequenceObjective(model)(next(iter(parts.train_data)))

@@ -14,13 +14,12 @@ import types
 
 import numpy as np
 import pytest
-from recbole.model.sequential_recommender import SASRec
 
 from recbole_moe import benchmark
 from recbole_moe.benchmark.plans import Plan, build_plan
 from recbole_moe.benchmark.report import write_report
 from recbole_moe.benchmark.runner import RUNS_FILE, append_record, execute, read_runs
-from recbole_moe.model import MODEL_MODULES
+from recbole_moe.testing import write_model_package
 
 SMALL = {
     "hidden_size": 16,
@@ -282,18 +281,21 @@ def test_changed_settings_are_refused(finished):
         execute(plan, finished.out, log=quiet)
 
 
+BOOM = """
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+
 class Boom(SASRec):
-    """A model whose construction fails."""
+    \"\"\"A model whose construction fails.\"\"\"
 
     def __init__(self, config, dataset):
         raise RuntimeError("boom: broken model")
+"""
 
 
 def test_failing_model_is_recorded_and_the_others_go_on(tiny_config, tmp_path, monkeypatch):
-    module = types.ModuleType("boom_model_for_tests")
-    module.Boom = Boom
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setitem(MODEL_MODULES, "Boom", module.__name__)
+    write_model_package(str(tmp_path / "plugins"), "boom_models", {"boom.py": BOOM})
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
     plan = make_plan(tiny_config, models=["Boom", "SASRec"])
     plan.seeds = [0]
     plan.layers.append({"model_overrides": {"Boom": {"loss_type": "CE"}}})

@@ -6,18 +6,12 @@ import math
 
 import pytest
 import torch
-from recbole.model.layers import MultiHeadAttention
 from torch import nn
 
 from recbole_moe.errors import ConfigError
-from recbole_moe.layers.attention import attend, use_attention_impl
-from recbole_moe.layers.dropout import (
-    FastDropout,
-    fast_dropout,
-    keep_mask,
-    masked,
-    use_dropout_impl,
-)
+from recbole_moe.layers.attention import SelfAttention, attend
+from recbole_moe.layers.dropout import FastDropout, fast_dropout, keep_mask, masked
+from recbole_moe.layers.recbole_models import use_dropout_impl
 from recbole_moe.testing import build
 
 
@@ -113,10 +107,18 @@ def test_switch_covers_recboles_modules_keeps_checkpoints_and_goes_back(synth):
         use_dropout_impl(model, "bits")
 
 
-def test_fast_is_the_default_and_a_bad_value_is_refused_before_data(synth):
-    model = build("SASRec", synth.data_path, synth.dataset, {}).model
+@pytest.mark.parametrize("model_name", ["SASRec", "HyMoERec", "FAME", "Mamba4Rec"])
+def test_fast_is_the_default_and_torch_the_other_choice(synth, model_name):
+    settings = {"scan_compile": False}
+    model = build(model_name, synth.data_path, synth.dataset, settings).model
     assert any(isinstance(m, FastDropout) for m in model.modules())
     assert not any(type(m) is nn.Dropout for m in model.modules())
+    settings["dropout_impl"] = "torch"
+    model = build(model_name, synth.data_path, synth.dataset, settings).model
+    assert not any(isinstance(m, FastDropout) for m in model.modules())
+
+
+def test_a_bad_value_is_refused_before_data(synth):
     with pytest.raises(ConfigError, match="dropout_impl='bits'.*allowed values are torch, fast"):
         build("SASRec", synth.data_path, synth.dataset, {"dropout_impl": "bits"})
 
@@ -154,11 +156,10 @@ def test_attention_with_fast_dropout_is_softmax_attention_with_that_mask(causal)
 
 
 def test_sdpa_layer_trains_with_fast_attention_dropout():
-    """RecBole's attention layer, fused and with fast dropout: dropout really applies in training
+    """The attention layer, fused and with fast dropout: dropout really applies in training
     (two draws differ), gradients reach every parameter, eval mode is deterministic."""
-    layer = MultiHeadAttention(2, 16, 0.5, 0.5, 1e-12)
-    use_attention_impl(layer, "sdpa", causal=True)
-    use_dropout_impl(layer, "fast")
+    layer = SelfAttention(2, 16, 0.5, 0.5, 1e-12, impl="sdpa", causal=True, dropout_impl="fast")
+    assert type(layer.attn_dropout) is FastDropout and type(layer.out_dropout) is FastDropout
     x = torch.randn(4, 10, 16)
     mask = torch.zeros(4, 1, 10, 10)
     first, second = layer(x, mask), layer(x, mask)

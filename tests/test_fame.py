@@ -474,12 +474,3 @@ def test_save_load_identical_scores(env, trained, tmp_path):
     torch.testing.assert_close(
         full_scores(reloaded, env["batch"]), full_scores(fresh, env["batch"]), rtol=0, atol=0
     )
-
-
-@pytest.mark.parametrize(
-    "key, value, allowed",
-    [("gate", "mixed", "'learned', 'uniform'"), ("fusion", "sum", "'logits', 'probs'")],
-)
-def test_an_unknown_switch_value_is_named_with_the_allowed_ones(env, key, value, allowed):
-    with pytest.raises(ValueError, match=f"{key} must be one of {allowed}, got '{value}'"):
-        make(env, **{key: value})

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from recbole_moe.benchmark.insight import _entropy, insight_plots, insight_section
+from recbole_moe.benchmark.insight import insight_plots, insight_section
+from recbole_moe.model.declaration import entropy as _entropy
 
 
 def hymoe_stats(epoch: int, alpha: list[float], loads: list[list[float]]) -> dict:

@@ -17,7 +17,7 @@ from recbole_moe.benchmark.report import write_report
 from recbole_moe.benchmark.runner import RUNS_FILE, append_record, run_key
 from recbole_moe.config import DATASET_OVERRIDES_KEY, Config
 from recbole_moe.errors import ConfigError
-from recbole_moe.objective import SEQUENCE_MODELS
+from recbole_moe.model import sequence_models
 from recbole_moe.validation import config_problems, unknown_key_messages
 
 AMAZON = ("beauty", "sports", "toys")
@@ -215,7 +215,7 @@ def test_fame_protocol_models():
 
 @pytest.mark.parametrize("protocol, model", [("hymoerec", "NARM"), ("fame", "Caser")])
 def test_models_without_sequence_training_run_with_prefix(protocol, model):
-    assert model not in SEQUENCE_MODELS
+    assert model not in sequence_models()
     plan = build_plan(
         protocol=protocol, datasets=["beauty"], overrides=dict(SEQUENCE), models=[model, "SASRec"]
     )

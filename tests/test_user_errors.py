@@ -119,6 +119,37 @@ SETTINGS = [
     ("checkpoint-dir", ["--checkpoint_dir={file}"], ["checkpoint_dir=", "not a directory"]),
     ("data-path-mode", ["--data_path_mode=fast"], ["data_path_mode='fast'", "auto, recbole, lean"]),
     ("top-k-ours", ["--model", "HyMoERec", "--top_k=9"], ["top_k=9", "n_experts=4"]),
+    # a model's own settings, checked from its class's declaration before any data loads
+    (
+        "fusion",
+        ["--model", "HyMoERec", "--fusion=foo"],
+        ["fusion='foo' (from the command line)", "adaptive, fixed, sum"],
+    ),
+    (
+        "lb-type",
+        ["--model", "HyMoERec", "--lb_type=foo"],
+        ["lb_type='foo' (from the command line)", "entropy, switch"],
+    ),
+    (
+        "moe-impl",
+        ["--model", "HyMoERec", "--moe_impl=foo"],
+        ["moe_impl='foo' (from the command line)", "auto, loop, dense"],
+    ),
+    (
+        "mamba-backend",
+        ["--model", "Mamba4Rec", "--mamba_backend=foo"],
+        ["mamba_backend='foo' (from the command line)", "auto, mamba_ssm, torch"],
+    ),
+    (
+        "fame-gate",
+        ["--model", "FAME", "--gate=foo"],
+        ["gate='foo' (from the command line)", "learned, uniform"],
+    ),
+    (
+        "fame-fusion",
+        ["--model", "FAME", "--fusion=foo"],
+        ["fusion='foo' (from the command line)", "logits, probs"],
+    ),
 ]
 
 # (id, .inter content or None for no file, extra arguments, substrings)

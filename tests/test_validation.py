@@ -49,6 +49,32 @@ BAD_VALUES = [
     ({"time_budget_minutes": -5}, "SASRec", r"time_budget_minutes=-5 .*number >= 0"),
     ({"time_budget_minutes": "soon"}, "SASRec", r"time_budget_minutes='soon' .*number >= 0"),
     ({"time_budget_minutes": 30, "nproc": 2}, "SASRec", r"time_budget_minutes=30 .*one training"),
+    # each model's own settings, from what its class declares (``accepts``)
+    (
+        {"gate": "mixed"},
+        "FAME",
+        r"gate='mixed' \(from config_dict\): allowed values are learned, uniform",
+    ),
+    ({"fusion": "sum"}, "FAME", r"fusion='sum' .*allowed values are logits, probs"),
+    ({"item_subemb": "cut"}, "FAME", r"item_subemb='cut' .*allowed values are proj, split"),
+    ({"head_prediction": "yes"}, "FAME", r"head_prediction='yes' .*must be True or False"),
+    ({"fusion": "probs"}, "HyMoERec", r"fusion='probs' .*allowed values are adaptive, fixed, sum"),
+    (
+        {"warmup_type": "step"},
+        "HyMoERec",
+        r"warmup_type='step' .*allowed values are linear, cosine",
+    ),
+    ({"expert_inner_size": 0}, "HyMoERec", r"expert_inner_size=0 .*integer >= 1 or ~"),
+    ({"warmup_steps": 2.5}, "HyMoERec", r"warmup_steps=2.5 .*integer >= 0 or ~"),
+    ({"lb_weight": -0.1}, "HyMoERec", r"lb_weight=-0.1 .*must be a number >= 0"),
+    ({"mamba_dt_init": "zero"}, "Mamba4Rec", r"mamba_dt_init='zero' .*recbole, mamba"),
+    ({"d_state": 0}, "Mamba4Rec", r"d_state=0 .*>= 1"),
+    (
+        {"shared_expert": False, "routed_experts": False},
+        "HyMoERec",
+        r"routed_experts=False \(from config_dict\): HyMoERec needs the routed experts when "
+        "shared_expert is off",
+    ),
 ]
 
 

@@ -13,9 +13,10 @@ lowest priority first:
 7. ``seed`` of the run.
 
 Under a paper preset (or a plan file with ``prefix_fallback: true``), a model that cannot train
-with ``train_objective: sequence`` (not in :data:`recbole_moe.objective.SEQUENCE_MODELS`, e.g.
-NARM, Caser) runs its cells with ``train_objective: prefix`` when the plan asks for ``sequence``;
-its overrides, record and report rows say so.
+with ``train_objective: sequence`` (it declares no ``sequence_trainable``, see
+:mod:`recbole_moe.model.declaration`; e.g. NARM, Caser) runs its cells with
+``train_objective: prefix`` when the plan asks for ``sequence``; its overrides, record and
+report rows say so.
 
 A YAML plan file looks like::
 
@@ -26,7 +27,8 @@ A YAML plan file looks like::
     config_files: [common.yaml]
     overrides: {epochs: 50}
     model_dataset_overrides: {Mamba4Rec: {beauty: {dropout_prob: 0.4}}}
-    ours: [HyMoERec]                    # models compared against the strongest baseline
+    ours: [HyMoERec]                    # compared against the strongest baseline (default:
+                                        # the models that declare ``proposed``)
     report_metrics: [hit@5, ndcg@5, hit@10, ndcg@10]
     protocol: hymoerec                  # optional: start from a preset
     scale: cpu-smoke                    # optional
@@ -44,10 +46,8 @@ from typing import Any
 
 import yaml
 
-from recbole_moe.objective import SEQUENCE_MODELS
-
-#: Our models; every other model is a baseline in the report.
-OUR_MODELS = ("HyMoERec", "FAME")
+from recbole_moe.errors import UnknownModelError
+from recbole_moe.model import declared, proposed_models, sequence_models
 
 Overrides = dict[str, Any]
 
@@ -69,7 +69,8 @@ class Plan:
     layers: list[dict[str, Any]] = field(default_factory=list)
     #: Command-line overrides, above every layer.
     overrides: Overrides = field(default_factory=dict)
-    ours: list[str] = field(default_factory=lambda: list(OUR_MODELS))
+    #: Models compared against the strongest baseline (None: those declaring ``proposed``).
+    ours: list[str] | None = None
     report_metrics: list[str] = field(default_factory=list)
     #: Run models that cannot train with ``train_objective: sequence`` with ``prefix`` when the
     #: plan asks for ``sequence`` (instead of recording a failed run).
@@ -94,7 +95,7 @@ class Plan:
         """Whether the plan asks ``model`` for ``sequence`` training, which it cannot do, and
         runs it with ``prefix`` instead (``prefix_fallback``)."""
         requested = self._layered(model, dataset).get("train_objective")
-        return self.prefix_fallback and requested == "sequence" and model not in SEQUENCE_MODELS
+        return self.prefix_fallback and requested == "sequence" and model not in sequence_models()
 
     def _layered(self, model: str, dataset: str) -> Overrides:
         """Every layer's overrides, then the command line's, for one (model, dataset)."""
@@ -130,7 +131,7 @@ class Plan:
             "description": self.description,
             "protocol": self.protocol,
             "scale": self.scale,
-            "ours": list(self.ours),
+            "ours": list(self.ours) if self.ours is not None else proposed_models(self.models),
             "report_metrics": list(self.report_metrics),
             "config_files": list(self.config_files),
             "prefix_fallback": self.prefix_fallback,
@@ -269,12 +270,8 @@ SCALES: dict[str, dict[str, Any]] = {
             "stopping_step": 2,
         },
         "dataset_overrides": {},
-        "model_overrides": {
-            # Expert / per-head sizes follow the smaller hidden size; the warm-up fits 2 epochs.
-            "HyMoERec": {"expert_inner_size": 64, "warmup_epochs": 1},
-            "FAME": {"n_heads": 2},
-            "Mamba4Rec": {"d_state": 16},
-        },
+        # and each model's own ``smoke_settings`` (its declaration), added by build_plan
+        "smoke_settings": True,
     },
 }
 
@@ -290,6 +287,20 @@ def _as_mapping(value: Any, what: str) -> dict[str, Overrides]:
     if isinstance(value, dict):
         return {str(k): dict(v or {}) for k, v in value.items()}
     raise ValueError(f"Plan '{what}' must be a list or a mapping, not {type(value).__name__}.")
+
+
+def _smoke_settings(models: list[str]) -> dict[str, Overrides]:
+    """The ``smoke_settings`` each of ``models`` declares (unknown models: none here; the run
+    reports them)."""
+    settings = {}
+    for model in models:
+        try:
+            own = declared(model).smoke_settings
+        except UnknownModelError:
+            continue
+        if own:
+            settings[model] = copy.deepcopy(own)
+    return settings
 
 
 def _layer(source: dict[str, Any]) -> dict[str, Any]:
@@ -343,7 +354,8 @@ def build_plan(
             raise ValueError(f"Unknown scale '{scale}'; known: {', '.join(SCALES)}.")
         preset = SCALES[scale]
         plan.seeds = list(preset.get("seeds", plan.seeds))
-        plan.layers.append(_layer(preset))
+        scale_layer = _layer(preset)
+        plan.layers.append(scale_layer)
         descriptions.append(preset["description"])
 
     model_map = _as_mapping(data.get("models"), "models")
@@ -388,6 +400,8 @@ def build_plan(
     )
     plan.description = " ".join(descriptions)
 
+    if scale and SCALES[scale].get("smoke_settings"):
+        scale_layer["model_overrides"] = _smoke_settings(plan.models)
     if not plan.models or not plan.datasets:
         raise ValueError(
             "The plan needs models and datasets: pass --models and --datasets, "

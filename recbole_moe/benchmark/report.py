@@ -39,7 +39,6 @@ import yaml
 from scipy.stats import ttest_ind
 
 from recbole_moe.benchmark.insight import insight_files, insight_plots, insight_section
-from recbole_moe.benchmark.plans import OUR_MODELS
 from recbole_moe.benchmark.runner import (
     PLAN_FILE,
     RUNS_FILE,
@@ -49,6 +48,7 @@ from recbole_moe.benchmark.runner import (
 )
 from recbole_moe.environment import describe_hardware
 from recbole_moe.files import atomic_write_text
+from recbole_moe.model import proposed_models
 
 PUBLISHED_FILE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reference", "published.yaml"
@@ -257,7 +257,8 @@ def summarize(records: list[dict], result: str = "test_result") -> list[DatasetS
             summaries.append(DatasetSummary(dataset, [], [], [], missing=lacking))
             continue
         metrics = _choose_metrics(rows, result)
-        ours = rows[0].get("plan", {}).get("ours") or list(OUR_MODELS)
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        ours = rows[0].get("plan", {}).get("ours") or proposed_models(models)
         cells = []
         regimes = model_regimes(rows)
         for model in dict.fromkeys(r["model"] for r in rows):

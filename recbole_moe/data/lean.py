@@ -54,6 +54,7 @@ from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
 from recbole_moe.data.atomic import check_interaction_file
 from recbole_moe.data.seen import attach_seen_items, seen_problem
+from recbole_moe.model import declared, plugin_models
 from recbole_moe.objective import is_sequence
 
 #: Name of the hidden 1-D field holding each sample's target position in the flat arrays.
@@ -62,17 +63,35 @@ MODES = ("auto", "recbole", "lean")
 DEFAULT_THRESHOLD_GB = 4.0
 BATCH_ORDERS = ("random", "length_grouped")
 EVAL_BATCH_ORDERS = ("length_sorted", "dataset")
-#: Models whose scores at the read position ``item_length - 1`` do not depend on the padding
-#: after it (causal or masked over right padding), so a batch may be cut to its longest
-#: history. ``tests/test_lean.py`` checks each one's loss and scores, trimmed vs full width.
-PADDING_INVARIANT_MODELS = ("SASRec", "GRU4Rec", "NARM", "HyMoERec", "FAME", "Mamba4Rec")
-#: Models whose full-sort scores alone do not depend on trailing padding, so full-sort
+#: RecBole's models whose scores at the read position ``item_length - 1`` do not depend on the
+#: padding after it (causal or masked over right padding), so a batch may be cut to its longest
+#: history; our models declare it on their class (``padding_invariant``,
+#: :mod:`recbole_moe.model.declaration`). ``tests/test_lean.py`` checks each one's loss and
+#: scores, trimmed vs full width.
+RECBOLE_PADDING_INVARIANT_MODELS = ("SASRec", "GRU4Rec", "NARM")
+#: RecBole's models whose full-sort scores alone do not depend on trailing padding, so full-sort
 #: evaluation may use length-sorted, trimmed batches. BERT4Rec attends bidirectionally over
 #: the non-padding keys only and appends its mask token after each history, dropping the first
 #: column (``reconstruct_test_data``), at any width of at least the longest history; in the
 #: prefix regime its training batches are masked (by RecBole) at random positions over the
 #: width, so they are not trimmed there (under ``sequence`` its cloze loss trims its groups).
-SCORE_PADDING_INVARIANT_MODELS = (*PADDING_INVARIANT_MODELS, "BERT4Rec")
+RECBOLE_SCORE_PADDING_INVARIANT_MODELS = (*RECBOLE_PADDING_INVARIANT_MODELS, "BERT4Rec")
+
+
+def padding_invariant_models() -> list[str]:
+    """Every available model whose loss and scores do not depend on trailing padding."""
+    ours = [name for name in plugin_models() if declared(name).padding_invariant]
+    return ours + list(RECBOLE_PADDING_INVARIANT_MODELS)
+
+
+def is_padding_invariant(model: str) -> bool:
+    """Whether ``model``'s loss and scores do not depend on trailing padding."""
+    return model in RECBOLE_PADDING_INVARIANT_MODELS or declared(model).padding_invariant
+
+
+def scores_padding_invariant(model: str) -> bool:
+    """Whether ``model``'s full-sort scores do not depend on trailing padding."""
+    return model in RECBOLE_SCORE_PADDING_INVARIANT_MODELS or is_padding_invariant(model)
 
 
 # -- choosing the path -------------------------------------------------------------------------
@@ -158,10 +177,10 @@ def batch_order_problem(config) -> str | None:
     if order == "random":
         return None
     prefix = "train_batch_order='length_grouped'"
-    if config["model"] not in PADDING_INVARIANT_MODELS:
+    if not is_padding_invariant(config["model"]):
         return (
             f"{prefix} trims batches to their longest history, which only models that "
-            f"ignore trailing padding allow ({', '.join(PADDING_INVARIANT_MODELS)}); "
+            f"ignore trailing padding allow ({', '.join(padding_invariant_models())}); "
             f"model {config['model']} is not one of them"
         )
     if (config["data_path_mode"] or "auto") == "recbole":
@@ -191,12 +210,9 @@ def eval_batch_order_problem(config) -> str | None:
 def sorts_evaluation(config) -> bool:
     """Whether the lean path's full-sort evaluation visits users by history length, with
     trimmed batches: ``eval_batch_order: length_sorted`` and a model of
-    :data:`SCORE_PADDING_INVARIANT_MODELS` (for any other model the order and width stay
+    :func:`scores_padding_invariant` (for any other model the order and width stay
     RecBole's)."""
-    return (
-        eval_batch_order(config) == "length_sorted"
-        and config["model"] in SCORE_PADDING_INVARIANT_MODELS
-    )
+    return eval_batch_order(config) == "length_sorted" and scores_padding_invariant(config["model"])
 
 
 def data_path_mode(config) -> str:
@@ -474,7 +490,7 @@ class LeanTrainDataLoader(TrainDataLoader):
     into batches and shuffles the batches; each batch's lists are trimmed to its longest
     history. Every epoch still visits every sample once, but a batch now holds histories of
     similar length, so far fewer padding positions reach the model. Only for the models in
-    :data:`PADDING_INVARIANT_MODELS`, whose scores do not depend on the trimmed padding. In
+    :func:`is_padding_invariant`, whose scores do not depend on the trimmed padding. In
     data-parallel training the ranks split each global batch (:meth:`grouped_order`).
     """
 
@@ -600,7 +616,7 @@ class LeanFullSortEvalDataLoader(FullSortEvalDataLoader):
     and trims every batch to its longest history: a batch of short histories no longer
     carries ``MAX_ITEM_LIST_LENGTH`` columns of padding. The metrics are means over users, so
     they do not depend on the order, and a padding-invariant model
-    (:data:`SCORE_PADDING_INVARIANT_MODELS`) scores each user as at full width. In data-parallel
+    (:func:`scores_padding_invariant`) scores each user as at full width. In data-parallel
     evaluation the distributed sampler splits the loader's positions as before.
     """
 
@@ -698,8 +714,11 @@ __all__ = [
     "BATCH_ORDERS",
     "EVAL_BATCH_ORDERS",
     "LeanFullSortEvalDataLoader",
-    "PADDING_INVARIANT_MODELS",
-    "SCORE_PADDING_INVARIANT_MODELS",
+    "RECBOLE_PADDING_INVARIANT_MODELS",
+    "RECBOLE_SCORE_PADDING_INVARIANT_MODELS",
+    "is_padding_invariant",
+    "padding_invariant_models",
+    "scores_padding_invariant",
     "LeanSequentialDataset",
     "LeanTrainDataLoader",
     "FullSortEvalDataLoader",

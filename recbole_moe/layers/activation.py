@@ -7,10 +7,11 @@ function in one fused kernel (and one for its gradient), one pass where RecBole'
 (``benchmarks/gelu_speed.py`` measures both); the values agree to float rounding
 (``tests/test_activation.py``).
 
-:func:`use_gelu_impl` switches, in place, the GELU of every RecBole ``FeedForward`` of a built
-model (SASRec, BERT4Rec, HyMoERec's shared expert, FAME's layers) and of HyMoERec's routed
-experts. An activation is a plain attribute, not a parameter or buffer: checkpoints are
-unchanged either way.
+:func:`gelu_function` is the GELU ``gelu_impl`` names; our feed-forward layers take it when
+they are built (:class:`recbole_moe.layers.transformer.FeedForward`, and through it HyMoERec's
+routed experts); RecBole's own models get it after construction
+(:mod:`recbole_moe.layers.recbole_models`). An activation is a plain attribute, not a parameter
+or buffer: checkpoints are the same either way.
 """
 
 from __future__ import annotations
@@ -19,13 +20,9 @@ from collections.abc import Callable
 
 import torch.nn.functional as F
 from recbole.model.layers import FeedForward
-from torch import Tensor, nn
+from torch import Tensor
 
 GELU_IMPLS = ("fused", "recbole")
-
-#: Module attributes holding a feed-forward activation: RecBole's ``FeedForward`` and our
-#: ``ExpertBank``.
-_ACTIVATION_ATTRIBUTES = ("intermediate_act_fn", "act")
 
 
 def recbole_gelu(x: Tensor) -> Tensor:
@@ -43,24 +40,23 @@ def gelu_impl(config) -> str:
     return config["gelu_impl"] or "recbole"
 
 
-def use_gelu_impl(model: nn.Module, impl: str) -> int:
-    """Compute every feed-forward GELU of ``model`` as ``impl`` says, in place, and return how
-    many activations were switched. Other activations (relu, swish, ...) are left alone.
-
-    Raises:
-        ValueError: ``impl`` is not one of :data:`GELU_IMPLS`.
-    """
+def check_gelu_impl(impl: str) -> None:
+    """Raises ``ValueError`` unless ``impl`` is one of :data:`GELU_IMPLS`."""
     if impl not in GELU_IMPLS:
         raise ValueError(f"gelu_impl={impl!r}: allowed values are {', '.join(GELU_IMPLS)}")
-    target = F.gelu if impl == "fused" else recbole_gelu
-    switched = 0
-    for module in model.modules():
-        for name in _ACTIVATION_ATTRIBUTES:
-            fn = module.__dict__.get(name)  # plain attributes only, never a submodule
-            if is_gelu(fn) and fn is not target:
-                setattr(module, name, target)
-                switched += 1
-    return switched
 
 
-__all__ = ["GELU_IMPLS", "gelu_impl", "is_gelu", "recbole_gelu", "use_gelu_impl"]
+def gelu_function(impl: str) -> Callable[[Tensor], Tensor]:
+    """The exact GELU computed as ``impl`` says: ``F.gelu`` (``fused``) or RecBole's."""
+    check_gelu_impl(impl)
+    return F.gelu if impl == "fused" else recbole_gelu
+
+
+__all__ = [
+    "GELU_IMPLS",
+    "check_gelu_impl",
+    "gelu_function",
+    "gelu_impl",
+    "is_gelu",
+    "recbole_gelu",
+]

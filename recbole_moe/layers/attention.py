@@ -1,20 +1,21 @@
-"""Fused self-attention with RecBole's parameters (``attention_impl: sdpa``).
+"""Self-attention with RecBole's parameters that picks its kernel when built (``attention_impl``).
 
 RecBole's ``MultiHeadAttention`` computes the ``[B, heads, L, L]`` scores, adds the additive
 mask (0 or -10000), applies softmax and dropout, and multiplies with the values as separate
-operations. :class:`SdpaMultiHeadAttention` is the same layer, with the same parameters
-(``query``, ``key``, ``value``, ``dense``, ``LayerNorm``), computed by
-``torch.nn.functional.scaled_dot_product_attention``, which takes the same additive mask:
-``softmax(Q Kᵀ / √d_h + mask) V``. Checkpoints are interchangeable in both directions.
+operations. :class:`SelfAttention` is the same layer, with the same parameters (``query``,
+``key``, ``value``, ``dense``, ``LayerNorm``), computed as its ``impl`` says: ``recbole``,
+RecBole's operations, or ``sdpa``, ``torch.nn.functional.scaled_dot_product_attention``,
+which takes the same additive mask: ``softmax(Q Kᵀ / √d_h + mask) V``. Checkpoints are
+interchangeable in both directions.
 
-:func:`use_attention_impl` switches the attention layers of a built model (ours or RecBole's
-SASRec / BERT4Rec) to the fused path, in place, without touching RecBole's classes.
+Our models build it with ``attention_impl`` and ``causal`` (:mod:`recbole_moe.layers.transformer`);
+RecBole's own models get it after construction (:mod:`recbole_moe.layers.recbole_models`).
 
 **Causal models.** SASRec, HyMoERec and FAME attend with RecBole's causal + padding mask over
 right-padded sequences (items first, padding after). There a query at a real position ``i``
 may read keys ``0..i``, and all of those are real items, so the padding part of the mask
-changes no real position's output. For these models (:func:`is_causal_model`) the fused layer
-passes ``is_causal=True`` and no mask, which lets PyTorch use its fused (flash) kernel when
+changes no real position's output. For these models (built with ``causal=True``) the fused
+layer passes ``is_causal=True`` and no mask, which lets PyTorch use its fused (flash) kernel when
 attention dropout is off, as in every evaluation (``benchmarks/eval_speed.py`` measures the
 validation pass against RecBole's layers). Outputs at real positions are the same;
 outputs at padding positions differ and are never read (the loss, the last-position gather,
@@ -35,13 +36,13 @@ import math
 import torch
 import torch.nn.functional as F
 from recbole.model.layers import MultiHeadAttention
-from recbole.model.sequential_recommender.sasrec import SASRec
 from torch import Tensor, nn
 
 from recbole_moe.layers.dropout import (
     FastDropout,
     keep_mask,
     keep_scale,
+    make_dropout,
     masked,
     uses_fast_mask,
 )
@@ -97,23 +98,46 @@ def attend(
     return torch.matmul(masked(probs, keep), value) * keep_scale(p)  # [B, Hq, Q, d_h]
 
 
-class SdpaMultiHeadAttention(MultiHeadAttention):
-    """RecBole's ``MultiHeadAttention`` through ``scaled_dot_product_attention``.
+class SelfAttention(MultiHeadAttention):
+    """RecBole's ``MultiHeadAttention`` computed as ``impl`` says (chosen when built).
 
     input_tensor ``[B, L, D]``, attention_mask ``[B, 1, L, L]`` (or broadcastable, additive)
     -> ``[B, L, D]``: ``LayerNorm(input + Dropout(dense(attention)))`` as in RecBole.
-    With :attr:`causal` the mask is taken to be RecBole's causal + padding mask of right-padded
-    sequences and is replaced by ``is_causal=True`` (equal at every non-padding position).
+    ``impl``: ``recbole`` (RecBole's operations) or ``sdpa`` (:func:`attend`). With ``causal``
+    the mask is taken to be RecBole's causal + padding mask of right-padded sequences and the
+    ``sdpa`` path replaces it by ``is_causal=True`` (equal at every non-padding position).
+    ``dropout_impl``: how its dropout masks are drawn (:func:`make_dropout`).
     """
 
-    #: Set by :func:`use_attention_impl` for a causal model (:func:`is_causal_model`).
-    causal: bool = False
+    def __init__(
+        self,
+        n_heads: int,
+        hidden_size: int,
+        hidden_dropout_prob: float,
+        attn_dropout_prob: float,
+        layer_norm_eps: float,
+        impl: str = "recbole",
+        causal: bool = False,
+        dropout_impl: str = "torch",
+    ) -> None:
+        check_attention_impl(impl)
+        super().__init__(
+            n_heads, hidden_size, hidden_dropout_prob, attn_dropout_prob, layer_norm_eps
+        )
+        self.impl, self.causal = impl, causal
+        self.attn_dropout = make_dropout(attn_dropout_prob, dropout_impl)
+        self.out_dropout = make_dropout(hidden_dropout_prob, dropout_impl)
+
+    def extra_repr(self) -> str:
+        return f"impl={self.impl}, causal={self.causal}"
 
     def _heads(self, x: Tensor) -> Tensor:
         """``[B, L, D]`` -> ``[B, heads, L, d_h]``."""
         return self.transpose_for_scores(x).transpose(1, 2)
 
     def forward(self, input_tensor: Tensor, attention_mask: Tensor) -> Tensor:
+        if self.impl == "recbole":
+            return super().forward(input_tensor, attention_mask)
         query = self._heads(self.query(input_tensor))
         key = self._heads(self.key(input_tensor))
         value = self._heads(self.value(input_tensor))
@@ -131,47 +155,18 @@ def attention_impl(config) -> str:
     return config["attention_impl"] or "recbole"
 
 
-def is_causal_model(model: nn.Module) -> bool:
-    """Whether every attention mask of ``model`` is RecBole's causal + padding mask of
-    right-padded sequences, with no output at a padding position read: RecBole's ``SASRec``
-    and the models that declare ``causal_attention = True`` (HyMoERec, FAME)."""
-    return isinstance(model, SASRec) or bool(getattr(model, "causal_attention", False))
-
-
-def use_attention_impl(model: nn.Module, impl: str, causal: bool | None = None) -> int:
-    """Switch every RecBole ``MultiHeadAttention`` of ``model`` to ``impl``, in place.
-
-    The modules keep their parameters and buffers; only the class that computes them changes
-    (RecBole's class itself is untouched). ``causal`` (default: :func:`is_causal_model`) lets
-    the fused layers use ``is_causal=True`` instead of the mask. Returns the number of layers
-    switched.
-
-    Raises:
-        ValueError: ``impl`` is not one of :data:`ATTENTION_IMPLS`.
-    """
+def check_attention_impl(impl: str) -> None:
+    """Raises ``ValueError`` unless ``impl`` is one of :data:`ATTENTION_IMPLS`."""
     if impl not in ATTENTION_IMPLS:
         raise ValueError(
             f"attention_impl={impl!r}: allowed values are {', '.join(ATTENTION_IMPLS)}"
         )
-    target = SdpaMultiHeadAttention if impl == "sdpa" else MultiHeadAttention
-    causal = is_causal_model(model) if causal is None else causal
-    switched = 0
-    for module in model.modules():
-        if type(module) not in (MultiHeadAttention, SdpaMultiHeadAttention):
-            continue
-        if type(module) is not target:
-            module.__class__ = target
-            switched += 1
-        if target is SdpaMultiHeadAttention:
-            module.causal = causal
-    return switched
 
 
 __all__ = [
     "ATTENTION_IMPLS",
-    "SdpaMultiHeadAttention",
+    "SelfAttention",
     "attend",
     "attention_impl",
-    "is_causal_model",
-    "use_attention_impl",
+    "check_attention_impl",
 ]

@@ -15,8 +15,10 @@ the mask as 0/1 in ``x``'s dtype, kept for the backward pass, and both passes mu
 and ``torch.where`` is slower still). On CUDA, where torch's dropout is a fused kernel, and for
 p = 0 or p = 1, :class:`FastDropout` is ``nn.Dropout``.
 
-:func:`use_dropout_impl` switches the dropout modules of a built model (ours or RecBole's), in
-place: a dropout module has no parameters or buffers, so checkpoints are unchanged.
+:func:`make_dropout` builds the dropout module ``dropout_impl`` names; our layers call it when
+they are built (RecBole's own models get :class:`FastDropout` after construction,
+:mod:`recbole_moe.layers.recbole_models`). A dropout module has no parameters or buffers, so
+checkpoints are the same either way.
 """
 
 from __future__ import annotations
@@ -131,22 +133,17 @@ def dropout_impl(config) -> str:
     return config["dropout_impl"] or "torch"
 
 
-def use_dropout_impl(model: nn.Module, impl: str) -> int:
-    """Switch every ``nn.Dropout`` module of ``model`` to ``impl``, in place, and return how
-    many were switched. Only the class changes (torch's class is untouched).
-
-    Raises:
-        ValueError: ``impl`` is not one of :data:`DROPOUT_IMPLS`.
-    """
+def check_dropout_impl(impl: str) -> None:
+    """Raises ``ValueError`` unless ``impl`` is one of :data:`DROPOUT_IMPLS`."""
     if impl not in DROPOUT_IMPLS:
         raise ValueError(f"dropout_impl={impl!r}: allowed values are {', '.join(DROPOUT_IMPLS)}")
-    target = FastDropout if impl == "fast" else nn.Dropout
-    switched = 0
-    for module in model.modules():
-        if type(module) in (nn.Dropout, FastDropout) and type(module) is not target:
-            module.__class__ = target
-            switched += 1
-    return switched
+
+
+def make_dropout(p: float, impl: str = "torch") -> nn.Dropout:
+    """A dropout of probability ``p`` as ``impl`` says: ``nn.Dropout`` (``torch``) or
+    :class:`FastDropout` (``fast``)."""
+    check_dropout_impl(impl)
+    return FastDropout(p) if impl == "fast" else nn.Dropout(p)
 
 
 __all__ = [
@@ -157,7 +154,8 @@ __all__ = [
     "keep_mask",
     "keep_scale",
     "keep_threshold",
+    "make_dropout",
     "masked",
+    "check_dropout_impl",
     "uses_fast_mask",
-    "use_dropout_impl",
 ]

@@ -14,11 +14,12 @@ through the head's own item sub-embedding (facet-aware prediction, in the model)
 from __future__ import annotations
 
 import torch
-from recbole.model.layers import FeedForward
 from torch import nn
 
 from recbole_moe.layers.attention import attend
+from recbole_moe.layers.dropout import make_dropout
 from recbole_moe.layers.moe import log_softmax_fp32, softmax_fp32
+from recbole_moe.layers.transformer import RECBOLE_IMPLS, FeedForward, LayerImpls
 
 
 class MoEMultiHeadAttention(nn.Module):
@@ -46,6 +47,7 @@ class MoEMultiHeadAttention(nn.Module):
         attn_dropout_prob: float,
         layer_norm_eps: float,
         head_output: bool,
+        dropout_impl: str = "torch",
     ):
         super().__init__()
         if hidden_size % n_heads != 0:
@@ -65,8 +67,8 @@ class MoEMultiHeadAttention(nn.Module):
             self.router = nn.Parameter(torch.empty(n_heads, n_experts * self.head_size, n_experts))
         else:
             self.register_parameter("router", None)
-        self.attn_dropout = nn.Dropout(attn_dropout_prob)
-        self.out_dropout = nn.Dropout(hidden_dropout_prob)
+        self.attn_dropout = make_dropout(attn_dropout_prob, dropout_impl)
+        self.out_dropout = make_dropout(hidden_dropout_prob, dropout_impl)
         if head_output:
             self.LayerNorm = nn.LayerNorm(self.head_size, eps=layer_norm_eps)
         else:
@@ -153,6 +155,7 @@ class FacetMoELayer(nn.Module):
     Mirrors RecBole's ``TransformerLayer`` (``multi_head_attention`` then ``feed_forward``) so
     that a SASRec checkpoint maps onto it by renaming ``trm_encoder.layer.{n_layers-1}.`` to
     ``last_layer.``. With ``head_output`` the FFN' acts on d' and is shared across heads.
+    Dropout and GELU are computed as ``impls`` says (the MoE attention is always :func:`attend`).
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class FacetMoELayer(nn.Module):
         hidden_act: str,
         layer_norm_eps: float,
         head_output: bool,
+        impls: LayerImpls = RECBOLE_IMPLS,
     ):
         super().__init__()
         self.multi_head_attention = MoEMultiHeadAttention(
@@ -176,10 +180,11 @@ class FacetMoELayer(nn.Module):
             attn_dropout_prob,
             layer_norm_eps,
             head_output,
+            impls.dropout,
         )
         ffn_size = hidden_size // n_heads if head_output else hidden_size
         self.feed_forward = FeedForward(
-            ffn_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps
+            ffn_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps, impls
         )
 
     def forward(

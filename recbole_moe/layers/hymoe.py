@@ -12,16 +12,24 @@ as ``y = y_dense + α · y_moe`` (the paper's Adaptive Expert Fusion).
 from __future__ import annotations
 
 import torch
-from recbole.model.layers import FeedForward, MultiHeadAttention
+from recbole.model.layers import MultiHeadAttention
 from torch import Tensor, nn
 
 from recbole_moe.layers.moe import ExpertBank, Router, RouterOutput, RoutingStats
+from recbole_moe.layers.transformer import (
+    RECBOLE_IMPLS,
+    FeedForward,
+    LayerImpls,
+    self_attention,
+)
 
 FUSIONS = ("adaptive", "fixed", "sum")
 
 
 class HyMoEFeedForward(FeedForward):
     """Hybrid MoE layer replacing RecBole's ``FeedForward`` (HyMoERec's HyMoE layer).
+
+    Its GELU (dense and routed experts) and dropout are built as ``impls`` says.
 
     ``H_out = LayerNorm(x + Dropout(y))`` with ``y = y_dense + α · y_moe``. The shared expert keeps
     RecBole's parameter names (``dense_1``, ``dense_2``), so a SASRec ``FeedForward`` state loads
@@ -49,8 +57,11 @@ class HyMoEFeedForward(FeedForward):
         fixed_alpha: float = 1.0,
         alpha_init: float = 0.0,
         moe_impl: str = "auto",
+        impls: LayerImpls = RECBOLE_IMPLS,
     ):
-        super().__init__(hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps)
+        super().__init__(
+            hidden_size, inner_size, hidden_dropout_prob, hidden_act, layer_norm_eps, impls
+        )
         if not (use_shared or use_routed):
             raise ValueError("HyMoERec needs the shared expert, the routed experts, or both")
         if fusion not in FUSIONS:
@@ -136,8 +147,10 @@ def attention_at(
 
 
 class HyMoETransformerLayer(nn.Module):
-    """RecBole ``TransformerLayer`` with the FFN swapped for :class:`HyMoEFeedForward` (HyMoERec's
-    SASRec-style block)."""
+    """RecBole ``TransformerLayer`` with :class:`HyMoEFeedForward` as its FFN (HyMoERec's
+    SASRec-style block). Attention, dropout and GELU are computed as ``impls`` says
+    (:class:`~recbole_moe.layers.attention.SelfAttention`: RecBole's operations or one
+    ``scaled_dot_product_attention``, with ``is_causal`` when ``causal``)."""
 
     def __init__(
         self,
@@ -146,16 +159,25 @@ class HyMoETransformerLayer(nn.Module):
         hidden_dropout_prob: float,
         attn_dropout_prob: float,
         layer_norm_eps: float,
+        impls: LayerImpls = RECBOLE_IMPLS,
+        causal: bool = False,
         **ffn_kwargs,
     ):
         super().__init__()
-        self.multi_head_attention = MultiHeadAttention(
-            n_heads, hidden_size, hidden_dropout_prob, attn_dropout_prob, layer_norm_eps
+        self.multi_head_attention = self_attention(
+            n_heads,
+            hidden_size,
+            hidden_dropout_prob,
+            attn_dropout_prob,
+            layer_norm_eps,
+            impls,
+            causal,
         )
         self.feed_forward = HyMoEFeedForward(
             hidden_size,
             hidden_dropout_prob=hidden_dropout_prob,
             layer_norm_eps=layer_norm_eps,
+            impls=impls,
             **ffn_kwargs,
         )
 

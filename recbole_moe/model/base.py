@@ -3,8 +3,6 @@ recommendation loss and dot-product scoring against the item embedding table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
@@ -28,21 +26,15 @@ TRANSFORMER_SETTINGS = (
 )
 
 
-def config_choice(config, key: str, allowed: Sequence[str]) -> str:
-    """``config[key]``, which must be one of ``allowed`` (``ValueError`` naming both)."""
-    value = config[key]
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
 class DotProductSequentialRecommender(SequentialRecommender):
     """A ``SequentialRecommender`` whose ``forward(item_seq, item_seq_len)`` returns a ``[B, D]``
     sequence representation scored against ``self.item_embedding`` by a dot product.
 
     Subclasses set ``self.initializer_range``, ``self.loss_type`` and ``self.item_embedding``,
     call :meth:`build_loss` in ``__init__``, and may override any method. To train under
-    ``train_objective: sequence`` they implement :meth:`forward_positions`.
+    ``train_objective: sequence`` they implement :meth:`forward_positions` and declare
+    ``sequence_trainable = True``; what else a model declares on its class (the settings it
+    accepts, the statistics it reports) is in :mod:`recbole_moe.model.declaration`.
     """
 
     def read_settings(self, config, names=TRANSFORMER_SETTINGS) -> None:

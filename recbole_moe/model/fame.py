@@ -6,11 +6,12 @@ Reference:
     Mingrui Liu, Sixiao Zhang, Cheng Long. "Facet-Aware Multi-Head Mixture-of-Experts Model
     for Sequential Recommendation." in WSDM 2025 (arXiv 2411.01457).
 
-The backbone is SASRec: the first ``n_layers - 1`` layers are RecBole ``TransformerEncoder``
-layers; the last layer is :class:`~recbole_moe.layers.facet_attention.FacetMoELayer` (the
-paper's MoE self-attention inside each head, then a per-head Add & Norm and FFN'), and every
-head scores the items through its own item sub-embedding; a gate fuses the per-head scores (the
-paper's facet-aware multi-head prediction).
+The backbone is SASRec: the first ``n_layers - 1`` layers are RecBole's ``TransformerEncoder``
+layers (:mod:`recbole_moe.layers.transformer`, built with the chosen attention kernel); the
+last layer is :class:`~recbole_moe.layers.facet_attention.FacetMoELayer` (the paper's MoE
+self-attention inside each head, then a per-head Add & Norm and FFN'), and every head scores
+the items through its own item sub-embedding; a gate fuses the per-head scores (the paper's
+facet-aware multi-head prediction).
 
 For scoring, only the last valid position of the last layer reaches the output (every operation
 after the attention is position-wise), so that layer evaluates its queries at that position only.
@@ -25,9 +26,9 @@ The ablation switches ``moe_attention``, ``head_prediction``, ``gate``, ``fusion
 
 import torch
 import torch.nn.functional as F
-from recbole.model.layers import TransformerEncoder
 from torch import nn
 
+from recbole_moe.layers.dropout import make_dropout
 from recbole_moe.layers.facet_attention import (
     FacetMoELayer,
     MoEMultiHeadAttention,
@@ -37,7 +38,17 @@ from recbole_moe.layers.facet_attention import (
     query_key_mask,
 )
 from recbole_moe.layers.moe import MeanWeights, softmax_fp32
-from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
+from recbole_moe.layers.transformer import TransformerEncoder, layer_impls
+from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.declaration import (
+    Insight,
+    Number,
+    OneOf,
+    Panel,
+    Switch,
+    entropy,
+    fmt_list,
+)
 
 
 class FAME(DotProductSequentialRecommender):
@@ -49,9 +60,41 @@ class FAME(DotProductSequentialRecommender):
     so full-sort scoring costs the same as SASRec and builds nothing larger than ``[B, |I|]``.
     """
 
-    #: Attention uses RecBole's causal + padding mask and no padding position is read
-    #: (``attention_impl: sdpa`` may then attend with ``is_causal=True``).
-    causal_attention = True
+    # ------------------------------------------------------------------ declarations
+    #: Each setting's allowed values or range, checked before any data is loaded.
+    accepts = {
+        "head_inner_size": Number(low=0, integer=True, optional=True),
+        "n_experts": Number(low=1, integer=True),
+        "moe_attention": Switch(),
+        "head_prediction": Switch(),
+        "gate": OneOf(("learned", "uniform")),
+        "fusion": OneOf(("logits", "probs")),
+        "item_subemb": OneOf(("proj", "split")),
+    }
+    #: Trains under ``train_objective: sequence`` (:meth:`forward_positions`).
+    sequence_trainable = True
+    #: Causal, with no padding position read: batches may be trimmed to their longest history.
+    padding_invariant = True
+    #: Compared against the strongest baseline in benchmark reports.
+    proposed = True
+    #: Benchmark ``cpu-smoke`` scale: per-head size 16 at the reduced hidden size 32.
+    smoke_settings = {"n_heads": 2}
+    #: What a benchmark report shows of :meth:`epoch_statistics`.
+    insight = Insight(
+        description="FAME: mean gate weight per head (facet) and the normalised entropy of "
+        "each head's mean router distribution over its query experts (1: the experts are "
+        "mixed evenly, 0: one expert per head).",
+        columns=(
+            ("gate per head", lambda s: fmt_list(s["gate"])),
+            ("gate entropy", lambda s: f"{entropy(s['gate']):.3f}"),
+            ("router entropy per head", lambda s: fmt_list([entropy(h) for h in s["router"]])),
+        ),
+        panels=(
+            Panel("gate weight per head", lambda s: s["gate"]),
+            Panel("router entropy per head", lambda s: [entropy(h) for h in s["router"]]),
+        ),
+        series="head",
+    )
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -62,21 +105,26 @@ class FAME(DotProductSequentialRecommender):
         self.n_experts = config["n_experts"]
         self.moe_attention = bool(config["moe_attention"])
         self.head_prediction = bool(config["head_prediction"])
-        self.gate_type = config_choice(config, "gate", ("learned", "uniform"))
-        self.fusion = config_choice(config, "fusion", ("logits", "probs"))
-        self.item_subemb = config_choice(config, "item_subemb", ("proj", "split"))
+        self.gate_type = config["gate"]
+        self.fusion = config["fusion"]
+        self.item_subemb = config["item_subemb"]
         if self.n_layers < 1 or self.hidden_size % self.n_heads != 0:
             raise ValueError("FAME needs n_layers >= 1 and hidden_size a multiple of n_heads")
         self.head_size = self.hidden_size // self.n_heads
         n_experts = self.n_experts if self.moe_attention else 1
         if not self.head_inner_size:
             self.head_inner_size = 4 * self.head_size
+        # How the layers compute, chosen here (same parameters either way): the lower layers'
+        # self-attention by RecBole's operations or one scaled_dot_product_attention call
+        # (attention_impl; causal: is_causal=True instead of the mask), dropout masks
+        # (dropout_impl), GELU (gelu_impl).
+        self.impls = layer_impls(config)
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.dropout = make_dropout(self.hidden_dropout_prob, self.impls.dropout)
         self.trm_encoder = TransformerEncoder(
             n_layers=self.n_layers - 1,
             n_heads=self.n_heads,
@@ -86,6 +134,8 @@ class FAME(DotProductSequentialRecommender):
             attn_dropout_prob=self.attn_dropout_prob,
             hidden_act=self.hidden_act,
             layer_norm_eps=self.layer_norm_eps,
+            impls=self.impls,
+            causal=True,  # RecBole's causal + padding mask; no padding position is read
         )
         self.last_layer = FacetMoELayer(
             n_heads=self.n_heads,
@@ -97,6 +147,7 @@ class FAME(DotProductSequentialRecommender):
             hidden_act=self.hidden_act,
             layer_norm_eps=self.layer_norm_eps,
             head_output=self.head_prediction,
+            impls=self.impls,
         )
         # W_f: row block h of the weight is W_f^(h)ᵀ (d' x d), the item sub-embeddings
         self.item_proj = (

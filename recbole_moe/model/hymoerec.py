@@ -20,9 +20,18 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recbole_moe.layers.hymoe import HyMoEEncoder
-from recbole_moe.layers.moe import LB_TYPES, ExpertBank, RouterOutput, load_balance_loss
-from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
+from recbole_moe.layers.dropout import make_dropout
+from recbole_moe.layers.hymoe import FUSIONS, HyMoEEncoder
+from recbole_moe.layers.moe import (
+    LB_TYPES,
+    MOE_IMPLS,
+    ExpertBank,
+    RouterOutput,
+    load_balance_loss,
+)
+from recbole_moe.layers.transformer import layer_impls
+from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.declaration import Insight, Number, OneOf, Panel, Switch, fmt_list
 from recbole_moe.objective import training_samples
 
 WARMUP_TYPES = ("linear", "cosine")
@@ -38,9 +47,70 @@ class HyMoERec(DotProductSequentialRecommender):
     per training ``calculate_loss`` call (= one optimizer step) and saved with checkpoints.
     """
 
-    #: Attention uses RecBole's causal + padding mask and no padding position is read
-    #: (``attention_impl: sdpa`` may then attend with ``is_causal=True``).
-    causal_attention = True
+    # ------------------------------------------------------------------ declarations
+    #: Each setting's allowed values or range, checked before any data is loaded.
+    accepts = {
+        "n_experts": Number(low=1, integer=True),
+        "top_k": Number(low=1, integer=True),
+        "expert_inner_size": Number(low=1, integer=True, optional=True),
+        "shared_expert": Switch(),
+        "routed_experts": Switch(),
+        "fusion": OneOf(FUSIONS),
+        "fixed_alpha": Number(),
+        "alpha_init": Number(),
+        "moe_impl": OneOf(MOE_IMPLS),
+        "last_position_only": Switch(),
+        "warmup_epochs": Number(low=0),
+        "warmup_steps": Number(low=0, integer=True, optional=True),
+        "warmup_type": OneOf(WARMUP_TYPES),
+        "lb_weight": Number(low=0),
+        "lb_type": OneOf(LB_TYPES),
+    }
+
+    @staticmethod
+    def setting_rules(config) -> list[tuple[str, str]]:
+        """Rules between settings: ``(setting, problem)`` for each one ``config`` breaks."""
+        if not (config["shared_expert"] or config["routed_experts"]):
+            return [
+                ("routed_experts", "HyMoERec needs the routed experts when shared_expert is off")
+            ]
+        return []
+
+    #: Trains under ``train_objective: sequence`` (:meth:`sequence_states`).
+    sequence_trainable = True
+    #: Causal, with no padding position read: batches may be trimmed to their longest history.
+    padding_invariant = True
+    #: Compared against the strongest baseline in benchmark reports.
+    proposed = True
+    #: Benchmark ``cpu-smoke`` scale: experts as small as the reduced FFN, warm-up within 2 epochs.
+    smoke_settings = {"expert_inner_size": 64, "warmup_epochs": 1}
+    #: What a benchmark report shows of :meth:`epoch_statistics`.
+    insight = Insight(
+        description="HyMoERec: α = σ(a)·w(t) per layer (the weight of the routed experts "
+        "beside the dense branch), and per layer the share of routed tokens per expert with "
+        "its normalised entropy (1: balanced, 0: collapsed onto one expert).",
+        columns=(
+            ("α per layer", lambda s: fmt_list(s["alpha"])),
+            (
+                "expert load per layer",
+                lambda s: (
+                    "; ".join(fmt_list(layer["token_fraction"], 2) for layer in s["layers"]) or "–"
+                ),
+            ),
+            (
+                "load entropy per layer",
+                lambda s: fmt_list([layer["load_entropy"] for layer in s["layers"]]),
+            ),
+        ),
+        panels=(
+            Panel("α per layer", lambda s: s["alpha"]),
+            Panel(
+                "expert-load entropy per layer",
+                lambda s: [layer["load_entropy"] for layer in s["layers"]],
+            ),
+        ),
+        series="layer",
+    )
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -55,11 +125,15 @@ class HyMoERec(DotProductSequentialRecommender):
         self.fusion = config["fusion"]
         self.fixed_alpha = config["fixed_alpha"]
         self.alpha_init = config["alpha_init"]
-        self.warmup_type = config_choice(config, "warmup_type", WARMUP_TYPES)
+        self.warmup_type = config["warmup_type"]
         self.lb_weight = float(config["lb_weight"])
-        self.lb_type = config_choice(config, "lb_type", LB_TYPES)
+        self.lb_type = config["lb_type"]
         self.moe_impl = config["moe_impl"]
         self.last_position_only = bool(config["last_position_only"])
+        # How the layers compute, chosen here (same parameters either way): self-attention by
+        # RecBole's operations or one scaled_dot_product_attention call (attention_impl; causal:
+        # is_causal=True instead of the mask), dropout masks (dropout_impl), GELU (gelu_impl).
+        self.impls = layer_impls(config)
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -82,9 +156,11 @@ class HyMoERec(DotProductSequentialRecommender):
             fixed_alpha=self.fixed_alpha,
             alpha_init=self.alpha_init,
             moe_impl=self.moe_impl,
+            impls=self.impls,
+            causal=True,  # RecBole's causal + padding mask; no padding position is read
         )
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.dropout = make_dropout(self.hidden_dropout_prob, self.impls.dropout)
 
         self.loss_fct = self.build_loss()
 

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_moe.layers.dropout import dropout_impl, make_dropout
 from recbole_moe.layers.selective_scan import selective_scan
-from recbole_moe.model.base import DotProductSequentialRecommender, config_choice
+from recbole_moe.model.base import DotProductSequentialRecommender
+from recbole_moe.model.declaration import Number, OneOf, Switch
 
 BACKENDS = ("auto", "mamba_ssm", "torch")
 DT_INITS = ("recbole", "mamba")
@@ -162,11 +164,18 @@ class MambaBlock(nn.Module):
 class FeedForward(nn.Module):
     """Position-wise FFN: LayerNorm(x + Dropout(W2 · Dropout(GELU(W1 · x))))."""
 
-    def __init__(self, d_model: int, inner_size: int, dropout: float, layer_norm_eps: float):
+    def __init__(
+        self,
+        d_model: int,
+        inner_size: int,
+        dropout: float,
+        layer_norm_eps: float,
+        dropout_impl: str = "torch",
+    ):
         super().__init__()
         self.w_1 = nn.Linear(d_model, inner_size)
         self.w_2 = nn.Linear(inner_size, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = make_dropout(dropout, dropout_impl)
         self.LayerNorm = nn.LayerNorm(d_model, eps=layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,15 +201,16 @@ class MambaLayer(nn.Module):
         chunk_size: int,
         batch_block: int | None,
         compile_scan: bool = False,
+        dropout_impl: str = "torch",
     ):
         super().__init__()
         self.residual = residual
         self.mamba = MambaBlock(
             d_model, d_state, d_conv, expand, backend, chunk_size, batch_block, compile_scan
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = make_dropout(dropout, dropout_impl)
         self.LayerNorm = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.ffn = FeedForward(d_model, 4 * d_model, dropout, layer_norm_eps)
+        self.ffn = FeedForward(d_model, 4 * d_model, dropout, layer_norm_eps, dropout_impl)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, L, D]`` → ``[B, L, D]``."""
@@ -219,6 +229,24 @@ class Mamba4Rec(DotProductSequentialRecommender):
     same parameters, so a checkpoint moves freely between them.
     """
 
+    #: Each setting's allowed values or range, checked before any data is loaded.
+    accepts = {
+        "d_state": Number(low=1, integer=True),
+        "d_conv": Number(low=1, integer=True),
+        "expand": Number(low=1, integer=True),
+        "mamba_backend": OneOf(BACKENDS),
+        "mamba_dt_init": OneOf(DT_INITS),
+        "scan_chunk_size": Number(low=1, integer=True),
+        "scan_batch_block": Number(low=1, integer=True, optional=True),
+        "scan_compile": Switch(),
+    }
+    #: Trains under ``train_objective: sequence`` (:meth:`forward_positions`).
+    sequence_trainable = True
+    #: Causal, with no padding position read: batches may be trimmed to their longest history.
+    padding_invariant = True
+    #: Benchmark ``cpu-smoke`` scale: a smaller SSM state.
+    smoke_settings = {"d_state": 16}
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
 
@@ -231,17 +259,18 @@ class Mamba4Rec(DotProductSequentialRecommender):
         self.expand = config["expand"]
         self.layer_norm_eps = config["layer_norm_eps"]
         self.initializer_range = config["initializer_range"]
-        self.mamba_dt_init = config_choice(config, "mamba_dt_init", DT_INITS)
+        self.mamba_dt_init = config["mamba_dt_init"]
         self.scan_chunk_size = config["scan_chunk_size"]
         self.scan_batch_block = config["scan_batch_block"]
         self.scan_compile = bool(config["scan_compile"])
         self.loss_type = config["loss_type"]
         self.backend = resolve_backend(config["mamba_backend"], config["device"])
+        self.dropout_impl = dropout_impl(config)  # torch's dropout masks or the cheaper CPU ones
 
         # define layers and loss
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
-        self.dropout = nn.Dropout(self.dropout_prob)
+        self.dropout = make_dropout(self.dropout_prob, self.dropout_impl)
         self.mamba_layers = nn.ModuleList(
             MambaLayer(
                 d_model=self.hidden_size,
@@ -255,6 +284,7 @@ class Mamba4Rec(DotProductSequentialRecommender):
                 chunk_size=self.scan_chunk_size,
                 batch_block=self.scan_batch_block,
                 compile_scan=self.scan_compile,
+                dropout_impl=self.dropout_impl,
             )
             for _ in range(self.num_layers)
         )

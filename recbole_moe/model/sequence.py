@@ -32,9 +32,14 @@ from torch import Tensor, nn
 from recbole_moe.errors import ConfigError
 from recbole_moe.layers.sequence_loss import position_cross_entropy, sample_negatives
 from recbole_moe.layers.shape_buckets import bucket_width
-from recbole_moe.objective import SEQUENCE_MODELS, TARGET_LIST_FIELD
+from recbole_moe.objective import TARGET_LIST_FIELD
 
 Loss = Tensor | tuple[Tensor, ...]
+
+#: RecBole's models that train under ``train_objective: sequence`` (through
+#: :func:`position_states` or :func:`bert4rec_cloze_loss`): RecBole's classes cannot declare it
+#: themselves, as our models do (``sequence_trainable``, :mod:`recbole_moe.model.declaration`).
+RECBOLE_SEQUENCE_MODELS = (SASRec, GRU4Rec, BERT4Rec)
 
 
 def sasrec_positions(model: SASRec, item_seq: Tensor) -> Tensor:
@@ -66,7 +71,7 @@ def position_states(model: nn.Module, item_seq: Tensor, item_seq_len: Tensor) ->
         return gru4rec_positions(model, item_seq)
     raise ConfigError(
         f"model {type(model).__name__} cannot train with train_objective='sequence' "
-        f"(supported: {', '.join(SEQUENCE_MODELS)})"
+        "(it declares no sequence_trainable, see recbole_moe.model.declaration)"
     )
 
 
@@ -193,7 +198,8 @@ class SequenceObjective:
     """The ``sequence`` regime's loss function for ``model`` (callable on a training batch).
 
     Args:
-        model: one of :data:`~recbole_moe.objective.SEQUENCE_MODELS`.
+        model: a model declared ``sequence_trainable`` or one of
+            :data:`RECBOLE_SEQUENCE_MODELS`.
         n_negatives: 0 for cross-entropy over all items, else the size of the sampled softmax
             (negatives drawn uniformly per batch, shared by every position).
         chunks: compute each batch as this many groups of users of similar history length
@@ -282,7 +288,7 @@ class SequenceObjective:
 
     def scores_states(self) -> bool:
         """Whether the model's sequence loss is the cross-entropy of :meth:`states` against the
-        item table: every model of :data:`~recbole_moe.objective.SEQUENCE_MODELS` (BERT4Rec's
+        item table: every ``sequence_trainable`` model (BERT4Rec's
         cloze loss chunks itself, :func:`bert4rec_cloze_loss`), not a model with only its own
         ``calculate_sequence_loss``."""
         model = self.model
@@ -312,6 +318,7 @@ class SequenceObjective:
 
 
 __all__ = [
+    "RECBOLE_SEQUENCE_MODELS",
     "SequenceObjective",
     "bert4rec_cloze_loss",
     "cloze_mask",
