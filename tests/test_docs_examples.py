@@ -32,6 +32,7 @@ RUNNER = textwrap.dedent(
     import json, os, sys
     section = json.load(sys.stdin)
     for path, text in section["files"].items():
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
     sys.path.insert(0, os.getcwd())
