@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
@@ -133,6 +134,15 @@ class Config(RecBoleConfig):
         # knows nccl on CUDA. A single-process run keeps RecBole's device selection.
         if "local_rank" not in self.final_config_dict:
             super()._init_device()
+            problems = getattr(self, "recbole_problems", None) or []
+            if self.external_config_dict.get("device") is not None and not any(
+                problem.startswith("device=") for problem in problems
+            ):
+                # RecBole derives the device from gpu_id alone; a device the user names wins
+                # (checked to exist in recbole_settings: never replaced silently).
+                self.final_config_dict["device"] = torch.device(
+                    str(self.external_config_dict["device"]).strip()
+                )
         else:
             init_device(self)
         # ``enable_amp: auto`` (the default) becomes a bool once the device is known.

@@ -119,6 +119,17 @@ SETTINGS = [
     ("checkpoint-dir", ["--checkpoint_dir={file}"], ["checkpoint_dir=", "not a directory"]),
     ("data-path-mode", ["--data_path_mode=fast"], ["data_path_mode='fast'", "auto, recbole, lean"]),
     ("top-k-ours", ["--model", "HyMoERec", "--top_k=9"], ["top_k=9", "n_experts=4"]),
+    ("device-absent", ["--device=cuda:99"], ["device='cuda:99'", "CUDA GPU"]),
+    ("device-unknown", ["--device=tpu"], ["device='tpu'", "cpu, cuda or cuda:N"]),
+    ("gpu-id-absent", ["--gpu_id=99"], ["gpu_id=", "GPU 99 is not there"]),
+    ("nproc-zero", ["--nproc=0"], ["nproc=0", "integer >= 1"]),
+    ("nproc-negative", ["--nproc=-2"], ["nproc=-2", "integer >= 1"]),
+    ("data-path-file", ["--data_path={file}"], ["data_path=", "is a file"]),
+    (
+        "checkpoint-dir-unwritable",
+        ["--checkpoint_dir=/proc/recbole-moe-saved"],
+        ["checkpoint_dir='/proc/recbole-moe-saved'", "/proc"],
+    ),
 ]
 
 # (id, .inter content or None for no file, extra arguments, substrings)
@@ -297,6 +308,13 @@ def test_bad_setting(extra, expected, synth, tmp_path, capsys, no_data_loaded):
     code = cli.main(_with(tiny(synth.data_path), extra))
     _assert_refused(code, capsys.readouterr(), expected, no_data_loaded)
     assert not (tmp_path / "log").exists() and not (tmp_path / "saved").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_on_a_machine_without_cuda_is_refused(synth, capsys, no_data_loaded):
+    """RecBole would set the device from gpu_id and train on the CPU."""
+    code = cli.main(tiny(synth.data_path) + ["--device=cuda"])
+    _assert_refused(code, capsys.readouterr(), ["device='cuda'", "0 CUDA GPUs"], no_data_loaded)
 
 
 def test_bad_setting_names_its_config_file(synth, tmp_path, capsys, no_data_loaded):
