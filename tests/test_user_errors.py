@@ -471,3 +471,84 @@ def test_a_spent_time_budget_exits_3_naming_the_resume_checkpoint(synth, tmp_pat
     resume = re.search(r"--resume=(\S+)", line).group(1)
     assert resume.endswith("-last.pth") and resume.startswith(str(tmp_path / "ckpt"))
     assert cli.main(argv + [f"--resume={resume}"]) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# A benchmark call is checked whole before its first run
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_run_started(monkeypatch):
+    """Records every benchmark run that starts: a bad plan must start none."""
+    from recbole_moe.benchmark import runner
+
+    started = []
+    monkeypatch.setattr(runner, "run_one", lambda *args, **kwargs: started.append(args))
+    return started
+
+
+def _benchmark(synth, tmp_path, *extra: str) -> list[str]:
+    return [
+        "benchmark",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path / "out"),
+        f"--data_path={synth.data_path}",
+        "--epochs=1",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            ["--models", "SASRec", "SASRecc", "--datasets", "synth"],
+            ["SASRecc on synth", "Unknown model 'SASRecc'", "Did you mean 'SASRec'"],
+        ),
+        (["--models", "SASRec", "--datasets", "synth", "nope"], ["SASRec on nope", "'nope'"]),
+        (
+            ["--models", "SASRec", "GRU4Rec", "--datasets", "synth", "--learner=adamm"],
+            ["2 run(s)", "learner='adamm'"],
+        ),
+    ],
+    ids=["model", "dataset", "override"],
+)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_benchmark_plan_is_checked_whole_before_its_first_run(
+    extra, expected, dry_run, synth, tmp_path, capsys, no_run_started, monkeypatch
+):
+    monkeypatch.delenv("RECBOLE_MOE_RAW_DATA", raising=False)
+    argv = _benchmark(synth, tmp_path, *extra) + (["--dry-run"] if dry_run else [])
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    _assert_refused(code, captured, expected, [])
+    (line,) = captured.err.strip().splitlines()
+    assert "nothing was run" in line
+    assert no_run_started == [] and not (tmp_path / "out").exists()
+
+
+def test_a_missing_plan_file_is_one_line(synth, tmp_path, capsys, no_run_started):
+    code = cli.main(_benchmark(synth, tmp_path, "--plan", str(tmp_path / "missing.yaml")))
+    captured = capsys.readouterr()
+    _assert_refused(code, captured, ["missing.yaml cannot be read"], [])
+    assert len(captured.err.strip().splitlines()) == 1 and "unexpected" not in captured.err
+
+
+def test_merge_refuses_a_missing_or_empty_source(tmp_path, capsys):
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "runs.jsonl").write_text('{"key": "SASRec/synth/seed0", "status": "ok"}\n')
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "runs.jsonl").write_text("")
+    out = tmp_path / "out"
+    cases = {"missing": "not a folder", "empty": "holds no runs.jsonl", "blank": "is empty"}
+    for name, reason in cases.items():
+        source = str(tmp_path / name)
+        code = cli.main(["benchmark", "merge", str(out), str(good), source])
+        captured = capsys.readouterr()
+        _assert_refused(code, captured, [source, reason], [])
+        assert not (out / "runs.jsonl").exists()  # the good source is not merged either

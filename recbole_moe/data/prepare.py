@@ -680,12 +680,14 @@ def ensure_dataset(
     data_path: PathLike = "dataset",
     raw: PathLike | None = None,
     verbose: bool = True,
+    prepare_missing: bool = True,
 ) -> Path:
     """Make sure RecBole can read ``dataset``; returns the ``.inter`` path.
 
     Order: existing atomic file; for ml-100k RecBole's embedded copy; for a variant
     (ml-1m-5core) the base dataset's prepared file; the raw file under the raw root
-    (``raw`` or ``$RECBOLE_MOE_RAW_DATA``), which is prepared now.
+    (``raw`` or ``$RECBOLE_MOE_RAW_DATA``), which is prepared now (``prepare_missing``; else
+    only found: a check that writes nothing).
 
     Raises:
         DatasetNotFoundError: nothing found; the message names the dataset, the places
@@ -705,6 +707,8 @@ def ensure_dataset(
         searched.append(base)
         if base.is_file():
             source = base
+    if source is not None and not prepare_missing:
+        return output
     if source is not None:
         if verbose:
             print(f"Dataset {dataset!r} is not prepared yet; preparing it from {source}")
