@@ -18,6 +18,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
 from recbole.trainer import Trainer
 from recbole.utils import (
+    ModelType,
     get_environment,
     get_flops,
     init_logger,
@@ -31,13 +32,15 @@ from recbole.utils import (
 from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
 from recbole_moe.data import lean
-from recbole_moe.data.prepare import ensure_dataset
+from recbole_moe.data.prepare import DataPreparationError, ensure_dataset
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
+from recbole_moe.errors import DatasetNotFoundError
 from recbole_moe.layers.activation import gelu_impl, use_gelu_impl
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
 from recbole_moe.layers.dropout import dropout_impl, use_dropout_impl
 from recbole_moe.model import get_model
+from recbole_moe.objective import SEQUENCE_MODELS, is_sequence, training_samples, user_count
 from recbole_moe.process_group import as_single_process
 from recbole_moe.trainer import (
     RESUME_KEYS,
@@ -46,7 +49,12 @@ from recbole_moe.trainer import (
     load_state,
     read_checkpoint,
 )
-from recbole_moe.validation import unknown_key_messages, validate_config, validate_dataset_files
+from recbole_moe.validation import (
+    short_histories_problem,
+    unknown_key_messages,
+    validate_config,
+    validate_dataset_files,
+)
 
 
 @dataclass
@@ -211,6 +219,9 @@ def check_run(
     validate_config(config)
     check_dataset_files(config)
     validate_dataset_files(config)  # every value of every file RecBole will read
+    short = short_histories_problem(config)
+    if short:
+        raise DataPreparationError(short)
     if config["resume"]:
         check_resume_checkpoint(config)
     return config
@@ -240,6 +251,8 @@ def prepare_run(
     try:
         for message in unknown_key_messages(config):
             logger.warning(message)
+        for note in getattr(config, "notes", []):
+            logger.info(note)
         versions = ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
         logger.info(set_color("seed", "blue") + f": {config['seed']}   versions: {versions}")
         logger.info(config)
@@ -253,11 +266,68 @@ def prepare_run(
         net = build_model(config, train_data._dataset)
         logger.info(net)
         if log:
+            warn_slow_prefix_epoch(config, net, train_data._dataset, logger)
+        if log:
             log_flops(net, data, config, logger)
     except BaseException:
         _discard_run_log(log_file)
         raise
     return RunParts(config, net, data, train_data, valid_data, test_data, log_file)
+
+
+#: Floating-point operations per second per CPU thread assumed by :func:`prefix_epoch_seconds`:
+#: set so that the estimate of HyMoERec on ml-100k at length 200 is near the epoch time
+#: measured on a 2-core CPU (an estimate to within a factor of about two, not a measurement).
+CPU_FLOPS_PER_THREAD = 20e9
+#: Estimated seconds per epoch above which a prefix-regime CPU run is warned about.
+SLOW_EPOCH_S = 3600.0
+
+
+def prefix_epoch_seconds(config: Config, model: Any, samples: int) -> float:
+    """A cheap estimate of one prefix-regime training epoch on the CPU, in seconds.
+
+    Every training sample (each prefix of each history) is a sequence padded to
+    ``MAX_ITEM_LIST_LENGTH`` = L positions, each passing every non-embedding weight w once
+    forward and twice backward (2 FLOPs each: 6 w L), plus the softmax over the n items at its
+    last position (6 d n, with the item embedding's width d). Every expert of an MoE layer is
+    counted (not only the top-k a token uses), attention's L^2 terms and data loading are
+    left out, and a thread is assumed to run :data:`CPU_FLOPS_PER_THREAD`.
+    """
+    embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    in_embeddings = sum(m.weight.numel() for m in embeddings)
+    weights = sum(p.numel() for p in model.parameters() if p.requires_grad) - in_embeddings
+    width = max((m.embedding_dim for m in embeddings), default=0)
+    length = int(config["MAX_ITEM_LIST_LENGTH"] or 1)
+    n_items = int(getattr(model, "n_items", 0))
+    flops = samples * (6 * weights * length + 6 * width * n_items)
+    return flops / (CPU_FLOPS_PER_THREAD * max(torch.get_num_threads(), 1))
+
+
+def warn_slow_prefix_epoch(config: Config, model: Any, train_dataset, logger) -> None:
+    """Warn when a prefix-regime run on the CPU is estimated at more than an hour an epoch
+    (:func:`prefix_epoch_seconds`), naming ``--train_objective=sequence``."""
+    if (
+        config["MODEL_TYPE"] != ModelType.SEQUENTIAL
+        or is_sequence(config)
+        or torch.device(config["device"]).type != "cpu"
+    ):
+        return
+    samples = training_samples(config, train_dataset)
+    seconds = prefix_epoch_seconds(config, model, samples)
+    if seconds <= SLOW_EPOCH_S:
+        return
+    fix = (
+        f"--train_objective=sequence trains one sample per user ({user_count(train_dataset):,}) "
+        "with a loss at every position"
+        if config["model"] in SEQUENCE_MODELS
+        else "a GPU, a shorter MAX_ITEM_LIST_LENGTH or a smaller model is faster "
+        f"(--train_objective=sequence is for {', '.join(SEQUENCE_MODELS)})"
+    )
+    logger.warning(
+        f"{config['model']} on {config['dataset']} with train_objective=prefix on the CPU: an "
+        f"epoch is estimated at about {seconds / 3600:.1f} h or more ({samples:,} training "
+        f"samples at length {config['MAX_ITEM_LIST_LENGTH']}); {fix}"
+    )
 
 
 def _plain(result) -> dict:
@@ -384,12 +454,17 @@ def run(
 
 
 def load_model(
-    model_file: str, device: str | None = None, checkpoint: dict | None = None
+    model_file: str,
+    device: str | None = None,
+    checkpoint: dict | None = None,
+    data_path: str | None = None,
 ) -> RunParts:
     """Reload a checkpoint written by :func:`run` (works on torch >= 2.6).
 
     Rebuilds the dataset from the checkpoint's config, so the dataset files must still be where
-    they were at training time. ``checkpoint``: the file's content, when already read with
+    they were at training time (the absolute ``data_path`` it keeps), or in ``data_path``: the
+    folder that holds ``<dataset>/<dataset>.inter``, as training's ``data_path``.
+    ``checkpoint``: the file's content, when already read with
     :func:`recbole_moe.trainer.read_checkpoint`.
 
     Returns:
@@ -410,7 +485,17 @@ def load_model(
     elif config["device"].type == "cuda" and not torch.cuda.is_available():
         config["device"] = torch.device("cpu")
     init_seed(config["seed"], config["reproducibility"])
-    check_dataset_files(config)  # the dataset must still be where it was at training time
+    dataset = config["dataset"]
+    if data_path is not None:
+        config["data_path"] = os.path.join(os.path.abspath(data_path), dataset)
+    if not os.path.isfile(os.path.join(config["data_path"], f"{dataset}.inter")):
+        where = "the given data_path" if data_path is not None else "where it was trained"
+        raise DatasetNotFoundError(
+            f"the data of checkpoint {model_file} is not {where}: "
+            f"{os.path.join(config['data_path'], f'{dataset}.inter')} does not exist; give "
+            f"--data_path (data_path=) the folder that holds {dataset}/{dataset}.inter"
+        )
+    check_dataset_files(config)
     validate_dataset_files(config)
     data, train_data, valid_data, test_data = lean.load_data(
         config, load_dataset, data_preparation, train_loader_class(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -29,7 +30,7 @@ from recbole_moe.config import (
     Config,
     read_yaml,
 )
-from recbole_moe.data.atomic import check_atomic_file, check_interaction_file, read_header
+from recbole_moe.data.atomic import _read, check_atomic_file, check_interaction_file, read_header
 from recbole_moe.data.lean import batch_order_problem, data_path_mode, eval_batch_order_problem
 from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.errors import ConfigError
@@ -425,3 +426,53 @@ def validate_dataset_files(config: Config) -> None:
             else ("train_objective" if is_sequence(config) else "train_batch_order")
         )
         raise ConfigError(f"{exc} (from {config.source_of(key)})") from exc
+
+
+#: Interactions a user needs under each leave-one-out split (``eval_args`` ``split: {LS: ...}``):
+#: one training item, then one each for validation and test.
+LEAVE_ONE_OUT_MINIMUM = {"valid_and_test": 3, "valid_only": 2, "test_only": 2}
+
+
+def _interval_lower(text: Any) -> float:
+    """The lowest count an interval string such as ``"[3,inf)"`` lets through (0 if unset)."""
+    bounds = re.findall(r"([\[(])\s*([-+]?(?:inf|\d+(?:\.\d*)?))", str(text or ""))
+    if not bounds:
+        return 0.0
+    lows = [float(v) + (1 if bracket == "(" else 0) for bracket, v in bounds]
+    return min(lows)
+
+
+def short_histories_problem(config: Config) -> str | None:
+    """How many users have too few interactions for the leave-one-out split (None: none).
+
+    Such users leave no training item, or no validation or test item: with every user short,
+    RecBole trains on nothing and reports empty metrics, or fails with a sampler error. Counted
+    on the ``.inter`` file before loading; ``user_inter_num_interval`` with a lower bound at
+    least the minimum drops them, so it silences this check.
+    """
+    split = (config["eval_args"] or {}).get("split")
+    mode = split.get("LS") if isinstance(split, dict) else None
+    needed = LEAVE_ONE_OUT_MINIMUM.get(mode) if isinstance(mode, str) else None
+    if needed is None or config["benchmark_filename"]:
+        return None
+    if _interval_lower(config["user_inter_num_interval"]) >= needed:
+        return None
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    uid = config["USER_ID_FIELD"]
+    separator = config["field_separator"] or "\t"
+    names = [name for name, _ in read_header(path, separator, config["encoding"])]
+    if uid not in names:
+        return None
+    users = _read(
+        path, names, [uid], {uid: str}, separator, config["encoding"], keep_default_na=False
+    )[uid]
+    counts = users.value_counts()
+    short = int((counts < needed).sum())
+    if not short:
+        return None
+    return (
+        f"{short} of {len(counts)} users in {path} have fewer than {needed} interactions, too "
+        f"few for leave-one-out (eval_args split LS {mode!r}, from "
+        f"{config.source_of('eval_args')}); drop them with "
+        f'--user_inter_num_interval="[{needed},inf)" or add interactions'
+    )
