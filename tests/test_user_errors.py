@@ -626,7 +626,13 @@ def test_a_general_model_on_a_dataset_without_times_holds_out_from_a_random_orde
 
 
 @pytest.mark.parametrize(
-    "name, expected", [("beautyy", "did you mean 'beauty'?"), ("ml-1n", "did you mean 'ml-1m'?")]
+    "name, expected",
+    [
+        ("beautyy", "did you mean 'beauty'?"),
+        ("ml-1n", "did you mean 'ml-1m'?"),
+        ("Beauty", "did you mean 'beauty'?"),
+        ("mystuff", "prepared as a custom dataset, with no published statistics to compare\n"),
+    ],
 )
 def test_prepare_of_an_unknown_name_says_custom_and_suggests_a_near_known_one(
     name, expected, tmp_path, capsys

@@ -472,7 +472,11 @@ def custom_dataset_note(dataset: str) -> str | None:
     """What ``prepare`` says about a name that is not a known dataset (None: it is known)."""
     if dataset in KNOWN_DATASETS:
         return None
-    close = [name for name in KNOWN_DATASETS if _one_edit_apart(dataset.lower(), name)]
+    close = [
+        name
+        for name in KNOWN_DATASETS
+        if dataset.lower() == name or _one_edit_apart(dataset.lower(), name)
+    ]
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return (
         f"'{dataset}' is not a known dataset ({', '.join(KNOWN_DATASETS)}): prepared as a "
