@@ -23,6 +23,8 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_moe.data.atomic import read_header
+from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.errors import ConfigError
 from recbole_moe.model import get_model
 from recbole_moe.process_group import init_device
@@ -49,15 +51,13 @@ def dataset_property_file(dataset: str) -> str:
 PROTOCOL_FILE = os.path.join(PROPERTIES_DIR, "protocol.yaml")
 
 
-def inter_header(path: str, separator: str = "\t", encoding: str = "utf-8") -> list[str]:
-    """The field names of an atomic file's header (``name:type`` columns; empty when the file
-    cannot be read)."""
+def inter_header(path: str, separator: str | None, encoding: str | None) -> list[str]:
+    """The field names of an atomic file's header (empty when the file is missing or
+    malformed: the data checks report that, with file and line)."""
     try:
-        with open(path, encoding=encoding) as f:
-            first = f.readline().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError, LookupError):
+        return [name for name, _ in read_header(path, separator or "\t", encoding)]
+    except (OSError, DataPreparationError):
         return []
-    return [column.split(":", 1)[0] for column in first.split(separator or "\t")]
 
 
 def dataset_section(loaded: Any, dataset: str, path: str) -> dict:
