@@ -267,7 +267,6 @@ def prepare_run(
         logger.info(net)
         if log:
             warn_slow_prefix_epoch(config, net, train_data._dataset, logger)
-        if log:
             log_flops(net, data, config, logger)
     except BaseException:
         _discard_run_log(log_file)
