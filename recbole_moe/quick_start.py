@@ -50,7 +50,7 @@ from recbole_moe.trainer import (
     read_checkpoint,
 )
 from recbole_moe.validation import (
-    short_histories_problem,
+    interaction_count_problems,
     unknown_key_messages,
     validate_config,
     validate_dataset_files,
@@ -219,9 +219,9 @@ def check_run(
     validate_config(config)
     check_dataset_files(config)
     validate_dataset_files(config)  # every value of every file RecBole will read
-    short = short_histories_problem(config)
-    if short:
-        raise DataPreparationError(short)
+    problems, config.count_warnings = interaction_count_problems(config)
+    if problems:
+        raise DataPreparationError("; ".join(problems))
     if config["resume"]:
         check_resume_checkpoint(config)
     return config
@@ -249,7 +249,7 @@ def prepare_run(
     log_file = _init_run_logger(config) if log and first_process else None
     logger = getLogger()
     try:
-        for message in unknown_key_messages(config):
+        for message in unknown_key_messages(config) + getattr(config, "count_warnings", []):
             logger.warning(message)
         for note in getattr(config, "notes", []):
             logger.info(note)

@@ -442,37 +442,75 @@ def _interval_lower(text: Any) -> float:
     return min(lows)
 
 
-def short_histories_problem(config: Config) -> str | None:
-    """How many users have too few interactions for the leave-one-out split (None: none).
-
-    Such users leave no training item, or no validation or test item: with every user short,
-    RecBole trains on nothing and reports empty metrics, or fails with a sampler error. Counted
-    on the ``.inter`` file before loading; ``user_inter_num_interval`` with a lower bound at
-    least the minimum drops them, so it silences this check.
-    """
+def _leave_one_out_minimum(config: Config) -> tuple[int, str] | None:
+    """Interactions each user needs under the leave-one-out split, with the split's mode (None:
+    not leave-one-out, or ``user_inter_num_interval`` already drops shorter users)."""
     split = (config["eval_args"] or {}).get("split")
     mode = split.get("LS") if isinstance(split, dict) else None
     needed = LEAVE_ONE_OUT_MINIMUM.get(mode) if isinstance(mode, str) else None
-    if needed is None or config["benchmark_filename"]:
+    if needed is None or _interval_lower(config["user_inter_num_interval"]) >= needed:
         return None
-    if _interval_lower(config["user_inter_num_interval"]) >= needed:
+    return needed, mode
+
+
+def _largest_full_ranking_topk(config: Config) -> int | None:
+    """The largest ``topk`` when validation or test ranks every item (None: neither does)."""
+    mode = (config["eval_args"] or {}).get("mode")
+    modes = mode.values() if isinstance(mode, dict) else [mode]
+    topk = config["topk"]
+    if "full" not in modes or not isinstance(topk, list) or not topk:
         return None
+    return max(topk)
+
+
+def interaction_count_problems(config: Config) -> tuple[list[str], list[str]]:
+    """What only the counts of the ``.inter`` file show, found before it is loaded:
+    ``(problems, warnings)``.
+
+    Problems: every user has too few interactions for the leave-one-out split (RecBole then
+    trained on nothing and reported empty metrics, or failed with a sampler error), or there
+    are fewer items than the largest ``topk`` of a full ranking (``torch.topk`` failed in
+    evaluation). Warning: some users are that short (they add no training sample, or are
+    evaluated on fewer items than the others).
+    """
     path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
-    uid = config["USER_ID_FIELD"]
+    if config["benchmark_filename"] or not os.path.isfile(path):
+        return [], []
     separator = config["field_separator"] or "\t"
     names = [name for name, _ in read_header(path, separator, config["encoding"])]
-    if uid not in names:
-        return None
-    users = _read(
-        path, names, [uid], {uid: str}, separator, config["encoding"], keep_default_na=False
-    )[uid]
-    counts = users.value_counts()
-    short = int((counts < needed).sum())
-    if not short:
-        return None
-    return (
-        f"{short} of {len(counts)} users in {path} have fewer than {needed} interactions, too "
-        f"few for leave-one-out (eval_args split LS {mode!r}, from "
-        f"{config.source_of('eval_args')}); drop them with "
-        f'--user_inter_num_interval="[{needed},inf)" or add interactions'
+    uid, iid = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
+    minimum = _leave_one_out_minimum(config) if uid in names else None
+    topk = _largest_full_ranking_topk(config) if iid in names else None
+    columns = [field for field, wanted in ((uid, minimum), (iid, topk)) if wanted]
+    if not columns:
+        return [], []
+    frame = _read(
+        path,
+        names,
+        columns,
+        {c: str for c in columns},
+        separator,
+        config["encoding"],
+        keep_default_na=False,
     )
+    problems, warnings = [], []
+    if minimum:
+        needed, mode = minimum
+        counts = frame[uid].value_counts()
+        short = int((counts < needed).sum())
+        if short:
+            (problems if short == len(counts) else warnings).append(
+                f"{short} of {len(counts)} users in {path} have fewer than {needed} "
+                f"interactions, too few for leave-one-out (eval_args split LS {mode!r}, from "
+                f"{config.source_of('eval_args')}); drop them with "
+                f'--user_inter_num_interval="[{needed},inf)" or add interactions'
+            )
+    if topk:
+        items = int(frame[iid].nunique())
+        if items < topk:
+            problems.append(
+                f"topk={config['topk']} (from {config.source_of('topk')}): {path} has "
+                f"{items} items, fewer than the largest cut-off {topk} of a full ranking; "
+                f"give topk values up to {items}"
+            )
+    return problems, warnings

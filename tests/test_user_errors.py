@@ -652,16 +652,49 @@ def test_users_too_short_for_leave_one_out_are_refused_before_training(
     folder = tmp_path / "data" / "short"
     folder.mkdir(parents=True)
     rows = "".join(f"{u}\t{u + t}\t{t}\n" for u in range(1, 6) for t in range(length))
-    rows += "".join(f"9\t{i}\t{i}\n" for i in range(1, 6))  # one user long enough
     (folder / "short.inter").write_text(HEADER + rows)
-    code = cli.main(_with(tiny(str(tmp_path / "data"), dataset="short"), []))
+    code = cli.main(
+        _with(
+            tiny(str(tmp_path / "data"), dataset="short"), ["--topk=[1]", "--valid_metric=NDCG@1"]
+        )
+    )
     _assert_refused(
         code,
         capsys.readouterr(),
-        ["5 of 6 users", "fewer than 3 interactions", 'user_inter_num_interval="[3,inf)"'],
+        ["5 of 5 users", "fewer than 3 interactions", 'user_inter_num_interval="[3,inf)"'],
         no_data_loaded,
     )
     assert not (tmp_path / "saved").exists()
+
+
+def test_some_users_too_short_for_leave_one_out_are_warned_about(tmp_path):
+    from recbole_moe.quick_start import check_run
+    from recbole_moe.testing import tiny_config
+
+    folder = tmp_path / "some"
+    folder.mkdir()
+    rows = "".join(f"{u}\t{t}\t{t}\n" for u in range(1, 9) for t in range(1 if u < 3 else 6))
+    (folder / "some.inter").write_text(HEADER + rows)
+    settings = tiny_config(str(tmp_path), topk=[5], valid_metric="NDCG@5")
+    config = check_run("SASRec", "some", config_dict=settings)
+    assert [w for w in config.count_warnings if "2 of 8 users" in w and "fewer than 3" in w]
+
+
+def test_fewer_items_than_the_largest_topk_are_refused_before_training(
+    tmp_path, capsys, no_data_loaded
+):
+    """Full ranking of 6 items cannot fill a top 20 (torch.topk failed in evaluation)."""
+    folder = tmp_path / "data" / "few"
+    folder.mkdir(parents=True)
+    rows = "".join(f"{u}\t{(u + t) % 6 + 1}\t{t}\n" for u in range(1, 9) for t in range(5))
+    (folder / "few.inter").write_text(HEADER + rows)
+    code = cli.main(_with(tiny(str(tmp_path / "data"), dataset="few"), ["--topk=[10, 20]"]))
+    _assert_refused(
+        code,
+        capsys.readouterr(),
+        ["topk=[10, 20] (from the command line)", "has 6 items", "up to 6"],
+        no_data_loaded,
+    )
 
 
 def test_a_users_own_ml_100k_is_read_from_data_path(synth, tmp_path):
