@@ -19,16 +19,21 @@ import os
 import sys
 from typing import Any
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_moe.data.atomic import read_header
+from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.errors import ConfigError, UnknownModelError
 from recbole_moe.model import get_model
 from recbole_moe.process_group import init_device
 from recbole_moe.recbole_settings import check_recbole_settings, resolve_amp
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties")
+#: Datasets RecBole reads from its own package whatever ``data_path`` says.
+RECBOLE_BUNDLED = ("ml-100k",)
 #: Section of a model property file with per-dataset values: ``{<dataset>: {key: value}}``.
 DATASET_OVERRIDES_KEY = "dataset_overrides"
 
@@ -50,6 +55,19 @@ def model_property_file(model: str) -> str:
 def dataset_property_file(dataset: str) -> str:
     """Path of our property file for ``dataset`` (may not exist)."""
     return os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
+
+
+#: The evaluation protocol of a dataset without a property file.
+PROTOCOL_FILE = os.path.join(PROPERTIES_DIR, "protocol.yaml")
+
+
+def inter_header(path: str, separator: str | None, encoding: str | None) -> list[str]:
+    """The field names of an atomic file's header (empty when the file is missing or
+    malformed: the data checks report that, with file and line)."""
+    try:
+        return [name for name, _ in read_header(path, separator or "\t", encoding)]
+    except (OSError, DataPreparationError):
+        return []
 
 
 def dataset_section(loaded: Any, dataset: str, path: str) -> dict:
@@ -132,7 +150,10 @@ class Config(RecBoleConfig):
             section = (read_yaml(model_file) or {}).get(DATASET_OVERRIDES_KEY) or {}
             if key in (section.get(self.dataset) or {}):
                 return f"property file {model_file} ({DATASET_OVERRIDES_KEY}: {self.dataset})"
-        for path in (dataset_property_file(self.dataset), model_file):
+        dataset_file = dataset_property_file(self.dataset)
+        if getattr(self, "custom_dataset", False):
+            dataset_file = PROTOCOL_FILE
+        for path in (dataset_file, model_file):
             if os.path.isfile(path) and key in (read_yaml(path) or {}):
                 return f"property file {path}"
         return "RecBole's defaults"
@@ -143,6 +164,15 @@ class Config(RecBoleConfig):
         # knows nccl on CUDA. A single-process run keeps RecBole's device selection.
         if "local_rank" not in self.final_config_dict:
             super()._init_device()
+            problems = getattr(self, "recbole_problems", None) or []
+            if self.external_config_dict.get("device") is not None and not any(
+                problem.startswith("device=") for problem in problems
+            ):
+                # RecBole derives the device from gpu_id alone; a device the user names wins
+                # (checked to exist in recbole_settings: never replaced silently).
+                self.final_config_dict["device"] = torch.device(
+                    str(self.external_config_dict["device"]).strip()
+                )
         else:
             init_device(self)
         # ``enable_amp: auto`` (the default) becomes a bool once the device is known.
@@ -175,11 +205,15 @@ class Config(RecBoleConfig):
             per_dataset = dataset_section(loaded, dataset, model_file)
             self.internal_config_dict.pop(DATASET_OVERRIDES_KEY, None)
         dataset_file = dataset_property_file(dataset)
-        if os.path.isfile(dataset_file):
-            config_dict = self._update_internal_config_dict(dataset_file) or {}
-            self.parameters["Dataset"] += [
-                key for key in config_dict if key not in self.parameters["Dataset"]
-            ]
+        #: No property file of ours for this dataset: it gets the protocol's defaults, and its
+        #: time field is loaded when its header has one (``_set_default_parameters``).
+        self.custom_dataset = not os.path.isfile(dataset_file)
+        if self.custom_dataset:
+            dataset_file = PROTOCOL_FILE
+        config_dict = self._update_internal_config_dict(dataset_file) or {}
+        self.parameters["Dataset"] += [
+            key for key in config_dict if key not in self.parameters["Dataset"]
+        ]
         # The model's own values for this dataset beat the dataset file (see the module doc).
         self.internal_config_dict.update(per_dataset)
 
@@ -200,4 +234,54 @@ class Config(RecBoleConfig):
         # RecBole's own checks here raise tracebacks, and it reads other settings without any
         # check; refuse every bad value first, each with its key, value and source.
         check_recbole_settings(self)
+        user_data_path = self.external_config_dict.get("data_path")
         super()._set_default_parameters()
+        final = self.final_config_dict
+        # Absolute, as the checkpoint keeps it: recommend and evaluation from another folder
+        # read the data training read.
+        final["data_path"] = os.path.abspath(final["data_path"])
+        #: Lines for the run's log about what was chosen for the user (``quick_start``).
+        self.notes = []
+        if self.dataset in RECBOLE_BUNDLED and isinstance(user_data_path, str):
+            # RecBole reads its bundled copy whatever data_path says: the user's own copy wins.
+            own = os.path.abspath(os.path.join(user_data_path, self.dataset))
+            if os.path.isfile(os.path.join(own, f"{self.dataset}.inter")):
+                final["data_path"] = own
+            else:
+                self.notes.append(
+                    f"data_path: {own} has no {self.dataset}.inter, so {self.dataset} is read "
+                    f"from the copy RecBole ships ({final['data_path']})"
+                )
+        if self.custom_dataset and "load_col" not in self.external_config_dict:
+            self._load_time_field()
+
+    def _load_time_field(self) -> None:
+        """Add the time field to ``load_col`` when the ``.inter`` header has it: a dataset
+        without a property file orders its histories by time like ours."""
+        final = self.final_config_dict
+        time_field, load_col = final.get("TIME_FIELD"), final.get("load_col")
+        if not time_field or not isinstance(load_col, dict):
+            return
+        columns = load_col.get("inter")
+        if not isinstance(columns, list) or time_field in columns:
+            return
+        path = os.path.join(final["data_path"], f"{self.dataset}.inter")
+        header = inter_header(path, final.get("field_separator"), final.get("encoding"))
+        if time_field in header:
+            final["load_col"] = {**load_col, "inter": columns + [time_field]}
+            self.notes.append(
+                f"load_col: the time field '{time_field}' of {path} is loaded as well (the "
+                f"dataset has no property file; --load_col sets the columns yourself)"
+            )
+        elif (
+            header
+            and final.get("MODEL_TYPE") != ModelType.SEQUENTIAL
+            and "eval_args" not in self.external_config_dict
+            and isinstance(final.get("eval_args"), dict)
+        ):
+            # Without times a general model still trains: leave-one-out of a random order.
+            final["eval_args"]["order"] = "RO"
+            self.notes.append(
+                f"eval_args: {path} has no '{time_field}' column, so each user's held-out "
+                "items are drawn from a random order (order RO)"
+            )

@@ -21,10 +21,25 @@ import torch
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def current_umask() -> int:
+    """The process's file mode creation mask (read without changing it where Linux shows it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, rarely reached)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write`` on a binary temporary file next to ``path``, then rename it to ``path``.
 
-    The temporary file is removed when ``write`` (or the rename) fails.
+    The file gets the mode ``open`` would give it (0666 less the umask): the temporary file is
+    created 0600. The temporary file is removed when ``write`` (or the rename) fails.
     """
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
@@ -34,6 +49,7 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
     try:
         with handle:
             write(handle)
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
         os.replace(handle.name, path)
     except BaseException:
         if os.path.exists(handle.name):
@@ -79,4 +95,4 @@ def to_plain(value: Any, json_safe: bool = False) -> Any:
     return str(value) if json_safe else value
 
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_write_text", "to_plain"]
+__all__ = ["atomic_write", "current_umask", "atomic_write_json", "atomic_write_text", "to_plain"]

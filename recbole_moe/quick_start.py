@@ -33,15 +33,16 @@ from recbole_moe import console
 from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
 from recbole_moe.data import lean
-from recbole_moe.data.prepare import ensure_dataset
+from recbole_moe.data.prepare import DataPreparationError, ensure_dataset
 from recbole_moe.data.seen import full_sort_evaluation, seen_problem
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
+from recbole_moe.errors import DatasetNotFoundError
 from recbole_moe.fingerprint import check_data, check_settings, run_fingerprint
 from recbole_moe.layers.recbole_models import is_recbole_model, use_layer_impls
 from recbole_moe.layers.transformer import layer_impls
-from recbole_moe.model import get_model
-from recbole_moe.objective import is_sequence, train_window
+from recbole_moe.model import get_model, sequence_models
+from recbole_moe.objective import is_sequence, train_window, training_samples, user_count
 from recbole_moe.process_group import as_single_process
 from recbole_moe.trainer import (
     RESUME_KEYS,
@@ -50,7 +51,12 @@ from recbole_moe.trainer import (
     load_state,
     read_checkpoint,
 )
-from recbole_moe.validation import unknown_key_messages, validate_config, validate_dataset_files
+from recbole_moe.validation import (
+    interaction_count_problems,
+    unknown_key_messages,
+    validate_config,
+    validate_dataset_files,
+)
 
 
 @dataclass
@@ -226,6 +232,9 @@ def check_run(
     validate_config(config)
     check_dataset_files(config)
     validate_dataset_files(config)  # every value of every file RecBole will read
+    problems, config.count_warnings = interaction_count_problems(config)
+    if problems:
+        raise DataPreparationError("; ".join(problems))
     if config["resume"]:
         check_resume_checkpoint(config)
     return config
@@ -253,8 +262,10 @@ def prepare_run(
     log_file = _init_run_logger(config) if log and first_process else None
     logger = getLogger()
     try:
-        for message in unknown_key_messages(config):
+        for message in unknown_key_messages(config) + getattr(config, "count_warnings", []):
             logger.warning(message)
+        for note in getattr(config, "notes", []):
+            logger.info(note)
         versions = ", ".join(f"{k} {v}" for k, v in package_versions().items() if v)
         logger.info(set_color("seed", "blue") + f": {config['seed']}   versions: {versions}")
         logger.info(config)
@@ -268,11 +279,68 @@ def prepare_run(
         net = build_model(config, train_data._dataset)
         logger.info(net)
         if log:
+            warn_slow_prefix_epoch(config, net, train_data._dataset, logger)
             log_flops(net, data, config, logger)
     except BaseException:
         _discard_run_log(log_file)
         raise
     return RunParts(config, net, data, train_data, valid_data, test_data, log_file)
+
+
+#: Floating-point operations per second per CPU thread assumed by :func:`prefix_epoch_seconds`:
+#: set so that the estimate of HyMoERec on ml-100k at length 200 is near the epoch time
+#: measured on a 2-core CPU (an estimate to within a factor of about two, not a measurement).
+CPU_FLOPS_PER_THREAD = 20e9
+#: Estimated seconds per epoch above which a prefix-regime CPU run is warned about.
+SLOW_EPOCH_S = 3600.0
+
+
+def prefix_epoch_seconds(config: Config, model: Any, samples: int) -> float:
+    """A cheap estimate of one prefix-regime training epoch on the CPU, in seconds.
+
+    Every training sample (each prefix of each history) is a sequence padded to
+    ``MAX_ITEM_LIST_LENGTH`` = L positions, each passing every non-embedding weight w once
+    forward and twice backward (2 FLOPs each: 6 w L), plus the softmax over the n items at its
+    last position (6 d n, with the item embedding's width d). Every expert of an MoE layer is
+    counted (not only the top-k a token uses), attention's L^2 terms and data loading are
+    left out, and a thread is assumed to run :data:`CPU_FLOPS_PER_THREAD`.
+    """
+    embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    in_embeddings = sum(m.weight.numel() for m in embeddings)
+    weights = sum(p.numel() for p in model.parameters() if p.requires_grad) - in_embeddings
+    width = max((m.embedding_dim for m in embeddings), default=0)
+    length = int(config["MAX_ITEM_LIST_LENGTH"] or 1)
+    n_items = int(getattr(model, "n_items", 0))
+    flops = samples * (6 * weights * length + 6 * width * n_items)
+    return flops / (CPU_FLOPS_PER_THREAD * max(torch.get_num_threads(), 1))
+
+
+def warn_slow_prefix_epoch(config: Config, model: Any, train_dataset, logger) -> None:
+    """Warn when a prefix-regime run on the CPU is estimated at more than an hour an epoch
+    (:func:`prefix_epoch_seconds`), naming ``--train_objective=sequence``."""
+    if (
+        config["MODEL_TYPE"] != ModelType.SEQUENTIAL
+        or is_sequence(config)
+        or torch.device(config["device"]).type != "cpu"
+    ):
+        return
+    samples = training_samples(config, train_dataset)
+    seconds = prefix_epoch_seconds(config, model, samples)
+    if seconds <= SLOW_EPOCH_S:
+        return
+    trainable = sequence_models()
+    fix = (
+        f"--train_objective=sequence trains one sample per user ({user_count(train_dataset):,}) "
+        "with a loss at every position"
+        if config["model"] in trainable
+        else "a GPU, a shorter MAX_ITEM_LIST_LENGTH or a smaller model is faster "
+        f"(--train_objective=sequence is for {', '.join(trainable)})"
+    )
+    logger.warning(
+        f"{config['model']} on {config['dataset']} with train_objective=prefix on the CPU: an "
+        f"epoch is estimated at about {seconds / 3600:.1f} h or more ({samples:,} training "
+        f"samples at length {config['MAX_ITEM_LIST_LENGTH']}); {fix}"
+    )
 
 
 def _plain(result) -> dict:
@@ -457,12 +525,17 @@ def run(
 
 
 def load_model(
-    model_file: str, device: str | None = None, checkpoint: dict | None = None
+    model_file: str,
+    device: str | None = None,
+    checkpoint: dict | None = None,
+    data_path: str | None = None,
 ) -> RunParts:
     """Reload a checkpoint written by :func:`run` (works on torch >= 2.6).
 
     Rebuilds the dataset from the checkpoint's config, so the dataset files must still be where
-    they were at training time. ``checkpoint``: the file's content, when already read with
+    they were at training time (the absolute ``data_path`` it keeps), or in ``data_path``: the
+    folder that holds ``<dataset>/<dataset>.inter``, as training's ``data_path``.
+    ``checkpoint``: the file's content, when already read with
     :func:`recbole_moe.trainer.read_checkpoint`.
 
     Returns:
@@ -485,7 +558,17 @@ def load_model(
     elif config["device"].type == "cuda" and not torch.cuda.is_available():
         config["device"] = torch.device("cpu")
     init_seed(config["seed"], config["reproducibility"])
-    check_dataset_files(config)  # the dataset must still be where it was at training time
+    dataset = config["dataset"]
+    if data_path is not None:
+        config["data_path"] = os.path.join(os.path.abspath(data_path), dataset)
+    if not os.path.isfile(os.path.join(config["data_path"], f"{dataset}.inter")):
+        where = "the given data_path" if data_path is not None else "where it was trained"
+        raise DatasetNotFoundError(
+            f"the data of checkpoint {model_file} is not {where}: "
+            f"{os.path.join(config['data_path'], f'{dataset}.inter')} does not exist; give "
+            f"--data_path (data_path=) the folder that holds {dataset}/{dataset}.inter"
+        )
+    check_dataset_files(config)
     validate_dataset_files(config)
     data, train_data, valid_data, test_data = lean.load_data(
         config, load_dataset, data_preparation, train_loader_class(config)

@@ -22,6 +22,7 @@ import inspect
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
@@ -279,6 +280,26 @@ class _Checker:
             problem = _directory_problem(checkpoint_dir)
             if problem:
                 self.add("checkpoint_dir", problem)
+
+    def hardware(self) -> None:
+        """What names hardware or folders that are not there: never replaced silently."""
+        user = self.config.external_config_dict
+        data_path = self.values.get("data_path")
+        if isinstance(data_path, str) and os.path.isfile(data_path):
+            self.add(
+                "data_path",
+                "is a file; data_path is the folder that holds <dataset>/<dataset>.inter",
+            )
+        if "nproc" in user:
+            self.check("nproc", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
+        if "device" in user:
+            problem = _device_problem(self.values["device"])
+            if problem:
+                self.add("device", problem)
+        if "gpu_id" in user and "local_rank" not in self.values:
+            problem = _gpu_id_problem(self.values["gpu_id"])
+            if problem:
+                self.add("gpu_id", problem)
 
     def training(self) -> None:
         learners = recbole_learners()
@@ -659,6 +680,49 @@ def _known_codec(name: str) -> bool:
     return True
 
 
+def _gpus() -> str:
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"this machine has {count} CUDA GPU{'' if count == 1 else 's'}" + (
+        "" if count else " (torch.cuda.is_available() is False)"
+    )
+
+
+def _device_problem(value: Any) -> str | None:
+    """Why ``device`` cannot be used here (None: it can). RecBole would overwrite it with the
+    device ``gpu_id`` gives, so a request for absent hardware would train elsewhere."""
+    try:
+        device = torch.device(str(value).strip())
+    except (RuntimeError, ValueError):
+        return "must be cpu, cuda or cuda:N"
+    if device.type not in ("cpu", "cuda"):
+        return "must be cpu, cuda or cuda:N"
+    if device.type == "cuda" and not (
+        torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    ):
+        return f"{_gpus()}; leave device unset (or cpu) to train on the CPU"
+    return None
+
+
+def _gpu_id_problem(value: Any) -> str | None:
+    """Why ``gpu_id`` names GPUs this machine lacks (None: it names none, or only present ones).
+
+    Checked only while ``CUDA_VISIBLE_DEVICES`` is unset: RecBole sets it to ``gpu_id``, after
+    which the visible devices are renumbered."""
+    if isinstance(value, (tuple, list)):
+        value = ",".join(map(str, value))
+    ids = [int(part) for part in re.findall(r"\d+", str(value))]
+    if not ids or ("CUDA_VISIBLE_DEVICES" in os.environ and torch.cuda.is_available()):
+        return None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    absent = [i for i in ids if i >= count]
+    if not absent:
+        return None
+    return (
+        f"{_gpus()}, so GPU {', '.join(map(str, absent))} is not there; give gpu_id='' "
+        "(or leave it unset) to train on the CPU"
+    )
+
+
 def _directory_problem(path: str) -> str | None:
     """Why checkpoints cannot be written under ``path`` (None: they can)."""
     if os.path.exists(path):
@@ -666,7 +730,7 @@ def _directory_problem(path: str) -> str | None:
             return "exists and is not a directory"
         if not os.access(path, os.W_OK):
             return "is a directory this user cannot write to"
-        return None
+        return _write_probe_problem(path, "cannot be written to")
     parent = os.path.dirname(os.path.abspath(path))
     while parent and not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -674,12 +738,23 @@ def _directory_problem(path: str) -> str | None:
         return f"cannot be created: {parent} is not a directory"
     if not os.access(parent, os.W_OK):
         return f"cannot be created: this user cannot write to {parent}"
+    return _write_probe_problem(parent, "cannot be created")
+
+
+def _write_probe_problem(folder: str, what: str) -> str | None:
+    """Whether a folder can be made in ``folder`` (made and removed at once): ``os.access``
+    says yes to root on a folder where writing fails (``/proc``, a read-only mount)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".recbole-moe-probe-", dir=folder))
+    except OSError as exc:
+        return f"{what}: writing in {folder} fails ({exc.strerror})"
     return None
 
 
 def _check(config) -> _Checker:
     checker = _Checker(config)
     checker.general()
+    checker.hardware()
     checker.training()
     checker.evaluation()
     checker.dataset()

@@ -67,9 +67,11 @@ class Recommender:
         model: str | None = None,
         dataset: str | None = None,
         device: str | None = None,
+        data_path: str | None = None,
     ) -> Recommender:
         """Load ``checkpoint``; with ``model``/``dataset`` given, refuse a checkpoint made by
-        another model or on another dataset."""
+        another model or on another dataset. ``data_path``: the folder holding
+        ``<dataset>/<dataset>.inter`` (default: where the checkpoint was trained)."""
         made = read_checkpoint(checkpoint, map_location="cpu")
         if model is not None or dataset is not None:
             check_checkpoint_matches(
@@ -84,7 +86,7 @@ class Recommender:
                 "sequential model; recommend ranks next items from a history, which only "
                 "sequential models do"
             )
-        parts = load_model(checkpoint, device=device, checkpoint=made)
+        parts = load_model(checkpoint, device=device, checkpoint=made, data_path=data_path)
         splits = [data._dataset for data in (parts.train_data, parts.valid_data, parts.test_data)]
         return cls(parts.config, parts.model, parts.dataset, parts.test_data, SeenItems(splits))
 
@@ -202,12 +204,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dataset", help="refuse the checkpoint unless it was made on this dataset"
     )
+    parser.add_argument(
+        "--data_path",
+        help="folder holding <dataset>/<dataset>.inter (default: where the checkpoint was trained)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.topk < 1:
         parser.error(f"argument --topk: {args.topk} is not a positive integer")
 
-    rec = Recommender.load(args.checkpoint, model=args.model, dataset=args.dataset)
+    rec = Recommender.load(
+        args.checkpoint, model=args.model, dataset=args.dataset, data_path=args.data_path
+    )
     exclude = not args.include_history
     if args.user:
         named = list(zip(args.user, rec.recommend(args.user, args.topk, exclude), strict=False))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import glob
 import os
+import re
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -31,7 +32,7 @@ from recbole_moe.config import (
     model_property_file,
     read_yaml,
 )
-from recbole_moe.data.atomic import check_atomic_file, check_interaction_file, read_header
+from recbole_moe.data.atomic import _read, check_atomic_file, check_interaction_file, read_header
 from recbole_moe.data.lean import batch_order_problem, data_path_mode, eval_batch_order_problem
 from recbole_moe.data.prepare import DataPreparationError
 from recbole_moe.data.seen import seen_problem
@@ -448,3 +449,91 @@ def validate_dataset_files(config: Config) -> None:
             else ("train_objective" if is_sequence(config) else "train_batch_order")
         )
         raise ConfigError(f"{exc} (from {config.source_of(key)})") from exc
+
+
+#: Interactions a user needs under each leave-one-out split (``eval_args`` ``split: {LS: ...}``):
+#: one training item, then one each for validation and test.
+LEAVE_ONE_OUT_MINIMUM = {"valid_and_test": 3, "valid_only": 2, "test_only": 2}
+
+
+def _interval_lower(text: Any) -> float:
+    """The lowest count an interval string such as ``"[3,inf)"`` lets through (0 if unset)."""
+    bounds = re.findall(r"([\[(])\s*([-+]?(?:inf|\d+(?:\.\d*)?))", str(text or ""))
+    if not bounds:
+        return 0.0
+    lows = [float(v) + (1 if bracket == "(" else 0) for bracket, v in bounds]
+    return min(lows)
+
+
+def _leave_one_out_minimum(config: Config) -> tuple[int, str] | None:
+    """Interactions each user needs under the leave-one-out split, with the split's mode (None:
+    not leave-one-out, or ``user_inter_num_interval`` already drops shorter users)."""
+    split = (config["eval_args"] or {}).get("split")
+    mode = split.get("LS") if isinstance(split, dict) else None
+    needed = LEAVE_ONE_OUT_MINIMUM.get(mode) if isinstance(mode, str) else None
+    if needed is None or _interval_lower(config["user_inter_num_interval"]) >= needed:
+        return None
+    return needed, mode
+
+
+def _largest_full_ranking_topk(config: Config) -> int | None:
+    """The largest ``topk`` when validation or test ranks every item (None: neither does)."""
+    mode = (config["eval_args"] or {}).get("mode")
+    modes = mode.values() if isinstance(mode, dict) else [mode]
+    topk = config["topk"]
+    if "full" not in modes or not isinstance(topk, list) or not topk:
+        return None
+    return max(topk)
+
+
+def interaction_count_problems(config: Config) -> tuple[list[str], list[str]]:
+    """What only the counts of the ``.inter`` file show, found before it is loaded:
+    ``(problems, warnings)``.
+
+    Problems: every user has too few interactions for the leave-one-out split (RecBole then
+    trained on nothing and reported empty metrics, or failed with a sampler error), or there
+    are fewer items than the largest ``topk`` of a full ranking (``torch.topk`` failed in
+    evaluation). Warning: some users are that short (they add no training sample, or are
+    evaluated on fewer items than the others).
+    """
+    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    if config["benchmark_filename"] or not os.path.isfile(path):
+        return [], []
+    separator = config["field_separator"] or "\t"
+    names = [name for name, _ in read_header(path, separator, config["encoding"])]
+    uid, iid = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]
+    minimum = _leave_one_out_minimum(config) if uid in names else None
+    topk = _largest_full_ranking_topk(config) if iid in names else None
+    columns = [field for field, wanted in ((uid, minimum), (iid, topk)) if wanted]
+    if not columns:
+        return [], []
+    frame = _read(
+        path,
+        names,
+        columns,
+        {c: str for c in columns},
+        separator,
+        config["encoding"],
+        keep_default_na=False,
+    )
+    problems, warnings = [], []
+    if minimum:
+        needed, mode = minimum
+        counts = frame[uid].value_counts()
+        short = int((counts < needed).sum())
+        if short:
+            (problems if short == len(counts) else warnings).append(
+                f"{short} of {len(counts)} users in {path} have fewer than {needed} "
+                f"interactions, too few for leave-one-out (eval_args split LS {mode!r}, from "
+                f"{config.source_of('eval_args')}); drop them with "
+                f'--user_inter_num_interval="[{needed},inf)" or add interactions'
+            )
+    if topk:
+        items = int(frame[iid].nunique())
+        if items < topk:
+            problems.append(
+                f"topk={config['topk']} (from {config.source_of('topk')}): {path} has "
+                f"{items} items, fewer than the largest cut-off {topk} of a full ranking; "
+                f"give topk values up to {items}"
+            )
+    return problems, warnings

@@ -333,11 +333,11 @@ def test_presets_and_layering():
         build_plan(protocol="nope")
 
 
-def test_plan_file_and_cli_dry_run(tmp_path, capsys):
+def test_plan_file_and_cli_dry_run(tmp_path, capsys, synth):
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(
         "models: {SASRec: {n_layers: 1}, GRU4Rec: ~}\ndatasets: [synth]\n"
-        "seeds: [4]\noverrides: {epochs: 2}\n"
+        f"seeds: [4]\noverrides: {{epochs: 2, data_path: {synth.data_path}}}\n"
     )
     assert benchmark.main(["--plan", str(plan_file), "--dry-run", "--hidden_size=8"]) == 0
     out = capsys.readouterr().out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -417,3 +419,21 @@ def test_staged_ml1m_full_and_5core(tmp_path, monkeypatch):
 def test_staged_amazon_statistics(tmp_path, name, file, expected):
     stats = prepare_dataset(name, STAGED / file, tmp_path, verbose=False)
     assert (stats["users"], stats["items"], stats["interactions"]) == expected
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    """Prepared files and tables written atomically get 0666 less the umask, as ``open`` would
+    give them (the temporary file they are renamed from is created 0600)."""
+    from recbole_moe.files import atomic_write_text
+
+    source = write(tmp_path / "seq.txt", "1 5 6 7\n2 6 7 8\n")
+    previous = os.umask(umask)
+    try:
+        prepare_dataset("mine", source, tmp_path / "data", verbose=False)
+        atomic_write_text(tmp_path / "trials.md", "| trial |\n")
+    finally:
+        os.umask(previous)
+    inter = prep.inter_path("mine", tmp_path / "data")
+    for path in (inter, prep._sidecar(inter), tmp_path / "trials.md"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, path

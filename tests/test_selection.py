@@ -182,8 +182,11 @@ def test_benchmark_run_shared_with_another_plan_writes_its_record(noisy, tmp_pat
 
 def test_dry_run_names_the_shared_selection(capsys, tmp_path):
     from recbole_moe import benchmark
+    from recbole_moe.testing import make_synthetic_dataset
 
+    make_synthetic_dataset(str(tmp_path / "data"), name="beauty")  # the plan is checked whole
     argv = ["--protocol", "fame", "--datasets", "beauty", "--models", "SASRec", "--seeds", "2"]
+    argv.append(f"--data_path={tmp_path / 'data'}")
     share = ["--share-with", f"hymoerec:{tmp_path}", "--train_objective=sequence", "--dry-run"]
     assert benchmark.main(argv + share) == 0
     assert f"(also selects on NDCG@10 for {tmp_path})" in capsys.readouterr().out

@@ -357,19 +357,28 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
         *as_argv(fixed_settings(synth.data_path, epochs=8)),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "recbole_moe.tuning", *argv],
-        env=env,
-        cwd=str(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    output = tmp_path / "worker.out"  # kept: a failure shows what the worker printed
+    with open(output, "wb") as sink:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "recbole_moe.tuning", *argv],
+            env=env,
+            cwd=str(tmp_path),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+    def printed() -> str:
+        return output.read_text(errors="replace")[-4000:]
+
     deadline = time.time() + 300
     try:
         # Kill the worker once trial 0 is finished and trial 1 has validated two epochs.
         while True:
-            assert worker.poll() is None, "the worker ended before it could be killed"
-            assert time.time() < deadline, "the first trials took too long"
+            assert worker.poll() is None, (
+                f"the worker ended (status {worker.returncode}) before it could be killed:\n"
+                + printed()
+            )
+            assert time.time() < deadline, "the first trials took too long:\n" + printed()
             time.sleep(0.2)
             if not (out / "study.db").is_file():
                 continue
@@ -387,7 +396,7 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     before = load(storage, "HyMoERec-synth").get_trials()
-    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"], printed()
     first = before[0]
 
     assert main(argv) == 0  # the same command again
@@ -412,6 +421,39 @@ def test_a_study_killed_mid_run_resumes_without_rerunning_finished_trials(synth,
         and t.state.name == "COMPLETE"
     ]
     assert trained == [after[0]]
+
+
+def test_a_new_study_database_opened_by_two_processes_at_once_is_not_an_error(
+    tmp_path, monkeypatch
+):
+    """Another process (a second worker, or a reader of the study) that creates the tables of a
+    new SQLite study first makes this one's insert of the version row fail; the database is
+    ready then and opening it again works (before, the worker exited with status 2)."""
+    import sqlalchemy
+
+    from recbole_moe.tuning import study as study_module
+
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def raced(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            real(url)  # the other process, first: tables and version row made
+            raise sqlalchemy.exc.IntegrityError(
+                "INSERT INTO alembic_version (version_num) VALUES (?)",
+                {},
+                Exception("UNIQUE constraint failed: alembic_version.version_num"),
+            )
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", raced)
+    monkeypatch.setattr(study_module.time, "sleep", lambda seconds: None)
+    storage = study_module.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    monkeypatch.undo()
+    assert len(calls) == 2
+    optuna.create_study(study_name="s", storage=storage)
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["s"]
 
 
 def test_two_worker_processes_share_one_study(synth, tmp_path):

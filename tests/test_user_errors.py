@@ -150,6 +150,17 @@ SETTINGS = [
         ["--model", "FAME", "--fusion=foo"],
         ["fusion='foo' (from the command line)", "logits, probs"],
     ),
+    ("device-absent", ["--device=cuda:99"], ["device='cuda:99'", "CUDA GPU"]),
+    ("device-unknown", ["--device=tpu"], ["device='tpu'", "cpu, cuda or cuda:N"]),
+    ("gpu-id-absent", ["--gpu_id=99"], ["gpu_id=", "GPU 99 is not there"]),
+    ("nproc-zero", ["--nproc=0"], ["nproc=0", "integer >= 1"]),
+    ("nproc-negative", ["--nproc=-2"], ["nproc=-2", "integer >= 1"]),
+    ("data-path-file", ["--data_path={file}"], ["data_path=", "is a file"]),
+    (
+        "checkpoint-dir-unwritable",
+        ["--checkpoint_dir=/proc/recbole-moe-saved"],
+        ["checkpoint_dir='/proc/recbole-moe-saved'", "/proc"],
+    ),
 ]
 
 # (id, .inter content or None for no file, extra arguments, substrings)
@@ -328,6 +339,13 @@ def test_bad_setting(extra, expected, synth, tmp_path, capsys, no_data_loaded):
     code = cli.main(_with(tiny(synth.data_path), extra))
     _assert_refused(code, capsys.readouterr(), expected, no_data_loaded)
     assert not (tmp_path / "log").exists() and not (tmp_path / "saved").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_on_a_machine_without_cuda_is_refused(synth, capsys, no_data_loaded):
+    """RecBole would set the device from gpu_id and train on the CPU."""
+    code = cli.main(tiny(synth.data_path) + ["--device=cuda"])
+    _assert_refused(code, capsys.readouterr(), ["device='cuda'", "0 CUDA GPUs"], no_data_loaded)
 
 
 def test_bad_setting_names_its_config_file(synth, tmp_path, capsys, no_data_loaded):
@@ -518,3 +536,307 @@ def test_resume_with_changed_settings_is_refused_before_data_loads(
             [expected, "start a new run (without --resume)"],
             no_data_loaded,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# A benchmark call is checked whole before its first run
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_run_started(monkeypatch):
+    """Records every benchmark run that starts: a bad plan must start none."""
+    from recbole_moe.benchmark import runner
+
+    started = []
+    monkeypatch.setattr(runner, "run_one", lambda *args, **kwargs: started.append(args))
+    return started
+
+
+def _benchmark(synth, tmp_path, *extra: str) -> list[str]:
+    return [
+        "benchmark",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path / "out"),
+        f"--data_path={synth.data_path}",
+        "--epochs=1",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            ["--models", "SASRec", "SASRecc", "--datasets", "synth"],
+            ["SASRecc on synth", "Unknown model 'SASRecc'", "Did you mean 'SASRec'"],
+        ),
+        (["--models", "SASRec", "--datasets", "synth", "nope"], ["SASRec on nope", "'nope'"]),
+        (
+            ["--models", "SASRec", "GRU4Rec", "--datasets", "synth", "--learner=adamm"],
+            ["2 run(s)", "learner='adamm'"],
+        ),
+    ],
+    ids=["model", "dataset", "override"],
+)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_benchmark_plan_is_checked_whole_before_its_first_run(
+    extra, expected, dry_run, synth, tmp_path, capsys, no_run_started, monkeypatch
+):
+    monkeypatch.delenv("RECBOLE_MOE_RAW_DATA", raising=False)
+    argv = _benchmark(synth, tmp_path, *extra) + (["--dry-run"] if dry_run else [])
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    _assert_refused(code, captured, expected, [])
+    (line,) = captured.err.strip().splitlines()
+    assert "nothing was run" in line
+    assert no_run_started == [] and not (tmp_path / "out").exists()
+
+
+def test_a_missing_plan_file_is_one_line(synth, tmp_path, capsys, no_run_started):
+    code = cli.main(_benchmark(synth, tmp_path, "--plan", str(tmp_path / "missing.yaml")))
+    captured = capsys.readouterr()
+    _assert_refused(code, captured, ["missing.yaml cannot be read"], [])
+    assert len(captured.err.strip().splitlines()) == 1 and "unexpected" not in captured.err
+
+
+def test_merge_refuses_a_missing_or_empty_source(tmp_path, capsys):
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "runs.jsonl").write_text('{"key": "SASRec/synth/seed0", "status": "ok"}\n')
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "runs.jsonl").write_text("")
+    out = tmp_path / "out"
+    cases = {"missing": "not a folder", "empty": "holds no runs.jsonl", "blank": "is empty"}
+    for name, reason in cases.items():
+        source = str(tmp_path / name)
+        code = cli.main(["benchmark", "merge", str(out), str(good), source])
+        captured = capsys.readouterr()
+        _assert_refused(code, captured, [source, reason], [])
+        assert not (out / "runs.jsonl").exists()  # the good source is not merged either
+
+
+# --------------------------------------------------------------------------------------------
+# Your own dataset trains as given
+# --------------------------------------------------------------------------------------------
+
+TINY_MODEL = ["--hidden_size=16", "--inner_size=32", "--n_layers=1", "--show_progress=false"]
+
+
+def _one_user_per_line(path, users: int = 40, seed: int = 0) -> str:
+    """A ``Beauty.txt``-style file: ``user item item ...`` per line, oldest first."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for user in range(1, users + 1):
+        start = rng.randint(1, 30)
+        lines.append(" ".join(map(str, [user] + [start + i for i in range(rng.randint(4, 9))])))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_custom_dataset_prepared_from_one_user_per_line_trains_with_the_protocol(
+    tmp_path, capsys
+):
+    """No --load_col, no metrics: the time field is loaded (one log line) and the protocol's
+    leave-one-out Hit/NDCG/MRR@5/10/20 are reported."""
+    source = _one_user_per_line(tmp_path / "Mine.txt")
+    data = str(tmp_path / "data")
+    assert cli.main(["prepare", "--dataset", "mine", "--source", source, "--data_path", data]) == 0
+    out = capsys.readouterr().out
+    assert "prepared as a custom dataset" in out and "expected" not in out
+    argv = ["--model", "SASRec", "--dataset", "mine", "--data_path", data, "--epochs=1"]
+    assert cli.main(argv + ["--train_objective=sequence"] + TINY_MODEL) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    (best,) = [line for line in out.splitlines() if line.startswith("best valid:")]
+    (test,) = [line for line in out.splitlines() if line.startswith("test ")]
+    names = [f"{m}@{k}" for m in ("hit", "ndcg", "mrr") for k in (5, 10, 20)]
+    for line in (best, test):
+        assert re.findall(r"(\w+@\d+): [\d.]+", line) == names, line
+    log_file = re.search(r"^log\s+: (\S+)", out, re.M).group(1)
+    log = open(log_file, encoding="utf-8").read()
+    assert len(re.findall(r"load_col: the time field 'timestamp' of \S+ is loaded", log)) == 1
+
+
+def test_a_dataset_without_a_property_file_gets_the_protocol_unless_the_user_sets_others(synth):
+    from recbole_moe.config import Config
+
+    config = Config("BPR", "synth", config_dict={"data_path": synth.data_path})
+    assert config["metrics"] == ["Hit", "NDCG", "MRR"] and config["topk"] == [5, 10, 20]
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert config["eval_args"]["order"] == "TO" and config["eval_args"]["mode"]["test"] == "full"
+    assert config["load_col"]["inter"] == ["user_id", "item_id", "timestamp"]
+    mine = Config(
+        "BPR",
+        "synth",
+        config_dict={"data_path": synth.data_path, "metrics": ["Recall"], "topk": [3]},
+    )
+    assert mine["metrics"] == ["Recall"] and mine["topk"] == [3]
+
+
+def test_a_general_model_on_a_dataset_without_times_holds_out_from_a_random_order(tmp_path):
+    from recbole_moe.config import Config
+
+    (tmp_path / "nt").mkdir()
+    rows = "".join(f"{u}\t{u + i}\n" for u in range(1, 9) for i in range(5))
+    (tmp_path / "nt" / "nt.inter").write_text("user_id:token\titem_id:token\n" + rows)
+    config = Config("BPR", "nt", config_dict={"data_path": str(tmp_path)})
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert config["eval_args"]["order"] == "RO"
+    assert any("no 'timestamp' column" in note for note in config.notes)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("beautyy", "did you mean 'beauty'?"),
+        ("ml-1n", "did you mean 'ml-1m'?"),
+        ("Beauty", "did you mean 'beauty'?"),
+        ("mystuff", "prepared as a custom dataset, with no published statistics to compare\n"),
+    ],
+)
+def test_prepare_of_an_unknown_name_says_custom_and_suggests_a_near_known_one(
+    name, expected, tmp_path, capsys
+):
+    source = _one_user_per_line(tmp_path / "raw.txt", users=5)
+    code = cli.main(["prepare", "--dataset", name, "--source", source, "--data_path", "data"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"'{name}' is not a known dataset" in out and expected in out
+    assert "expected" not in out
+    assert (tmp_path / "data" / name / f"{name}.inter").is_file()
+
+
+@pytest.mark.parametrize("length", [1, 2])
+def test_users_too_short_for_leave_one_out_are_refused_before_training(
+    length, tmp_path, capsys, no_data_loaded
+):
+    folder = tmp_path / "data" / "short"
+    folder.mkdir(parents=True)
+    rows = "".join(f"{u}\t{u + t}\t{t}\n" for u in range(1, 6) for t in range(length))
+    (folder / "short.inter").write_text(HEADER + rows)
+    code = cli.main(
+        _with(
+            tiny(str(tmp_path / "data"), dataset="short"), ["--topk=[1]", "--valid_metric=NDCG@1"]
+        )
+    )
+    _assert_refused(
+        code,
+        capsys.readouterr(),
+        ["5 of 5 users", "fewer than 3 interactions", 'user_inter_num_interval="[3,inf)"'],
+        no_data_loaded,
+    )
+    assert not (tmp_path / "saved").exists()
+
+
+def test_some_users_too_short_for_leave_one_out_are_warned_about(tmp_path):
+    from recbole_moe.quick_start import check_run
+    from recbole_moe.testing import tiny_config
+
+    folder = tmp_path / "some"
+    folder.mkdir()
+    rows = "".join(f"{u}\t{t}\t{t}\n" for u in range(1, 9) for t in range(1 if u < 3 else 6))
+    (folder / "some.inter").write_text(HEADER + rows)
+    settings = tiny_config(str(tmp_path), topk=[5], valid_metric="NDCG@5")
+    config = check_run("SASRec", "some", config_dict=settings)
+    assert [w for w in config.count_warnings if "2 of 8 users" in w and "fewer than 3" in w]
+
+
+def test_fewer_items_than_the_largest_topk_are_refused_before_training(
+    tmp_path, capsys, no_data_loaded
+):
+    """Full ranking of 6 items cannot fill a top 20 (torch.topk failed in evaluation)."""
+    folder = tmp_path / "data" / "few"
+    folder.mkdir(parents=True)
+    rows = "".join(f"{u}\t{(u + t) % 6 + 1}\t{t}\n" for u in range(1, 9) for t in range(5))
+    (folder / "few.inter").write_text(HEADER + rows)
+    code = cli.main(_with(tiny(str(tmp_path / "data"), dataset="few"), ["--topk=[10, 20]"]))
+    _assert_refused(
+        code,
+        capsys.readouterr(),
+        ["topk=[10, 20] (from the command line)", "has 6 items", "up to 6"],
+        no_data_loaded,
+    )
+
+
+def test_a_users_own_ml_100k_is_read_from_data_path(synth, tmp_path):
+    import shutil
+
+    from recbole_moe.quick_start import check_run
+
+    own = tmp_path / "mine"
+    shutil.copytree(os.path.join(synth.data_path, "synth"), own / "ml-100k")
+    os.rename(own / "ml-100k" / "synth.inter", own / "ml-100k" / "ml-100k.inter")
+    settings = {"data_path": str(own), "load_col": {"inter": ["user_id", "item_id", "timestamp"]}}
+    config = check_run("SASRec", "ml-100k", config_dict=settings)
+    assert config["data_path"] == str(own / "ml-100k")
+    elsewhere = check_run("SASRec", "ml-100k", config_dict={"data_path": str(tmp_path / "none")})
+    assert "dataset_example" in elsewhere["data_path"]
+    assert any("has no ml-100k.inter" in note for note in elsewhere.notes)  # logged, not silent
+
+
+def test_recommend_from_another_folder_and_with_data_path(synth, tmp_path, capsys, monkeypatch):
+    """The checkpoint keeps the absolute data path training resolved (here from a relative
+    --data_path); moved data is found with --data_path, and a missing one names the option."""
+    import shutil
+
+    shutil.copytree(synth.data_path, tmp_path / "data")
+    argv = _with(tiny("data"), ["--checkpoint_dir=saved"])
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    checkpoint = re.search(r"^checkpoint: (\S+)", out, re.M).group(1)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ask = ["recommend", "--checkpoint", checkpoint, "--user", "1", "--topk", "5", "--json"]
+    assert cli.main(ask) == 0, capsys.readouterr().err
+    first = capsys.readouterr().out
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    code = cli.main(ask)
+    err = capsys.readouterr().err
+    assert code == 2 and "--data_path" in err and "synth.inter does not exist" in err
+    assert cli.main(ask + ["--data_path", str(tmp_path / "moved")]) == 0
+    assert capsys.readouterr().out == first
+
+
+# --------------------------------------------------------------------------------------------
+# A prefix-regime run on a CPU estimated at more than an hour an epoch is warned about
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_prefix_epoch_estimate_counts_weights_positions_and_the_item_softmax(monkeypatch):
+    from recbole_moe import quick_start
+
+    class Tiny(torch.nn.Module):
+        n_items = 10
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = torch.nn.Embedding(10, 4)  # not counted as weights
+            self.layer = torch.nn.Linear(4, 4)  # 16 + 4 weights
+
+    monkeypatch.setattr(quick_start, "CPU_FLOPS_PER_THREAD", 1000.0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    seconds = quick_start.prefix_epoch_seconds({"MAX_ITEM_LIST_LENGTH": 5}, Tiny(), samples=100)
+    assert seconds == pytest.approx(100 * (6 * 20 * 5 + 6 * 4 * 10) / 2000.0)
+
+
+@pytest.mark.parametrize("objective", ["prefix", "sequence"])
+def test_a_slow_prefix_run_on_a_cpu_is_warned_about(objective, synth, monkeypatch, caplog):
+    from recbole_moe import quick_start
+    from recbole_moe.testing import tiny_config
+
+    # as slow as a long-sequence run on a large dataset: the tiny data's estimate is > 1 h
+    monkeypatch.setattr(quick_start, "CPU_FLOPS_PER_THREAD", 1e3)
+    settings = tiny_config(synth.data_path, train_objective=objective, state="INFO")
+    with caplog.at_level("WARNING"):
+        quick_start.prepare_run("SASRec", "synth", config_dict=settings)
+    warned = [r.getMessage() for r in caplog.records if "estimated at about" in r.getMessage()]
+    if objective == "sequence":
+        assert warned == []
+    else:
+        (message,) = warned
+        assert "train_objective=prefix on the CPU" in message
+        assert "--train_objective=sequence" in message

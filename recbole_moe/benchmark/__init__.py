@@ -16,12 +16,15 @@ and rewrites its report.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from recbole_moe.benchmark.checks import check_plan
 from recbole_moe.benchmark.plans import PROTOCOLS, SCALES, Plan, build_plan
 from recbole_moe.benchmark.report import write_report
 from recbole_moe.benchmark.runner import (
+    RUNS_FILE,
     SharedPlan,
     append_record,
     execute,
@@ -130,9 +133,15 @@ def run_main(argv: Sequence[str]) -> int:
             for spec in args.share_with
         ]
     except ValueError as exc:
-        parser.error(str(exc))
+        print(f"recbole-moe benchmark: error: {exc}", file=sys.stderr)
+        return 2
     if args.max_minutes is not None and not args.max_minutes >= 0:
         parser.error(f"--max-minutes must be a number of minutes >= 0, got {args.max_minutes:g}")
+    try:
+        check_plan(plan)  # every run, before the first one starts (and in --dry-run)
+    except ValueError as exc:
+        print(f"recbole-moe benchmark: error: {exc}", file=sys.stderr)
+        return 2
     out = args.out or f"benchmarks/results/{plan.name}"
     if args.dry_run:
         print(f"plan {plan.name}: {plan.description}")
@@ -188,6 +197,18 @@ def _folder_parser(command: str, description: str, out_help: str) -> argparse.Ar
     return parser
 
 
+def _merge_source_problem(source: str) -> str | None:
+    """Why ``source`` cannot be merged (None: it holds run records)."""
+    if not os.path.isdir(source):
+        return f"source {source} is not a folder (no such results folder)"
+    records = os.path.join(source, RUNS_FILE)
+    if not os.path.isfile(records):
+        return f"source {source} holds no {RUNS_FILE}: it is not a benchmark results folder"
+    if not read_runs(records):
+        return f"source {source} has no run records ({records} is empty)"
+    return None
+
+
 def merge_main(argv: Sequence[str]) -> int:
     """``benchmark merge OUT SOURCE...``: the records ``OUT`` lacks, then ``OUT``'s report."""
     parser = _folder_parser(
@@ -199,6 +220,11 @@ def merge_main(argv: Sequence[str]) -> int:
     parser.add_argument("sources", nargs="+", help="results folders to take records from")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite the report")
     args = parser.parse_args(list(argv))
+    for source in args.sources:
+        problem = _merge_source_problem(source)
+        if problem:
+            print(f"recbole-moe benchmark merge: error: {problem}", file=sys.stderr)
+            return 2
     added, conflicts = merge_runs(args.sources, args.out)
     for record in added:
         print(f"[benchmark] merged {record['key']} ({record.get('status')})")

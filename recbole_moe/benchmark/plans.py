@@ -330,8 +330,14 @@ def build_plan(
     """
     data: dict[str, Any] = {}
     if plan_file:
-        with open(plan_file, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+        try:
+            with open(plan_file, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise ValueError(f"Plan file {plan_file} cannot be read: {exc.strerror}.") from exc
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"Plan file {plan_file} is not valid YAML: {first}.") from exc
         if not isinstance(data, dict):
             raise ValueError(f"Plan file {plan_file} must hold a YAML mapping.")
     protocol = protocol or data.get("protocol")

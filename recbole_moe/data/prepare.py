@@ -484,9 +484,51 @@ def _filter_items(user: np.ndarray, item: np.ndarray, item_min: int) -> tuple[np
     return user[keep], item[keep]
 
 
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``b`` is ``a`` with one character inserted, deleted, replaced or two adjacent
+    characters swapped."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]]
+            and a[diff[1]] == b[diff[0]]
+        )
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def custom_dataset_note(dataset: str) -> str | None:
+    """What ``prepare`` says about a name that is not a known dataset (None: it is known)."""
+    if dataset in KNOWN_DATASETS:
+        return None
+    close = [
+        name
+        for name in KNOWN_DATASETS
+        if dataset.lower() == name or _one_edit_apart(dataset.lower(), name)
+    ]
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return (
+        f"'{dataset}' is not a known dataset ({', '.join(KNOWN_DATASETS)}): prepared as a "
+        f"custom dataset, with no published statistics to compare{hint}"
+    )
+
+
 def _stats_lines(dataset: str, stats: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Printable table of the statistics next to the expected values, and mismatches."""
     known = KNOWN_DATASETS.get(dataset)
+    if known is None:
+        lines = [f"{dataset} (prepared file, custom dataset):"]
+        lines += [f"  {key:<14}{stats[key]:>12,}" for key in ("users", "items", "interactions")]
+        lines.append(
+            f"  {'avg length':<14}{stats['avg_length']:>12.2f}"
+            f"  (min {stats['min_length']}, max {stats['max_length']})"
+        )
+        lines.append(f"  {'sparsity':<14}{100 * stats['sparsity']:>11.2f}%")
+        return lines + [custom_dataset_note(dataset)], []
     rows = [("prepared file", stats, known.expected if known else None)]
     if "filtered" in stats:
         rows.append(
@@ -732,12 +774,14 @@ def ensure_dataset(
     data_path: PathLike = "dataset",
     raw: PathLike | None = None,
     verbose: bool = True,
+    prepare_missing: bool = True,
 ) -> Path:
     """Make sure RecBole can read ``dataset``; returns the ``.inter`` path.
 
     Order: existing atomic file; for ml-100k RecBole's embedded copy; for a variant
     (ml-1m-5core) the base dataset's prepared file; the raw file under the raw root
-    (``raw`` or ``$RECBOLE_MOE_RAW_DATA``), which is prepared now.
+    (``raw`` or ``$RECBOLE_MOE_RAW_DATA``), which is prepared now (``prepare_missing``; else
+    only found: a check that writes nothing).
 
     Raises:
         DatasetNotFoundError: nothing found; the message names the dataset, the places
@@ -757,6 +801,8 @@ def ensure_dataset(
         searched.append(base)
         if base.is_file():
             source = base
+    if source is not None and not prepare_missing:
+        return output
     if source is not None:
         if verbose:
             print(f"Dataset {dataset!r} is not prepared yet; preparing it from {source}")

@@ -51,6 +51,8 @@ HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 300
 #: How many times the parameters of a trial whose worker died are queued again.
 MAX_RETRIES = 2
+#: Attempts to open a new database again after another process created its tables first.
+SCHEMA_RACE_RETRIES = 3
 #: Default number of trials when neither ``n_trials`` nor ``timeout`` is given.
 DEFAULT_TRIALS = 20
 SAMPLERS = ("tpe", "random", "grid")
@@ -262,6 +264,13 @@ def _installed_driver(parsed) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` is what a process sees when another one created the same new tables
+    or version row first."""
+    text = str(exc).lower()
+    return "unique constraint" in text or "already exists" in text or "duplicate" in text
+
+
 def open_storage(url: str):
     """An Optuna ``RDBStorage`` on ``url``, with heartbeats, connected and its tables made.
 
@@ -302,15 +311,26 @@ def open_storage(url: str):
     if callback_key not in inspect.signature(optuna.storages.RDBStorage).parameters:
         callback_key = "failed_trial_callback"  # Optuna < 4.9
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-                **{callback_key: queue_again},
-            )
+        # Two processes opening a new database at once both create its tables and both insert
+        # its version row; the slower one fails with a duplicate row (or an existing table)
+        # although the database is then ready: open it again (the other process's reader of a
+        # study that is being created made a worker exit with status 2).
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    storage = optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                        grace_period=GRACE_PERIOD_S,
+                        **{callback_key: queue_again},
+                    )
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as exc:
+                if attempt == SCHEMA_RACE_RETRIES or not _schema_race(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except ImportError as exc:
         cause = exc.__cause__ or exc
         raise TuneError(
