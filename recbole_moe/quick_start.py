@@ -34,6 +34,7 @@ from recbole_moe.data import lean
 from recbole_moe.data.prepare import ensure_dataset
 from recbole_moe.data.sequence import train_loader_class
 from recbole_moe.environment import package_versions
+from recbole_moe.errors import DatasetNotFoundError
 from recbole_moe.layers.activation import gelu_impl, use_gelu_impl
 from recbole_moe.layers.attention import attention_impl, use_attention_impl
 from recbole_moe.layers.dropout import dropout_impl, use_dropout_impl
@@ -111,7 +112,17 @@ def check_dataset_files(config: Config) -> None:
     """
     dataset = config["dataset"]
     data_dir = os.path.normpath(config["data_path"])
-    if not os.path.isfile(os.path.join(data_dir, f"{dataset}.inter")):
+    if config["benchmark_filename"]:  # pre-split: <dataset>.<part>.inter for each part
+        parts = [
+            os.path.join(data_dir, f"{dataset}.{p}.inter") for p in config["benchmark_filename"]
+        ]
+        missing = [path for path in parts if not os.path.isfile(path)]
+        if missing:
+            raise DatasetNotFoundError(
+                f"dataset '{dataset}': benchmark_filename {config['benchmark_filename']} names "
+                f"files that do not exist: {', '.join(missing)}"
+            )
+    elif not os.path.isfile(os.path.join(data_dir, f"{dataset}.inter")):
         # Prepares from the raw-data root when it can; raises a specific error otherwise.
         ensure_dataset(dataset, os.path.dirname(data_dir))
 
