@@ -157,7 +157,14 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
+        recbole = dict(self.internal_config_dict)
+        recbole_metric = self.internal_config_dict.get("valid_metric")
         self._update_internal_config_dict(os.path.join(PROPERTIES_DIR, "overall.yaml"))
+        # Our valid_metric (a top-k metric) is for the families that compute it; RecBole's
+        # context-aware and DIN/DIEN settings compute AUC and LogLoss and select on AUC.
+        metric = str(self.internal_config_dict.get("valid_metric", "")).split("@")[0].lower()
+        if metric not in {m.lower() for m in self.internal_config_dict.get("metrics") or []}:
+            self.internal_config_dict["valid_metric"] = recbole_metric
         model_file = model_property_file(model)
         per_dataset: dict = {}
         if os.path.isfile(model_file):
@@ -170,8 +177,29 @@ class Config(RecBoleConfig):
             self.parameters["Dataset"] += [
                 key for key in config_dict if key not in self.parameters["Dataset"]
             ]
+            self._keep_family_files(recbole)
         # The model's own values for this dataset beat the dataset file (see the module doc).
         self.internal_config_dict.update(per_dataset)
+
+    def _keep_family_files(self, recbole: dict) -> None:
+        """Keep the files a RecBole model family reads beyond the interactions.
+
+        Our dataset files load the interactions only, for sequential models. RecBole's settings
+        for a family (``quick_start_config/knowledge_base.yaml``: ``.kg`` and ``.link``;
+        ``context-aware_ml-100k.yaml``: ``.user``, ``.item`` and the rating threshold that
+        makes the labels) add sources; those stay, with the threshold and its rating column.
+        """
+        ours, theirs = self.internal_config_dict.get("load_col"), recbole.get("load_col")
+        if not isinstance(ours, dict) or not isinstance(theirs, dict):
+            return
+        extra = {source: cols for source, cols in theirs.items() if source not in ours}
+        if not extra:
+            return
+        load_col = {**ours, **extra}
+        if recbole.get("threshold") and not self.internal_config_dict.get("threshold"):
+            self.internal_config_dict["threshold"] = recbole["threshold"]
+            load_col["inter"] = theirs.get("inter", ours.get("inter"))
+        self.internal_config_dict["load_col"] = load_col
 
     def _get_final_config_dict(self) -> dict:
         final = super()._get_final_config_dict()

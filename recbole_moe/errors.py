@@ -17,3 +17,7 @@ class UnknownModelError(ConfigError):
 
 class DatasetNotFoundError(RecBoleMoeError, FileNotFoundError):
     """A dataset whose atomic files are not where the configuration points."""
+
+
+class MissingPackageError(ConfigError):
+    """A model that needs an optional package which is not installed."""
