@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import recbole as recbole_package
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
@@ -157,6 +158,13 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
+        # RecBole looks for properties/model/<model>.yaml, but ships LightGBM's and XGBoost's
+        # as lightgbm.yaml and xgboost.yaml: not found on a case-sensitive file system.
+        model_dir = os.path.join(os.path.dirname(recbole_package.__file__), "properties", "model")
+        if not os.path.isfile(os.path.join(model_dir, f"{model}.yaml")):
+            lower = os.path.join(model_dir, f"{model.lower()}.yaml")
+            if os.path.isfile(lower):
+                self._update_internal_config_dict(lower)
         recbole = dict(self.internal_config_dict)
         recbole_metric = self.internal_config_dict.get("valid_metric")
         self._update_internal_config_dict(os.path.join(PROPERTIES_DIR, "overall.yaml"))

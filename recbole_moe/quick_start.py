@@ -186,8 +186,11 @@ def build_model(config: Config, dataset) -> Any:
     """``config``'s model on ``dataset``, on ``config``'s device, with its attention layers
     computed as ``attention_impl`` says (RecBole's layers or the fused path, same parameters),
     its dropout masks drawn as ``dropout_impl`` says (torch's or the cheaper CPU mask) and its
-    feed-forward GELUs computed as ``gelu_impl`` says (RecBole's or one fused operation)."""
+    feed-forward GELUs computed as ``gelu_impl`` says (RecBole's or one fused operation).
+    RecBole's LightGBM and XGBoost are boosters, not torch modules, and are returned as built."""
     net = get_model(config["model"])(config, dataset).to(config["device"])
+    if not isinstance(net, torch.nn.Module):
+        return net
     use_attention_impl(net, attention_impl(config))
     use_dropout_impl(net, dropout_impl(config))
     use_gelu_impl(net, gelu_impl(config))

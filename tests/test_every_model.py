@@ -81,6 +81,9 @@ MODEL_SETTINGS = {
         "eval_args": {**SEQUENTIAL_SPLIT, "mode": "uni5"},
     },
     "ConvNCF": {"embedding_size": 64},
+    "NCL": {"num_clusters": 4},
+    "LightGBM": {"lgb_num_boost_round": 2},
+    "XGBoost": {"xgb_num_boost_round": 2},  # k-means needs at least as many users as clusters
     # DGCF samples max(n_users, n_items) / n_batches users without replacement: two batches.
     "DGCF": {"train_batch_size": 64},  # its CNN halves a 64 x 64 map down to 1 x 1
     "FDSA": {"selected_features": ["genre"]},
@@ -132,6 +135,6 @@ def test_model_trains_one_batch(case, feature_data, tmp_path):
     parts = prepare_run(name, "feat", config_dict=config_dict, log=False)
     trainer = get_trainer(parts.config, parts.model)
     assert len(parts.train_data) <= 2
-    trainer.fit(parts.train_data, valid_data=None, saved=False, show_progress=False)
+    trainer.fit(parts.train_data, parts.valid_data, saved=False, show_progress=False)
     result = trainer.evaluate(parts.test_data, load_best_model=False, show_progress=False)
     assert result and all(math.isfinite(float(v)) for v in result.values()), result
