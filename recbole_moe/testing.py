@@ -188,6 +188,23 @@ def full_width_dataset(name: str, batch: int, n_items: int, length: int) -> str:
     return root
 
 
+#: Settings that load :func:`make_feature_dataset`'s knowledge graph with its pre-trained
+#: entity and relation embeddings (``.ent`` / ``.rel``), as GRU4RecKG and KSR read them.
+KG_EMBEDDING_SETTINGS: dict[str, Any] = {
+    "load_col": {
+        "inter": ["user_id", "item_id", "rating", "timestamp"],
+        "kg": ["head_id", "relation_id", "tail_id"],
+        "link": ["item_id", "entity_id"],
+        "ent": ["ent_id", "ent_emb"],
+        "rel": ["rel_id", "rel_emb"],
+    },
+    "additional_feat_suffix": ["ent", "rel"],
+    "alias_of_entity_id": ["ent_id"],
+    "alias_of_relation_id": ["rel_id"],
+    "preload_weight": {"ent_id": "ent_emb", "rel_id": "rel_emb"},
+}
+
+
 def _write_atomic(path: str, header: str, rows: list[str]) -> None:
     """Write one atomic file (``header`` then ``rows``, tab-separated) atomically."""
     tmp = path + ".tmp"

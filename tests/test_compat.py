@@ -241,21 +241,11 @@ def test_kgin_imports_the_stand_in_without_exposing_it():
 
 def test_preloaded_weights_are_float32(tmp_path):
     """KSR multiplies its pre-loaded relation matrix with float32 activations."""
-    from recbole_moe.testing import build, make_feature_dataset
+    from recbole_moe.testing import KG_EMBEDDING_SETTINGS, build, make_feature_dataset
 
     directory = make_feature_dataset(str(tmp_path), name="feat", emb_size=8)
     settings = {
-        "load_col": {
-            "inter": ["user_id", "item_id", "timestamp"],
-            "kg": ["head_id", "relation_id", "tail_id"],
-            "link": ["item_id", "entity_id"],
-            "ent": ["ent_id", "ent_emb"],
-            "rel": ["rel_id", "rel_emb"],
-        },
-        "additional_feat_suffix": ["ent", "rel"],
-        "alias_of_entity_id": ["ent_id"],
-        "alias_of_relation_id": ["rel_id"],
-        "preload_weight": {"ent_id": "ent_emb", "rel_id": "rel_emb"},
+        **KG_EMBEDDING_SETTINGS,
         "MAX_ITEM_LIST_LENGTH": 5,
         "embedding_size": 8,
         "kg_embedding_size": 8,

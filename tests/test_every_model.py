@@ -13,7 +13,7 @@ import pytest
 
 from recbole_moe.model import missing_package, recbole_model_families
 from recbole_moe.quick_start import get_trainer, prepare_run
-from recbole_moe.testing import make_feature_dataset
+from recbole_moe.testing import KG_EMBEDDING_SETTINGS, make_feature_dataset
 
 #: Every dataset file's columns, as ``load_col`` (each family loads the part it reads).
 INTER = ["user_id", "item_id", "rating", "timestamp"]
@@ -60,16 +60,7 @@ SEQUENTIAL_SPLIT = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "f
 
 #: Pre-trained entity and relation embeddings (``.ent`` / ``.rel``) for GRU4RecKG and KSR.
 KG_EMBEDDINGS = {
-    "load_col": {
-        "inter": INTER,
-        **KG,
-        "ent": ["ent_id", "ent_emb"],
-        "rel": ["rel_id", "rel_emb"],
-    },
-    "additional_feat_suffix": ["ent", "rel"],
-    "alias_of_entity_id": ["ent_id"],
-    "alias_of_relation_id": ["rel_id"],
-    "preload_weight": {"ent_id": "ent_emb", "rel_id": "rel_emb"},
+    **KG_EMBEDDING_SETTINGS,
     "kg_embedding_size": 8,
     "eval_args": SEQUENTIAL_SPLIT,
 }
