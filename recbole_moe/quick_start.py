@@ -344,15 +344,19 @@ def run(
     config = parts.config
     logger = getLogger()
     trainer = get_trainer(config, parts.model)
-    n_params = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
+    # RecBole's LightGBM and XGBoost are boosters: no torch parameters
+    weights = parts.model.parameters() if isinstance(parts.model, torch.nn.Module) else []
+    n_params = sum(p.numel() for p in weights if p.requires_grad)
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
+    # RecBole's DecisionTreeTrainer (LightGBM, XGBoost) takes no callback_fn
+    callback = {"callback_fn": callback_fn} if callback_fn is not None else {}
     best_valid_score, best_valid_result = trainer.fit(
         parts.train_data,
         parts.valid_data,
         saved=saved,
         show_progress=config["show_progress"],
-        callback_fn=callback_fn,
+        **callback,
     )
     # seconds per training epoch and validation pass (RecBoleMoeTrainer; none for others)
     train_times = getattr(trainer, "train_epoch_times", [])
