@@ -166,13 +166,7 @@ class Config(RecBoleConfig):
             if os.path.isfile(lower):
                 self._update_internal_config_dict(lower)
         recbole = dict(self.internal_config_dict)
-        recbole_metric = self.internal_config_dict.get("valid_metric")
         self._update_internal_config_dict(os.path.join(PROPERTIES_DIR, "overall.yaml"))
-        # Our valid_metric (a top-k metric) is for the families that compute it; RecBole's
-        # context-aware and DIN/DIEN settings compute AUC and LogLoss and select on AUC.
-        metric = str(self.internal_config_dict.get("valid_metric", "")).split("@")[0].lower()
-        if metric not in {m.lower() for m in self.internal_config_dict.get("metrics") or []}:
-            self.internal_config_dict["valid_metric"] = recbole_metric
         model_file = model_property_file(model)
         per_dataset: dict = {}
         if os.path.isfile(model_file):
@@ -188,6 +182,12 @@ class Config(RecBoleConfig):
             self._keep_family_files(recbole)
         # The model's own values for this dataset beat the dataset file (see the module doc).
         self.internal_config_dict.update(per_dataset)
+        # Our top-k metrics, valid_metric and full-ranking eval_args are for top-k models;
+        # RecBole's context-aware, DIN/DIEN and decision-tree settings score labeled data with
+        # AUC and LogLoss, and keep them.
+        if "AUC" in (recbole.get("metrics") or []):
+            for key in ("eval_args", "metrics", "valid_metric"):
+                self.internal_config_dict[key] = recbole[key]
 
     def _keep_family_files(self, recbole: dict) -> None:
         """Keep the files a RecBole model family reads beyond the interactions.

@@ -79,8 +79,10 @@ def test_model_family_keeps_its_files_and_metric(model, sources, threshold, vali
     assert set(config["load_col"]) == sources
     assert config["threshold"] == threshold
     assert config["valid_metric"] == valid_metric
+    assert (valid_metric == "AUC") == (config["metrics"] == ["AUC", "LogLoss"])
     if threshold:
         assert "rating" in config["load_col"]["inter"]
+        assert config["eval_args"]["mode"] == {"valid": "labeled", "test": "labeled"}
 
 
 def test_every_recbole_model_resolves_or_names_its_package():
