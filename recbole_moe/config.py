@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Any
 
+import recbole as recbole_package
 import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
@@ -197,6 +198,14 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
+        # RecBole looks for properties/model/<model>.yaml, but ships LightGBM's and XGBoost's
+        # as lightgbm.yaml and xgboost.yaml: not found on a case-sensitive file system.
+        model_dir = os.path.join(os.path.dirname(recbole_package.__file__), "properties", "model")
+        if not os.path.isfile(os.path.join(model_dir, f"{model}.yaml")):
+            lower = os.path.join(model_dir, f"{model.lower()}.yaml")
+            if os.path.isfile(lower):
+                self._update_internal_config_dict(lower)
+        recbole = dict(self.internal_config_dict)
         self._update_internal_config_dict(os.path.join(PROPERTIES_DIR, "overall.yaml"))
         model_file = model_property_file(model)
         per_dataset: dict = {}
@@ -214,8 +223,35 @@ class Config(RecBoleConfig):
         self.parameters["Dataset"] += [
             key for key in config_dict if key not in self.parameters["Dataset"]
         ]
+        self._keep_family_files(recbole)
         # The model's own values for this dataset beat the dataset file (see the module doc).
         self.internal_config_dict.update(per_dataset)
+        # Our top-k metrics, valid_metric and full-ranking eval_args are for top-k models;
+        # RecBole's context-aware, DIN/DIEN and decision-tree settings score labeled data with
+        # AUC and LogLoss, and keep them.
+        if "AUC" in (recbole.get("metrics") or []):
+            for key in ("eval_args", "metrics", "valid_metric"):
+                self.internal_config_dict[key] = recbole[key]
+
+    def _keep_family_files(self, recbole: dict) -> None:
+        """Keep the files a RecBole model family reads beyond the interactions.
+
+        Our dataset files load the interactions only, for sequential models. RecBole's settings
+        for a family (``quick_start_config/knowledge_base.yaml``: ``.kg`` and ``.link``;
+        ``context-aware_ml-100k.yaml``: ``.user``, ``.item`` and the rating threshold that
+        makes the labels) add sources; those stay, with the threshold and its rating column.
+        """
+        ours, theirs = self.internal_config_dict.get("load_col"), recbole.get("load_col")
+        if not isinstance(ours, dict) or not isinstance(theirs, dict):
+            return
+        extra = {source: cols for source, cols in theirs.items() if source not in ours}
+        if not extra:
+            return
+        load_col = {**ours, **extra}
+        if recbole.get("threshold") and not self.internal_config_dict.get("threshold"):
+            self.internal_config_dict["threshold"] = recbole["threshold"]
+            load_col["inter"] = theirs.get("inter", ours.get("inter"))
+        self.internal_config_dict["load_col"] = load_col
 
     def _get_final_config_dict(self) -> dict:
         final = super()._get_final_config_dict()

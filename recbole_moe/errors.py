@@ -22,3 +22,7 @@ class DatasetNotFoundError(RecBoleMoeError, FileNotFoundError):
 class CheckpointMismatchError(RecBoleMoeError, ValueError):
     """A checkpoint made by another model, on other data or with other settings than the
     current run."""
+
+
+class MissingPackageError(ConfigError):
+    """A model that needs an optional package which is not installed."""

@@ -131,7 +131,17 @@ def check_dataset_files(config: Config) -> None:
     """
     dataset = config["dataset"]
     data_dir = os.path.normpath(config["data_path"])
-    if not os.path.isfile(os.path.join(data_dir, f"{dataset}.inter")):
+    if config["benchmark_filename"]:  # pre-split: <dataset>.<part>.inter for each part
+        parts = [
+            os.path.join(data_dir, f"{dataset}.{p}.inter") for p in config["benchmark_filename"]
+        ]
+        missing = [path for path in parts if not os.path.isfile(path)]
+        if missing:
+            raise DatasetNotFoundError(
+                f"dataset '{dataset}': benchmark_filename {config['benchmark_filename']} names "
+                f"files that do not exist: {', '.join(missing)}"
+            )
+    elif not os.path.isfile(os.path.join(data_dir, f"{dataset}.inter")):
         # Prepares from the raw-data root when it can; raises a specific error otherwise.
         ensure_dataset(dataset, os.path.dirname(data_dir))
 
@@ -197,8 +207,11 @@ def build_model(config: Config, dataset) -> Any:
     """``config``'s model on ``dataset``, on ``config``'s device. Our models build their layers
     as ``attention_impl``, ``dropout_impl`` and ``gelu_impl`` say; RecBole's own models, whose
     layers we cannot build, are switched to them afterwards
-    (:mod:`recbole_moe.layers.recbole_models`)."""
+    (:mod:`recbole_moe.layers.recbole_models`). RecBole's LightGBM and XGBoost are boosters,
+    not torch modules, and are returned as built."""
     net = get_model(config["model"])(config, dataset).to(config["device"])
+    if not isinstance(net, torch.nn.Module):  # RecBole's LightGBM and XGBoost: boosters
+        return net
     if is_recbole_model(net):
         use_layer_impls(net, layer_impls(config))
     return net
@@ -456,18 +469,22 @@ def run(
     logger = getLogger()
     trainer = get_trainer(config, parts.model)
     trainer.fingerprint = run_fingerprint(config, parts.dataset)  # saved, compared on a resume
-    n_params = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
+    # RecBole's LightGBM and XGBoost are boosters: no torch parameters
+    weights = parts.model.parameters() if isinstance(parts.model, torch.nn.Module) else []
+    n_params = sum(p.numel() for p in weights if p.requires_grad)
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
     _RESUME_FILE[:] = [os.path.abspath(trainer.last_model_file)] if saved else []
     console.show(logger, run_header(config, n_params, parts.log_file))
     show_progress = console.progress_bars(config["show_progress"])
+    # RecBole's DecisionTreeTrainer (LightGBM, XGBoost) takes no callback_fn
+    callback = {"callback_fn": callback_fn} if callback_fn is not None else {}
     best_valid_score, best_valid_result = trainer.fit(
         parts.train_data,
         parts.valid_data,
         saved=saved,
         show_progress=show_progress,
-        callback_fn=callback_fn,
+        **callback,
     )
     # seconds per training epoch and validation pass (RecBoleMoeTrainer; none for others)
     train_times = getattr(trainer, "train_epoch_times", [])

@@ -227,3 +227,112 @@ def write_model_package(root: str, package: str, files: dict[str, str]) -> str:
     with open(os.path.join(info, "entry_points.txt"), "w", encoding="utf-8") as f:
         f.write(f"[{ENTRY_POINT_GROUP}]\n{package} = {package}\n")
     return directory
+
+
+#: Settings that load :func:`make_feature_dataset`'s knowledge graph with its pre-trained
+#: entity and relation embeddings (``.ent`` / ``.rel``), as GRU4RecKG and KSR read them.
+KG_EMBEDDING_SETTINGS: dict[str, Any] = {
+    "load_col": {
+        "inter": ["user_id", "item_id", "rating", "timestamp"],
+        "kg": ["head_id", "relation_id", "tail_id"],
+        "link": ["item_id", "entity_id"],
+        "ent": ["ent_id", "ent_emb"],
+        "rel": ["rel_id", "rel_emb"],
+    },
+    "additional_feat_suffix": ["ent", "rel"],
+    "alias_of_entity_id": ["ent_id"],
+    "alias_of_relation_id": ["rel_id"],
+    "preload_weight": {"ent_id": "ent_emb", "rel_id": "rel_emb"},
+}
+
+
+def _write_atomic(path: str, header: str, rows: list[str]) -> None:
+    """Write one atomic file (``header`` then ``rows``, tab-separated) atomically."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(header + "\n")
+        f.writelines(row + "\n" for row in rows)
+    os.replace(tmp, path)
+
+
+def make_feature_dataset(
+    root: str,
+    name: str = "feat",
+    n_users: int = 16,
+    n_items: int = 20,
+    per_user: int = 7,
+    n_extra_entities: int = 6,
+    n_relations: int = 3,
+    emb_size: int = 4,
+    seed: int = 0,
+) -> str:
+    """Write a tiny dataset with every kind of file RecBole's model families read.
+
+    ``<name>.inter`` (user, item, rating 1-5, timestamp; ``per_user`` distinct items each),
+    ``.user`` (age float, gender token), ``.item`` (price float, genre token_seq), ``.kg`` and
+    ``.link`` (each item is an entity ``e<item>``; random triples over the items' and
+    ``n_extra_entities`` other entities) and ``.ent`` / ``.rel`` (pre-trained embeddings of
+    size ``emb_size``, for GRU4RecKG and KSR). Deterministic for a given ``seed``.
+
+    Returns:
+        The dataset directory ``<root>/<name>``.
+    """
+    rng = np.random.default_rng(seed)
+    directory = os.path.join(root, name)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    inter = []
+    for user in range(1, n_users + 1):
+        items = rng.choice(np.arange(1, n_items + 1), size=per_user, replace=False)
+        for t, item in enumerate(items):
+            inter.append(f"u{user}\ti{item}\t{rng.integers(1, 6)}\t{t}")
+    _write_atomic(
+        path + ".inter",
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float",
+        inter,
+    )
+    _write_atomic(
+        path + ".user",
+        "user_id:token\tage:float\tgender:token",
+        [f"u{u}\t{rng.integers(18, 60)}\t{'MF'[u % 2]}" for u in range(1, n_users + 1)],
+    )
+    genres = [
+        " ".join(f"g{g}" for g in rng.choice(4, size=rng.integers(1, 3), replace=False))
+        for _ in range(n_items)
+    ]
+    _write_atomic(
+        path + ".item",
+        "item_id:token\tprice:float\tgenre:token_seq",
+        [f"i{i}\t{rng.uniform(1, 50):.2f}\t{genres[i - 1]}" for i in range(1, n_items + 1)],
+    )
+    entities = [f"e{i}" for i in range(1, n_items + n_extra_entities + 1)]
+    triples = {
+        (entities[h], f"r{rng.integers(1, n_relations + 1)}", entities[t])
+        for h, t in rng.integers(0, len(entities), size=(4 * len(entities), 2))
+        if h != t
+    }
+    _write_atomic(
+        path + ".kg",
+        "head_id:token\trelation_id:token\ttail_id:token",
+        ["\t".join(triple) for triple in sorted(triples)],
+    )
+    _write_atomic(
+        path + ".link",
+        "item_id:token\tentity_id:token",
+        [f"i{i}\te{i}" for i in range(1, n_items + 1)],
+    )
+
+    def embedding() -> str:
+        return " ".join(f"{v:.4f}" for v in rng.normal(size=emb_size))
+
+    _write_atomic(
+        path + ".ent",
+        "ent_id:token\tent_emb:float_seq",
+        [f"{e}\t{embedding()}" for e in entities],
+    )
+    _write_atomic(
+        path + ".rel",
+        "rel_id:token\trel_emb:float_seq",
+        [f"r{r}\t{embedding()}" for r in range(1, n_relations + 1)],
+    )
+    return directory

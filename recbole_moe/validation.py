@@ -101,6 +101,11 @@ def _problem(config: Config, key: str, allowed: str) -> str:
     return f"{key}={config[key]!r} (from {config.source_of(key)}): {allowed}"
 
 
+#: ``loss_type`` values of the models that do not take RecBole's usual 'CE' and 'BPR'
+#: (``recbole/properties/model/CDAE.yaml``).
+LOSS_TYPES: dict[str, tuple[str, ...]] = {"CDAE": ("BCE", "MSE")}
+
+
 def config_problems(config: Config) -> list[str]:
     """Every out-of-range setting in ``config`` as a message (empty list: all good)."""
     problems = []
@@ -162,8 +167,10 @@ def config_problems(config: Config) -> list[str]:
             f"not divisible by n_heads={config['n_heads']} (from {config.source_of('n_heads')}); "
             "pick n_heads among the divisors of hidden_size"
         )
-    if present("loss_type") and config["loss_type"] not in ("CE", "BPR"):
-        problems.append(_problem(config, "loss_type", "allowed values are 'CE' and 'BPR'"))
+    loss_types = LOSS_TYPES.get(config["model"], ("CE", "BPR"))
+    if present("loss_type") and config["loss_type"] not in loss_types:
+        allowed = " and ".join(f"'{t}'" for t in loss_types)
+        problems.append(_problem(config, "loss_type", f"allowed values are {allowed}"))
     problems += model_setting_problems(config)
     for key, problem in objective_problems(config, sequence_models()):
         problems.append(f"{problem} (from {config.source_of(key)})")
@@ -405,6 +412,8 @@ def _validate_with_config(path: str, config: Config) -> None:
 
 def _time_field_reason(config: Config) -> str | None:
     """Why ``config`` needs the time field (None: it does not)."""
+    if config["benchmark_filename"]:
+        return None  # pre-split files are used in file order, histories already built
     eval_args = config["eval_args"] or {}
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         return f"the sequential model {config['model']} orders each history by time"

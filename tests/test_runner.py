@@ -10,7 +10,7 @@ import pytest
 import recbole_moe
 from recbole_moe import cli
 from recbole_moe.config import Config
-from recbole_moe.errors import DatasetNotFoundError, UnknownModelError
+from recbole_moe.errors import DatasetNotFoundError, MissingPackageError, UnknownModelError
 from recbole_moe.model import get_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +60,72 @@ def test_get_model_resolves_recbole_models_and_suggests():
     assert get_model("GRU4Rec") is GRU4Rec
     with pytest.raises(UnknownModelError, match="Did you mean 'SASRec'"):
         get_model("SASrec")
+
+
+@pytest.mark.parametrize(
+    "model, sources, threshold, valid_metric",
+    [
+        ("SASRec", {"inter"}, None, "NDCG@10"),
+        ("KGIN", {"inter", "kg", "link"}, None, "NDCG@10"),
+        ("DeepFM", {"inter", "user", "item"}, {"rating": 4}, "AUC"),
+        ("DIN", {"inter", "user", "item"}, None, "AUC"),
+    ],
+)
+def test_model_family_keeps_its_files_and_metric(model, sources, threshold, valid_metric):
+    """Our ml-100k file loads the interactions only; a knowledge or context-aware model still
+    gets the files RecBole's settings for its family load, and a model computing AUC and
+    LogLoss selects on AUC (not our top-k default)."""
+    config = Config(model, "ml-100k", config_dict={})
+    assert set(config["load_col"]) == sources
+    assert config["threshold"] == threshold
+    assert config["valid_metric"] == valid_metric
+    assert (valid_metric == "AUC") == (config["metrics"] == ["AUC", "LogLoss"])
+    if threshold:
+        assert "rating" in config["load_col"]["inter"]
+        assert config["eval_args"]["mode"] == {"valid": "labeled", "test": "labeled"}
+
+
+def test_every_recbole_model_resolves_or_names_its_package():
+    """Each model RecBole 1.2.1 registers is known, LightGBM and XGBoost included: its class,
+    or (optional package missing) one line with the install command."""
+    from recbole_moe import model as registry
+
+    names = registry.recbole_models()
+    assert {"LightGBM", "XGBoost", "KGAT", "KGIN", "DeepFM", "SASRec"} <= set(names)
+    assert set(names) <= set(registry.available_models())
+    for name in names:
+        missing = registry.missing_package(name)
+        if missing:
+            with pytest.raises(MissingPackageError, match=f"pip install {missing[1]}$"):
+                get_model(name)
+        else:
+            assert get_model(name).__name__ == name
+
+
+@pytest.mark.parametrize(
+    "model, package, command",
+    [("LightGBM", "lightgbm", "pip install lightgbm"), ("KGAT", "dgl", "pip install dgl")],
+)
+def test_cli_missing_optional_package_fails_before_data(
+    model, package, command, monkeypatch, capsys
+):
+    """Simulates the package's absence; the dataset does not exist either, so an error about
+    the package (not the data) shows that the check comes first."""
+    from recbole_moe import model as registry
+
+    find_spec = registry.importlib.util.find_spec
+    monkeypatch.setattr(
+        registry.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == package else find_spec(name, *args),
+    )
+    code = cli.main(["--model", model, "--dataset", "no-such-dataset"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == (
+        f"recbole-moe: error: RecBole's {model} needs the package '{package}', which is not "
+        f"installed: {command}"
+    )
 
 
 def test_cli_unknown_model_lists_available(capsys):

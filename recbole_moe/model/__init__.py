@@ -16,17 +16,20 @@ model can do and accepts is declared on its class (:mod:`recbole_moe.model.decla
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import importlib.util
+import os
 import pkgutil
 import sys
 from functools import cache, lru_cache
 from importlib.metadata import entry_points
 
+import recbole.model
 from recbole.model.abstract_recommender import AbstractRecommender
 
-from recbole_moe.errors import UnknownModelError
+from recbole_moe.errors import MissingPackageError, UnknownModelError
 from recbole_moe.model.declaration import Declaration
 
 #: recbole-moe's own model package.
@@ -36,12 +39,25 @@ ENTRY_POINT_GROUP = "recbole_moe.models"
 #: Modules of a model package that hold no model.
 _NOT_MODELS = ("base", "declaration", "sequence")
 
+#: RecBole's model families, as its ``recbole.model`` subpackages (``get_model`` order).
 _RECBOLE_SUBMODULES = (
     "general_recommender",
     "context_aware_recommender",
     "sequential_recommender",
     "knowledge_aware_recommender",
+    "exlib_recommender",
 )
+
+#: RecBole models that import a package RecBole does not install: ``(module, pip install
+#: argument)`` for each, checked in order. ``recbole/model/exlib_recommender/__init__.py``
+#: imports both LightGBM and XGBoost, so each needs both packages. (KGIN and MCCLK import
+#: ``torch_scatter``; ``compat`` provides the functions they use when it is missing.)
+OPTIONAL_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "LightGBM": (("lightgbm", "lightgbm"), ("xgboost", "xgboost")),
+    "XGBoost": (("xgboost", "xgboost"), ("lightgbm", "lightgbm")),
+    "KGAT": (("dgl", "dgl"),),
+    "NCL": (("faiss", "faiss-cpu"),),
+}
 
 
 def _is_model(obj: object) -> bool:
@@ -78,17 +94,41 @@ def _package_models(package: str) -> list[str]:
 
 
 @cache
-def recbole_models() -> tuple[str, ...]:
-    """Names of the models RecBole 1.2.1 ships (the ones importable here)."""
-    names = set()
+def recbole_model_modules() -> dict[str, str]:
+    """Every model RecBole ships, mapped to the module that defines it.
+
+    Read from the ``from ... import Model`` lines of each family's ``__init__.py``, without
+    importing it: ``exlib_recommender`` imports lightgbm and xgboost at once.
+    """
+    root = os.path.dirname(recbole.model.__file__)
+    modules = {}
     for sub in _RECBOLE_SUBMODULES:
-        module = importlib.import_module(f"recbole.model.{sub}")
-        for name in dir(module):
-            obj = getattr(module, name)
-            if isinstance(obj, type) and issubclass(obj, AbstractRecommender):
-                if obj.__module__.startswith(f"recbole.model.{sub}."):
-                    names.add(name)
-    return tuple(sorted(names))
+        with open(os.path.join(root, sub, "__init__.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = f"recbole.model.{sub}.{node.module}" if node.level else node.module
+                modules.update((alias.name, module) for alias in node.names)
+    return dict(sorted(modules.items()))
+
+
+def recbole_model_families() -> dict[str, str]:
+    """Every model RecBole ships, mapped to its family (``general_recommender``, ...)."""
+    return {name: module.split(".")[2] for name, module in recbole_model_modules().items()}
+
+
+def recbole_models() -> tuple[str, ...]:
+    """Names of the models RecBole 1.2.1 ships."""
+    return tuple(recbole_model_modules())
+
+
+def missing_package(name: str) -> tuple[str, str] | None:
+    """``(module, pip install argument)`` of the first optional package model ``name`` needs
+    and lacks; None when it has them all."""
+    for package in OPTIONAL_PACKAGES.get(name, ()):
+        if importlib.util.find_spec(package[0]) is None:
+            return package
+    return None
 
 
 def plugin_models() -> list[str]:
@@ -119,12 +159,21 @@ def get_model(name: str) -> type:
 
     Raises:
         UnknownModelError: listing the available models and the closest match.
+        MissingPackageError: for a RecBole model whose optional package is not installed.
     """
-    packages = model_packages() + [f"recbole.model.{sub}" for sub in _RECBOLE_SUBMODULES]
-    for package in packages:
+    for package in model_packages():
         found = _find(package, name)
         if found is not None:
             return found
+    missing = missing_package(name)
+    if missing:
+        raise MissingPackageError(
+            f"RecBole's {name} needs the package '{missing[0]}', which is not installed: "
+            f"pip install {missing[1]}"
+        )
+    module = recbole_model_modules().get(name)
+    if module:
+        return getattr(importlib.import_module(module), name)
     ours = plugin_models()
     known = ours + [m for m in recbole_models() if m not in ours]
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
