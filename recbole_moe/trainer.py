@@ -474,7 +474,8 @@ class RecBoleMoeTrainer(Trainer):
 
     def _show_epoch(self, epoch_idx: int, valid_score: float | None = None) -> None:
         """The epoch's terminal line: loss, validation score, best so far and its epoch,
-        patience left, seconds of this epoch and in all (:mod:`recbole_moe.console`)."""
+        validations without gain against the number that stops the run, seconds of this epoch
+        and in all (:mod:`recbole_moe.console`)."""
         loss = getattr(self, "_last_loss", None)
         loss = sum(loss) if isinstance(loss, tuple) else loss
         parts = [f"epoch {epoch_idx} (of {self.epochs})"]
@@ -488,11 +489,12 @@ class RecBoleMoeTrainer(Trainer):
             best = f"best {float(self.best_valid_score):.4f}"
             if best_epoch is not None:
                 best += f" (epoch {best_epoch})"
-            stopping = self.config["stopping_step"]
+            # RecBole stops once stopping_step + 1 validations in a row bring no gain
+            stopping = self.config["stopping_step"] + 1
             parts += [
                 f"valid {self.valid_metric.lower()} {float(valid_score):.4f}",
                 best,
-                f"patience {max(stopping - self.cur_step, 0)}/{stopping}",
+                f"no gain {min(self.cur_step, stopping)}/{stopping}",
             ]
             seconds += self.valid_epoch_times[-1] if self.valid_epoch_times else 0.0
         parts.append(f"{seconds:.1f} s")

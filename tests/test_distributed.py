@@ -175,8 +175,13 @@ def test_two_processes_match_one_process(data_path, tmp_path):
             assert torch.equal(value, rank1["state"][key]), (
                 f"{model_name}: {key} differs across ranks"
             )
-        # the best (= only) checkpoint was written after epoch 0 by rank 0 alone
-        assert os.listdir(tmp_path / model_name) == [os.path.basename(result["model_file"])]
+        # the best checkpoint and the finished run's resume point (its last epoch, 0) were
+        # written by rank 0 alone
+        best = os.path.basename(result["model_file"])
+        last = best[: -len(".pth")] + "-last.pth"
+        assert sorted(os.listdir(tmp_path / model_name)) == sorted([best, last])
+        resume = torch.load(tmp_path / model_name / last, weights_only=False)
+        assert resume["epoch"] == 0
         assert result["best_valid_result"] == _single_process_eval(result["model_file"], "valid")
         assert result["test_result"] == _single_process_eval(result["model_file"], "test")
         assert result["test_result"]["ndcg@10"] > 0
