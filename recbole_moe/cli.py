@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from recbole_moe import __version__, distributed
+from recbole_moe import distributed
 from recbole_moe.console import quiet_console
 from recbole_moe.environment import package_versions
 from recbole_moe.errors import RecBoleMoeError
@@ -32,6 +32,7 @@ from recbole_moe.process_group import wants_distributed
 from recbole_moe.quick_start import check_run, resume_file_of_current_run, run
 from recbole_moe.quiet import internal_warnings_to_log
 from recbole_moe.trainer import TimeBudgetReached
+from recbole_moe.version import __version__
 
 #: Subcommands other than ``train``: name -> ``module`` with a ``main(argv) -> int``, or
 #: ``module:function`` taking the same arguments.

@@ -474,7 +474,8 @@ def run(
     n_params = sum(p.numel() for p in weights if p.requires_grad)
     if config["resume"]:
         trainer.resume_checkpoint(config["resume"])
-    _RESUME_FILE[:] = [os.path.abspath(trainer.last_model_file)] if saved else []
+    last = getattr(trainer, "last_model_file", None)  # RecBole's own trainers write none
+    _RESUME_FILE[:] = [os.path.abspath(last)] if saved and last else []
     console.show(logger, run_header(config, n_params, parts.log_file))
     show_progress = console.progress_bars(config["show_progress"])
     # RecBole's DecisionTreeTrainer (LightGBM, XGBoost) takes no callback_fn

@@ -127,7 +127,8 @@ def test_model_trains_one_batch(case, feature_data, tmp_path, monkeypatch):
     }
     # run() logs RecBole's environment table, whose CPU usage is sampled over one second
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval=None, percpu=False: 0.0)
-    result = run(name, "feat", config_dict=config_dict, saved=False)
+    # saved=True as on the command line: the best checkpoint is written and reloaded for the test
+    result = run(name, "feat", config_dict=config_dict, saved=True)
     assert result["epochs_trained"] in (0, 1)  # RecBole's own trainers do not report epochs
     metrics = result["test_result"]
     assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics

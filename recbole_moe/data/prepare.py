@@ -523,12 +523,7 @@ def _stats_lines(dataset: str, stats: dict[str, Any]) -> tuple[list[str], list[s
     if known is None:
         lines = [f"{dataset} (prepared file, custom dataset):"]
         lines += [f"  {key:<14}{stats[key]:>12,}" for key in ("users", "items", "interactions")]
-        lines.append(
-            f"  {'avg length':<14}{stats['avg_length']:>12.2f}"
-            f"  (min {stats['min_length']}, max {stats['max_length']})"
-        )
-        lines.append(f"  {'sparsity':<14}{100 * stats['sparsity']:>11.2f}%")
-        return lines + [custom_dataset_note(dataset)], []
+        return lines + _shape_lines(stats) + [custom_dataset_note(dataset)], []
     rows = [("prepared file", stats, known.expected if known else None)]
     if "filtered" in stats:
         rows.append(
@@ -544,18 +539,24 @@ def _stats_lines(dataset: str, stats: dict[str, Any]) -> tuple[list[str], list[s
                 mark = "  <-- differs"
                 mismatches.append(f"{label}: {key} {values[key]:,} != expected {expected[index]:,}")
             lines.append(f"  {key:<14}{values[key]:>12,}  expected {want}{mark}")
-        lines.append(
-            f"  {'avg length':<14}{values['avg_length']:>12.2f}"
-            f"  (min {values['min_length']}, max {values['max_length']})"
-        )
-        lines.append(f"  {'sparsity':<14}{100 * values['sparsity']:>11.2f}%")
-        if "ties" in values:
-            ties = values["ties"]
-            lines.append(
-                f"  {'equal times':<14}{100 * ties['tied']:>11.2f}%  of interactions (as float32); "
-                f"held-out items of {ties['held_out_users']:,} users decided by file order"
-            )
+        lines += _shape_lines(values)
     return lines, mismatches
+
+
+def _shape_lines(values: dict[str, Any]) -> list[str]:
+    """Average length, sparsity and (with timestamps) the share of tied interactions."""
+    lines = [
+        f"  {'avg length':<14}{values['avg_length']:>12.2f}"
+        f"  (min {values['min_length']}, max {values['max_length']})",
+        f"  {'sparsity':<14}{100 * values['sparsity']:>11.2f}%",
+    ]
+    if "ties" in values:
+        ties = values["ties"]
+        lines.append(
+            f"  {'equal times':<14}{100 * ties['tied']:>11.2f}%  of interactions (as float32); "
+            f"held-out items of {ties['held_out_users']:,} users decided by file order"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
