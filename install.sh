@@ -2,7 +2,7 @@
 # Install recbole-moe into the current Python environment, without ray.
 #
 #   bash install.sh            # regular install
-#   bash install.sh --editable # editable (development) install, with the test and docs extras
+#   bash install.sh --editable # editable (development) install, with the test, docs and models extras
 #
 # 1. torch: an already installed torch is kept. Otherwise torch==2.13.0 is installed first
 #    (set TORCH_SPEC to choose another build, e.g. TORCH_SPEC="torch==2.13.0+cu126").
@@ -26,7 +26,7 @@ fi
 # any other message is shown as pip wrote it.
 PIP_LOG="$(mktemp)"
 trap 'rm -f "$PIP_LOG"' EXIT
-if [ "${1:-}" = "--editable" ]; then TARGET=(-e ".[test,docs]"); else TARGET=(.); fi
+if [ "${1:-}" = "--editable" ]; then TARGET=(-e ".[test,docs,models]"); else TARGET=(.); fi
 if ! "${PIP[@]}" "${TARGET[@]}" >"$PIP_LOG" 2>&1; then
     cat "$PIP_LOG"
     exit 1
