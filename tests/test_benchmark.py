@@ -429,6 +429,24 @@ def test_max_minutes_pauses_a_run_and_the_same_call_continues_it(tiny_config, tm
     assert again[0]["test_result"] == record["test_result"]
 
 
+def test_a_call_paused_before_any_run_finished_exits_3_without_a_report(
+    tiny_config, tmp_path, capsys
+):
+    """The first call of a long run: paused after its first epoch, no record yet, so no report
+    to write; the call must still say how to continue (exit 3), not fail on the report."""
+    out = tmp_path / "out"
+    argv = ["--models", "SASRec", "--datasets", "synth", "--seeds", "0", "--out", str(out)]
+    settings = {**tiny_config, **SMALL, "epochs": 2, "train_objective": "sequence"}
+    settings.pop("seed")
+    argv += [f"--{key}={value}" for key, value in settings.items()]
+    assert benchmark.main([*argv, "--max-minutes", "0"]) == 3
+    printed = capsys.readouterr().out
+    assert "1 paused (run again to continue)" in printed and "no report" in printed
+    assert not (out / RUNS_FILE).exists()
+    assert benchmark.main([*argv, "--max-minutes", "0"]) == 0  # epoch 1 of 2: finished
+    assert len(read_runs(str(out / RUNS_FILE))) == 1 and (out / "report.md").is_file()
+
+
 def test_max_minutes_must_not_be_negative(capsys):
     from recbole_moe.benchmark import run_main
 

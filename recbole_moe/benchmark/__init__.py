@@ -181,6 +181,9 @@ def run_main(argv: Sequence[str]) -> int:
     )
     if not args.no_report:
         for folder in [out] + [shared.out for shared in share_with]:
+            if not os.path.isfile(os.path.join(folder, RUNS_FILE)):  # paused before any record
+                print(f"[benchmark] no run of {folder} has finished yet: no report")
+                continue
             for path in write_report(folder):
                 print(f"[benchmark] wrote {path}")
     if counts["paused"]:  # the failed runs are retried by the same next call too
