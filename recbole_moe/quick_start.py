@@ -30,6 +30,12 @@ from recbole.utils import (
 )
 
 from recbole_moe import console
+from recbole_moe.checkpoint import (
+    RESUME_KEYS,
+    check_checkpoint_matches,
+    load_state,
+    read_checkpoint,
+)
 from recbole_moe.compat import thop_available
 from recbole_moe.config import Config
 from recbole_moe.data import lean
@@ -44,13 +50,7 @@ from recbole_moe.layers.transformer import layer_impls
 from recbole_moe.model import get_model, sequence_models
 from recbole_moe.objective import is_sequence, train_window, training_samples, user_count
 from recbole_moe.process_group import as_single_process
-from recbole_moe.trainer import (
-    RESUME_KEYS,
-    RecBoleMoeTrainer,
-    check_checkpoint_matches,
-    load_state,
-    read_checkpoint,
-)
+from recbole_moe.trainer import RecBoleMoeTrainer
 from recbole_moe.validation import (
     interaction_count_problems,
     unknown_key_messages,
@@ -554,7 +554,7 @@ def load_model(
     they were at training time (the absolute ``data_path`` it keeps), or in ``data_path``: the
     folder that holds ``<dataset>/<dataset>.inter``, as training's ``data_path``.
     ``checkpoint``: the file's content, when already read with
-    :func:`recbole_moe.trainer.read_checkpoint`.
+    :func:`recbole_moe.checkpoint.read_checkpoint`.
 
     Returns:
         :class:`RunParts` with the checkpoint's weights in ``model`` (in eval mode) and no

@@ -22,10 +22,10 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import ModelType
 
+from recbole_moe.checkpoint import check_checkpoint_matches, read_checkpoint
 from recbole_moe.data.seen import SeenItems, history_pairs, remove_seen
 from recbole_moe.errors import RecBoleMoeError
 from recbole_moe.quick_start import load_model
-from recbole_moe.trainer import check_checkpoint_matches, read_checkpoint
 
 
 class UnknownIdError(RecBoleMoeError, KeyError):

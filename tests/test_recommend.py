@@ -9,9 +9,9 @@ import torch
 
 import recbole_moe
 from recbole_moe import cli
+from recbole_moe.errors import CheckpointMismatchError
 from recbole_moe.recommend import Recommender, UnknownIdError
 from recbole_moe.testing import user_histories
-from recbole_moe.trainer import CheckpointMismatchError
 
 DATA_PATHS = {
     "recbole": {"data_path_mode": "recbole"},

@@ -9,13 +9,9 @@ import pytest
 import torch
 
 import recbole_moe
-from recbole_moe.trainer import (
-    CheckpointMismatchError,
-    NonFiniteLossError,
-    RecBoleMoeTrainer,
-    TimeBudgetReached,
-    atomic_torch_save,
-)
+from recbole_moe.checkpoint import atomic_torch_save
+from recbole_moe.errors import CheckpointMismatchError
+from recbole_moe.trainer import NonFiniteLossError, RecBoleMoeTrainer, TimeBudgetReached
 
 
 class Interrupted(RuntimeError):

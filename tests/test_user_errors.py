@@ -428,9 +428,9 @@ def test_key_value_and_key_equals_value_are_the_same():
 
 
 def test_load_model_and_recommender_refuse_a_bad_checkpoint(tmp_path):
+    from recbole_moe.checkpoint import CheckpointError
     from recbole_moe.quick_start import load_model
     from recbole_moe.recommend import Recommender
-    from recbole_moe.trainer import CheckpointError
 
     paths = _bad_checkpoints(tmp_path)
     with pytest.raises(CheckpointError, match="is truncated"):
