@@ -90,31 +90,10 @@ def objective_problems(config, sequence_models: Sequence[str]) -> list[tuple[str
     if objective not in TRAIN_OBJECTIVES:
         allowed = ", ".join(TRAIN_OBJECTIVES)
         return [("train_objective", f"train_objective={objective!r}: allowed values are {allowed}")]
-    negatives = config["train_negatives"]
-    if negatives is not None and (
-        isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 0
-    ):
-        message = "must be an integer >= 0 (0: cross-entropy over all items)"
-        return [("train_negatives", f"train_negatives={negatives!r}: {message}")]
-    chunks = config["train_batch_chunks"]
-    if chunks is not None and (
-        isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1
-    ):
-        message = "must be an integer >= 1 (1: each batch computed at once)"
-        return [("train_batch_chunks", f"train_batch_chunks={chunks!r}: {message}")]
+    problem = _value_problem(config)
+    if problem:
+        return [problem]
     window = train_window(config)
-    if window not in TRAIN_WINDOWS:
-        allowed = ", ".join(TRAIN_WINDOWS)
-        return [("train_window", f"train_window={window!r}: allowed values are {allowed}")]
-    stride = config["train_window_stride"]
-    if stride is not None:
-        max_len = config["MAX_ITEM_LIST_LENGTH"]
-        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= max_len:
-            message = f"must be an integer from 1 to MAX_ITEM_LIST_LENGTH ({max_len})"
-            return [("train_window_stride", f"train_window_stride={stride!r}: {message}")]
-        if window != "all":
-            message = "applies to train_window='all' (the distance between its windows' ends)"
-            return [("train_window_stride", f"train_window_stride={stride!r} {message}")]
     if objective == "prefix":
         if window != "last":
             message = (
@@ -123,6 +102,42 @@ def objective_problems(config, sequence_models: Sequence[str]) -> list[tuple[str
             )
             return [("train_window", f"train_window={window!r} {message}")]
         return []
+    return _sequence_problems(config, sequence_models)
+
+
+def _value_problem(config) -> tuple[str, str] | None:
+    """The first of ``train_negatives``, ``train_batch_chunks``, ``train_window`` and
+    ``train_window_stride`` out of its range (None: all fine)."""
+    negatives = config["train_negatives"]
+    if negatives is not None and (
+        isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 0
+    ):
+        message = "must be an integer >= 0 (0: cross-entropy over all items)"
+        return ("train_negatives", f"train_negatives={negatives!r}: {message}")
+    chunks = config["train_batch_chunks"]
+    if chunks is not None and (
+        isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1
+    ):
+        message = "must be an integer >= 1 (1: each batch computed at once)"
+        return ("train_batch_chunks", f"train_batch_chunks={chunks!r}: {message}")
+    window = train_window(config)
+    if window not in TRAIN_WINDOWS:
+        allowed = ", ".join(TRAIN_WINDOWS)
+        return ("train_window", f"train_window={window!r}: allowed values are {allowed}")
+    stride = config["train_window_stride"]
+    if stride is not None:
+        max_len = config["MAX_ITEM_LIST_LENGTH"]
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= max_len:
+            message = f"must be an integer from 1 to MAX_ITEM_LIST_LENGTH ({max_len})"
+            return ("train_window_stride", f"train_window_stride={stride!r}: {message}")
+        if window != "all":
+            message = "applies to train_window='all' (the distance between its windows' ends)"
+            return ("train_window_stride", f"train_window_stride={stride!r} {message}")
+    return None
+
+
+def _sequence_problems(config, sequence_models: Sequence[str]) -> list[tuple[str, str]]:
+    """Why ``train_objective: sequence`` cannot be used with ``config``'s model and settings."""
     model = config["model"]
     if model not in sequence_models:
         return [

@@ -467,15 +467,7 @@ def run(
     )
     config = parts.config
     logger = getLogger()
-    trainer = get_trainer(config, parts.model)
-    trainer.fingerprint = run_fingerprint(config, parts.dataset)  # saved, compared on a resume
-    # RecBole's LightGBM and XGBoost are boosters: no torch parameters
-    weights = parts.model.parameters() if isinstance(parts.model, torch.nn.Module) else []
-    n_params = sum(p.numel() for p in weights if p.requires_grad)
-    if config["resume"]:
-        trainer.resume_checkpoint(config["resume"])
-    last = getattr(trainer, "last_model_file", None)  # RecBole's own trainers write none
-    _RESUME_FILE[:] = [os.path.abspath(last)] if saved and last else []
+    trainer, n_params = _start_trainer(parts, saved)
     console.show(logger, run_header(config, n_params, parts.log_file))
     show_progress = console.progress_bars(config["show_progress"])
     # RecBole's DecisionTreeTrainer (LightGBM, XGBoost) takes no callback_fn
@@ -520,6 +512,33 @@ def run(
         "best_valid_result": _plain(best_valid_result),
         "test_result": _plain(test_result),
         **protocols,
+        **_run_facts(parts, trainer, saved, train_times, primary),
+        "selections": selections,
+        "test_time": test_time,
+        "n_params": int(n_params),
+    }
+
+
+def _start_trainer(parts: RunParts, saved: bool) -> tuple[Any, int]:
+    """The run's trainer (its data fingerprint set, resumed when ``resume`` says so) and the
+    model's number of trainable parameters; notes the resume file of the run in progress."""
+    config = parts.config
+    trainer = get_trainer(config, parts.model)
+    trainer.fingerprint = run_fingerprint(config, parts.dataset)  # saved, compared on a resume
+    # RecBole's LightGBM and XGBoost are boosters: no torch parameters
+    weights = parts.model.parameters() if isinstance(parts.model, torch.nn.Module) else []
+    n_params = sum(p.numel() for p in weights if p.requires_grad)
+    if config["resume"]:
+        trainer.resume_checkpoint(config["resume"])
+    last = getattr(trainer, "last_model_file", None)  # RecBole's own trainers write none
+    _RESUME_FILE[:] = [os.path.abspath(last)] if saved and last else []
+    return trainer, n_params
+
+
+def _run_facts(parts: RunParts, trainer: Any, saved: bool, train_times: list, primary) -> dict:
+    """The files, config, epochs, timings and statistics part of :func:`run`'s result."""
+    config = parts.config
+    return {
         "model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
         "log_file": parts.log_file,
         "config": config,
@@ -533,11 +552,8 @@ def run(
         # seconds of training and validation by the earlier processes of a resumed run
         # (other trainers record none: unknown when they resumed)
         "elapsed_before_s": getattr(trainer, "elapsed_before_s", None if config["resume"] else 0.0),
-        "selections": selections,
         "train_time_per_epoch": _mean(train_times),
         "valid_time_per_epoch": _mean(getattr(trainer, "valid_epoch_times", [])),
-        "test_time": test_time,
-        "n_params": int(n_params),
         "epoch_stats": list(getattr(trainer, "epoch_stats", [])),
     }
 

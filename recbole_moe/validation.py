@@ -106,21 +106,48 @@ def _problem(config: Config, key: str, allowed: str) -> str:
 LOSS_TYPES: dict[str, tuple[str, ...]] = {"CDAE": ("BCE", "MSE")}
 
 
+def _present(config: Config, key: str) -> bool:
+    return key in config and config[key] is not None
+
+
 def config_problems(config: Config) -> list[str]:
     """Every out-of-range setting in ``config`` as a message (empty list: all good)."""
+    problems = _range_problems(config) + _pair_problems(config)
+    loss_types = LOSS_TYPES.get(config["model"], ("CE", "BPR"))
+    if _present(config, "loss_type") and config["loss_type"] not in loss_types:
+        allowed = " and ".join(f"'{t}'" for t in loss_types)
+        problems.append(_problem(config, "loss_type", f"allowed values are {allowed}"))
+    problems += model_setting_problems(config)
+    for key, problem in objective_problems(config, sequence_models()):
+        problems.append(f"{problem} (from {config.source_of(key)})")
+    if _present(config, "train_batch_order") and not is_sequence(config):
+        problem = batch_order_problem(config)
+        if problem:
+            problems.append(f"{problem} (from {config.source_of('train_batch_order')})")
+    impls = (
+        ("attention_impl", ATTENTION_IMPLS),
+        ("dropout_impl", DROPOUT_IMPLS),
+        ("gelu_impl", GELU_IMPLS),
+    )
+    for key, allowed in impls:
+        if _present(config, key) and config[key] not in allowed:
+            problems.append(_problem(config, key, f"allowed values are {', '.join(allowed)}"))
+    return problems + _evaluation_problems(config) + selection_problems(config)
+
+
+def _range_problems(config: Config) -> list[str]:
+    """Counts, rates and probabilities outside their range."""
     problems = []
-
-    def present(key: str) -> bool:
-        return key in config and config[key] is not None
-
     for key in POSITIVE_INT_KEYS:
-        if present(key) and not (_is_int(config[key]) and config[key] >= 1):
+        if _present(config, key) and not (_is_int(config[key]) and config[key] >= 1):
             problems.append(_problem(config, key, "must be an integer >= 1"))
     for key in NON_NEGATIVE_KEYS:
-        if present(key) and not (isinstance(config[key], (int, float)) and config[key] >= 0):
+        if _present(config, key) and not (
+            isinstance(config[key], (int, float)) and config[key] >= 0
+        ):
             problems.append(_problem(config, key, "must be a number >= 0"))
     for key in POSITIVE_FLOAT_KEYS:
-        if present(key) and not (
+        if _present(config, key) and not (
             isinstance(config[key], (int, float))
             and not isinstance(config[key], bool)
             and config[key] > 0
@@ -133,7 +160,7 @@ def config_problems(config: Config) -> list[str]:
                 isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
             ):
                 problems.append(_problem(config, key, "must be a probability in [0, 1)"))
-    if present("MAX_ITEM_LIST_LENGTH"):
+    if _present(config, "MAX_ITEM_LIST_LENGTH"):
         value = config["MAX_ITEM_LIST_LENGTH"]
         if not (_is_int(value) and value >= 2):
             problems.append(
@@ -143,9 +170,16 @@ def config_problems(config: Config) -> list[str]:
                     "must be an integer >= 2 (a history needs at least one item before the target)",
                 )
             )
+    return problems
+
+
+def _pair_problems(config: Config) -> list[str]:
+    """Settings that must agree: ``top_k`` within ``n_experts``, ``hidden_size`` divisible
+    by ``n_heads``."""
+    problems = []
     if (
-        present("top_k")
-        and present("n_experts")
+        _present(config, "top_k")
+        and _present(config, "n_experts")
         and _is_int(config["top_k"])
         and _is_int(config["n_experts"])
     ):
@@ -155,8 +189,8 @@ def config_problems(config: Config) -> list[str]:
                 f"and n_experts={config['n_experts']} (from {config.source_of('n_experts')})"
             )
     if (
-        present("hidden_size")
-        and present("n_heads")
+        _present(config, "hidden_size")
+        and _present(config, "n_heads")
         and _is_int(config["hidden_size"])
         and _is_int(config["n_heads"])
         and config["n_heads"] >= 1
@@ -167,32 +201,19 @@ def config_problems(config: Config) -> list[str]:
             f"not divisible by n_heads={config['n_heads']} (from {config.source_of('n_heads')}); "
             "pick n_heads among the divisors of hidden_size"
         )
-    loss_types = LOSS_TYPES.get(config["model"], ("CE", "BPR"))
-    if present("loss_type") and config["loss_type"] not in loss_types:
-        allowed = " and ".join(f"'{t}'" for t in loss_types)
-        problems.append(_problem(config, "loss_type", f"allowed values are {allowed}"))
-    problems += model_setting_problems(config)
-    for key, problem in objective_problems(config, sequence_models()):
-        problems.append(f"{problem} (from {config.source_of(key)})")
-    if present("train_batch_order") and not is_sequence(config):
-        problem = batch_order_problem(config)
-        if problem:
-            problems.append(f"{problem} (from {config.source_of('train_batch_order')})")
-    impls = (
-        ("attention_impl", ATTENTION_IMPLS),
-        ("dropout_impl", DROPOUT_IMPLS),
-        ("gelu_impl", GELU_IMPLS),
-    )
-    for key, allowed in impls:
-        if present(key) and config[key] not in allowed:
-            problems.append(_problem(config, key, f"allowed values are {', '.join(allowed)}"))
-    if present("eval_group_rows") and not (
+    return problems
+
+
+def _evaluation_problems(config: Config) -> list[str]:
+    """Evaluation grouping, order and seen-item removal, and the time budget."""
+    problems = []
+    if _present(config, "eval_group_rows") and not (
         _is_int(config["eval_group_rows"]) and config["eval_group_rows"] >= 0
     ):
         problems.append(
             _problem(config, "eval_group_rows", "must be an integer >= 0 (~ or 0: whole batches)")
         )
-    if present("time_budget_minutes") and (
+    if _present(config, "time_budget_minutes") and (
         wants_distributed(config.final_config_dict) or config["single_spec"] is False
     ):
         problems.append(
@@ -203,17 +224,16 @@ def config_problems(config: Config) -> list[str]:
                 "worker); leave it unset or train with one process",
             )
         )
-    if present("eval_batch_order"):
+    if _present(config, "eval_batch_order"):
         problem = eval_batch_order_problem(config)
         if problem:
             problems.append(f"{problem} (from {config.source_of('eval_batch_order')})")
-    if present("eval_filter_seen") and not is_switch(config["eval_filter_seen"]):
+    if _present(config, "eval_filter_seen") and not is_switch(config["eval_filter_seen"]):
         problems.append(_problem(config, "eval_filter_seen", "must be True or False"))
-    elif present("eval_filter_seen"):
+    elif _present(config, "eval_filter_seen"):
         problem = filter_seen_problem(config)
         if problem:
             problems.append(_problem(config, "eval_filter_seen", problem))
-    problems += selection_problems(config)
     return problems
 
 

@@ -309,61 +309,27 @@ def _layer(source: dict[str, Any]) -> dict[str, Any]:
     return {key: copy.deepcopy(source.get(key) or {}) for key in keys}
 
 
-def build_plan(
-    protocol: str | None = None,
-    scale: str | None = None,
-    plan_file: str | None = None,
-    models: list[str] | None = None,
-    datasets: list[str] | None = None,
-    seeds: list[int] | None = None,
-    config_files: list[str] | None = None,
-    overrides: Overrides | None = None,
-    name: str | None = None,
-) -> Plan:
-    """Combine a preset, a YAML plan file and flags into one :class:`Plan`.
-
-    Flags win over the plan file, which wins over the presets. ``models`` / ``datasets`` /
-    ``seeds`` replace the preset's lists.
+def _read_plan_file(plan_file: str) -> dict[str, Any]:
+    """The YAML mapping of a plan file.
 
     Raises:
-        ValueError: unknown protocol or scale, or a plan without models / datasets.
+        ValueError: the file cannot be read, is not YAML or holds no mapping.
     """
-    data: dict[str, Any] = {}
-    if plan_file:
-        try:
-            with open(plan_file, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except OSError as exc:
-            raise ValueError(f"Plan file {plan_file} cannot be read: {exc.strerror}.") from exc
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ValueError(f"Plan file {plan_file} is not valid YAML: {first}.") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"Plan file {plan_file} must hold a YAML mapping.")
-    protocol = protocol or data.get("protocol")
-    scale = scale or data.get("scale")
+    try:
+        with open(plan_file, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ValueError(f"Plan file {plan_file} cannot be read: {exc.strerror}.") from exc
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"Plan file {plan_file} is not valid YAML: {first}.") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"Plan file {plan_file} must hold a YAML mapping.")
+    return data
 
-    plan = Plan(models=[], datasets=[], seeds=[0], protocol=protocol, scale=scale)
-    descriptions = []
-    if protocol:
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"Unknown protocol '{protocol}'; known: {', '.join(PROTOCOLS)}.")
-        preset = PROTOCOLS[protocol]
-        plan.models, plan.datasets = list(preset["models"]), list(preset["datasets"])
-        plan.seeds = list(preset["seeds"])
-        plan.report_metrics = list(preset.get("report_metrics", []))
-        plan.prefix_fallback = bool(preset.get("prefix_fallback", False))
-        plan.layers.append(_layer(preset))
-        descriptions.append(preset["description"])
-    if scale:
-        if scale not in SCALES:
-            raise ValueError(f"Unknown scale '{scale}'; known: {', '.join(SCALES)}.")
-        preset = SCALES[scale]
-        plan.seeds = list(preset.get("seeds", plan.seeds))
-        scale_layer = _layer(preset)
-        plan.layers.append(scale_layer)
-        descriptions.append(preset["description"])
 
+def _apply_plan_file(plan: Plan, data: dict[str, Any], descriptions: list[str]) -> None:
+    """Apply a plan file's lists and overrides (above the presets) to ``plan``."""
     model_map = _as_mapping(data.get("models"), "models")
     dataset_map = _as_mapping(data.get("datasets"), "datasets")
     if model_map:
@@ -392,6 +358,52 @@ def build_plan(
     if data.get("prefix_fallback") is not None:
         plan.prefix_fallback = bool(data["prefix_fallback"])
 
+
+def build_plan(
+    protocol: str | None = None,
+    scale: str | None = None,
+    plan_file: str | None = None,
+    models: list[str] | None = None,
+    datasets: list[str] | None = None,
+    seeds: list[int] | None = None,
+    config_files: list[str] | None = None,
+    overrides: Overrides | None = None,
+    name: str | None = None,
+) -> Plan:
+    """Combine a preset, a YAML plan file and flags into one :class:`Plan`.
+
+    Flags win over the plan file, which wins over the presets. ``models`` / ``datasets`` /
+    ``seeds`` replace the preset's lists.
+
+    Raises:
+        ValueError: unknown protocol or scale, or a plan without models / datasets.
+    """
+    data = _read_plan_file(plan_file) if plan_file else {}
+    protocol = protocol or data.get("protocol")
+    scale = scale or data.get("scale")
+
+    plan = Plan(models=[], datasets=[], seeds=[0], protocol=protocol, scale=scale)
+    descriptions = []
+    if protocol:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"Unknown protocol '{protocol}'; known: {', '.join(PROTOCOLS)}.")
+        preset = PROTOCOLS[protocol]
+        plan.models, plan.datasets = list(preset["models"]), list(preset["datasets"])
+        plan.seeds = list(preset["seeds"])
+        plan.report_metrics = list(preset.get("report_metrics", []))
+        plan.prefix_fallback = bool(preset.get("prefix_fallback", False))
+        plan.layers.append(_layer(preset))
+        descriptions.append(preset["description"])
+    if scale:
+        if scale not in SCALES:
+            raise ValueError(f"Unknown scale '{scale}'; known: {', '.join(SCALES)}.")
+        preset = SCALES[scale]
+        plan.seeds = list(preset.get("seeds", plan.seeds))
+        scale_layer = _layer(preset)
+        plan.layers.append(scale_layer)
+        descriptions.append(preset["description"])
+
+    _apply_plan_file(plan, data, descriptions)
     if models:
         plan.models = list(models)
     if datasets:

@@ -249,35 +249,10 @@ def run_one(
     Never raises for a failing run: the record then has ``status: failed`` and the error.
     """
 
-    config_dict = plan.config_dict(model, dataset, seed)
-    if extra_valid_metrics:
-        config_dict["extra_valid_metrics"] = dict(extra_valid_metrics)
-    resumed_from = None
-    if checkpoint_dir is not None:
-        # One folder per run: an interrupted run leaves its "-last" checkpoint there and the
-        # next invocation continues from that epoch.
-        run_dir = os.path.join(checkpoint_dir, f"{model}-{dataset}-seed{seed}")
-        config_dict.setdefault("checkpoint_dir", run_dir)
-        resumed_from = interrupted_checkpoint(config_dict["checkpoint_dir"])
-        if resumed_from and not config_dict.get("resume"):
-            config_dict["resume"] = resumed_from
-    record: dict[str, Any] = {
-        "record_version": RECORD_VERSION,
-        "key": run_key(model, dataset, seed),
-        "model": model,
-        "dataset": dataset,
-        "seed": int(seed),
-        "fingerprint": plan.fingerprint(model, dataset),
-        # The plan asked for sequence training, which this model cannot do: it runs with prefix.
-        "prefix_fallback": plan.falls_back_to_prefix(model, dataset),
-        "plan": plan.describe(),
-        "overrides": to_plain(config_dict, json_safe=True),
-        "command": command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "started_at": _timestamp(),
-        "resumed_from": _relative_paths(resumed_from) if resumed_from else None,
-        "versions": package_versions(),
-        "commit": code_version(),
-    }
+    config_dict, resumed_from = _run_settings(
+        plan, model, dataset, seed, checkpoint_dir, extra_valid_metrics
+    )
+    record = _new_record(plan, model, dataset, seed, config_dict, command, resumed_from)
     if time_budget_minutes is not None:
         config_dict["time_budget_minutes"] = max(float(time_budget_minutes), 0.0)
     cuda = torch.cuda.is_available()
@@ -319,23 +294,104 @@ def run_one(
         return record
     duration_s = time.perf_counter() - start
     elapsed_before = result.get("elapsed_before_s", 0.0)
-    config = result["config"]
-    model_file = result.get("model_file")
-    selections = result.get("selections") or {}
-    if model_file:
-        last = model_file[: -len(".pth")] + "-last.pth"
-        best = [model_file] + [s["model_file"] for s in selections.values() if s["model_file"]]
-        # The run is finished: its resume point goes; the best models only when not kept.
-        for path in [last] + ([] if keep_checkpoints else best):
-            if os.path.isfile(path):
-                os.remove(path)
-        run_dir = os.path.dirname(model_file)
-        if checkpoint_dir is not None and os.path.isdir(run_dir) and not os.listdir(run_dir):
-            os.rmdir(run_dir)
+    _remove_finished_checkpoints(result, keep_checkpoints, checkpoint_dir)
     record.update(
         status="ok",
+        **_result_fields(result, keep_checkpoints, checkpoint_dir),
+        peak_rss_mib=memory.peak / 2**20,
+        rss_added_mib=(memory.peak - memory.start) / 2**20,
+        cuda_max_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
+        duration_s=duration_s,
+        # a resumed run's earlier processes' training and validation time added (None when
+        # its checkpoint did not record them)
+        wall_total_s=None if elapsed_before is None else duration_s + elapsed_before,
+        finished_at=_timestamp(),
+        hardware=hardware(str(result["config"]["device"])),
+    )
+    return record
+
+
+def _run_settings(
+    plan: Plan,
+    model: str,
+    dataset: str,
+    seed: int,
+    checkpoint_dir: str | None,
+    extra_valid_metrics: dict[str, int] | None,
+) -> tuple[dict, str | None]:
+    """The run's config overrides, and the resume checkpoint an interrupted run left in its
+    folder (``None``: a fresh run)."""
+    config_dict = plan.config_dict(model, dataset, seed)
+    if extra_valid_metrics:
+        config_dict["extra_valid_metrics"] = dict(extra_valid_metrics)
+    resumed_from = None
+    if checkpoint_dir is not None:
+        # One folder per run: an interrupted run leaves its "-last" checkpoint there and the
+        # next invocation continues from that epoch.
+        run_dir = os.path.join(checkpoint_dir, f"{model}-{dataset}-seed{seed}")
+        config_dict.setdefault("checkpoint_dir", run_dir)
+        resumed_from = interrupted_checkpoint(config_dict["checkpoint_dir"])
+        if resumed_from and not config_dict.get("resume"):
+            config_dict["resume"] = resumed_from
+    return config_dict, resumed_from
+
+
+def _new_record(
+    plan: Plan,
+    model: str,
+    dataset: str,
+    seed: int,
+    config_dict: dict,
+    command: str | None,
+    resumed_from: str | None,
+) -> dict[str, Any]:
+    """What a record holds before the run starts: the cell, its plan and settings, the
+    command, the code and package versions."""
+    return {
+        "record_version": RECORD_VERSION,
+        "key": run_key(model, dataset, seed),
+        "model": model,
+        "dataset": dataset,
+        "seed": int(seed),
+        "fingerprint": plan.fingerprint(model, dataset),
+        # The plan asked for sequence training, which this model cannot do: it runs with prefix.
+        "prefix_fallback": plan.falls_back_to_prefix(model, dataset),
+        "plan": plan.describe(),
+        "overrides": to_plain(config_dict, json_safe=True),
+        "command": command or " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "started_at": _timestamp(),
+        "resumed_from": _relative_paths(resumed_from) if resumed_from else None,
+        "versions": package_versions(),
+        "commit": code_version(),
+    }
+
+
+def _remove_finished_checkpoints(
+    result: dict, keep_checkpoints: bool, checkpoint_dir: str | None
+) -> None:
+    """A finished run's resume point goes; its best models too unless they are kept (and its
+    folder, once empty)."""
+    model_file = result.get("model_file")
+    if not model_file:
+        return
+    selections = result.get("selections") or {}
+    last = model_file[: -len(".pth")] + "-last.pth"
+    best = [model_file] + [s["model_file"] for s in selections.values() if s["model_file"]]
+    for path in [last] + ([] if keep_checkpoints else best):
+        if os.path.isfile(path):
+            os.remove(path)
+    run_dir = os.path.dirname(model_file)
+    if checkpoint_dir is not None and os.path.isdir(run_dir) and not os.listdir(run_dir):
+        os.rmdir(run_dir)
+
+
+def _result_fields(result: dict, keep_checkpoints: bool, checkpoint_dir: str | None) -> dict:
+    """The record's fields from :func:`recbole_moe.run`'s result: resolved config, validation
+    and test results in both protocols, epochs, selections, timings, statistics and files."""
+    selections = result.get("selections") or {}
+    return dict(
         config=resolved_config(
-            config, os.path.dirname(checkpoint_dir) if checkpoint_dir else os.getcwd()
+            result["config"], os.path.dirname(checkpoint_dir) if checkpoint_dir else os.getcwd()
         ),
         best_valid_score=result["best_valid_score"],
         best_valid_result=result["best_valid_result"],
@@ -366,19 +422,9 @@ def run_one(
         ),
         # every trained epoch's, for the shared plans' records; not written (execute drops it)
         _all_epoch_stats=result.get("epoch_stats") if selections else None,
-        peak_rss_mib=memory.peak / 2**20,
-        rss_added_mib=(memory.peak - memory.start) / 2**20,
-        cuda_max_allocated_mib=(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
         log_file=_relative_paths(result.get("log_file")),
-        model_file=_relative_paths(model_file) if keep_checkpoints else None,
-        duration_s=duration_s,
-        # a resumed run's earlier processes' training and validation time added (None when
-        # its checkpoint did not record them)
-        wall_total_s=None if elapsed_before is None else duration_s + elapsed_before,
-        finished_at=_timestamp(),
-        hardware=hardware(str(config["device"])),
+        model_file=_relative_paths(result.get("model_file")) if keep_checkpoints else None,
     )
-    return record
 
 
 def _epochs_below(stats: list | None, epochs: int | None) -> list | None:
@@ -469,6 +515,70 @@ def _done_records(path: str, log: Callable[[str], None]) -> dict[str, dict]:
     }
 
 
+def _unfinished_cells(plan: Plan, out: str, done: dict) -> list[tuple[str, str, int]]:
+    """The plan's cells without a finished record in ``done``, in order.
+
+    Raises:
+        ValueError: a finished record of a cell was made with other settings.
+    """
+    todo, conflicts = [], []
+    for model, dataset, seed in plan.runs():
+        previous = done.get(run_key(model, dataset, seed))
+        if previous is None:
+            todo.append((model, dataset, seed))
+        elif previous.get("fingerprint") != plan.fingerprint(model, dataset):
+            conflicts.append(run_key(model, dataset, seed))
+    if conflicts:
+        raise ValueError(
+            f"{out} already holds finished runs with different settings for "
+            f"{', '.join(conflicts[:5])}{' ...' if len(conflicts) > 5 else ''}; "
+            "write to another --out folder (or delete those lines) to rerun them."
+        )
+    return todo
+
+
+def _shared_targets(
+    plan: Plan,
+    share_with: list[SharedPlan],
+    model: str,
+    dataset: str,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[dict[str, int], list[tuple[SharedPlan, str, str]]]:
+    """The extra selection metrics of one run for the shared plans whose same cell is
+    unfinished, and for each such plan (plan, metric, its ``runs.jsonl``)."""
+    extra: dict[str, int] = {}
+    targets = []
+    for shared in share_with:
+        selection = shared_selection(plan, shared.plan, model, dataset)
+        shared_path = os.path.join(shared.out, RUNS_FILE)
+        if selection and run_key(model, dataset, seed) not in _done_records(shared_path, log):
+            extra.update(selection)
+            targets.append((shared, next(iter(selection)), shared_path))
+    return extra, targets
+
+
+def _write_shared(record: dict, targets: list[tuple[SharedPlan, str, str]], out: str) -> int:
+    """Append a finished run's record to each shared plan it selected for; returns how many."""
+    for shared, metric, shared_path in targets:
+        source = os.path.relpath(os.path.abspath(out), os.path.abspath(shared.out))
+        append_record(shared_path, shared_record(record, shared.plan, metric, source))
+    return len(targets)
+
+
+def _run_summary(record: dict) -> str:
+    """One line's worth about a finished or failed run."""
+    if record["status"] != "ok":
+        return f"FAILED: {record['error']}"
+    test = record["test_result"]
+    metric = next(iter(test), None)
+    return (
+        f"ok in {record['duration_s']:.1f}s ({record['epochs_run']} epochs, "
+        f"{record['train_time_per_epoch']:.1f} s/epoch)"
+        + (f", test {metric} {test[metric]:.4f}" if metric else "")
+    )
+
+
 def execute(
     plan: Plan,
     out: str,
@@ -500,35 +610,15 @@ def execute(
     """
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, RUNS_FILE)
-    done = _done_records(path, log)
     cells = plan.runs()
-    todo, conflicts = [], []
-    for model, dataset, seed in cells:
-        previous = done.get(run_key(model, dataset, seed))
-        if previous is None:
-            todo.append((model, dataset, seed))
-        elif previous.get("fingerprint") != plan.fingerprint(model, dataset):
-            conflicts.append(run_key(model, dataset, seed))
-    if conflicts:
-        raise ValueError(
-            f"{out} already holds finished runs with different settings for "
-            f"{', '.join(conflicts[:5])}{' ...' if len(conflicts) > 5 else ''}; "
-            "write to another --out folder (or delete those lines) to rerun them."
-        )
+    todo = _unfinished_cells(plan, out, _done_records(path, log))
     _write_plan(os.path.join(out, PLAN_FILE), plan, cells)
     for shared in share_with or []:
         os.makedirs(shared.out, exist_ok=True)
         if not os.path.isfile(os.path.join(shared.out, PLAN_FILE)):
             _write_plan(os.path.join(shared.out, PLAN_FILE), shared.plan, shared.plan.runs())
-    counts = {
-        "total": len(cells),
-        "skipped": len(cells) - len(todo),
-        "ok": 0,
-        "failed": 0,
-        "paused": 0,
-    }
-    if share_with:
-        counts["shared"] = 0
+    counts = {"total": len(cells), "skipped": len(cells) - len(todo), "ok": 0}
+    counts.update(failed=0, paused=0, **({"shared": 0} if share_with else {}))
     log(
         f"[benchmark] {plan.name}: {len(cells)} runs, {counts['skipped']} already done, "
         f"{len(todo)} to run -> {path}"
@@ -550,14 +640,7 @@ def execute(
             if plan.falls_back_to_prefix(model, dataset)
             else ""
         )
-        extra, targets = {}, []
-        for shared in share_with or []:
-            selection = shared_selection(plan, shared.plan, model, dataset)
-            key = run_key(model, dataset, seed)
-            shared_path = os.path.join(shared.out, RUNS_FILE)
-            if selection and key not in _done_records(shared_path, log):
-                extra.update(selection)
-                targets.append((shared, next(iter(selection)), shared_path))
+        extra, targets = _shared_targets(plan, share_with or [], model, dataset, seed, log)
         also = f"; also selecting on {', '.join(extra)} for {len(targets)} plan(s)" if extra else ""
         log(f"[benchmark] run {index}/{len(todo)}: {model} on {dataset}, seed {seed}{note}{also}")
         record = run_one(
@@ -572,28 +655,15 @@ def execute(
                 "to continue"
             )
             break
-        if record["status"] == "ok":
-            for shared, metric, shared_path in targets:
-                source = os.path.relpath(os.path.abspath(out), os.path.abspath(shared.out))
-                append_record(shared_path, shared_record(record, shared.plan, metric, source))
-                counts["shared"] += 1
+        if record["status"] == "ok" and targets:
+            counts["shared"] += _write_shared(record, targets, out)
         record.pop("_all_epoch_stats", None)
         append_record(path, record)
         counts[record["status"]] += 1
         elapsed = time.perf_counter() - started
         eta = elapsed / index * (len(todo) - index)
-        if record["status"] == "ok":
-            test = record["test_result"]
-            metric = next(iter(test), None)
-            summary = (
-                f"ok in {record['duration_s']:.1f}s ({record['epochs_run']} epochs, "
-                f"{record['train_time_per_epoch']:.1f} s/epoch)"
-                + (f", test {metric} {test[metric]:.4f}" if metric else "")
-            )
-        else:
-            summary = f"FAILED: {record['error']}"
         log(
-            f"[benchmark] run {index}/{len(todo)} {summary}; elapsed "
+            f"[benchmark] run {index}/{len(todo)} {_run_summary(record)}; elapsed "
             f"{_format_duration(elapsed)}, ETA {_format_duration(eta)}"
         )
     if os.path.isdir(checkpoint_dir) and not os.listdir(checkpoint_dir):

@@ -644,53 +644,22 @@ def prepare_dataset(
     sidecar = _sidecar(output)
     source_md5 = _md5(source)
 
-    if not force and output.is_file() and sidecar.is_file():
-        try:
-            record = json.loads(sidecar.read_text())
-        except ValueError:
-            record = {}
-        if (
-            record.get("source_md5") == source_md5
-            and record.get("version") == PREPARE_VERSION
-            and (fmt == "auto" or record.get("format") == fmt)
-            and record.get("output_md5") == _md5(output)
-        ):
-            stats = dict(
-                record["stats"],
-                path=str(output),
-                format=record["format"],
-                source=str(source),
-                skipped=True,
-                seconds=time.perf_counter() - start,
-            )
-            if verbose:
-                print(
-                    f"{output} is up to date (source {source}, md5 {source_md5}); "
-                    "use --force to rewrite."
-                )
-            return stats
+    record = None if force else _up_to_date(output, sidecar, source_md5, fmt)
+    if record is not None:  # the output is that of this source: nothing to do
+        if verbose:
+            again = "use --force to rewrite"
+            print(f"{output} is up to date (source {source}, md5 {source_md5}); {again}.")
+        return dict(
+            record["stats"],
+            path=str(output),
+            format=record["format"],
+            source=str(source),
+            skipped=True,
+            seconds=time.perf_counter() - start,
+        )
 
     data, display = _read_bytes(source)
-    if not data or data.isspace():
-        raise _error(display, None, "the file is empty")
-    if fmt == "auto":
-        fmt = detect_format(data, display)
-    if fmt == "atomic":
-        table, _ = _read_atomic(data, display)
-
-        def write(handle: IO[bytes]) -> None:
-            return handle.write(data)
-    else:
-        reader = {
-            "sequences": _read_sequences,
-            "movielens-dat": _read_movielens_dat,
-            "movielens-csv": _read_movielens_csv,
-        }[fmt]
-        table = reader(data, display)
-
-        def write(handle):
-            return _write_inter(handle, table)
-
+    table, fmt, write = _read_table(data, display, fmt)
     stats = compute_stats(table.user, table.item)
     if "timestamp" in table.columns:
         stats["ties"] = tie_stats(table.user, table.columns["timestamp"])
@@ -722,7 +691,53 @@ def prepare_dataset(
     if verbose:
         print(f"Prepared {output} from {display} ({fmt}) in {stats['seconds']:.1f} s")
         print("\n".join(lines))
-    ties = stats.get("ties")
+    _warn(dataset, stats.get("ties"), mismatches)
+    return stats
+
+
+def _up_to_date(output: Path, sidecar: Path, source_md5: str, fmt: str) -> dict | None:
+    """The sidecar record when ``output`` was prepared from this source (same checksum,
+    format and preparation version) and is unchanged since; None otherwise."""
+    if not (output.is_file() and sidecar.is_file()):
+        return None
+    try:
+        record = json.loads(sidecar.read_text())
+    except ValueError:
+        return None
+    if (
+        record.get("source_md5") == source_md5
+        and record.get("version") == PREPARE_VERSION
+        and (fmt == "auto" or record.get("format") == fmt)
+        and record.get("output_md5") == _md5(output)
+    ):
+        return record
+    return None
+
+
+def _read_table(
+    data: bytes, display: str, fmt: str
+) -> tuple[_Table, str, Callable[[IO[bytes]], Any]]:
+    """The interactions of ``data`` in format ``fmt`` (detected for ``auto``), the format,
+    and the function that writes the ``.inter`` file (an atomic file is copied as it is)."""
+    if not data or data.isspace():
+        raise _error(display, None, "the file is empty")
+    if fmt == "auto":
+        fmt = detect_format(data, display)
+    if fmt == "atomic":
+        table, _ = _read_atomic(data, display)
+        return table, fmt, lambda handle: handle.write(data)
+    reader = {
+        "sequences": _read_sequences,
+        "movielens-dat": _read_movielens_dat,
+        "movielens-csv": _read_movielens_csv,
+    }[fmt]
+    table = reader(data, display)
+    return table, fmt, lambda handle: _write_inter(handle, table)
+
+
+def _warn(dataset: str, ties: dict | None, mismatches: list[str]) -> None:
+    """Warn about held-out items decided by tie order, and statistics unlike the published
+    ones (both pointing at the caller of :func:`prepare_dataset`)."""
     if ties and ties["held_out_users"]:
         warnings.warn(
             f"{dataset}: {100 * ties['tied']:.1f}% of the interactions share their timestamp "
@@ -731,16 +746,15 @@ def prepare_dataset(
             "the test or validation item is one of such a tie, so the order of the source "
             "file decides which item is held out",
             TieOrderWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if mismatches:
         warnings.warn(
             f"{dataset}: statistics differ from the published ones ({'; '.join(mismatches)}); "
             "check that the source is the expected release",
             DatasetStatsWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return stats
 
 
 def raw_root() -> Path | None:

@@ -84,6 +84,47 @@ def _check_names(space: Space, overrides: dict, known: set, model: str) -> None:
             )
 
 
+def _trial_count(space: Space, sampler: str, trials: int | None, timeout: float | None):
+    """Trials of the whole study: all combinations (at most ``trials``) for ``grid``, else
+    ``trials``, or :data:`DEFAULT_TRIALS` when neither a count nor a timeout bounds it."""
+    if sampler == "grid":
+        size = space.grid_size()  # raises for a continuous parameter
+        return size if trials is None else min(trials, size)
+    if trials is None and timeout is None:
+        return DEFAULT_TRIALS
+    return trials
+
+
+def _check_search_settings(
+    trials: int | None,
+    timeout: float | None,
+    n_jobs: int,
+    sampler: str,
+    sampler_seed: int | None,
+    pruner: str,
+) -> None:
+    """Refuse a bad setting of the search itself (counts, sampler, pruner), naming it.
+
+    Raises:
+        TuneError: the first bad setting.
+    """
+    if trials is not None:
+        _positive_int("--trials", trials)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        raise TuneError(f"--timeout must be a number of seconds > 0, found {timeout!r}")
+    _positive_int("--n_jobs", n_jobs)
+    if sampler not in SAMPLERS:
+        raise TuneError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise TuneError(f"--pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
+    if sampler_seed is not None and (
+        isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int)
+    ):
+        raise TuneError(f"--sampler_seed must be an integer, found {sampler_seed!r}")
+
+
 def prepare(
     model: Any,
     dataset: str,
@@ -135,35 +176,16 @@ def prepare(
         TuneError: (or another ``RecBoleMoeError``) naming the first bad input.
     """
     require_optuna()
-    if trials is not None:
-        _positive_int("--trials", trials)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-    ):
-        raise TuneError(f"--timeout must be a number of seconds > 0, found {timeout!r}")
-    _positive_int("--n_jobs", n_jobs)
+    _check_search_settings(trials, timeout, n_jobs, sampler, sampler_seed, pruner)
     _positive_int("--pruner_startup_trials", pruner_startup_trials, 0)
     _positive_int("--pruner_warmup_epochs", pruner_warmup_epochs, 0)
-    if sampler not in SAMPLERS:
-        raise TuneError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
-    if pruner not in PRUNERS:
-        raise TuneError(f"--pruner {pruner!r}: choose one of {', '.join(PRUNERS)}")
-    if sampler_seed is not None and (
-        isinstance(sampler_seed, bool) or not isinstance(sampler_seed, int)
-    ):
-        raise TuneError(f"--sampler_seed must be an integer, found {sampler_seed!r}")
     space = load_space(params)
     overrides = dict(config_dict or {})
     config_files = list(config_file_list) if config_file_list else None
     config = _resolve(model, dataset, overrides, config_files, override_source)
     model_name = config["model"]
     _check_names(space, overrides, set(config.final_config_dict), model_name)
-    n_trials = trials
-    if sampler == "grid":
-        size = space.grid_size()  # raises for a continuous parameter
-        n_trials = size if trials is None else min(trials, size)
-    elif trials is None and timeout is None:
-        n_trials = DEFAULT_TRIALS
+    n_trials = _trial_count(space, sampler, trials, timeout)
     study_name = study or f"{model_name}-{dataset}"
     out = os.path.normpath(out) if out else default_out(study_name)
     storage_given = storage is not None

@@ -80,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="worker processes on this machine (default 1)",
     )
+    _add_search_arguments(parser)
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="results folder (default: tuning/<study>)"
+    )
+    parser.add_argument("--config_files", nargs="+", default=None, help="YAML config files")
+    parser.add_argument(
+        "--keep_checkpoints", action="store_true", help="keep every trial's best-model checkpoint"
+    )
+    parser.add_argument("--no_plots", action="store_true", help="write no PNG plots")
+    return parser
+
+
+def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sampler's and the pruner's options."""
     parser.add_argument(
         "--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), random or grid"
     )
@@ -112,15 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="E",
         help="epochs of a trial before it may be pruned (default 0)",
     )
-    parser.add_argument(
-        "--out", default=None, metavar="DIR", help="results folder (default: tuning/<study>)"
-    )
-    parser.add_argument("--config_files", nargs="+", default=None, help="YAML config files")
-    parser.add_argument(
-        "--keep_checkpoints", action="store_true", help="keep every trial's best-model checkpoint"
-    )
-    parser.add_argument("--no_plots", action="store_true", help="write no PNG plots")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -509,6 +509,19 @@ class Objective:
         self.study = study
         self.log = log
 
+    def _continue_from(self, trial, origin: int, resume: str) -> None:
+        """A retried trial resumes its slot's checkpoint: note it, and report the validation
+        scores of the slot's last attempt again (the pruner sees the whole curve)."""
+        trial.set_user_attr("resumed_from", relative(resume))
+        earlier = [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if slot(t) == origin and t.number < trial.number and t.intermediate_values
+        ]
+        if earlier:
+            for step, value in sorted(earlier[-1].intermediate_values.items()):
+                trial.report(value, step)
+
     def _duplicate(self, trial):
         from optuna.trial import TrialState  # optional (the tune extra): imported on first use
 
@@ -536,21 +549,11 @@ class Objective:
             return duplicate.value
 
         folder = os.path.join(spec.checkpoint_root, f"trial-{origin}")
-        config_dict = dict(spec.overrides)
-        config_dict.update(params)
-        config_dict["checkpoint_dir"] = folder
+        config_dict = {**spec.overrides, **params, "checkpoint_dir": folder}
         resume = _last_checkpoint(folder) if origin != number else None
         if resume:
             config_dict["resume"] = resume
-            trial.set_user_attr("resumed_from", relative(resume))
-            earlier = [
-                t
-                for t in self.study.get_trials(deepcopy=False)
-                if slot(t) == origin and t.number < number and t.intermediate_values
-            ]
-            if earlier:
-                for step, value in sorted(earlier[-1].intermediate_values.items()):
-                    trial.report(value, step)
+            self._continue_from(trial, origin, resume)
         note = (
             f" (retry of trial {origin}{', resumed' if resume else ''})" if origin != number else ""
         )
