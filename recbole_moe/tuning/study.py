@@ -560,23 +560,7 @@ class Objective:
         self.log(f"[tune] trial {number}{note}: {format_params(params)}")
 
         epochs: list[int] = []
-
-        def report(epoch_idx: int, valid_score: float) -> None:
-            value = float(valid_score)
-            epochs.append(int(epoch_idx))
-            if not math.isfinite(value):
-                trial.set_user_attr("pruned_at_epoch", int(epoch_idx))
-                raise optuna.TrialPruned(
-                    f"validation {spec.metric} is {value} at epoch {epoch_idx}"
-                )
-            trial.report(value, int(epoch_idx))
-            if trial.should_prune():
-                trial.set_user_attr("pruned_at_epoch", int(epoch_idx))
-                raise optuna.TrialPruned(
-                    f"validation {spec.metric} {value:.4f} at epoch "
-                    f"{epoch_idx} is worse than the median of earlier trials"
-                )
-
+        report = self._reporter(trial, epochs)
         start = time.perf_counter()
         try:
             result = run(
@@ -609,15 +593,41 @@ class Objective:
             self._discard(folder)
             raise
         trial.set_user_attr("seconds", time.perf_counter() - start)
+        self._record(trial, result, folder)
+        return float(result["best_valid_score"])
+
+    def _reporter(self, trial, epochs: list[int]) -> Callable[[int, float], None]:
+        """The run's callback after each validation: the score goes to the pruner (each
+        epoch noted in ``epochs``); a non-finite or pruned score ends the trial."""
+        optuna = require_optuna()
+        metric = self.spec.metric
+
+        def report(epoch_idx: int, valid_score: float) -> None:
+            value = float(valid_score)
+            epochs.append(int(epoch_idx))
+            if not math.isfinite(value):
+                trial.set_user_attr("pruned_at_epoch", int(epoch_idx))
+                raise optuna.TrialPruned(f"validation {metric} is {value} at epoch {epoch_idx}")
+            trial.report(value, int(epoch_idx))
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_epoch", int(epoch_idx))
+                raise optuna.TrialPruned(
+                    f"validation {metric} {value:.4f} at epoch "
+                    f"{epoch_idx} is worse than the median of earlier trials"
+                )
+
+        return report
+
+    def _record(self, trial, result: dict, folder: str) -> None:
+        """A finished trial's results on the trial; its checkpoints removed or kept."""
         trial.set_user_attr("valid", _plain(result["best_valid_result"]))
         trial.set_user_attr("test", _plain(result["test_result"]))
         trial.set_user_attr("epochs", int(result.get("epochs_run") or 0))
         trial.set_user_attr("n_params", int(result.get("n_params") or 0))
         trial.set_user_attr("log_file", relative(result.get("log_file")))
-        _clean_checkpoints(folder, keep_best=spec.keep_checkpoints)
-        if spec.keep_checkpoints and result.get("model_file"):
+        _clean_checkpoints(folder, keep_best=self.spec.keep_checkpoints)
+        if self.spec.keep_checkpoints and result.get("model_file"):
             trial.set_user_attr("model_file", relative(result["model_file"]))
-        return float(result["best_valid_score"])
 
     def _discard(self, folder: str) -> None:
         if self.spec.keep_checkpoints:
