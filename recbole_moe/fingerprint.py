@@ -67,9 +67,22 @@ class DataChangedWarning(UserWarning):
     """The ``.inter`` file changed since training, but every user and item keeps its index."""
 
 
-def inter_file(config: Any) -> str:
-    """The dataset's ``.inter`` file (``config["data_path"]`` is the dataset's folder)."""
-    return os.path.join(config["data_path"], f"{config['dataset']}.inter")
+def inter_files(config: Any) -> list[str]:
+    """The dataset's interaction files (``config["data_path"]`` is the dataset's folder):
+    ``<dataset>.inter``, or ``<dataset>.<part>.inter`` for each part of pre-split data
+    (``benchmark_filename``)."""
+    dataset = config["dataset"]
+    parts = config["benchmark_filename"] if "benchmark_filename" in config else None
+    names = [f"{dataset}.{part}.inter" for part in parts] if parts else [f"{dataset}.inter"]
+    return [os.path.join(config["data_path"], name) for name in names]
+
+
+def files_sha256(paths: list[str]) -> str:
+    """One file's SHA-256, or for several the SHA-256 of their SHA-256s in order."""
+    digests = [file_sha256(path) for path in paths]
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256("\n".join(digests).encode("ascii")).hexdigest()
 
 
 def file_sha256(path: str) -> str:
@@ -94,10 +107,10 @@ def run_settings(config: Any) -> dict[str, Any]:
 
 def run_fingerprint(config: Any, dataset: Any) -> dict[str, Any]:
     """The fingerprint of a run of ``config`` on ``dataset`` (a RecBole ``Dataset``)."""
-    path = inter_file(config)
+    paths = inter_files(config)
     return {
-        "inter_file": path,
-        "inter_sha256": file_sha256(path),
+        "inter_file": ", ".join(paths),
+        "inter_sha256": files_sha256(paths),
         "users": _ids(dataset, dataset.uid_field),
         "items": _ids(dataset, dataset.iid_field),
         "settings": run_settings(config),
@@ -217,7 +230,8 @@ __all__ = [
     "check_data",
     "check_settings",
     "file_sha256",
-    "inter_file",
+    "files_sha256",
+    "inter_files",
     "run_fingerprint",
     "run_settings",
 ]

@@ -595,12 +595,15 @@ def load_model(
     dataset = config["dataset"]
     if data_path is not None:
         config["data_path"] = os.path.join(os.path.abspath(data_path), dataset)
-    if not os.path.isfile(os.path.join(config["data_path"], f"{dataset}.inter")):
+    parts = config["benchmark_filename"] or [None]  # pre-split: <dataset>.<part>.inter each
+    names = [f"{dataset}.{part}.inter" if part else f"{dataset}.inter" for part in parts]
+    missing = [n for n in names if not os.path.isfile(os.path.join(config["data_path"], n))]
+    if missing:
         where = "the given data_path" if data_path is not None else "where it was trained"
         raise DatasetNotFoundError(
             f"the data of checkpoint {model_file} is not {where}: "
-            f"{os.path.join(config['data_path'], f'{dataset}.inter')} does not exist; give "
-            f"--data_path (data_path=) the folder that holds {dataset}/{dataset}.inter"
+            f"{os.path.join(config['data_path'], missing[0])} does not exist; give "
+            f"--data_path (data_path=) the folder that holds {dataset}/{missing[0]}"
         )
     check_dataset_files(config)
     validate_dataset_files(config)

@@ -578,3 +578,14 @@ def test_wall_time_counts_every_process_of_a_resumed_run():
     unknown = dict(_record("FAME", 3, 0.05), duration_s=60.0, wall_total_s=None)
     (row,) = efficiency_rows([fresh, resumed, older, unknown])
     assert row["wall_min"] == pytest.approx((600 + 1500 + 900) / 3 / 60)
+
+
+def test_the_run_summary_of_a_recbole_trainer_without_epoch_times():
+    """RecBole's own trainers (NCL's, KGIN's, the boosters') record no epoch times."""
+    from recbole_moe.benchmark.runner import _run_summary
+
+    record = {"status": "ok", "duration_s": 3.0, "epochs_run": 2, "train_time_per_epoch": None}
+    record["test_result"] = {"ndcg@10": 0.125}
+    assert _run_summary(record) == "ok in 3.0s (2 epochs), test ndcg@10 0.1250"
+    record["train_time_per_epoch"] = 1.25
+    assert _run_summary(record) == "ok in 3.0s (2 epochs, 1.2 s/epoch), test ndcg@10 0.1250"

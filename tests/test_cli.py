@@ -37,3 +37,14 @@ def test_report_and_merge_are_subcommands_of_the_tool(monkeypatch, name, target)
     monkeypatch.setattr(benchmark, target, lambda argv: seen.append(argv) or 0)
     assert cli.main([name, "results/x", "more"]) == 0
     assert seen == [["results/x", "more"]]
+
+
+@pytest.mark.parametrize(
+    "typed, meant", [("sasrec", "SASRec"), ("lightgbm", "LightGBM"), ("SASRecc", "SASRec")]
+)
+def test_a_model_name_in_other_letter_case_is_suggested_first(typed, meant):
+    from recbole_moe.errors import UnknownModelError
+    from recbole_moe.model import get_model
+
+    with pytest.raises(UnknownModelError, match=f"Did you mean '{meant}'"):
+        get_model(typed)

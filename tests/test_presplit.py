@@ -110,3 +110,18 @@ def test_lean_path_refuses_presplit_data(tmp_path):
         config = Config("SASRec", "ps", config_dict={**settings, **extra})
         with pytest.raises(ValueError, match="benchmark_filename"):
             data_path_mode(config)
+
+
+def test_a_presplit_run_reloads_from_its_checkpoint(tmp_path):
+    """``load_model`` (and so ``recommend``) finds a pre-split run's data in its part files."""
+    import recbole_moe
+    from recbole_moe.testing import tiny_config
+
+    rows = [(f"u{u}", [f"i{(u + k) % 9}" for k in range(3)], f"i{(u + 3) % 9}") for u in range(12)]
+    write_presplit(str(tmp_path / "ps"), "ps", {s: rows for s in ("train", "valid", "test")})
+    settings = {**tiny_config(str(tmp_path), epochs=1), **PRESPLIT}
+    settings["checkpoint_dir"] = str(tmp_path / "saved")
+    result = recbole_moe.run("SASRec", "ps", config_dict=settings)
+    loaded = recbole_moe.load_model(result["model_file"])
+    assert loaded.config["benchmark_filename"] == ["train", "valid", "test"]
+    assert len(loaded.test_data._dataset) == len(rows)

@@ -572,9 +572,11 @@ def _run_summary(record: dict) -> str:
         return f"FAILED: {record['error']}"
     test = record["test_result"]
     metric = next(iter(test), None)
+    per_epoch = record["train_time_per_epoch"]  # None from RecBole's own trainers
     return (
-        f"ok in {record['duration_s']:.1f}s ({record['epochs_run']} epochs, "
-        f"{record['train_time_per_epoch']:.1f} s/epoch)"
+        f"ok in {record['duration_s']:.1f}s ({record['epochs_run']} epochs"
+        + (f", {per_epoch:.1f} s/epoch" if per_epoch is not None else "")
+        + ")"
         + (f", test {metric} {test[metric]:.4f}" if metric else "")
     )
 

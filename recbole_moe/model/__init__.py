@@ -176,10 +176,9 @@ def get_model(name: str) -> type:
         return getattr(importlib.import_module(module), name)
     ours = plugin_models()
     known = ours + [m for m in recbole_models() if m not in ours]
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    if not close:
-        lowered = {k.lower(): k for k in known}
-        close = [lowered[name.lower()]] if name.lower() in lowered else []
+    lowered = {k.lower(): k for k in known}  # the same name in other letter case first
+    close = [lowered[name.lower()]] if name.lower() in lowered else []
+    close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     raise UnknownModelError(
         f"Unknown model '{name}'.{hint} Available models: recbole-moe: "
