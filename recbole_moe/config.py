@@ -146,6 +146,8 @@ class Config(RecBoleConfig):
         for path in reversed(self.config_file_list or []):
             if key in (read_yaml(path) or {}):
                 return f"config file {path}"
+        if key in getattr(self, "recbole_family_keys", ()):
+            return f"RecBole's settings for {self.model} (labeled data, AUC and LogLoss)"
         model_file = model_property_file(self.model)
         if os.path.isfile(model_file):
             section = (read_yaml(model_file) or {}).get(DATASET_OVERRIDES_KEY) or {}
@@ -229,8 +231,11 @@ class Config(RecBoleConfig):
         # Our top-k metrics, valid_metric and full-ranking eval_args are for top-k models;
         # RecBole's context-aware, DIN/DIEN and decision-tree settings score labeled data with
         # AUC and LogLoss, and keep them.
+        #: Keys whose value is RecBole's family setting, over ours (for ``source_of``).
+        self.recbole_family_keys: tuple[str, ...] = ()
         if "AUC" in (recbole.get("metrics") or []):
-            for key in ("eval_args", "metrics", "valid_metric"):
+            self.recbole_family_keys = ("eval_args", "metrics", "valid_metric")
+            for key in self.recbole_family_keys:
                 self.internal_config_dict[key] = recbole[key]
 
     def _keep_family_files(self, recbole: dict) -> None:

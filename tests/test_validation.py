@@ -181,3 +181,15 @@ def test_malformed_atomic_file(content, pattern, tiny_config, tmp_path):
         else []
     )
     assert leftover == []
+
+
+def test_a_context_aware_models_evaluation_settings_are_named_as_recboles():
+    """DeepFM keeps RecBole's labeled evaluation (AUC, LogLoss): an error about those keys
+    names RecBole's settings, not our dataset file whose values were not used."""
+    from recbole_moe.config import Config
+
+    config = Config("DeepFM", "ml-100k", config_dict={"epochs": 1})
+    assert config["metrics"] == ["AUC", "LogLoss"]
+    assert config.source_of("metrics").startswith("RecBole's settings for DeepFM")
+    sasrec = Config("SASRec", "ml-100k", config_dict={"epochs": 1})
+    assert sasrec.source_of("metrics").endswith("ml-100k.yaml")
