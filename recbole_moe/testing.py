@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from recbole_moe.config import Config
+from recbole_moe.files import atomic_write_text
 from recbole_moe.model import ENTRY_POINT_GROUP
 from recbole_moe.quick_start import RunParts, get_trainer, load_model, prepare_run, run
 
@@ -248,11 +249,7 @@ KG_EMBEDDING_SETTINGS: dict[str, Any] = {
 
 def _write_atomic(path: str, header: str, rows: list[str]) -> None:
     """Write one atomic file (``header`` then ``rows``, tab-separated) atomically."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(header + "\n")
-        f.writelines(row + "\n" for row in rows)
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in [header, *rows]))
 
 
 def make_feature_dataset(
